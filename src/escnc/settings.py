@@ -1,0 +1,48 @@
+"""Server settings: command line, optional config file, environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_VIM = ("default", "test:///default")
+
+
+@dataclass
+class Settings:
+    state_dir: Path = field(default_factory=lambda: Path(os.environ.get("ESCNC_STATE_DIR", "escnc-state")))
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 830
+    # name -> libvirt URI; the first one is the default host
+    vims: dict[str, str] = field(default_factory=lambda: {DEFAULT_VIM[0]: DEFAULT_VIM[1]})
+    log_level: str = "INFO"
+
+    # NETCONF limits and hygiene
+    max_message_size: int = 64 * 1024 * 1024
+    max_sessions: int = 64
+    idle_timeout: float = 3600.0  # seconds without any message from the client; 0 = none
+    max_auth_attempts: int = 3
+    auth_timeout: float = 30.0
+    hello_timeout: float = 30.0
+
+    # datastore
+    rollback_history: int = 20
+    confirmed_commit_default_timeout: int = 600
+
+    # events
+    event_retention_days: float = 7.0
+    event_retention_count: int = 1_000_000
+    subscriber_max_lag: int = 100_000  # events a subscriber may fall behind before it is closed
+
+    # engine
+    reconcile_interval: float = 30.0
+    default_bootup_time: int = 600
+    snapshot_poll_secs: float = 15.0
+    snapshot_timeout_mins: float = 20.0
+    volume_poll_secs: float = 15.0
+    volume_timeout_mins: float = 20.0
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "escnc.sqlite3"

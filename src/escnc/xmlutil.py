@@ -1,0 +1,71 @@
+"""Safe XML parsing and small helpers shared by every layer."""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from escnc.errors import RpcError
+
+# Untrusted input: no entities, no DTD loading, no network, bounded depth/size (huge_tree off).
+_SAFE_PARSER = etree.XMLParser(
+    resolve_entities=False,
+    no_network=True,
+    load_dtd=False,
+    dtd_validation=False,
+    huge_tree=False,
+    remove_blank_text=True,
+    remove_comments=True,
+    remove_pis=True,
+)
+
+MAX_DEPTH = 256
+
+
+def parse_untrusted(data: bytes | str) -> etree._Element:
+    """Parse one XML document from a client.
+
+    Raises ``RpcError(malformed-message)`` for anything that is not a well-formed,
+    entity-free document of reasonable depth.
+    """
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    try:
+        root = etree.fromstring(data, _SAFE_PARSER)
+    except (etree.XMLSyntaxError, ValueError) as exc:
+        raise RpcError("malformed-message", f"malformed XML: {exc}", type="rpc") from exc
+    if root.getroottree().docinfo.internalDTD is not None or _has_entities(root):
+        raise RpcError("malformed-message", "DTDs and entities are not accepted", type="rpc")
+    if _depth(root) > MAX_DEPTH:
+        raise RpcError("malformed-message", f"XML nested deeper than {MAX_DEPTH}", type="rpc")
+    return root
+
+
+def _has_entities(root: etree._Element) -> bool:
+    for el in root.iter():
+        if isinstance(el, etree._Entity):
+            return True
+    return False
+
+
+def _depth(root: etree._Element) -> int:
+    deepest = 0
+    stack = [(root, 1)]
+    while stack:
+        el, d = stack.pop()
+        deepest = max(deepest, d)
+        if d > MAX_DEPTH:
+            return d
+        stack.extend((child, d + 1) for child in el)
+    return deepest
+
+
+def localname(el: etree._Element) -> str:
+    return etree.QName(el).localname
+
+
+def namespace(el: etree._Element) -> str | None:
+    return etree.QName(el).namespace
+
+
+def to_bytes(el: etree._Element, pretty: bool = False) -> bytes:
+    return etree.tostring(el, encoding="utf-8", pretty_print=pretty)

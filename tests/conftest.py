@@ -1,0 +1,96 @@
+"""Shared fixtures: a real escnc server on loopback and real NETCONF clients.
+
+Each server gets its own state directory and its own libvirt test-driver host
+(``test:///<tmp>/host.xml``), so tests never see each other's domains.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from ncclient import manager
+from ncclient.transport import session as nc_session
+
+from escnc.app import Server
+from escnc.settings import Settings
+
+# ncclient polls its send queue every TICK seconds (0.1 by default): far too slow.
+nc_session.TICK = 0.0005
+
+USER = "admin"
+PASSWORD = "admin-pw"
+
+logging.getLogger("ncclient").setLevel(logging.WARNING)
+logging.getLogger("paramiko").setLevel(logging.WARNING)
+
+
+def test_host_uri(directory: Path, name: str = "host") -> str:
+    """A fresh, independent libvirt test-driver host backed by an empty node file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    node = directory / f"{name}.xml"
+    if not node.exists():
+        node.write_text("<node></node>\n")
+    return f"test://{node}"
+
+
+def make_settings(state_dir: Path, **overrides: object) -> Settings:
+    settings = Settings(state_dir=state_dir, listen_host="127.0.0.1", listen_port=0)
+    settings.vims = {"default": test_host_uri(state_dir.parent / "hosts")}
+    for key, value in overrides.items():
+        setattr(settings, key, value)
+    return settings
+
+
+def add_user(state_dir: Path, name: str = USER, password: str | None = PASSWORD,
+             keys: tuple[str, ...] = ()) -> None:
+    from escnc.netconf.users import UserStore
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    store = UserStore(state_dir / "users.sqlite3")
+    store.add_user(name, password=password, public_keys=list(keys))
+    store.close()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    started: list[Server] = []
+
+    def factory(state_dir: Path | None = None, **overrides: object) -> Server:
+        state = state_dir or tmp_path / f"state{len(started)}"
+        add_user(state)
+        srv = Server(make_settings(state, **overrides))
+        srv.start()
+        started.append(srv)
+        return srv
+
+    yield factory
+    for srv in reversed(started):
+        srv.stop()
+
+
+@pytest.fixture
+def server(server_factory: Callable[..., Server]) -> Server:
+    return server_factory()
+
+
+def connect(srv: Server, user: str = USER, password: str | None = PASSWORD, **kw: object):
+    return manager.connect(
+        host="127.0.0.1",
+        port=srv.port,
+        username=user,
+        password=password,
+        hostkey_verify=False,
+        allow_agent=False,
+        look_for_keys=False,
+        timeout=30,
+        **kw,
+    )
+
+
+@pytest.fixture
+def nc(server: Server) -> Iterator[manager.Manager]:
+    with connect(server) as m:
+        yield m
