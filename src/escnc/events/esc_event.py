@@ -15,6 +15,18 @@ SUCCESS = "SUCCESS"
 FAILURE = "FAILURE"
 
 
+_VM_FIELDS = (
+    "vmid",
+    "vmname",
+    "generated_vmname",
+    "vim_id",
+    "vim_project",
+    "vim_project_id",
+    "hostid",
+    "hostname",
+)
+
+
 @dataclass
 class VmRef:
     vmid: str = ""
@@ -22,6 +34,7 @@ class VmRef:
     generated_vmname: str = ""
     vim_id: str = ""
     vim_project: str = ""
+    vim_project_id: str = ""
     hostid: str = ""
     hostname: str = ""
     # (nicid, network, ip_address, mac_address)
@@ -29,7 +42,7 @@ class VmRef:
 
     def to_xml(self, tag: str) -> etree._Element:
         el = etree.Element(qn(ESC, tag))
-        for name in ("vmid", "vmname", "generated_vmname", "vim_id", "vim_project", "hostid", "hostname"):
+        for name in _VM_FIELDS:
             value = getattr(self, name)
             if value:
                 etree.SubElement(el, qn(ESC, name)).text = value
@@ -62,7 +75,7 @@ class EscEvent:
     vm_target: VmRef | None = None
 
     def to_xml(self) -> etree._Element:
-        root = etree.Element(qn(ESC, "escEvent"), nsmap={None: ESC})
+        root = etree.Element(qn(ESC, "escEvent"), nsmap={None: ESC})  # type: ignore[dict-item]
         etree.SubElement(root, qn(ESC, "status")).text = self.status
         etree.SubElement(root, qn(ESC, "status_code")).text = str(self.status_code)
         etree.SubElement(root, qn(ESC, "status_message")).text = self.status_message

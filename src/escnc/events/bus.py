@@ -1,0 +1,219 @@
+"""EventBus: publish = append to the durable log, then wake the consumers.
+
+The publisher never waits for a consumer: it commits the event, keeps it in a small
+in-memory window of recent events and notifies a condition. Every consumer
+(NETCONF subscription, in-process listener, a future REST-callback transport) is a
+:class:`~escnc.events.consumer.Consumer` with its own thread and its own cursor (a
+sequence number): it reads the window, or the SQLite log when it has fallen behind
+the window, at its own pace. Global sequence order is delivery order, so the order
+of events of one deployment is preserved for every consumer.
+
+Streams (RFC 5277): ``escEvent`` carries ESC events; ``NETCONF``, the default
+stream, carries every event the server raises (escEvent and RFC 6470 alike).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from escnc.events.consumer import Consumer
+from escnc.events.esc_event import ESC_STREAM, NETCONF_STREAM
+from escnc.events.log import (
+    EventLog,
+    StoredEvent,
+    format_event_time,
+    now_ms,
+    parse_event_time,
+)
+
+if TYPE_CHECKING:
+    from escnc.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STREAMS: dict[str, str] = {
+    NETCONF_STREAM: "default NETCONF event stream: every notification the server sends",
+    ESC_STREAM: "ESC lifecycle events (escEvent)",
+}
+
+TimeArg = int | float | str | datetime | None
+
+
+def to_ms(value: TimeArg) -> int | None:
+    """Epoch seconds (int/float), RFC 3339 text or an aware datetime -> epoch ms."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return parse_event_time(value)
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    return round(value * 1000)
+
+
+def stream_filter(stream: str) -> tuple[str, ...] | None:
+    """Log streams a subscription to ``stream`` receives (None = all)."""
+    return None if stream == NETCONF_STREAM else (stream,)
+
+
+class EventBus:
+    # events kept in memory for consumers that keep up; slower ones read SQLite
+    WINDOW = 8192
+    PRUNE_INTERVAL = 60.0
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.log = EventLog(settings.state_dir / "events.sqlite3")
+        self.streams = dict(STREAMS)
+        self._publish_lock = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
+        self._recent: dict[int, StoredEvent] = {}
+        self._head = self.log.last_seq()
+        self._last_ms = 0
+        self._consumers: set[Consumer] = set()
+        self._consumers_lock = threading.Lock()
+        self._closed = threading.Event()
+        self.prune()
+        self._pruner = threading.Thread(target=self._prune_loop, name="event-pruner", daemon=True)
+        self._pruner.start()
+
+    # -- publishing ---------------------------------------------------------------
+
+    def publish(self, stream: str, body: etree._Element | bytes) -> int:
+        """Append ``body`` to ``stream`` durably, then wake consumers. Returns the seq."""
+        if stream not in self.streams:
+            raise ValueError(f"unknown event stream {stream!r}")
+        data = body if isinstance(body, bytes) else etree.tostring(body, encoding="utf-8")
+        if data.startswith(b"<?xml"):
+            data = data[data.index(b"?>") + 2 :].lstrip()
+        with self._publish_lock:
+            if self._closed.is_set():
+                raise RuntimeError("event bus is closed")
+            # eventTime never goes backwards, so time order == sequence order
+            ts = max(now_ms(), self._last_ms)
+            self._last_ms = ts
+            event_time = format_event_time(ts)
+            seq = self.log.append(stream, ts, event_time, data)
+            event = StoredEvent.make(seq, stream, ts, event_time, data)
+            with self._cond:
+                self._recent[seq] = event
+                self._recent.pop(seq - self.WINDOW, None)
+                self._head = seq
+                self._cond.notify_all()
+        return seq
+
+    # -- reading (used by consumers) ----------------------------------------------
+
+    @property
+    def head(self) -> int:
+        return self._head
+
+    def events_after(self, seq: int, limit: int = 256) -> list[StoredEvent]:
+        """Up to ``limit`` events with sequence number > ``seq``, oldest first."""
+        head = self._head
+        if seq >= head:
+            return []
+        first = self._recent.get(seq + 1)
+        if first is None:
+            # behind the in-memory window (or retention dropped it): read the log
+            return self.log.read_after(seq, limit)
+        out = [first]
+        for s in range(seq + 2, min(head, seq + limit) + 1):
+            event = self._recent.get(s)
+            if event is None:
+                break
+            out.append(event)
+        return out
+
+    def wait_for_new(self, seq: int, timeout: float | None) -> bool:
+        """Block until an event newer than ``seq`` exists (or timeout / close)."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: self._head > seq or self._closed.is_set(), timeout
+            ) and not self._closed.is_set()
+
+    def replay(
+        self, stream: str | None, start: TimeArg = None, stop: TimeArg = None
+    ) -> Iterator[StoredEvent]:
+        """Logged events of ``stream`` (None = all) with start <= eventTime <= stop."""
+        streams = stream_filter(stream) if stream else None
+        return self.log.replay(streams, to_ms(start), to_ms(stop))
+
+    def first_seq_at_or_after(self, start: TimeArg) -> int:
+        ms = to_ms(start)
+        return self.log.first_seq() if ms is None else self.log.first_seq_at_or_after(ms)
+
+    @property
+    def log_creation_time(self) -> str:
+        return self.log.created
+
+    # -- consumers -----------------------------------------------------------------
+
+    def add_listener(
+        self, listener: Callable[[StoredEvent], None], stream: str = NETCONF_STREAM
+    ) -> Consumer:
+        """Call ``listener`` for every event published from now on, in order, from a
+        dedicated thread (a slow listener delays nobody). ``Consumer.close()`` stops it."""
+        return self.consume(listener, stream=stream)
+
+    def consume(
+        self,
+        deliver: Callable[[StoredEvent], None],
+        *,
+        stream: str = NETCONF_STREAM,
+        start_seq: int | None = None,
+        **options: object,
+    ) -> Consumer:
+        """Start a consumer at ``start_seq`` (first event to deliver; default: the next
+        one published). See :class:`Consumer` for the options."""
+        after = self._head if start_seq is None else start_seq - 1
+        consumer = Consumer(self, deliver, streams=stream_filter(stream), after=after, **options)  # type: ignore[arg-type]
+        with self._consumers_lock:
+            self._consumers.add(consumer)
+        consumer.start()
+        return consumer
+
+    def _forget(self, consumer: Consumer) -> None:
+        with self._consumers_lock:
+            self._consumers.discard(consumer)
+
+    def consumers(self) -> list[Consumer]:
+        with self._consumers_lock:
+            return list(self._consumers)
+
+    # -- retention -----------------------------------------------------------------
+
+    def prune(self) -> int:
+        days = self.settings.event_retention_days
+        count = self.settings.event_retention_count
+        removed = self.log.prune(
+            days * 86_400 if days and days > 0 else None,
+            count if count and count > 0 else None,
+        )
+        if removed:
+            log.info("event log retention removed %d events", removed)
+        return removed
+
+    def _prune_loop(self) -> None:
+        while not self._closed.wait(self.PRUNE_INTERVAL):
+            try:
+                self.prune()
+            except Exception:  # keep pruning on the next tick; never kill the bus
+                log.exception("event log pruning failed")
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        with self._publish_lock:
+            self._closed.set()
+        with self._cond:
+            self._cond.notify_all()
+        for consumer in self.consumers():
+            consumer.close(wait=True)
+        self._pruner.join(timeout=5)
+        self.log.close()
