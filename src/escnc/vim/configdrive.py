@@ -1,0 +1,55 @@
+"""Day-0 configuration for a guest: a NoCloud config drive.
+
+Files (``name -> bytes``) are written into an ISO 9660 image with volume label
+``cidata`` (what cloud-init's NoCloud source and most VNFs look for), made by
+``genisoimage`` or ``mkisofs``. Without either tool the same files go into a raw
+disk image holding a POSIX tar archive (read it in the guest with
+``tar -x < /dev/vdb``), so day-0 data never silently disappears.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+
+class ConfigDriveError(Exception):
+    pass
+
+
+def _iso_tool() -> str | None:
+    return shutil.which("genisoimage") or shutil.which("mkisofs")
+
+
+def build_config_drive(files: dict[str, bytes], out: Path) -> str:
+    """Write the drive to ``out``; return its format: ``iso`` or ``raw``."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tool = _iso_tool()
+    if tool is not None:
+        with tempfile.TemporaryDirectory(prefix="escnc-day0-") as tmp:
+            root = Path(tmp)
+            for name, data in files.items():
+                path = (root / name.lstrip("/")).resolve()
+                if root.resolve() not in path.parents:
+                    raise ConfigDriveError(f"config file path {name!r} leaves the drive")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            cmd = [tool, "-quiet", "-output", str(out), "-volid", "cidata", "-joliet", "-rock", tmp]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+            if proc.returncode != 0:
+                raise ConfigDriveError(f"{Path(tool).name} failed: {proc.stderr.strip()}")
+        return "iso"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name.lstrip("/"))
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    raw = buf.getvalue()
+    pad = (-len(raw)) % (1 << 20)  # whole MiB: block devices like round sizes
+    out.write_bytes(raw + b"\0" * pad)
+    return "raw"

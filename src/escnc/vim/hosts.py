@@ -1,0 +1,273 @@
+"""libvirt hosts: one long-lived connection per host, and libvirt's event loop.
+
+A *host* is one libvirt URI (``qemu:///system``, ``qemu+ssh://h/system``,
+``test:///path/host.xml``). Hosts come from ``settings.vims`` (the first is the
+default) and from ``vim_connector`` objects in the configuration (the engine calls
+:meth:`HostRegistry.add_host` / :meth:`HostRegistry.remove_host` at commit).
+
+Why one connection per host: a second ``open`` of ``test:///path`` is a fresh,
+empty hypervisor, and for real hosts each connection costs a daemon session.
+libvirt connections are thread safe, so every engine thread shares it.
+
+Lifecycle events (started, stopped, crashed) reach listeners registered with
+:meth:`add_domain_listener` through the default event loop, which must be
+registered before the first connection is opened. A lost connection is reopened
+by a watchdog thread; :meth:`add_reconnect_listener` callbacks then run so the
+engine can reconcile that host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import libvirt
+
+from escnc.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DomainListener = Callable[[str, str, int, int], None]  # host, domain name, event, detail
+ReconnectListener = Callable[[str], None]  # host name
+
+_loop_lock = threading.Lock()
+_loop_started = False
+
+
+def _ignore_libvirt_error(_ctx: object, _err: object) -> None:
+    """libvirt prints every error to stderr by default; we raise and log instead."""
+
+
+def start_event_loop() -> None:
+    """Register libvirt's default event loop and run it in a daemon thread (once per process)."""
+    global _loop_started
+    with _loop_lock:
+        if _loop_started:
+            return
+        libvirt.registerErrorHandler(_ignore_libvirt_error, None)
+        libvirt.virEventRegisterDefaultImpl()
+
+        def run() -> None:
+            while True:
+                try:
+                    libvirt.virEventRunDefaultImpl()
+                except Exception:  # keep the loop alive whatever a callback does
+                    log.exception("libvirt event loop iteration failed")
+
+        threading.Thread(target=run, name="libvirt-events", daemon=True).start()
+        _loop_started = True
+
+
+@dataclass
+class Host:
+    name: str
+    uri: str
+    conn: libvirt.virConnect | None = None
+    error: str = ""
+    # serialises storage/network setup on this host; domain calls need no lock
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    _callback_ids: list[int] = field(default_factory=list)
+
+    @property
+    def is_test(self) -> bool:
+        """The libvirt test driver: guests are not reachable, state is in-process."""
+        return self.uri.startswith("test:")
+
+    @property
+    def connected(self) -> bool:
+        if self.conn is None:
+            return False
+        try:
+            return bool(self.conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    @property
+    def is_local(self) -> bool:
+        """Files under our state_dir are visible to the hypervisor (no remote transport)."""
+        scheme = self.uri.split(":", 1)[0]
+        return (
+            "+" not in scheme and "://" in self.uri and self.uri.split("://", 1)[1].startswith("/")
+        )
+
+    def connection(self) -> libvirt.virConnect:
+        if self.conn is None:
+            raise libvirt.libvirtError(
+                f"host {self.name} ({self.uri}) is not connected: {self.error}"
+            )
+        return self.conn
+
+    @property
+    def domain_type(self) -> str:
+        # KVM is unusable on the target machines: plain TCG emulation for QEMU.
+        return "test" if self.is_test else "qemu"
+
+    def hostname(self) -> str:
+        try:
+            return str(self.connection().getHostname())
+        except libvirt.libvirtError:
+            return self.name
+
+    def hostid(self) -> str:
+        """Stable opaque id, shaped like ESC's (sha224 hex of host name and URI)."""
+        return hashlib.sha224(f"{self.name}|{self.uri}".encode()).hexdigest()
+
+
+class HostRegistry:
+    """All libvirt hosts known to escnc."""
+
+    def __init__(self, settings: Settings, reconnect_interval: float = 5.0) -> None:
+        self._settings = settings
+        self._hosts: dict[str, Host] = {}
+        self._static: set[str] = set(settings.vims)
+        self._lock = threading.RLock()
+        self._domain_listeners: list[DomainListener] = []
+        self._reconnect_listeners: list[ReconnectListener] = []
+        self._closed = threading.Event()
+        self._default = next(iter(settings.vims), "")
+        start_event_loop()
+        for name, uri in settings.vims.items():
+            self.add_host(name, uri)
+        self._watchdog = threading.Thread(
+            target=self._watch, args=(reconnect_interval,), name="vim-watchdog", daemon=True
+        )
+        self._watchdog.start()
+
+    # -- hosts -----------------------------------------------------------------------
+
+    def add_host(self, name: str, uri: str, default: bool = False) -> Host:
+        with self._lock:
+            existing = self._hosts.get(name)
+            if existing is not None and existing.uri == uri:
+                if default:
+                    self._default = name
+                return existing
+            if existing is not None:
+                self._disconnect(existing)
+            host = Host(name=name, uri=uri)
+            self._hosts[name] = host
+            if default or not self._default:
+                self._default = name
+        self._connect(host)
+        return host
+
+    def remove_host(self, name: str) -> None:
+        """Forget a configured host (settings hosts stay: they come from the command line)."""
+        with self._lock:
+            if name in self._static:
+                return
+            host = self._hosts.pop(name, None)
+            if self._default == name:
+                self._default = next(iter(self._hosts), "")
+        if host is not None:
+            self._disconnect(host)
+
+    def get(self, name: str) -> Host:
+        with self._lock:
+            host = self._hosts.get(name)
+        if host is None:
+            raise KeyError(name)
+        return host
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self._hosts)
+
+    def hosts(self) -> list[Host]:
+        with self._lock:
+            return list(self._hosts.values())
+
+    def __contains__(self, name: object) -> bool:
+        with self._lock:
+            return name in self._hosts
+
+    @property
+    def default(self) -> Host:
+        return self.get(self._default)
+
+    @property
+    def default_name(self) -> str:
+        return self._default
+
+    # -- listeners -------------------------------------------------------------------
+
+    def add_domain_listener(self, listener: DomainListener) -> None:
+        self._domain_listeners.append(listener)
+
+    def add_reconnect_listener(self, listener: ReconnectListener) -> None:
+        self._reconnect_listeners.append(listener)
+
+    # -- connections -----------------------------------------------------------------
+
+    def _connect(self, host: Host) -> bool:
+        try:
+            conn = libvirt.open(host.uri)
+        except libvirt.libvirtError as exc:
+            host.error = str(exc)
+            log.warning("cannot connect to host %s (%s): %s", host.name, host.uri, exc)
+            return False
+        host.conn = conn
+        host.error = ""
+        try:
+            cb = conn.domainEventRegisterAny(
+                None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, host.name
+            )
+            host._callback_ids.append(cb)
+            conn.setKeepAlive(5, 3)
+        except libvirt.libvirtError as exc:  # test driver has no keepalive
+            log.debug("host %s: %s", host.name, exc)
+        log.info("connected to host %s (%s)", host.name, host.uri)
+        return True
+
+    def _disconnect(self, host: Host) -> None:
+        conn, host.conn = host.conn, None
+        if conn is None:
+            return
+        for cb in host._callback_ids:
+            try:
+                conn.domainEventDeregisterAny(cb)
+            except libvirt.libvirtError:
+                pass
+        host._callback_ids.clear()
+        try:
+            conn.close()
+        except libvirt.libvirtError:
+            pass
+
+    def _on_lifecycle(
+        self,
+        _conn: libvirt.virConnect,
+        dom: libvirt.virDomain,
+        event: int,
+        detail: int,
+        host_name: str,
+    ) -> None:
+        name = dom.name()
+        for listener in list(self._domain_listeners):
+            try:
+                listener(host_name, name, event, detail)
+            except Exception:
+                log.exception("domain listener failed")
+
+    def _watch(self, interval: float) -> None:
+        while not self._closed.wait(interval):
+            for host in self.hosts():
+                if host.connected:
+                    continue
+                if host.conn is not None:
+                    log.warning("lost connection to host %s (%s)", host.name, host.uri)
+                    self._disconnect(host)
+                if self._connect(host):
+                    for listener in list(self._reconnect_listeners):
+                        try:
+                            listener(host.name)
+                        except Exception:
+                            log.exception("reconnect listener failed")
+
+    def close(self) -> None:
+        self._closed.set()
+        for host in self.hosts():
+            self._disconnect(host)

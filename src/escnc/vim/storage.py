@@ -1,0 +1,146 @@
+"""The escnc storage pool on each host: image volumes, per-VM disks, config drives.
+
+One ``dir`` pool named :data:`POOL_NAME` per host. On a local hypervisor its
+directory is under escnc's state directory and files are copied in; on a remote
+one the pool lives in ``/var/lib/escnc/pool`` and bytes are uploaded through a
+libvirt stream. On test-driver hosts volumes are bookkeeping only (the driver keeps
+no bytes), so volumes are created with the right capacity and nothing is copied.
+Volume names: ``image-<image>.<fmt>``, ``<generated vm name>-root.qcow2``,
+``<generated vm name>-day0.<iso|raw>``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import libvirt
+from lxml import etree
+
+from escnc.vim.hosts import Host
+from escnc.vim.images import copy_file
+
+log = logging.getLogger(__name__)
+
+POOL_NAME = "escnc"
+REMOTE_POOL_DIR = "/var/lib/escnc/pool"
+
+
+def ensure_pool(host: Host, local_dir: Path) -> libvirt.virStoragePool:
+    conn = host.connection()
+    with host.lock:
+        try:
+            pool = conn.storagePoolLookupByName(POOL_NAME)
+        except libvirt.libvirtError:
+            path = str(local_dir) if host.is_local or host.is_test else REMOTE_POOL_DIR
+            if host.is_local and not host.is_test:
+                local_dir.mkdir(parents=True, exist_ok=True)
+            xml = (
+                f"<pool type='dir'><name>{POOL_NAME}</name>"
+                f"<target><path>{path}</path></target></pool>"
+            )
+            pool = conn.storagePoolDefineXML(xml, 0)
+            if not host.is_test:
+                pool.build(0)
+                pool.setAutostart(1)
+            log.info("host %s: defined storage pool %s at %s", host.name, POOL_NAME, path)
+        if not pool.isActive():
+            pool.create(0)
+        return pool
+
+
+def pool_path(pool: libvirt.virStoragePool) -> str:
+    root = etree.fromstring(pool.XMLDesc(0).encode())
+    return root.findtext("target/path") or ""
+
+
+def _lookup(pool: libvirt.virStoragePool, name: str) -> libvirt.virStorageVol | None:
+    try:
+        return pool.storageVolLookupByName(name)
+    except libvirt.libvirtError:
+        return None
+
+
+def install_file(
+    host: Host, pool: libvirt.virStoragePool, vol_name: str, local: Path, fmt: str
+) -> str:
+    """Make ``local`` a volume of the pool (idempotent); return the volume path."""
+    with host.lock:
+        vol = _lookup(pool, vol_name)
+        if vol is not None:
+            return str(vol.path())
+        size = local.stat().st_size
+        if host.is_local and not host.is_test:
+            copy_file(local, Path(pool_path(pool)) / vol_name)
+            pool.refresh(0)
+            vol = pool.storageVolLookupByName(vol_name)
+            return str(vol.path())
+        xml = (
+            f"<volume><name>{vol_name}</name><capacity unit='bytes'>{max(size, 1)}</capacity>"
+            f"<target><format type='{fmt}'/></target></volume>"
+        )
+        vol = pool.createXML(xml, 0)
+        if not host.is_test:
+            _upload(host, vol, local, size)
+        return str(vol.path())
+
+
+def _upload(host: Host, vol: libvirt.virStorageVol, local: Path, size: int) -> None:
+    stream = host.connection().newStream(0)
+    vol.upload(stream, 0, size, 0)
+    with local.open("rb") as src:
+        stream.sendAll(lambda _s, n, f: f.read(n), src)
+    stream.finish()
+
+
+def volume_capacity(host: Host, path: str) -> int:
+    try:
+        return int(host.connection().storageVolLookupByPath(path).info()[1])
+    except libvirt.libvirtError:
+        return 0
+
+
+def create_cow_disk(
+    host: Host,
+    pool: libvirt.virStoragePool,
+    vol_name: str,
+    backing_path: str,
+    backing_format: str,
+    capacity_bytes: int,
+) -> str:
+    """A qcow2 volume whose backing file is the image (copy on write); idempotent."""
+    with host.lock:
+        vol = _lookup(pool, vol_name)
+        if vol is not None:
+            return str(vol.path())
+        capacity = max(capacity_bytes, volume_capacity(host, backing_path), 1)
+        xml = (
+            f"<volume><name>{vol_name}</name><capacity unit='bytes'>{capacity}</capacity>"
+            f"<target><format type='qcow2'/></target>"
+            f"<backingStore><path>{backing_path}</path>"
+            f"<format type='{backing_format}'/></backingStore>"
+            f"</volume>"
+        )
+        return str(pool.createXML(xml, 0).path())
+
+
+def delete_volume(host: Host, path: str) -> None:
+    try:
+        vol = host.connection().storageVolLookupByPath(path)
+    except libvirt.libvirtError:
+        return
+    try:
+        vol.delete(0)
+    except libvirt.libvirtError as exc:
+        log.warning("host %s: cannot delete volume %s: %s", host.name, path, exc)
+
+
+def delete_vm_volumes(host: Host, pool: libvirt.virStoragePool, generated_name: str) -> None:
+    """Free every volume named after a VM (root disk and day-0 drive)."""
+    with host.lock:
+        for vol in pool.listAllVolumes(0):
+            if vol.name().startswith(generated_name + "-"):
+                try:
+                    vol.delete(0)
+                except libvirt.libvirtError as exc:
+                    log.warning("host %s: cannot delete volume %s: %s", host.name, vol.name(), exc)
