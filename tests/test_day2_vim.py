@@ -124,6 +124,23 @@ def test_live_move_keeps_running_state_and_snapshots(hosts):
     assert [s.id for s in snaps.list_snapshots(b, "vm1")] == ["s-1"]
 
 
+def test_move_takes_the_disk_volumes_along(hosts, tmp_path):
+    a, b = hosts
+    pool = make_pool(a, tmp_path / "pool")
+    disk = pool.createXML("<volume><name>vm1-root.qcow2</name><capacity unit='M'>8</capacity>"
+                          "<target><format type='qcow2'/></target></volume>")
+    define_vm(a, disk=disk.path())
+    mig.migrate_domain(a, b, "vm1")
+    assert pool.listVolumes() == []
+    assert b.storagePoolLookupByName("escnc").listVolumes() == ["vm1-root.qcow2"]
+    # a failed move leaves the volumes where they were
+    mig.migrate_domain(b, a, "vm1")
+    with pytest.raises(Day2Error):
+        mig.migrate_domain(a, _FailingStartConn(b), "vm1")  # type: ignore[arg-type]
+    assert pool.listVolumes() == ["vm1-root.qcow2"]
+    assert b.storagePoolLookupByName("escnc").listVolumes() == []
+
+
 def test_cold_move_restarts_on_target_and_moves_back(hosts):
     a, b = hosts
     define_vm(a)

@@ -29,6 +29,7 @@ from escnc.vim.day2_common import (
     is_test_driver,
     libvirt_message,
     lookup,
+    parse_xml,
     persistent_xml,
     stop_domain,
     undefine_fully,
@@ -132,6 +133,52 @@ def _remove_copy(dst: libvirt.virConnect, name: str, uuid: str) -> None:
         raise
 
 
+def _disk_volumes(conn: libvirt.virConnect, xml: str) -> list[libvirt.virStorageVol]:
+    vols = []
+    for src in parse_xml(xml).iterfind("devices/disk/source"):
+        path = src.get("file") or src.get("dev")
+        if not path:
+            continue
+        try:
+            vols.append(conn.storageVolLookupByPath(path))
+        except libvirt.libvirtError:
+            continue
+    return vols
+
+
+def _target_pool(
+    dst: libvirt.virConnect, src_pool: libvirt.virStoragePool
+) -> libvirt.virStoragePool:
+    try:
+        pool = dst.storagePoolLookupByName(src_pool.name())
+    except libvirt.libvirtError:
+        pool = dst.storagePoolDefineXML(src_pool.XMLDesc(0), 0)
+    if not pool.isActive():
+        pool.create(0)
+    return pool
+
+
+def _copy_volume_records(dst: libvirt.virConnect,
+                         vols: list[libvirt.virStorageVol]) -> list[libvirt.virStorageVol]:
+    """Test driver only: recreate the VM's volumes (bookkeeping, no bytes) on the target,
+    so the disks follow the VM and deleting it later frees the target's pool."""
+    made: list[libvirt.virStorageVol] = []
+    try:
+        for vol in vols:
+            pool = _target_pool(dst, vol.storagePoolLookupByVolume())
+            try:
+                pool.storageVolLookupByName(vol.name())
+                continue  # already there (shared pool path)
+            except libvirt.libvirtError:
+                pass
+            made.append(pool.createXML(vol.XMLDesc(0), 0))
+    except libvirt.libvirtError:
+        for vol in made:
+            vol.delete(0)
+        raise
+    return made
+
+
 def move_definition(
     src: libvirt.virConnect, dst: libvirt.virConnect, name: str, *, start: bool | None = None
 ) -> MigrationRecord:
@@ -147,7 +194,10 @@ def move_definition(
     xml = persistent_xml(dom)
     snapshots = _snapshots_in_order(dom)
     run_on_target = was_active if start is None else start
+    volumes = _disk_volumes(src, xml) if is_test_driver(src) and is_test_driver(dst) else []
+    made: list[libvirt.virStorageVol] = []
     try:
+        made = _copy_volume_records(dst, volumes)
         new = dst.defineXML(xml)
         for snap_xml, current in snapshots:
             flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
@@ -164,6 +214,7 @@ def move_definition(
                 new.suspend()
     except libvirt.libvirtError as exc:
         _remove_copy(dst, name, uuid)
+        _delete_quietly(made)
         raise Day2Error(f"migration of {name} to {host_label(dst)} failed: "
                         f"{libvirt_message(exc)}") from exc
     try:
@@ -171,12 +222,22 @@ def move_definition(
     except libvirt.libvirtError as exc:
         # the source copy could not go: keep exactly one copy, the source's
         _remove_copy(dst, name, uuid)
+        _delete_quietly(made)
         if was_active and not dom.isActive():
             dom.create()
         raise Day2Error(f"migration of {name}: removing it from {host_label(src)} failed: "
                         f"{libvirt_message(exc)}") from exc
+    _delete_quietly([v for v in volumes if v.name() in {m.name() for m in made}])
     return MigrationRecord(name, uuid, was_active and run_on_target, "definition",
                            was_active, xml)
+
+
+def _delete_quietly(vols: list[libvirt.virStorageVol]) -> None:
+    for vol in vols:
+        try:
+            vol.delete(0)
+        except libvirt.libvirtError:
+            log.warning("could not delete volume %s", vol.name())
 
 
 def libvirt_migrate(
