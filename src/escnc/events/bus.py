@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
@@ -68,6 +68,8 @@ class EventBus:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # escnc.events.subscriptions.Subscriptions, set by operations.notifications
+        self.subscriptions: Any = None
         self.log = EventLog(settings.state_dir / "events.sqlite3")
         self.streams = dict(STREAMS)
         self._publish_lock = threading.Lock()
@@ -145,6 +147,7 @@ class EventBus:
         return self.log.replay(streams, to_ms(start), to_ms(stop))
 
     def first_seq_at_or_after(self, start: TimeArg) -> int:
+        """Sequence number of the first logged event at or after ``start``."""
         ms = to_ms(start)
         return self.log.first_seq() if ms is None else self.log.first_seq_at_or_after(ms)
 
@@ -167,15 +170,27 @@ class EventBus:
         *,
         stream: str = NETCONF_STREAM,
         start_seq: int | None = None,
-        **options: object,
+        **options: Any,
     ) -> Consumer:
         """Start a consumer at ``start_seq`` (first event to deliver; default: the next
         one published). See :class:`Consumer` for the options."""
+        consumer = self.make_consumer(deliver, stream=stream, start_seq=start_seq, **options)
+        consumer.start()
+        return consumer
+
+    def make_consumer(
+        self,
+        deliver: Callable[[StoredEvent], None],
+        *,
+        stream: str = NETCONF_STREAM,
+        start_seq: int | None = None,
+        **options: Any,
+    ) -> Consumer:
+        """Like :meth:`consume` but not started yet (call ``start()``)."""
         after = self._head if start_seq is None else start_seq - 1
-        consumer = Consumer(self, deliver, streams=stream_filter(stream), after=after, **options)  # type: ignore[arg-type]
+        consumer = Consumer(self, deliver, streams=stream_filter(stream), after=after, **options)
         with self._consumers_lock:
             self._consumers.add(consumer)
-        consumer.start()
         return consumer
 
     def _forget(self, consumer: Consumer) -> None:
