@@ -1,0 +1,140 @@
+"""One <rpc> in, one <rpc-reply> out (RFC 6241 section 4).
+
+Kept free of I/O so the session layer stays a thin loop: :func:`process_message`
+takes the bytes of one framed message and returns the serialized reply.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from escnc.errors import RpcError, RpcErrors
+from escnc.netconf.dispatch import RpcContext, SessionHandle
+from escnc.ns import NC, qn
+from escnc.xmlutil import parse_untrusted
+
+if TYPE_CHECKING:
+    from escnc.services import Services
+
+log = logging.getLogger(__name__)
+
+_RPC = qn(NC, "rpc")
+_REPLY = qn(NC, "rpc-reply")
+_OK = b"<ok/>"
+
+
+@dataclass
+class RpcOutcome:
+    reply: bytes
+    operation: str | None = None  # Clark name of the operation, when it got that far
+    errors: list[RpcError] = field(default_factory=list)
+    bad_rpc: bool = False  # counts as in-bad-rpcs (RFC 6022): not a correct <rpc>
+
+
+def process_message(data: bytes, session: SessionHandle, services: Services) -> RpcOutcome:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _failed(None, [_malformed(f"message is not valid UTF-8: {exc}")], bad=True)
+    try:
+        rpc = parse_untrusted(data)
+    except RpcError as exc:
+        return _failed(None, [exc], bad=True)
+    if rpc.tag != _RPC:
+        return _failed(None, [_malformed(f"expected <rpc>, got {rpc.tag}")], bad=True)
+
+    attrs: dict[str, str] = {str(k): str(v) for k, v in rpc.attrib.items()}
+    message_id = attrs.get("message-id")
+    if message_id is None:
+        err = RpcError(
+            "missing-attribute",
+            "<rpc> has no message-id attribute",
+            type="rpc",
+            info={"bad-attribute": "message-id", "bad-element": "rpc"},
+        )
+        return _failed(rpc, [err], bad=True)
+
+    ops = [child for child in rpc if isinstance(child.tag, str)]
+    if len(ops) != 1:
+        if not ops:
+            err = RpcError(
+                "missing-element", "<rpc> contains no operation", type="rpc",
+                info={"bad-element": "rpc"},
+            )
+        else:
+            err = RpcError(
+                "unknown-element", "<rpc> contains more than one operation", type="rpc",
+                info={"bad-element": etree.QName(ops[1]).localname},
+            )
+        return _failed(rpc, [err], bad=True)
+    op = ops[0]
+    qname = etree.QName(op)
+    outcome = RpcOutcome(b"", operation=op.tag)
+    try:
+        registration = services.registry.lookup(qname.namespace, qname.localname)
+    except RpcError as exc:
+        outcome.errors = [exc]
+        outcome.bad_rpc = True
+        outcome.reply = _reply(rpc, [exc.to_xml()])
+        return outcome
+
+    ctx = RpcContext(
+        session=session, services=services, message_id=message_id, rpc_attributes=attrs
+    )
+    try:
+        if registration.validate_input and services.schema is not None:
+            services.schema.validate_rpc_input(op)
+        result = registration.handler(ctx, op)
+    except RpcError as exc:
+        outcome.errors = [exc]
+    except RpcErrors as exc:
+        outcome.errors = list(exc.errors) or [RpcError("operation-failed", str(exc))]
+    except Exception as exc:  # a bug in a handler must not end the session
+        log.exception(
+            "session %s user %s: %s failed unexpectedly",
+            session.session_id, session.username, qname.localname,
+        )
+        outcome.errors = [RpcError("operation-failed", f"internal error: {exc}")]
+    if outcome.errors:
+        outcome.reply = _reply(rpc, [e.to_xml() for e in outcome.errors])
+        return outcome
+    if result is None:
+        outcome.reply = _reply_bytes(rpc, _OK)
+    elif isinstance(result, etree._Element):
+        outcome.reply = _reply(rpc, [result])
+    else:
+        outcome.reply = _reply(rpc, list(result))
+    return outcome
+
+
+def _malformed(message: str) -> RpcError:
+    return RpcError("malformed-message", message, type="rpc")
+
+
+def _failed(rpc: etree._Element | None, errors: list[RpcError], *, bad: bool) -> RpcOutcome:
+    return RpcOutcome(_reply(rpc, [e.to_xml() for e in errors]), errors=errors, bad_rpc=bad)
+
+
+def _reply(rpc: etree._Element | None, children: list[etree._Element]) -> bytes:
+    # Serialize children in place (never re-parent them: a handler may hand out a
+    # cached tree) and splice them into the reply envelope.
+    body = b"".join(etree.tostring(c, encoding="utf-8", with_tail=False) for c in children)
+    return _reply_bytes(rpc, body)
+
+
+def _reply_bytes(rpc: etree._Element | None, body: bytes) -> bytes:
+    """``<rpc-reply>`` echoing every attribute of the request (RFC 6241 4.2)."""
+    nsmap: dict[str | None, str] = {None: NC}
+    if rpc is not None:
+        nsmap.update((k, v) for k, v in rpc.nsmap.items() if k is not None and v != NC)
+    env = etree.Element(_REPLY, nsmap=nsmap)  # type: ignore[arg-type]
+    if rpc is not None:
+        for name, value in rpc.attrib.items():
+            env.set(name, value)
+    head = etree.tostring(env, encoding="utf-8")
+    assert head.endswith(b"/>")
+    return head[:-2] + b">" + body + b"</rpc-reply>"

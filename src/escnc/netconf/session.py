@@ -1,0 +1,327 @@
+"""One NETCONF session on an SSH channel: hello, RPC loop, outbound queue.
+
+Threads: the connection thread runs :meth:`NetconfSession.run` (reads, parses and
+answers RPCs in order); a writer thread drains the outbound queue, so replies and
+notifications from other threads interleave without blocking anyone.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import paramiko
+from lxml import etree
+
+from escnc.errors import RpcError
+from escnc.netconf import framing
+from escnc.netconf.framing import FrameReader, Framing, FramingError, MessageTooBig
+from escnc.netconf.hello import (
+    BadHello,
+    build_server_hello,
+    parse_client_hello,
+    server_capabilities,
+)
+from escnc.netconf.rpc import process_message
+from escnc.netconf.sessions import (
+    Counters,
+    SessionInfo,
+    SessionManager,
+    TerminationReason,
+    now_iso,
+)
+from escnc.ns import BASE_11, NOTIF, qn
+
+if TYPE_CHECKING:
+    from escnc.services import Services
+
+log = logging.getLogger(__name__)
+
+_RECV_SIZE = 256 * 1024
+# how often a blocked read wakes up to look at deadlines
+_POLL = 5.0
+# how long a closing session waits for queued output to drain
+_FLUSH_TIMEOUT = 2.0
+# A successful subscription makes the session exempt from the idle timeout
+# (ietf-netconf-server idle-timeout semantics).
+_SUBSCRIBE_OPS = {
+    qn(NOTIF, "create-subscription"),
+    qn("urn:ietf:params:xml:ns:yang:ietf-subscribed-notifications", "establish-subscription"),
+}
+
+
+class NetconfSession:
+    def __init__(
+        self,
+        services: Services,
+        manager: SessionManager,
+        transport: paramiko.Transport,
+        channel: paramiko.Channel,
+        username: str,
+        source: tuple[str, int],
+    ) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.manager = manager
+        self.transport = transport
+        self.channel = channel
+        self.username = username
+        self.source_host, self.source_port = source[0], int(source[1])
+        self.client_capabilities: frozenset[str] = frozenset()
+        self.login_time = now_iso()
+        self.counters = Counters()
+        self.framing = Framing.EOM
+        self.subscribed = False
+
+        self._out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._reader_thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._close_callbacks: list[Callable[[], None]] = []
+        self._callbacks_done = False
+        self._ending = False  # no more output accepted
+        self._close_after_reply = False
+        self._reason: TerminationReason | None = None
+        self._killed_by: int | None = None
+        self._ended = threading.Event()
+        self.session_id = manager.allocate(self)
+
+    # --- SessionHandle ---------------------------------------------------------------
+
+    def send_notification(self, notification: etree._Element | bytes) -> None:
+        data = (
+            notification
+            if isinstance(notification, bytes)
+            else etree.tostring(notification, encoding="utf-8")
+        )
+        with self._lock:
+            if self._ending:
+                return
+            self.counters.out_notifications += 1
+            self._out.put(framing.encode(data, self.framing))
+
+    def close(self) -> None:
+        """End the session: after the current reply when called from inside an RPC."""
+        if threading.current_thread() is self._reader_thread:
+            self._close_after_reply = True
+        else:
+            self.terminate("other")
+
+    def add_close_callback(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            if not self._callbacks_done:
+                self._close_callbacks.append(callback)
+                return
+        callback()  # already over: run it now, as promised
+
+    # --- used by SessionManager ------------------------------------------------------
+
+    def info(self) -> SessionInfo:
+        return SessionInfo(
+            session_id=self.session_id,
+            username=self.username,
+            source_host=self.source_host,
+            source_port=self.source_port,
+            login_time=self.login_time,
+            counters=Counters(**vars(self.counters)),
+            killed_by=self._killed_by,
+            termination_reason=self._reason,
+        )
+
+    def terminate(self, reason: TerminationReason, killed_by: int | None = None) -> None:
+        """End the session from another thread (kill-session, server stop)."""
+        with self._lock:
+            if self._reason is None:
+                self._reason = reason
+                self._killed_by = killed_by
+        # Closing the transport wakes the reader (recv returns b"") and the writer.
+        self.transport.close()
+
+    def wait_ended(self, timeout: float) -> bool:
+        return self._ended.wait(timeout)
+
+    @property
+    def pending_output(self) -> int:
+        """Messages queued but not yet written (for subscriber back-pressure)."""
+        return self._out.qsize()
+
+    # --- the session loop ------------------------------------------------------------
+
+    def run(self) -> None:
+        self._reader_thread = threading.current_thread()
+        self._writer = threading.Thread(
+            target=self._write_loop, name=f"nc-writer-{self.session_id}", daemon=True
+        )
+        self._writer.start()
+        caps = server_capabilities(self.services)
+        self._out.put(framing.encode(build_server_hello(caps, self.session_id), Framing.EOM))
+        try:
+            self._read_loop()
+        except Exception:
+            log.exception("session %d: unexpected error", self.session_id)
+            self._set_reason("other")
+        finally:
+            self._finish()
+
+    def _set_reason(self, reason: TerminationReason) -> None:
+        with self._lock:
+            if self._reason is None:
+                self._reason = reason
+
+    def _read_loop(self) -> None:
+        reader = FrameReader(self.settings.max_message_size)
+        hello_done = False
+        deadline = time.monotonic() + self.settings.hello_timeout
+        while True:
+            try:
+                msg = reader.next_message()
+            except MessageTooBig as exc:
+                self._send_too_big(str(exc))
+                self._end_with("other", f"framing error: {exc}")
+                return
+            except FramingError as exc:
+                self._end_with("other", f"framing error: {exc}")
+                return
+            if msg is None:
+                if self._reason is not None:
+                    return
+                timeout = deadline - time.monotonic() if deadline else _POLL
+                if timeout <= 0:
+                    self._end_with(
+                        "timeout" if hello_done else "bad-hello",
+                        "idle timeout" if hello_done else "no hello in time",
+                    )
+                    return
+                self.channel.settimeout(min(timeout, _POLL))
+                try:
+                    data = self.channel.recv(_RECV_SIZE)
+                except TimeoutError:
+                    continue
+                except (OSError, EOFError, paramiko.SSHException):
+                    data = b""
+                if not data:
+                    self._set_reason("dropped")
+                    return
+                reader.feed(data)
+                continue
+
+            if not hello_done:
+                try:
+                    self.client_capabilities = parse_client_hello(msg)
+                except BadHello as exc:
+                    self._end_with("bad-hello", str(exc))
+                    return
+                hello_done = True
+                if BASE_11 in self.client_capabilities:
+                    self.framing = Framing.CHUNKED
+                    reader.set_framing(Framing.CHUNKED)
+                self.manager.started(self)
+                log.info(
+                    "session %d started: user %s from %s port %d (%s)",
+                    self.session_id, self.username, self.source_host, self.source_port,
+                    "base:1.1" if self.framing is Framing.CHUNKED else "base:1.0",
+                )
+            else:
+                self._handle_rpc(msg)
+                if self._close_after_reply:
+                    self._set_reason("closed")
+                    return
+            idle = self.settings.idle_timeout
+            deadline = time.monotonic() + idle if idle and not self.subscribed else 0.0
+
+    def _handle_rpc(self, msg: bytes) -> None:
+        self.counters.in_rpcs += 1
+        outcome = process_message(msg, self, self.services)
+        if outcome.bad_rpc:
+            self.counters.in_bad_rpcs += 1
+        if outcome.errors:
+            self.counters.out_rpc_errors += 1
+            for err in outcome.errors:
+                log.info(
+                    "session %d user %s: %s -> rpc-error %s/%s: %s",
+                    self.session_id, self.username,
+                    etree.QName(outcome.operation).localname if outcome.operation else "-",
+                    err.type, err.tag, err.message,
+                )
+        elif outcome.operation in _SUBSCRIBE_OPS:
+            self.subscribed = True
+        with self._lock:
+            if not self._ending:
+                self._out.put(framing.encode(outcome.reply, self.framing))
+
+    def _send_too_big(self, message: str) -> None:
+        from escnc.netconf.rpc import _failed
+
+        err = RpcError("too-big", message, type="rpc")
+        self.counters.out_rpc_errors += 1
+        self._out.put(framing.encode(_failed(None, [err], bad=True).reply, self.framing))
+
+    def _end_with(self, reason: TerminationReason, why: str) -> None:
+        self._set_reason(reason)
+        log.info("session %d user %s: ending: %s", self.session_id, self.username, why)
+
+    def _write_loop(self) -> None:
+        out = self._out
+        try:
+            while True:
+                item = out.get()
+                if item is None:
+                    return
+                batch = [item]
+                # Coalesce what is already queued into one write.
+                while len(batch) < 64:
+                    try:
+                        nxt = out.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        self.channel.sendall(b"".join(batch))
+                        return
+                    batch.append(nxt)
+                self.channel.sendall(b"".join(batch) if len(batch) > 1 else item)
+        except Exception as exc:  # peer gone: wake the reader so the session ends
+            log.debug("session %d: write failed: %s", self.session_id, exc)
+            self.transport.close()
+
+    def _finish(self) -> None:
+        with self._lock:
+            self._ending = True
+        reason = self._reason or "other"
+        # Locks first, so a client that saw <ok/> to close-session or kill-session can
+        # take them at once.
+        release = getattr(self.services.datastore, "release_session", None)
+        if release is not None:
+            try:
+                release(self.session_id)
+            except Exception:
+                log.exception("session %d: releasing datastore state failed", self.session_id)
+        with self._lock:
+            callbacks, self._close_callbacks = self._close_callbacks, []
+            self._callbacks_done = True
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:
+                log.exception("session %d: close callback failed", self.session_id)
+        self._out.put(None)
+        if self._writer is not None:
+            self._writer.join(_FLUSH_TIMEOUT)
+        try:
+            self.channel.close()
+        finally:
+            self.transport.close()
+        if self._writer is not None:
+            self._writer.join(_FLUSH_TIMEOUT)
+        info = self.info()
+        info.termination_reason = reason
+        self.manager.ended(self, info)
+        log.info(
+            "session %d ended: user %s from %s, reason %s%s",
+            self.session_id, self.username, self.source_host, reason,
+            f" (killed by session {self._killed_by})" if self._killed_by else "",
+        )
+        self._ended.set()

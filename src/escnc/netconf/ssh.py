@@ -1,0 +1,118 @@
+"""SSH side of one connection: authentication and the ``netconf`` subsystem.
+
+Only password and public-key authentication against the :class:`UserStore`, only
+one ``session`` channel per connection, and only the ``netconf`` subsystem on it
+(no shell, no exec, no port forwarding).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import paramiko
+from paramiko.common import (
+    AUTH_FAILED,
+    AUTH_SUCCESSFUL,
+    OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
+    OPEN_SUCCEEDED,
+)
+
+if TYPE_CHECKING:
+    from escnc.netconf.users import UserStore
+
+log = logging.getLogger(__name__)
+
+
+class NetconfSshInterface(paramiko.ServerInterface):
+    def __init__(self, users: UserStore | None, max_auth_attempts: int, peer: str) -> None:
+        self.users = users
+        self.max_auth_attempts = max(1, max_auth_attempts)
+        self.peer = peer
+        self.username: str | None = None
+        self.failures = 0
+        self.transport: paramiko.Transport | None = None
+        self.channel_id: int | None = None
+        self.subsystem_ready = threading.Event()
+        self.auth_exhausted = threading.Event()
+
+    def get_allowed_auths(self, username: str) -> str:
+        return "password,publickey"
+
+    def check_auth_none(self, username: str) -> int:
+        return AUTH_FAILED
+
+    def check_auth_password(self, username: str, password: str) -> int:
+        if self.auth_exhausted.is_set():
+            return AUTH_FAILED
+        if self.users is not None and self.users.check_password(username, password):
+            self.username = username
+            return AUTH_SUCCESSFUL
+        return self._failed(username, "password")
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
+        # Called for the key query and again for the signed request (paramiko
+        # verifies the signature itself before the second call).
+        if self.auth_exhausted.is_set():
+            return AUTH_FAILED
+        if self.users is not None and self.users.check_key(username, key):
+            self.username = username
+            return AUTH_SUCCESSFUL
+        return self._failed(username, "publickey")
+
+    def _failed(self, username: str, method: str) -> int:
+        self.failures += 1
+        log.info(
+            "authentication failed for %r from %s (%s, attempt %d of %d)",
+            username, self.peer, method, self.failures, self.max_auth_attempts,
+        )
+        if self.failures >= self.max_auth_attempts:
+            self.auth_exhausted.set()
+            # paramiko disconnects after sending this failure once its own counter
+            # reaches 10; push it there so the client is cut off now.
+            handler = getattr(self.transport, "auth_handler", None)
+            if handler is not None and hasattr(handler, "auth_fail_count"):
+                handler.auth_fail_count = 10
+        return AUTH_FAILED
+
+    def check_channel_request(self, kind: str, chanid: int) -> int:
+        if kind == "session" and self.channel_id is None and self.username is not None:
+            self.channel_id = chanid
+            return OPEN_SUCCEEDED
+        return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
+
+    def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
+        if name == "netconf" and channel.get_id() == self.channel_id:
+            if self.subsystem_ready.is_set():
+                return False
+            self.subsystem_ready.set()
+            return True
+        return False
+
+
+def open_netconf_channel(
+    transport: paramiko.Transport, iface: NetconfSshInterface, timeout: float,
+    stopping: threading.Event,
+) -> paramiko.Channel | None:
+    """Wait (bounded) for authentication, the channel and the netconf subsystem."""
+    deadline = time.monotonic() + timeout
+    chan: paramiko.Channel | None = None
+    while chan is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or stopping.is_set() or iface.auth_exhausted.is_set():
+            return None
+        if not transport.is_active():
+            return None
+        chan = transport.accept(min(remaining, 0.5))
+    while not iface.subsystem_ready.wait(min(max(deadline - time.monotonic(), 0), 0.5)):
+        if (
+            time.monotonic() >= deadline
+            or stopping.is_set()
+            or not transport.is_active()
+            or chan.closed
+        ):
+            chan.close()
+            return None
+    return chan

@@ -1,0 +1,199 @@
+"""NETCONF users: scrypt-hashed passwords and authorized OpenSSH public keys (SQLite).
+
+There is no default user or password: an empty store lets nobody in.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+# scrypt cost: 2**14 * 8 * 128 B = 16 MiB and tens of ms per check (RFC 7914 interactive).
+_N, _R, _P = 2**14, 8, 1
+_SALT_BYTES = 16
+_DKLEN = 32
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT
+);
+CREATE TABLE IF NOT EXISTS user_keys (
+    name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    key_type TEXT NOT NULL,
+    key_blob TEXT NOT NULL,
+    comment TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (name, key_type, key_blob)
+);
+"""
+
+
+class UserError(ValueError):
+    """Bad user name, unknown user or unparsable public key."""
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    name: str
+    has_password: bool
+    public_keys: tuple[str, ...]
+
+
+def hash_password(password: str, *, n: int = _N, r: int = _R, p: int = _P) -> str:
+    salt = os.urandom(_SALT_BYTES)
+    digest = _scrypt(password, salt, n, r, p)
+    salt_b64, digest_b64 = base64.b64encode(salt).decode(), base64.b64encode(digest).decode()
+    return f"scrypt${n}${r}${p}${salt_b64}${digest_b64}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt_b64, digest_b64 = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        salt = base64.b64decode(salt_b64)
+        expected = base64.b64decode(digest_b64)
+        digest = _scrypt(password, salt, int(n), int(r), int(p))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(digest, expected)
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(
+        password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=_DKLEN, maxmem=256 * 1024 * 1024
+    )
+
+
+def parse_public_key(line: str) -> tuple[str, str, str]:
+    """Split and check an OpenSSH public key line: ``type base64 [comment]``."""
+    parts = line.strip().split(None, 2)
+    if len(parts) < 2:
+        raise UserError(f"not an OpenSSH public key line: {line[:40]!r}")
+    key_type, blob = parts[0], parts[1]
+    try:
+        raw = base64.b64decode(blob, validate=True)
+        paramiko.PKey.from_type_string(key_type, raw)
+    except Exception as exc:  # paramiko raises several types for bad keys
+        raise UserError(f"invalid {key_type} public key: {exc}") from exc
+    return key_type, blob, parts[2] if len(parts) > 2 else ""
+
+
+class UserStore:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Checked from every SSH transport thread: one connection guarded by a lock.
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._cache_key = os.urandom(32)
+        self._verified: dict[str, tuple[str, bytes]] = {}
+        with self._lock:
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.executescript(_SCHEMA)
+        try:
+            os.chmod(self.path, 0o600)
+        except OSError:
+            pass
+
+    def add_user(
+        self, name: str, password: str | None = None, public_keys: Iterable[str] = ()
+    ) -> None:
+        """Create ``name`` or replace its password and keys."""
+        if not name or any(c.isspace() or not c.isprintable() for c in name):
+            raise UserError(f"invalid user name {name!r}")
+        if password == "":
+            raise UserError("empty password")
+        keys = [parse_public_key(k) for k in public_keys]
+        pw_hash = hash_password(password) if password is not None else None
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM user_keys WHERE name = ?", (name,))
+                self._db.execute(
+                    "INSERT INTO users(name, password_hash) VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash",
+                    (name, pw_hash),
+                )
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO user_keys(name, key_type, key_blob, comment) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(name, t, b, c) for t, b, c in keys],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def remove_user(self, name: str) -> None:
+        with self._lock:
+            cur = self._db.execute("DELETE FROM users WHERE name = ?", (name,))
+        if cur.rowcount == 0:
+            raise UserError(f"no such user {name!r}")
+
+    def list_users(self) -> list[UserInfo]:
+        with self._lock:
+            users = self._db.execute(
+                "SELECT name, password_hash IS NOT NULL FROM users ORDER BY name"
+            ).fetchall()
+            keys = self._db.execute(
+                "SELECT name, key_type, key_blob, comment FROM user_keys ORDER BY rowid"
+            ).fetchall()
+        by_user: dict[str, list[str]] = {}
+        for name, key_type, blob, comment in keys:
+            by_user.setdefault(name, []).append(f"{key_type} {blob} {comment}".rstrip())
+        return [UserInfo(n, bool(h), tuple(by_user.get(n, ()))) for n, h in users]
+
+    def has_users(self) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM users LIMIT 1").fetchone() is not None
+
+    def check_password(self, name: str, password: str) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT password_hash FROM users WHERE name = ?", (name,)
+            ).fetchone()
+        if row is None or row[0] is None:
+            # Same cost as a real check, so timing does not reveal which users exist.
+            verify_password(password, _dummy_hash())
+            return False
+        stored = row[0]
+        # Verified-password cache: a keyed HMAC (random per process) of recently accepted
+        # passwords, so reconnecting clients do not pay scrypt (~50 ms) on every login.
+        # Failures always pay the full cost, which keeps guessing slow.
+        tag = hmac.new(self._cache_key, password.encode("utf-8"), hashlib.sha256).digest()
+        cached = self._verified.get(name)
+        if cached is not None and cached[0] == stored and hmac.compare_digest(cached[1], tag):
+            return True
+        if not verify_password(password, stored):
+            return False
+        self._verified[name] = (stored, tag)
+        return True
+
+    def check_key(self, name: str, key: paramiko.PKey) -> bool:
+        blob = base64.b64encode(key.asbytes()).decode()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key_blob FROM user_keys WHERE name = ?", (name,)
+            ).fetchall()
+        return any(hmac.compare_digest(blob, r[0]) for r in rows)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password(base64.b64encode(os.urandom(12)).decode())

@@ -1,0 +1,80 @@
+"""RFC 8525 yang-library (and the RFC 7895 modules-state view of it)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any
+
+from lxml import etree
+
+from escnc.netconf.dispatch import RpcRegistry
+from escnc.ns import YANG_LIBRARY, qn
+from escnc.operations.monitoring import schema_modules
+
+if TYPE_CHECKING:
+    from escnc.services import Services
+
+DATASTORES_NS = "urn:ietf:params:xml:ns:yang:ietf-datastores"
+_SET = "complete"
+
+
+def _sub(parent: etree._Element, name: str, text: object = None) -> etree._Element:
+    el = etree.SubElement(parent, qn(YANG_LIBRARY, name))
+    if text is not None:
+        el.text = str(text)
+    return el
+
+
+def content_id(modules: list[Any]) -> str:
+    h = hashlib.sha256()
+    for m in sorted(modules, key=lambda m: (m.name, m.revision or "")):
+        h.update(f"{m.name}@{m.revision or ''}={m.namespace}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def yang_library(services: Services) -> etree._Element:
+    modules = schema_modules(services)
+    nsmap = {None: YANG_LIBRARY, "ds": DATASTORES_NS}
+    root = etree.Element(qn(YANG_LIBRARY, "yang-library"), nsmap=nsmap)  # type: ignore[arg-type]
+    mset = _sub(root, "module-set")
+    _sub(mset, "name", _SET)
+    for m in modules:
+        implement = getattr(m, "conformance", "implement") == "implement"
+        el = _sub(mset, "module" if implement else "import-only-module")
+        _sub(el, "name", m.name)
+        if m.revision or not implement:
+            _sub(el, "revision", m.revision or "")
+        _sub(el, "namespace", m.namespace)
+    schema = _sub(root, "schema")
+    _sub(schema, "name", _SET)
+    _sub(schema, "module-set", _SET)
+    for ds in ("running", "candidate", "startup", "operational"):
+        d = _sub(root, "datastore")
+        _sub(d, "name", f"ds:{ds}")
+        _sub(d, "schema", _SET)
+    _sub(root, "content-id", content_id(modules))
+    return root
+
+
+def modules_state(services: Services) -> etree._Element:
+    modules = schema_modules(services)
+    root = etree.Element(qn(YANG_LIBRARY, "modules-state"), nsmap={None: YANG_LIBRARY})  # type: ignore[dict-item]
+    _sub(root, "module-set-id", content_id(modules))
+    for m in modules:
+        el = _sub(root, "module")
+        _sub(el, "name", m.name)
+        _sub(el, "revision", m.revision or "")
+        _sub(el, "namespace", m.namespace)
+        _sub(el, "conformance-type", getattr(m, "conformance", "implement"))
+    return root
+
+
+def register(registry: RpcRegistry, services: Services) -> None:
+    services.state_providers.append(lambda: [yang_library(services), modules_state(services)])
+    modules = schema_modules(services)
+    if modules:
+        # RFC 7950 5.6.4: servers with YANG 1.1 modules announce the library this way.
+        services.capabilities.append(
+            "urn:ietf:params:netconf:capability:yang-library:1.0"
+            f"?revision=2016-06-21&module-set-id={content_id(modules)}"
+        )
