@@ -9,9 +9,10 @@ simply falls behind and reads older events from SQLite. Optional pieces:
 * ``stop_ms`` / ``on_end("complete")``: RFC 5277 stopTime;
 * ``backlog`` / ``max_backlog``: transport-side queue depth; delivery pauses while
   it is above ``max_backlog`` (a client that stops reading) ...
-* ``max_lag`` / ``on_end("lagging")``: ... and the consumer gives up once it is more
-  than ``max_lag`` events behind the head of the log. Nothing is lost: the client
-  resumes with a replay from the last eventTime it received.
+* ``max_lag`` / ``on_end("lagging")``: ... and the consumer gives up once more than
+  ``max_lag`` events published after it started are still unhandled (a replay that
+  starts far back is not "lagging"). Nothing is lost: the client resumes with a
+  replay from the last eventTime it received.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class Consumer:
         self.deliver = deliver
         self.streams = frozenset(streams) if streams else None
         self.seq = after  # last sequence number handled
+        # a replaying consumer starts far behind on purpose: lag counts from here
+        self.lag_base = bus.head
         self.accept = accept
         self.stop_ms = stop_ms
         self.replay_until = replay_until
@@ -78,7 +81,8 @@ class Consumer:
 
     @property
     def lag(self) -> int:
-        return self.bus.head - self.seq
+        """Events published since this consumer started that it has not handled."""
+        return self.bus.head - max(self.seq, self.lag_base)
 
     def close(self, wait: bool = False) -> None:
         self._closed.set()
