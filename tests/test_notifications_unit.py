@@ -107,9 +107,9 @@ def depnames(session: FakeSession) -> list[str]:
         ),
         ({"startTime": "yesterday"}, "bad-element", "startTime"),
         ({"stream": "nope"}, "invalid-value", "stream"),
-        ({"filter": '<filter xmlns="%s" type="xpath" select="/a["/>' % NOTIF},
+        ({"filter": f'<filter xmlns="{NOTIF}" type="xpath" select="/a["/>'},
          "invalid-value", "filter"),
-        ({"filter": '<filter xmlns="%s" type="regex"/>' % NOTIF}, "bad-attribute", "filter"),
+        ({"filter": f'<filter xmlns="{NOTIF}" type="regex"/>'}, "bad-attribute", "filter"),
     ],
 )
 def test_create_subscription_errors(bus: EventBus, kw: dict, tag: str, bad: str) -> None:
