@@ -4,6 +4,7 @@
 # just answers ping. Day-0 sources, first match wins:
 #   1. kernel command line: escnc.ip=ADDR/PREFIX [escnc.gw=GATEWAY]
 #   2. a config drive / NoCloud seed on any CD-ROM or disk (ISO 9660 or FAT):
+#      escnc/nics (escnc's own: "nicid mac ip prefix gateway" per line, matched by MAC),
 #      escnc/network (IP= NETMASK= GATEWAY= lines), openstack/*/network_data.json
 #      ("ip_address"/"netmask"/"gateway"), NoCloud network-config
 #      (address:/addresses:/netmask:/gateway: lines), or any file with such keys
@@ -63,6 +64,12 @@ json_value_of() {
 
 read_day0() {
     dir="$1"
+    # escnc's own list: one "nicid mac ip prefix gateway" line per NIC
+    if [ -s "$dir/escnc/nics" ]; then
+        cp "$dir/escnc/nics" /tmp/nics
+        log "day-0 from escnc/nics"
+        return 0
+    fi
     for f in "$dir/escnc/network" $(find "$dir" -type f 2>/dev/null); do
         [ -f "$f" ] || continue
         [ "$(wc -c <"$f")" -lt 262144 ] || continue
@@ -111,27 +118,45 @@ if [ -z "$IP" ]; then
 fi
 
 ip link set lo up
-NIC=""
 for _ in 1 2 3 4 5 6 7 8 9 10; do
-    NIC=$(ls /sys/class/net | grep -v '^lo$' | head -n 1)
-    [ -n "$NIC" ] && break
+    [ -n "$(ls /sys/class/net | grep -v '^lo$')" ] && break
     sleep 0.3
 done
-if [ -n "$NIC" ]; then
-    ip link set "$NIC" up
-    if [ -n "$IP" ]; then
-        case "$IP" in
-            */*) ip addr add "$IP" dev "$NIC" ;;
-            *) ip addr add "$IP/$(prefix_of "$NETMASK")" dev "$NIC" ;;
-        esac
-        [ -n "$GATEWAY" ] && ip route add default via "$GATEWAY" 2>/dev/null
-        log "$NIC up with $IP ${NETMASK:+netmask $NETMASK }${GATEWAY:+gateway $GATEWAY}"
-    else
-        log "no day-0 address: trying DHCP on $NIC"
-        udhcpc -i "$NIC" -q -n -t 5 -s /etc/udhcpc.script >/dev/null 2>&1 || log "DHCP failed"
+FIRST_NIC=$(ls /sys/class/net | grep -v '^lo$' | head -n 1)
+
+# configure NIC with MAC $1 (first NIC when empty): address $2 (ADDR/PREFIX), gateway $3
+configure() {
+    nic=""
+    if [ -n "$1" ]; then
+        for n in /sys/class/net/*; do
+            [ "$(cat "$n/address" 2>/dev/null)" = "$1" ] && nic="${n##*/}"
+        done
     fi
+    [ -n "$nic" ] || nic="$FIRST_NIC"
+    [ -n "$nic" ] || { log "no network interface found"; return; }
+    ip link set "$nic" up
+    if [ -n "$2" ]; then
+        ip addr add "$2" dev "$nic"
+        [ -n "$3" ] && ip route add default via "$3" 2>/dev/null
+        log "$nic up with $2${3:+ gateway $3}"
+    else
+        log "no day-0 address for $nic: trying DHCP"
+        udhcpc -i "$nic" -q -n -t 5 -s /etc/udhcpc.script >/dev/null 2>&1 || log "DHCP failed"
+    fi
+}
+
+if [ -s /tmp/nics ]; then
+    while read -r nicid mac addr prefix gw; do
+        [ -n "$nicid" ] || continue
+        configure "$mac" "${addr:+$addr/${prefix:-24}}" "$gw"
+    done </tmp/nics
+elif [ -n "$IP" ]; then
+    case "$IP" in
+        */*) configure "" "$IP" "$GATEWAY" ;;
+        *) configure "" "$IP/$(prefix_of "$NETMASK")" "$GATEWAY" ;;
+    esac
 else
-    log "no network interface found"
+    configure "" "" ""
 fi
 
 acpid -c /etc/acpi -l /var/log/acpid.log -p /run/acpid.pid 2>/dev/console
