@@ -92,7 +92,13 @@ class FrameReader:
         try:
             while True:
                 # chunk header: \n#<size>\n   or end of chunks: \n##\n
-                if len(buf) - pos < 4:
+                avail = len(buf) - pos
+                if avail < 4:
+                    # Reject what can never become a valid header without waiting.
+                    if buf[pos : pos + 2] != b"\n#"[:avail]:
+                        raise FramingError("invalid chunk header: expected '\\n#'")
+                    if avail == 3 and buf[pos + 2] != 0x23:
+                        _check_digits(buf[pos + 2 :])
                     return None
                 if buf[pos] != 0x0A or buf[pos + 1] != 0x23:  # "\n#"
                     raise FramingError("invalid chunk header: expected '\\n#'")
