@@ -1,0 +1,114 @@
+"""The day-2 code's one adapter onto the lifecycle engine.
+
+Everything day-2 needs from the engine (VM and deployment records, the per-deployment
+job queue, the notifier, host and pool setup) goes through :class:`EngineLink`, so a
+change in the engine's internals is a change here only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import libvirt
+
+from escnc.engine.model import Desired, parse_desired
+from escnc.errors import RpcError
+from escnc.vim import storage
+from escnc.vim.hosts import Host
+from escnc.vim.networks import ensure_network
+
+if TYPE_CHECKING:
+    from escnc.engine.store import DeploymentRecord, VmRecord
+    from escnc.services import Services
+
+
+class EngineLink:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    @property
+    def engine(self) -> Any:
+        return self.services.engine
+
+    # -- records ---------------------------------------------------------------------
+
+    def vm(self, name: str) -> VmRecord | None:
+        return self.engine.store.vm(name)  # type: ignore[no-any-return]
+
+    def require_vm(self, name: str) -> VmRecord:
+        vm = self.vm(name)
+        if vm is None:
+            raise RpcError("data-missing", f"VM [{name}] not found.", app_tag="404",
+                           info={"bad-element": "vmName"})
+        return vm
+
+    def vms(self, tenant: str, deployment: str) -> list[VmRecord]:
+        return self.engine.store.vms(tenant, deployment)  # type: ignore[no-any-return]
+
+    def deployment(self, vm: VmRecord) -> DeploymentRecord:
+        dep = self.engine.store.deployment(vm.tenant, vm.deployment)
+        if dep is None:
+            raise RpcError("data-missing", f"deployment {vm.deployment} of {vm.generated_name} "
+                           "not found")
+        return dep  # type: ignore[no-any-return]
+
+    def update_vm(self, name: str, **changes: object) -> VmRecord | None:
+        return self.engine.store.update_vm(name, **changes)  # type: ignore[no-any-return]
+
+    def desired(self) -> Desired:
+        return parse_desired(self.services.datastore.running_xml())
+
+    # -- jobs and events -------------------------------------------------------------
+
+    def submit(self, key: object, name: str, fn: Callable[[Any], None]) -> None:
+        """Queue ``fn(job)`` behind the deployment's other jobs."""
+        self.engine.jobs.submit(key, name, fn)
+
+    def settle(self, job: Any, vm: VmRecord) -> VmRecord | None:
+        """Back to service after a day-2 operation: a running VM goes through the
+        engine's liveness check (VM_ALIVE), a stopped one is VM_STOPPED_STATE."""
+        from escnc.engine import states
+
+        try:
+            running = bool(self.conn(vm.host).lookupByName(vm.generated_name).isActive())
+        except (libvirt.libvirtError, RpcError):
+            running = False
+        if not running:
+            return self.update_vm(vm.generated_name, state=states.VM_STOPPED, monitoring=False)
+        fresh = self.update_vm(vm.generated_name, state=states.VM_INERT, monitoring=False) or vm
+        self.engine.wait_alive(job, self.deployment(fresh), [fresh], event="VM_ALIVE",
+                               always=True)
+        return self.vm(vm.generated_name)
+
+    def publish(self, type_: str, vm: VmRecord, *, message: str = "", failure: bool = False,
+                status_code: int | None = None, target: VmRecord | None = None) -> None:
+        dep = self.engine.store.deployment(vm.tenant, vm.deployment)
+        if dep is None:  # the deployment went away meanwhile: still report on the VM
+            from escnc.engine.store import DeploymentRecord
+
+            dep = DeploymentRecord(vm.tenant, vm.deployment, "", "")
+        self.engine.notifier.publish(type_, dep, vm, message=message, failure=failure,
+                                     status_code=status_code, target=target)
+
+    # -- hosts -----------------------------------------------------------------------
+
+    def host(self, name: str) -> Host:
+        try:
+            return self.services.vims.get(name)  # type: ignore[no-any-return]
+        except KeyError as exc:
+            raise RpcError("invalid-value", f"host [{name}] is not configured",
+                           info={"bad-element": "host"}) from exc
+
+    def conn(self, host_name: str) -> libvirt.virConnect:
+        return self.host(host_name).connection()
+
+    def host_names(self) -> list[str]:
+        return [h.name for h in self.services.vims.hosts() if h.connected]
+
+    def prepare_host(self, host_name: str, vm: VmRecord, desired: Desired) -> None:
+        """Give a migration target what the VM's domain refers to: pool and networks."""
+        host = self.host(host_name)
+        storage.ensure_pool(host, self.services.settings.state_dir / "pools" / host.name)
+        for _nicid, network, _ip, _mac in vm.interfaces:
+            ensure_network(host, desired.networks.get(network), network)

@@ -1,0 +1,79 @@
+"""Day-2 RPCs (namespace http://www.cisco.com/esc/esc): vmMigrate, vmBackupAction,
+snapshotAction, createVolumeFromSnapshot, vmRevertSnapshot.
+
+Each handler validates against the current state and answers ``<ok/>`` once the
+operation is queued; progress and outcome arrive as escEvent notifications
+(engine/day2.py). Also installs the engine's resize and CONFIRM/REVERT_RESIZE hooks
+and the opdata provider for snapshots and volumes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from escnc.engine.day2 import Day2Manager
+from escnc.ns import ESC, qn
+
+if TYPE_CHECKING:
+    from escnc.netconf.dispatch import RpcContext, RpcRegistry
+    from escnc.services import Services
+
+
+def _leaf(request: etree._Element, name: str, default: str = "") -> str:
+    value = request.findtext(qn(ESC, name))
+    return value.strip() if value is not None else default
+
+
+def _flag(request: etree._Element, name: str, default: bool) -> bool:
+    value = _leaf(request, name)
+    return value.lower() == "true" if value else default
+
+
+def register(registry: RpcRegistry, services: Services) -> None:
+    manager = Day2Manager(services)
+    services.day2 = manager
+    services.state_providers.append(manager.state)
+    hooks = getattr(services.engine, "hooks", None)
+    if hooks is not None:
+        hooks.resize = lambda _engine, job, vm, old, new: manager.resize_hook(job, vm, old, new)
+        hooks.vm_actions["CONFIRM_RESIZE"] = lambda _e, job, vm: manager.confirm_hook(job, vm)
+        hooks.vm_actions["REVERT_RESIZE"] = lambda _e, job, vm: manager.revert_hook(job, vm)
+
+    def vm_migrate(_ctx: RpcContext, request: etree._Element) -> None:
+        manager.migrate(
+            _leaf(request, "vmName"),
+            _leaf(request, "migrationType", "live"),
+            _flag(request, "blockMigration", False),
+            _leaf(request, "host") or None,
+        )
+
+    def vm_backup(_ctx: RpcContext, request: etree._Element) -> None:
+        manager.backup(_leaf(request, "vmName"), _leaf(request, "backupName"),
+                       _leaf(request, "actionType", "SNAPSHOT") or "SNAPSHOT")
+
+    def snapshot_action(_ctx: RpcContext, request: etree._Element) -> None:
+        # DELETE is the only action the model allows (validated before we get here)
+        manager.delete_snapshot(_leaf(request, "snapshot"))
+
+    def create_volume(_ctx: RpcContext, request: etree._Element) -> None:
+        manager.create_volume(
+            _leaf(request, "snapshot"),
+            _leaf(request, "name"),
+            _leaf(request, "volume_type"),
+            _flag(request, "multiattach", False),
+            _flag(request, "bootable", True),
+        )
+
+    def revert_snapshot(_ctx: RpcContext, request: etree._Element) -> None:
+        manager.revert_to_snapshot(_leaf(request, "vmName"), _leaf(request, "snapshot"))
+
+    for name, handler in (
+        ("vmMigrate", vm_migrate),
+        ("vmBackupAction", vm_backup),
+        ("snapshotAction", snapshot_action),
+        ("createVolumeFromSnapshot", create_volume),
+        ("vmRevertSnapshot", revert_snapshot),
+    ):
+        registry.register(ESC, name, handler, validate_input=True)
