@@ -130,9 +130,11 @@ def test_move_takes_the_disk_volumes_along(hosts, tmp_path):
     disk = pool.createXML("<volume><name>vm1-root.qcow2</name><capacity unit='M'>8</capacity>"
                           "<target><format type='qcow2'/></target></volume>")
     define_vm(a, disk=disk.path())
+    make_pool(b, tmp_path / "poolB")
     mig.migrate_domain(a, b, "vm1")
     assert pool.listVolumes() == []
     assert b.storagePoolLookupByName("escnc").listVolumes() == ["vm1-root.qcow2"]
+    assert str(tmp_path / "poolB" / "vm1-root.qcow2") in b.lookupByName("vm1").XMLDesc(0)
     # a failed move leaves the volumes where they were
     mig.migrate_domain(b, a, "vm1")
     with pytest.raises(Day2Error):
@@ -179,7 +181,7 @@ class _FailingStartConn:
     def __getattr__(self, name: str):
         return getattr(self._conn, name)
 
-    def defineXML(self, xml: str):  # noqa: N802 - libvirt's name
+    def defineXML(self, xml: str):  # libvirt's name
         dom = self._conn.defineXML(xml)
 
         class _Dom:
@@ -273,7 +275,7 @@ def test_run_polled_returns_and_times_out():
         return 42
 
     started = time.monotonic()
-    with pytest.raises(Day2Timeout, match="snapshot timed out after 0.2 s"):
+    with pytest.raises(Day2Timeout, match=r"snapshot timed out after 0\.2 s"):
         run_polled(slow, poll_secs=0.05, timeout_secs=0.2, what="snapshot",
                    progress=lambda: polls.append(1), on_late_result=late.append)
     assert 0.15 < time.monotonic() - started < 1.5

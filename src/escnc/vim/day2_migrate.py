@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import libvirt
+from lxml import etree
 
 from escnc.vim.day2_common import (
     Day2Error,
@@ -158,10 +159,11 @@ def _target_pool(
     return pool
 
 
-def _copy_volume_records(dst: libvirt.virConnect,
-                         vols: list[libvirt.virStorageVol]) -> list[libvirt.virStorageVol]:
+def _copy_volume_records(dst: libvirt.virConnect, vols: list[libvirt.virStorageVol],
+                         paths: dict[str, str]) -> list[libvirt.virStorageVol]:
     """Test driver only: recreate the VM's volumes (bookkeeping, no bytes) on the target,
-    so the disks follow the VM and deleting it later frees the target's pool."""
+    so the disks follow the VM and deleting it later frees the target's pool.
+    ``paths`` gets old path -> new path for the domain XML."""
     made: list[libvirt.virStorageVol] = []
     try:
         for vol in vols:
@@ -171,7 +173,9 @@ def _copy_volume_records(dst: libvirt.virConnect,
                 continue  # already there (shared pool path)
             except libvirt.libvirtError:
                 pass
-            made.append(pool.createXML(vol.XMLDesc(0), 0))
+            new = pool.createXML(vol.XMLDesc(0), 0)
+            made.append(new)
+            paths[str(vol.path())] = str(new.path())
     except libvirt.libvirtError:
         for vol in made:
             vol.delete(0)
@@ -197,8 +201,9 @@ def move_definition(
     volumes = _disk_volumes(src, xml) if is_test_driver(src) and is_test_driver(dst) else []
     made: list[libvirt.virStorageVol] = []
     try:
-        made = _copy_volume_records(dst, volumes)
-        new = dst.defineXML(xml)
+        paths: dict[str, str] = {}
+        made = _copy_volume_records(dst, volumes, paths)
+        new = dst.defineXML(_with_paths(xml, paths))
         for snap_xml, current in snapshots:
             flags = libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
             if current:
@@ -230,6 +235,16 @@ def move_definition(
     _delete_quietly([v for v in volumes if v.name() in {m.name() for m in made}])
     return MigrationRecord(name, uuid, was_active and run_on_target, "definition",
                            was_active, xml)
+
+
+def _with_paths(xml: str, paths: dict[str, str]) -> str:
+    if not paths or all(old == new for old, new in paths.items()):
+        return xml
+    root = parse_xml(xml)
+    for src in root.iterfind("devices/disk/source"):
+        if src.get("file") in paths:
+            src.set("file", paths[src.get("file", "")])
+    return etree.tostring(root, encoding="unicode")
 
 
 def _delete_quietly(vols: list[libvirt.virStorageVol]) -> None:
