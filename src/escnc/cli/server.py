@@ -1,0 +1,399 @@
+"""``escnc``: run the server and manage its NETCONF users.
+
+    escnc serve [--state-dir DIR] [--listen HOST:PORT] [--vim NAME=URI ...]
+                [--config FILE] [--log-level LEVEL]
+    escnc user add NAME [--password-stdin] [--key PUBLIC_KEY_FILE] [--state-dir DIR]
+    escnc user list [--state-dir DIR]
+    escnc user remove NAME [--state-dir DIR]
+
+Settings come from the embedded defaults, then the TOML ``--config`` file (keys are
+the field names of :class:`escnc.settings.Settings`, ``[vims]`` a table of
+NAME = "URI"), then the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import getpass
+import logging
+import os
+import signal
+import sys
+import threading
+import tomllib
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from escnc.settings import Settings
+
+PROG = "escnc"
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as ``escnc: error: ...``, exit status 1."""
+
+
+# --- settings -------------------------------------------------------------------------
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[V6]:PORT``, ``HOST`` (port 830) or ``:PORT``/``PORT`` (127.0.0.1)."""
+    value = value.strip()
+    host, port = "", ""
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            raise argparse.ArgumentTypeError(f"bad IPv6 address in {value!r} (missing ']')")
+        host, rest = value[1:end], value[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise argparse.ArgumentTypeError(f"expected [HOST]:PORT, got {value!r}")
+            port = rest[1:]
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    elif value.count(":") > 1:  # bare IPv6 address
+        host = value
+    elif value.isdigit():
+        port = value
+    else:
+        host = value
+    try:
+        number = int(port) if port else 830
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad port {port!r} in {value!r}") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"port {number} out of range 0..65535")
+    return host or "127.0.0.1", number
+
+
+def parse_vim(value: str) -> tuple[str, str]:
+    name, sep, uri = value.partition("=")
+    if not sep or not name.strip() or not uri.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected NAME=URI (e.g. default=qemu:///system), got {value!r}"
+        )
+    return name.strip(), uri.strip()
+
+
+def _coerce(name: str, hint: Any, value: Any) -> Any:
+    """Convert a TOML value to the type of the Settings field ``name``."""
+    origin = typing.get_origin(hint)
+    if hint is Path:
+        if not isinstance(value, str):
+            raise CliError(f"config: {name} must be a path string")
+        return Path(value).expanduser()
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise CliError(f"config: {name} must be a table of NAME = \"URI\" strings")
+        return {str(k): v for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise CliError(f"config: {name} must be true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise CliError(f"config: {name} must be an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise CliError(f"config: {name} must be a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise CliError(f"config: {name} must be a string")
+        return value
+    if origin in (types.UnionType, typing.Union):
+        for arg in typing.get_args(hint):
+            try:
+                return _coerce(name, arg, value)
+            except CliError:
+                continue
+        raise CliError(f"config: bad value for {name}")
+    return value
+
+
+def load_config(path: Path, settings: Settings) -> Settings:
+    """Apply a TOML file onto ``settings`` (unknown keys are an error)."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise CliError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise CliError(f"config file {path} is not valid TOML: {exc}") from exc
+    hints = typing.get_type_hints(Settings)
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    # "listen = 'HOST:PORT'" is accepted as a shorthand, like the command line
+    if "listen" in data:
+        listen = data.pop("listen")
+        if not isinstance(listen, str):
+            raise CliError("config: listen must be a string HOST:PORT")
+        try:
+            settings.listen_host, settings.listen_port = parse_listen(listen)
+        except argparse.ArgumentTypeError as exc:
+            raise CliError(f"config: listen: {exc}") from exc
+    for key, value in data.items():
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise CliError(f"config file {path}: unknown setting {key!r} (known: {known})")
+        setattr(settings, key, _coerce(key, hints[key], value))
+    return settings
+
+
+def build_settings(args: argparse.Namespace) -> Settings:
+    settings = Settings()
+    if args.config is not None:
+        load_config(Path(args.config), settings)
+    if args.state_dir is not None:
+        settings.state_dir = Path(args.state_dir)
+    if args.listen is not None:
+        settings.listen_host, settings.listen_port = args.listen
+    if args.vim:
+        settings.vims = dict(args.vim)
+    if args.log_level is not None:
+        settings.log_level = args.log_level
+    return settings
+
+
+# --- commands -------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from escnc.app import Server
+
+    settings = build_settings(args)
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("paramiko", "ncclient"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    log = logging.getLogger("escnc")
+    server = Server(settings)
+    try:
+        server.start()
+    except Exception as exc:
+        server.stop()
+        if type(exc).__name__ == "ListenError" or isinstance(exc, OSError):
+            raise CliError(str(exc)) from exc
+        raise
+    users = server.services.users if server.services is not None else None
+    if users is not None and hasattr(users, "has_users") and not users.has_users():
+        log.warning(
+            "no NETCONF users yet: nobody can log in. Create one with "
+            "`escnc user add NAME --state-dir %s`",
+            settings.state_dir,
+        )
+    vims = ", ".join(f"{k}={v}" for k, v in settings.vims.items())
+    print(
+        f"escnc: serving NETCONF on {_fmt_addr(settings.listen_host, server.port)} "
+        f"(state {settings.state_dir}, vims {vims})",
+        flush=True,
+    )
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.stop()
+    return 0
+
+
+def _fmt_addr(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    if args.state_dir is not None:
+        return Path(args.state_dir)
+    return Settings().state_dir
+
+
+def _user_store(args: argparse.Namespace) -> Any:
+    from escnc.netconf.users import UserStore
+
+    return UserStore(_state_dir(args) / "users.sqlite3")
+
+
+def _read_password(args: argparse.Namespace) -> str | None:
+    if args.password_stdin:
+        data = sys.stdin.readline()
+        password = data.rstrip("\r\n")
+        if not password:
+            raise CliError("--password-stdin: no password on standard input")
+        return password
+    if args.key:
+        return None  # key-only user
+    env = os.environ.get("ESCNC_PASSWORD")
+    if env:
+        return env
+    if sys.stdin.isatty():
+        first = getpass.getpass(f"Password for {args.name}: ")
+        second = getpass.getpass("Again: ")
+        if first != second:
+            raise CliError("the passwords differ")
+        if not first:
+            raise CliError("empty password")
+        return first
+    raise CliError(
+        "no password given: use --password-stdin (e.g. `printf %s \"$PW\" | escnc user add "
+        f"{args.name} --password-stdin`), set ESCNC_PASSWORD, or give --key"
+    )
+
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from escnc.netconf.users import UserError
+
+    password = _read_password(args)
+    keys: list[str] = []
+    for key_file in args.key or []:
+        try:
+            text = Path(key_file).read_text()
+        except OSError as exc:
+            raise CliError(f"cannot read key file {key_file}: {exc.strerror or exc}") from exc
+        keys += [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    store = _user_store(args)
+    try:
+        store.add_user(args.name, password=password, public_keys=keys)
+    except UserError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        store.close()
+    what = " and ".join(
+        x for x in ("a password" if password else "", f"{len(keys)} key(s)" if keys else "") if x
+    )
+    print(f"user {args.name} saved with {what} in {_state_dir(args)}")
+    return 0
+
+
+def cmd_user_list(args: argparse.Namespace) -> int:
+    store = _user_store(args)
+    try:
+        users = store.list_users()
+    finally:
+        store.close()
+    for user in users:
+        auth = ["password"] if user.has_password else []
+        auth += [f"key {k.split()[0]}" for k in user.public_keys]
+        print(f"{user.name}\t{', '.join(auth) or 'no credentials'}")
+    return 0
+
+
+def cmd_user_remove(args: argparse.Namespace) -> int:
+    from escnc.netconf.users import UserError
+
+    store = _user_store(args)
+    try:
+        store.remove_user(args.name)
+    except UserError as exc:
+        raise CliError(str(exc)) from exc
+    finally:
+        store.close()
+    print(f"user {args.name} removed")
+    return 0
+
+
+# --- parser ---------------------------------------------------------------------------
+
+
+def _add_state_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="state directory (default: $ESCNC_STATE_DIR or ./escnc-state)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="escnc: VNF/VM lifecycle manager with a NETCONF/YANG northbound and a "
+        "libvirt southbound, in the style of Cisco ESC.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the NETCONF server",
+        description="Run the NETCONF/SSH server until SIGINT or SIGTERM. With no options it "
+        "uses the libvirt test driver (test:///default), ./escnc-state and 127.0.0.1:830.",
+    )
+    _add_state_dir(serve)
+    serve.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        type=parse_listen,
+        help="address to listen on (default 127.0.0.1:830; [::1]:830 for IPv6; port 0 = any)",
+    )
+    serve.add_argument(
+        "--vim",
+        metavar="NAME=URI",
+        type=parse_vim,
+        action="append",
+        help="a libvirt host (repeatable; the first is the default), e.g. "
+        "default=qemu:///system or edge1=qemu+ssh://root@edge1/system",
+    )
+    serve.add_argument("--config", metavar="FILE", help="TOML file with Settings fields")
+    serve.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
+        help="DEBUG, INFO (default), WARNING or ERROR",
+    )
+    serve.set_defaults(func=cmd_serve)
+
+    user = sub.add_parser("user", help="manage NETCONF users", description="Manage NETCONF users.")
+    usub = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)
+    add = usub.add_parser(
+        "add",
+        help="create a user or replace its credentials",
+        description="Create a user or replace its password and keys. The password is read "
+        "from stdin with --password-stdin, else from $ESCNC_PASSWORD, else asked on the "
+        "terminal; with --key only, the user logs in by public key alone.",
+    )
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    add.add_argument(
+        "--key",
+        metavar="PUBLIC_KEY_FILE",
+        action="append",
+        help="authorized public key file (OpenSSH format, repeatable)",
+    )
+    _add_state_dir(add)
+    add.set_defaults(func=cmd_user_add)
+    lst = usub.add_parser("list", help="list users", description="List users and how they log in.")
+    _add_state_dir(lst)
+    lst.set_defaults(func=cmd_user_list)
+    rm = usub.add_parser("remove", help="remove a user", description="Remove a user.")
+    rm.add_argument("name", metavar="NAME")
+    _add_state_dir(rm)
+    rm.set_defaults(func=cmd_user_remove)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
