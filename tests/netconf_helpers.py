@@ -112,9 +112,13 @@ class RawClient:
                  timeout: float = 10.0) -> None:
         self.client = paramiko.SSHClient()
         self.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-        self.client.connect(host, port=port, username=user, password=password, pkey=pkey,
-                            allow_agent=False, look_for_keys=False, timeout=timeout,
-                            banner_timeout=timeout, auth_timeout=timeout)
+        try:
+            self.client.connect(host, port=port, username=user, password=password, pkey=pkey,
+                                allow_agent=False, look_for_keys=False, timeout=timeout,
+                                banner_timeout=timeout, auth_timeout=timeout)
+        except BaseException:
+            self.client.close()
+            raise
         transport = self.client.get_transport()
         assert transport is not None
         self.transport = transport
