@@ -13,7 +13,10 @@ from pathlib import Path
 
 import paramiko
 import pytest
+
 from conftest import PASSWORD, USER, add_user, connect
+from escnc.netconf.server import ListenError, NetconfServer
+from escnc.ns import BASE_10, NC
 from netconf_helpers import (
     TEST_NS,
     MiniServer,
@@ -22,9 +25,6 @@ from netconf_helpers import (
     errors,
     wait_for,
 )
-
-from escnc.netconf.server import ListenError, NetconfServer
-from escnc.ns import BASE_10, NC
 
 ECHO = f'<echo xmlns="{TEST_NS}"><a>1</a></echo>'
 
