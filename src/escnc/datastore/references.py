@@ -1,0 +1,80 @@
+"""Cross-tree reference checks for incremental validation.
+
+A one-deployment edit is validated by yangson on a pruned tree (root + touched
+units), which resolves the deployment's leafrefs into images/flavors/networks.
+The reverse direction -- removing an image/flavor/network that an *untouched*
+deployment still uses -- is checked here over the whole tree, only when the root
+unit changed and a referenced name disappeared.
+"""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from escnc.errors import RpcError
+from escnc.ns import ESC
+
+_NS = {"esc": ESC}
+# (target list, name leaf XPath under the root, referencing leaves)
+_REFS = (
+    ("images/esc:image", "//esc:deployment/esc:vm_group/esc:image"),
+    ("flavors/esc:flavor", "//esc:deployment/esc:vm_group/esc:flavor"),
+    (
+        "networks/esc:network",
+        "//esc:deployment/esc:vm_group/esc:interfaces/esc:interface/esc:network",
+    ),
+    (
+        "networks/esc:network",
+        "//esc:deployment/esc:vm_group/esc:scaling/esc:static_ip_address_pool/esc:network",
+    ),
+)
+_PARSER = etree.XMLParser(remove_blank_text=True, resolve_entities=False)
+
+
+def _names(root_bytes: bytes | None, target: str) -> set[str]:
+    if not root_bytes:
+        return set()
+    root = etree.fromstring(root_bytes, _PARSER)
+    return {
+        t.strip()
+        for t in root.xpath(f"esc:esc_datamodel/esc:{target}/esc:name/text()", namespaces=_NS)
+    }
+
+
+def check_references(data: etree._Element, new_root: bytes | None, old_root: bytes | None) -> None:
+    for target, refs in _REFS:
+        gone = _names(old_root, target) - _names(new_root, target) if old_root is not None else None
+        if gone is not None and not gone:
+            continue
+        alive = _names(new_root, target)
+        for leaf in data.xpath(refs, namespaces=_NS):
+            value = (leaf.text or "").strip()
+            if value not in alive and (gone is None or value in gone):
+                raise RpcError(
+                    "data-missing",
+                    f"{target.split('/')[0][:-1]} {value!r} is still used by {_path(leaf)}",
+                    app_tag="instance-required",
+                    path=_path(leaf),
+                    path_nsmap=_NS,
+                )
+
+
+def _path(el: etree._Element) -> str:
+    steps = []
+    node: etree._Element | None = el
+    while node is not None and node.tag != "{urn:ietf:params:xml:ns:netconf:base:1.0}data":
+        name = etree.QName(node).localname
+        key = (
+            node.findtext(f"{{{ESC}}}name")
+            if name in ("tenant", "deployment", "vm_group")
+            else None
+        )
+        if key is None and name == "interface":
+            key_pred = f"[esc:nicid='{node.findtext(f'{{{ESC}}}nicid')}']"
+        elif key is None and name == "static_ip_address_pool":
+            key_pred = f"[esc:network='{node.findtext(f'{{{ESC}}}network')}']"
+        else:
+            key_pred = f"[esc:name='{key}']" if key is not None else ""
+        steps.append(f"esc:{name}{key_pred}")
+        node = node.getparent()
+    return "/" + "/".join(reversed(steps))

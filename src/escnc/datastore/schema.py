@@ -1,0 +1,340 @@
+"""The YANG modules escnc serves and the yangson data model built from them.
+
+``Schema.load()`` reads ``escnc/yang`` once. It offers:
+
+* the module list for hello capabilities, yang-library and get-schema;
+* ``validate_config`` / ``validate_rpc_input`` / ``validate_notification`` (yangson),
+  turning yangson exceptions into precise ``RpcError``s;
+* a light schema tree of :class:`SNode` (kind, keys, defaults, namespaces) that the
+  edit-config engine, filters and with-defaults walk on lxml trees.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+from yangson import DataModel
+from yangson import exceptions as yx
+from yangson.enumerations import ContentType, ValidationScope
+from yangson.instance import InstanceNode
+from yangson.schemanode import (
+    AnyContentNode,
+    ChoiceNode,
+    ContainerNode,
+    InternalNode,
+    LeafListNode,
+    LeafNode,
+    ListNode,
+    SchemaNode,
+)
+
+from escnc.errors import RpcError
+from escnc.ns import NC
+
+YANG_DIR = Path(__file__).resolve().parent.parent / "yang"
+LIBRARY = YANG_DIR / "yang-library.json"
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    name: str
+    revision: str
+    namespace: str
+    prefix: str
+    path: Path
+
+
+@dataclass
+class SNode:
+    """What the datastore needs to know about one data node of the schema."""
+
+    name: str
+    ns: str  # XML namespace
+    kind: str  # container | list | leaf | leaf-list | anydata
+    config: bool = True
+    keys: tuple[str, ...] = ()
+    default: str | None = None
+    presence: bool = False
+    user_ordered: bool = False
+    mandatory: bool = False
+    children: dict[str, SNode] = field(default_factory=dict)  # Clark qname -> node
+    parent: SNode | None = field(default=None, repr=False)
+
+    @property
+    def tag(self) -> str:
+        return f"{{{self.ns}}}{self.name}"
+
+    def child(self, tag: str) -> SNode | None:
+        return self.children.get(tag)
+
+
+class Schema:
+    def __init__(self, yang_dir: Path, library: Path) -> None:
+        self.yang_dir = yang_dir
+        self.dm = DataModel.from_file(str(library), [str(yang_dir)])
+        self._modules = _scan_modules(yang_dir)
+        self._ns_by_module = {m.name: m.namespace for m in self._modules}
+        self.prefixes = {m.namespace: m.prefix for m in self._modules}
+        self.root = SNode("data", NC, "container")
+        for ch in _data_children(self.dm.schema):
+            node = self._convert(ch, None)
+            self.root.children[node.tag] = node
+        self.rpcs: dict[str, SchemaNode] = {}
+
+    @classmethod
+    def load(cls) -> Schema:
+        return cls(YANG_DIR, LIBRARY)
+
+    # ---- modules ---------------------------------------------------------------
+
+    def modules(self) -> list[ModuleInfo]:
+        return list(self._modules)
+
+    def module_capabilities(self) -> list[str]:
+        return [f"{m.namespace}?module={m.name}&revision={m.revision}" for m in self._modules]
+
+    def module_text(self, identifier: str, version: str | None = None) -> str:
+        for m in self._modules:
+            if m.name == identifier and (not version or version == m.revision):
+                return m.path.read_text()
+        raise RpcError(
+            "invalid-value",
+            f"no schema {identifier!r}" + (f" revision {version!r}" if version else ""),
+            type="application",
+        )
+
+    def namespace_of(self, module: str) -> str:
+        return self._ns_by_module[module]
+
+    # ---- validation ------------------------------------------------------------
+
+    def to_instance(self, data: etree._Element) -> InstanceNode:
+        """yangson instance of a ``<data>`` tree; unknown elements -> RpcError."""
+        try:
+            return self.dm.from_xml(data)
+        except yx.YangsonException as exc:
+            raise self.raw_error(exc, data) from exc
+
+    def validate_config(self, data: etree._Element) -> None:
+        """Whole-tree YANG validation of a ``<data>`` configuration tree."""
+        inst = self.to_instance(data)
+        try:
+            inst.validate(ValidationScope.all, ContentType.config)
+        except yx.ValidationError as exc:
+            raise self.validation_error(exc) from exc
+
+    def validate_rpc_input(self, request: etree._Element) -> None:
+        qname = etree.QName(request)
+        module = self._module_by_ns(qname.namespace)
+        if module is None:
+            return
+        sn = self.dm.schema.get_child(qname.localname, module)
+        if sn is None:
+            return
+        el = copy.copy(request)
+        el.tag = "input"
+        el.attrib.clear()
+        try:
+            inst = self.dm.from_xml(el, f"{module}:{qname.localname}")
+            inst.validate(ValidationScope.syntax, ContentType.all)
+        except yx.ValidationError as exc:
+            raise self.validation_error(exc, rpc=qname) from exc
+        except yx.YangsonException as exc:
+            raise self.raw_error(exc, request, rpc=qname) from exc
+
+    def validate_notification(self, body: etree._Element) -> None:
+        qname = etree.QName(body)
+        module = self._module_by_ns(qname.namespace)
+        if module is None:
+            raise RpcError("unknown-namespace", f"no module for {qname.namespace}")
+        wrapper = etree.Element("notification")
+        wrapper.append(copy.deepcopy(body))
+        try:
+            inst = self.dm.from_xml(wrapper, f"{module}:{qname.localname}")
+            inst.validate(ValidationScope.syntax, ContentType.all)
+        except yx.ValidationError as exc:
+            raise self.validation_error(exc) from exc
+        except yx.YangsonException as exc:
+            raise self.raw_error(exc, body) from exc
+
+    # ---- yangson errors -> RpcError -----------------------------------------------
+
+    def validation_error(self, exc: yx.ValidationError, rpc: etree.QName | None = None) -> RpcError:
+        path = self.instance_path(exc.instance, rpc)
+        tag, msg = exc.tag or "", exc.message or ""
+        nsmap = {"esc": "http://www.cisco.com/esc/esc"}
+        if rpc is not None:
+            nsmap = {self.prefixes.get(rpc.namespace or "", "x"): rpc.namespace or ""}
+        kw: dict[str, Any] = {"path": path, "path_nsmap": nsmap}
+        if isinstance(exc, yx.YangTypeError):
+            return RpcError("invalid-value", f"invalid value at {path}: {msg or tag}", **kw)
+        if isinstance(exc, yx.SchemaError):
+            if tag.endswith("member-not-allowed"):
+                member = msg.split(":")[-1]
+                return RpcError(
+                    "unknown-element",
+                    f"element {member!r} not allowed at {path}",
+                    type="application",
+                    info={"bad-element": member},
+                    **kw,
+                )
+            # missing-data: "expected 'x'" or "expected one of 'a', 'b'"
+            names = re.findall(r"'([^']+)'", msg)
+            bad = names[0].split(":")[-1] if names else ""
+            return RpcError(
+                "missing-element",
+                f"missing mandatory element {msg[9:]} at {path}",
+                type="application",
+                info={"bad-element": bad},
+                **kw,
+            )
+        if tag == "instance-required":
+            return RpcError(
+                "data-missing",
+                f"{path} refers to an instance that does not exist",
+                app_tag="instance-required",
+                **kw,
+            )
+        if tag.startswith("data-not-unique"):
+            return RpcError(
+                "operation-failed",
+                f"unique constraint violated in {path}",
+                app_tag="data-not-unique",
+                **kw,
+            )
+        if tag in ("too-many-elements", "too-few-elements"):
+            return RpcError("operation-failed", f"{tag} in {path}", app_tag=tag, **kw)
+        if tag in ("non-unique-key", "repeated-leaf-list-value"):
+            return RpcError("data-exists", f"duplicate entry in {path}", **kw)
+        # must / when: yangson uses the must error-app-tag (default must-violation)
+        return RpcError(
+            "operation-failed",
+            msg or f"constraint {tag} violated at {path}",
+            app_tag=tag or "must-violation",
+            **kw,
+        )
+
+    def raw_error(
+        self, exc: Exception, data: etree._Element, rpc: etree.QName | None = None
+    ) -> RpcError:
+        if isinstance(exc, yx.MissingModuleNamespace):
+            return RpcError(
+                "unknown-namespace",
+                f"unknown namespace {exc}",
+                type="application",
+                info={"bad-namespace": str(exc)},
+            )
+        if isinstance(exc, yx.RawMemberError):
+            member = str(exc.path).rsplit("/", 1)[-1].split(":")[-1]
+            return RpcError(
+                "unknown-element",
+                f"unknown element {member!r} at {exc.path}",
+                type="application",
+                info={"bad-element": member},
+            )
+        if isinstance(exc, yx.RawTypeError):
+            member = str(exc.path).rsplit("/", 1)[-1].split(":")[-1]
+            return RpcError(
+                "invalid-value",
+                f"invalid value at {exc.path}: {exc.message}",
+                info={"bad-element": member},
+            )
+        return RpcError("invalid-value", f"invalid data: {exc}")
+
+    def instance_path(self, inst: InstanceNode, rpc: etree.QName | None = None) -> str:
+        """RFC 6241 error-path (instance-identifier with module prefixes)."""
+        parts: list[str] = []
+        if rpc is not None:
+            parts.append(f"{self.prefixes.get(rpc.namespace or '', 'x')}:{rpc.localname}")
+        node: Any = inst.top()
+        prefix = "esc"
+        for step in inst.path:
+            if isinstance(step, str):
+                if ":" in step:
+                    module, name = step.split(":", 1)
+                    prefix = self.prefixes.get(self._ns_by_module.get(module, ""), module)
+                else:
+                    name = step
+                node = node._member(step)
+                parts.append(f"{prefix}:{name}")
+            else:
+                node = node._entry(step)
+                keys = getattr(node.schema_node, "keys", None) or []
+                pred = "".join(
+                    f"[{prefix}:{k[0]}='{node.value[k[0]]}']" for k in keys if k[0] in node.value
+                )
+                parts[-1] += pred or f"[{step + 1}]"
+        return "/" + "/".join(parts)
+
+    def _module_by_ns(self, ns: str | None) -> str | None:
+        for m in self._modules:
+            if m.namespace == ns:
+                return m.name
+        return None
+
+    # ---- light schema tree -------------------------------------------------------
+
+    def _convert(self, sn: SchemaNode, parent: SNode | None) -> SNode:
+        ns = self._ns_by_module.get(sn.ns, sn.ns)
+        kind = (
+            "list"
+            if isinstance(sn, ListNode)
+            else "leaf-list"
+            if isinstance(sn, LeafListNode)
+            else "leaf"
+            if isinstance(sn, LeafNode)
+            else "anydata"
+            if isinstance(sn, AnyContentNode)
+            else "container"
+        )
+        node = SNode(sn.name, ns, kind, config=bool(sn.config), parent=parent)
+        if isinstance(sn, ListNode):
+            node.keys = tuple(k[0] for k in sn.keys)
+        if isinstance(sn, (ListNode, LeafListNode)):
+            node.user_ordered = bool(sn.user_ordered)
+        if isinstance(sn, ContainerNode):
+            node.presence = bool(sn.presence)
+        if isinstance(sn, LeafNode):
+            node.mandatory = bool(sn.mandatory)
+            default = sn.default
+            if default is not None:
+                node.default = sn.type.canonical_string(default)
+        if isinstance(sn, InternalNode):
+            for ch in _data_children(sn):
+                child = self._convert(ch, node)
+                node.children[child.tag] = child
+        return node
+
+
+def _data_children(sn: InternalNode) -> list[SchemaNode]:
+    """Data children, looking through choice/case."""
+    out: list[SchemaNode] = []
+    for ch in sn.children:
+        if isinstance(ch, ChoiceNode):
+            for case in ch.children:
+                out.extend(_data_children(case))
+        elif isinstance(ch, (ContainerNode, ListNode, LeafNode, LeafListNode, AnyContentNode)):
+            out.append(ch)
+    return out
+
+
+_NS_RE = re.compile(r'^\s*namespace\s+"?([^";]+)"?\s*;', re.M)
+_PREFIX_RE = re.compile(r'^\s*prefix\s+"?([^";]+)"?\s*;', re.M)
+
+
+def _scan_modules(yang_dir: Path) -> list[ModuleInfo]:
+    out = []
+    for path in sorted(yang_dir.glob("*.yang")):
+        name, _, rev = path.stem.partition("@")
+        text = path.read_text()
+        ns = _NS_RE.search(text)
+        prefix = _PREFIX_RE.search(text)
+        if ns is None or prefix is None:  # a submodule
+            continue
+        out.append(ModuleInfo(name, rev, ns.group(1), prefix.group(1), path))
+    return out

@@ -1,0 +1,725 @@
+"""The datastore: running, candidate and startup, transactions, locks, persistence.
+
+Running is one live lxml tree edited in place under a lock with an undo journal
+(see edit.py); readers take the same lock, so a session sees the old or the new
+running, never a mix. A commit validates only the units it touched (plus the
+cross-tree references that reach them), writes those units to SQLite durably,
+then notifies listeners. Commit listeners and engine validators receive *pruned*
+<data> trees: the datastore root (images, flavors, networks, VIM connectors) plus
+every tenant/deployment the commit touched, complete; untouched deployments are
+omitted so the cost follows the size of the edit (``running_xml()`` gives all).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as _dt
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from lxml import etree
+
+from escnc.datastore.edit import (
+    DEPLOYMENT,
+    ROOT_UNIT,
+    TENANT,
+    EditOptions,
+    Editor,
+    EntryIndex,
+    Journal,
+    UnitKey,
+)
+from escnc.datastore.persistence import Store, UnitRow
+from escnc.datastore.references import check_references
+from escnc.datastore.schema import Schema
+from escnc.datastore.units import all_units, assemble, empty_data, find_unit, shell
+from escnc.errors import RpcError, RpcErrors
+from escnc.ns import ESC
+from escnc.services import Change, CommitEvent, CommitListener, ConfigValidator
+from escnc.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DATASTORES = ("running", "candidate", "startup")
+ConfirmedCommitListener = Callable[[str, int, str, int, "str | None"], None]
+
+
+def _now() -> str:
+    return (
+        _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+def unit_path(key: UnitKey) -> str:
+    base = "/esc:esc_datamodel"
+    if key[0] == "r":
+        return base
+    path = f"{base}/esc:tenants/esc:tenant[esc:name='{key[1]}']"
+    if key[0] == "d":
+        path += f"/esc:deployments/esc:deployment[esc:name='{key[2]}']"
+    return path
+
+
+@dataclass
+class _Pending:
+    """A confirmed commit waiting for its confirming commit."""
+
+    session_id: int
+    username: str
+    persist: str | None
+    rollback_id: int | None  # history id of the first confirmed commit (undo it and later)
+    timer: threading.Timer | None = None
+
+
+class Datastore:
+    def __init__(self, settings: Settings, schema: Schema, incremental: bool = True) -> None:
+        self.settings = settings
+        self.schema = schema
+        self.incremental = incremental
+        self._lock = threading.RLock()
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self._store = Store(settings.state_dir / "datastore.sqlite3")
+        self._index = EntryIndex()
+        self._listeners: list[CommitListener] = []
+        self._validators: list[ConfigValidator] = []
+        self._cc_listeners: list[ConfirmedCommitListener] = []
+        self._locks: dict[str, tuple[int, str]] = {}
+        self._candidate: etree._Element | None = None  # None: candidate equals running
+        self._candidate_index = EntryIndex()
+        self._pending: _Pending | None = None
+        self._closed = False
+
+        rows = self._store.load("running")
+        self._units: dict[UnitKey, bytes] = {}
+        self._seq: dict[UnitKey, int] = {}
+        if rows:
+            for r in rows:
+                self._units[r.key] = r.xml
+                self._seq[r.key] = r.seq
+            self._running = assemble(self._units)
+        else:
+            self._running = empty_data()
+        self._next_seq = max(self._seq.values(), default=0) + 1
+        startup = self._store.load("startup")
+        if startup is None:
+            self._startup: etree._Element = copy.deepcopy(self._running)
+            self._write_startup()
+        else:
+            self._startup = assemble({r.key: r.xml for r in startup})
+        pending = self._store.get_meta("pending_confirm")
+        if pending is not None:  # crashed during a confirmed commit: undo it
+            log.warning("rolling back an unconfirmed commit left by a restart")
+            with contextlib.suppress(RpcError, RpcErrors):
+                self._rollback_locked(int(pending), 0, "escnc")
+            self._store.write("running", [], [], meta={"pending_confirm": None})
+
+    # ------------------------------------------------------------------ API (services)
+
+    def running_xml(self) -> etree._Element:
+        with self._lock:
+            return copy.deepcopy(self._running)
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        self._listeners.append(listener)
+
+    def add_validator(self, validator: ConfigValidator) -> None:
+        self._validators.append(validator)
+
+    def add_confirmed_commit_listener(self, listener: ConfirmedCommitListener) -> None:
+        self._cc_listeners.append(listener)
+
+    def locks(self) -> dict[str, tuple[int, str]]:
+        with self._lock:
+            return dict(self._locks)
+
+    def system_edit(self, config: etree._Element, username: str = "escnc") -> None:
+        self.edit("running", config, EditOptions(), session_id=0, username=username)
+        with self._lock, contextlib.suppress(RpcError, RpcErrors):
+            # keep startup in step with engine-originated changes (best effort)
+            j = Journal(EntryIndex())
+            Editor(self.schema, j, EditOptions()).apply(self._startup, config)
+            self._write_startup()
+
+    def release_session(self, session_id: int) -> None:
+        with self._lock:
+            for name, (sid, _) in list(self._locks.items()):
+                if sid == session_id:
+                    del self._locks[name]
+                    if name == "candidate":  # RFC 6241 8.3.5.2: discard on lock loss
+                        self._discard_locked()
+            p = self._pending
+            if p is not None and p.session_id == session_id and p.persist is None:
+                self._cancel_pending_locked("cancel", session_id, p.username, rollback=True)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pending is not None and self._pending.timer is not None:
+                self._pending.timer.cancel()
+            if not self._closed:
+                self._store.close()
+                self._closed = True
+
+    # ------------------------------------------------------------------ reading
+
+    @contextlib.contextmanager
+    def reading(self, name: str) -> Iterator[etree._Element]:
+        """Hold the datastore stable while the caller reads (never modify the tree)."""
+        with self._lock:
+            yield self._tree(name)
+
+    def _tree(self, name: str) -> etree._Element:
+        if name == "running":
+            return self._running
+        if name == "candidate":
+            return self._candidate if self._candidate is not None else self._running
+        if name == "startup":
+            return self._startup
+        raise RpcError("invalid-value", f"unknown datastore {name!r}", type="protocol")
+
+    def candidate_dirty(self) -> bool:
+        return self._candidate is not None
+
+    # ------------------------------------------------------------------ locks
+
+    def lock(self, name: str, session_id: int) -> None:
+        with self._lock:
+            self._tree(name)
+            held = self._locks.get(name)
+            if held is not None:
+                raise RpcError(
+                    "lock-denied",
+                    f"{name} is locked by session {held[0]}",
+                    type="protocol",
+                    info={"session-id": str(held[0])},
+                )
+            if name == "candidate" and self._candidate is not None:
+                raise RpcError(
+                    "lock-denied",
+                    "candidate has uncommitted changes",
+                    type="protocol",
+                    info={"session-id": "0"},
+                )
+            if (
+                self._pending is not None
+                and name in ("running", "candidate")
+                and self._pending.session_id != session_id
+            ):
+                raise RpcError(
+                    "lock-denied",
+                    "a confirmed commit is pending",
+                    type="protocol",
+                    info={"session-id": str(self._pending.session_id)},
+                )
+            self._locks[name] = (session_id, _now())
+
+    def unlock(self, name: str, session_id: int) -> None:
+        with self._lock:
+            self._tree(name)
+            held = self._locks.get(name)
+            if held is None or held[0] != session_id:
+                raise RpcError(
+                    "operation-failed",
+                    f"{name} is not locked by this session",
+                    type="protocol",
+                    info={"session-id": str(held[0]) if held else "0"},
+                )
+            del self._locks[name]
+            if name == "candidate":
+                self._discard_locked()
+
+    def check_writable(self, name: str, session_id: int) -> None:
+        held = self._locks.get(name)
+        if held is not None and held[0] != session_id and session_id != 0:
+            raise RpcError(
+                "in-use",
+                f"{name} is locked by session {held[0]}",
+                type="protocol",
+                info={"session-id": str(held[0])},
+            )
+
+    # ------------------------------------------------------------------ edit-config
+
+    def edit(
+        self,
+        target: str,
+        config: etree._Element,
+        options: EditOptions,
+        session_id: int,
+        username: str,
+        test_option: str = "test-then-set",
+    ) -> None:
+        with self._lock:
+            self._tree(target)
+            if target == "startup":
+                raise RpcError(
+                    "operation-not-supported",
+                    "edit-config on startup is not supported; use copy-config",
+                    type="protocol",
+                )
+            self.check_writable(target, session_id)
+            if target == "candidate":
+                self._edit_candidate(config, options, test_option)
+                return
+            journal = Journal(self._index)
+            editor = Editor(self.schema, journal, options)
+            try:
+                editor.apply(self._running, config)
+                if test_option != "set":
+                    self._validate_units(self._running, journal.units, self._units)
+                if test_option == "test-only":
+                    journal.undo()
+                else:
+                    self._commit_journal(journal, session_id, username)
+            except BaseException:
+                journal.undo()
+                raise
+            _raise_collected(editor.errors)
+
+    def _edit_candidate(
+        self, config: etree._Element, options: EditOptions, test_option: str
+    ) -> None:
+        materialized = self._candidate is None
+        if materialized:
+            self._candidate = copy.deepcopy(self._running)
+            self._candidate_index.clear()
+        assert self._candidate is not None
+        journal = Journal(self._candidate_index)
+        editor = Editor(self.schema, journal, options)
+        try:
+            editor.apply(self._candidate, config)
+            if test_option != "set":
+                self._validate_units(self._candidate, journal.units, None)
+            if test_option == "test-only":
+                journal.undo()
+        except BaseException:
+            journal.undo()
+            if materialized:
+                self._candidate = None
+            raise
+        _raise_collected(editor.errors)
+
+    # ------------------------------------------------------------------ copy/delete/validate
+
+    def copy_config(
+        self, target: str, source: etree._Element, session_id: int, username: str
+    ) -> None:
+        """Replace datastore ``target`` with the <data>/<config> tree ``source``."""
+        with self._lock:
+            self._tree(target)
+            self.check_writable(target, session_id)
+            data = empty_data()
+            for ch in source:
+                if isinstance(ch.tag, str):
+                    data.append(copy.deepcopy(ch))
+            self._check_known(data)
+            if target == "running":
+                self._commit_tree(data, session_id, username)
+            elif target == "candidate":
+                self._full_validate(data, syntax_only=True)
+                self._candidate = data
+                self._candidate_index.clear()
+            else:
+                self._full_validate(data)
+                self._startup = data
+                self._write_startup()
+
+    def delete_config(self, target: str, session_id: int) -> None:
+        with self._lock:
+            if target == "running":
+                raise RpcError(
+                    "operation-not-supported", "running cannot be deleted", type="protocol"
+                )
+            self._tree(target)
+            self.check_writable(target, session_id)
+            if target == "startup":
+                self._startup = empty_data()
+                self._write_startup()
+            else:
+                self._candidate = empty_data()
+                self._candidate_index.clear()
+
+    def validate(self, source: str | etree._Element) -> None:
+        with self._lock:
+            if isinstance(source, str):
+                tree = self._tree(source)
+                if source == "running" or (source == "candidate" and self._candidate is None):
+                    self._full_validate(tree)
+                    return
+            else:
+                tree = empty_data()
+                for ch in source:
+                    if isinstance(ch.tag, str):
+                        tree.append(copy.deepcopy(ch))
+                self._check_known(tree)
+            self._full_validate(tree)
+
+    # ------------------------------------------------------------------ candidate commit
+
+    def commit(
+        self,
+        session_id: int,
+        username: str,
+        confirmed: bool = False,
+        timeout: int | None = None,
+        persist: str | None = None,
+        persist_id: str | None = None,
+    ) -> None:
+        with self._lock:
+            p = self._pending
+            if persist_id is not None and (p is None or p.persist != persist_id):
+                raise RpcError(
+                    "invalid-value",
+                    "no pending confirmed commit with that persist-id",
+                    type="protocol",
+                    info={"bad-element": "persist-id"},
+                )
+            if (
+                p is not None
+                and persist_id is None
+                and p.persist is None
+                and p.session_id != session_id
+            ):
+                raise RpcError(
+                    "in-use",
+                    "a confirmed commit of another session is pending",
+                    type="protocol",
+                    info={"session-id": str(p.session_id)},
+                )
+            if p is not None and p.persist is not None and persist_id is None:
+                raise RpcError(
+                    "in-use",
+                    "a persistent confirmed commit is pending; give its persist-id",
+                    type="protocol",
+                    info={"session-id": str(p.session_id)},
+                )
+            self.check_writable("running", session_id)
+            hid = None
+            if self._candidate is not None:
+                hid = self._commit_tree(self._candidate, session_id, username, keep_tree=False)
+                self._candidate = None
+                self._candidate_index.clear()
+            if confirmed:
+                secs = int(timeout if timeout is not None else 600)
+                if p is None:
+                    rollback_id = hid if hid is not None else self._next_history_marker()
+                    self._pending = _Pending(session_id, username, persist, rollback_id)
+                    self._store.write("running", [], [], meta={"pending_confirm": str(rollback_id)})
+                    kind = "start"
+                else:
+                    if p.timer is not None:
+                        p.timer.cancel()
+                    p.persist = persist
+                    kind = "extend"
+                assert self._pending is not None
+                self._arm_timer(secs)
+                self._notify_cc(kind, session_id, username, secs, persist)
+            elif p is not None:
+                self._cancel_pending_locked("complete", session_id, username, rollback=False)
+
+    def cancel_commit(self, session_id: int, username: str, persist_id: str | None) -> None:
+        with self._lock:
+            p = self._pending
+            if p is None:
+                raise RpcError(
+                    "operation-failed", "no confirmed commit is pending", type="protocol"
+                )
+            if p.persist is not None and persist_id != p.persist:
+                raise RpcError(
+                    "invalid-value",
+                    "wrong or missing persist-id",
+                    type="protocol",
+                    info={"bad-element": "persist-id"},
+                )
+            if p.persist is None and p.session_id != session_id:
+                raise RpcError(
+                    "operation-failed",
+                    "the pending confirmed commit belongs to another session",
+                    type="protocol",
+                )
+            self._cancel_pending_locked("cancel", session_id, username, rollback=True)
+
+    def discard_changes(self, session_id: int) -> None:
+        with self._lock:
+            self.check_writable("candidate", session_id)
+            self._discard_locked()
+
+    def _discard_locked(self) -> None:
+        self._candidate = None
+        self._candidate_index.clear()
+
+    def _next_history_marker(self) -> int:
+        hist = self._store.history()
+        return (hist[0].id + 1) if hist else 1
+
+    def _arm_timer(self, secs: int) -> None:
+        assert self._pending is not None
+        pending = self._pending
+        timer = threading.Timer(secs, self._timeout, args=(pending,))
+        timer.daemon = True
+        pending.timer = timer
+        timer.start()
+
+    def _timeout(self, pending: _Pending) -> None:
+        with self._lock:
+            if self._pending is not pending or self._closed:
+                return
+            self._cancel_pending_locked(
+                "timeout", pending.session_id, pending.username, rollback=True
+            )
+
+    def _cancel_pending_locked(
+        self, kind: str, session_id: int, username: str, rollback: bool
+    ) -> None:
+        p = self._pending
+        assert p is not None
+        if p.timer is not None:
+            p.timer.cancel()
+        self._pending = None
+        if rollback and p.rollback_id is not None:
+            with contextlib.suppress(RpcError, RpcErrors):
+                self._rollback_locked(p.rollback_id, 0, "escnc")
+            self._candidate = None
+            self._candidate_index.clear()
+        self._store.write("running", [], [], meta={"pending_confirm": None})
+        self._notify_cc(kind, session_id, username, 0, p.persist)
+
+    def _notify_cc(self, kind: str, sid: int, user: str, timeout: int, persist: str | None) -> None:
+        for cb in list(self._cc_listeners):
+            try:
+                cb(kind, sid, user, timeout, persist)
+            except Exception:
+                log.exception("confirmed-commit listener failed")
+
+    # ------------------------------------------------------------------ rollback history
+
+    def history(self) -> list[tuple[int, str, str, int, int]]:
+        return [(h.id, h.time, h.username, h.session_id, h.nchanges) for h in self._store.history()]
+
+    def rollback(self, commit_id: int, session_id: int, username: str) -> None:
+        with self._lock:
+            self.check_writable("running", session_id)
+            self._rollback_locked(commit_id, session_id, username)
+
+    def _rollback_locked(self, commit_id: int, session_id: int, username: str) -> None:
+        hist = self._store.history()
+        if not any(h.id == commit_id for h in hist) and not (hist and commit_id > hist[0].id):
+            raise RpcError(
+                "invalid-value",
+                f"commit {commit_id} is not in the rollback history",
+                info={"bad-element": "id"},
+            )
+        units = dict(self._units)
+        seq = dict(self._seq)
+        for h in hist:  # newest first
+            if h.id < commit_id:
+                break
+            for key, s, raw in h.undo:
+                if raw is None:
+                    units.pop(key, None)
+                    seq.pop(key, None)
+                else:
+                    units[key] = raw
+                    seq[key] = s
+        order = sorted(units, key=lambda k: seq.get(k, 0))
+        tree = assemble({k: units[k] for k in order})
+        self._commit_tree(tree, session_id, username, seq_hint=seq)
+
+    # ------------------------------------------------------------------ commit machinery
+
+    def _commit_journal(self, journal: Journal, session_id: int, username: str) -> None:
+        changed: dict[UnitKey, bytes | None] = {}
+        for key in journal.units:
+            el = self._find_unit(self._running, key)
+            raw = None if el is None else shell(el, key)
+            if raw != self._units.get(key):
+                changed[key] = raw
+        if not changed:
+            return
+        self._finish(changed, journal.changes, session_id, username)
+
+    def _commit_tree(
+        self,
+        data: etree._Element,
+        session_id: int,
+        username: str,
+        keep_tree: bool = True,
+        seq_hint: dict[UnitKey, int] | None = None,
+    ) -> int | None:
+        """Make ``data`` the new running (used by commit, copy-config, rollback)."""
+        new_units = {k: shell(el, k) for k, el in all_units(data).items()}
+        changed: dict[UnitKey, bytes | None] = {
+            k: v for k, v in new_units.items() if self._units.get(k) != v
+        }
+        for k in self._units:
+            if k not in new_units:
+                changed[k] = None
+        if not changed:
+            return None
+        self._validate_units(data, set(changed), self._units)
+        new_tree = data if not keep_tree else copy.deepcopy(data)
+        changes = [
+            Change(
+                "create" if k not in self._units else "delete" if v is None else "replace",
+                unit_path(k),
+                {"esc": ESC},
+            )
+            for k, v in changed.items()
+        ]
+        old_tree = self._running
+        self._running = new_tree
+        self._index.clear()
+        try:
+            return self._finish(changed, changes, session_id, username, seq_hint=seq_hint)
+        except BaseException:
+            self._running = old_tree
+            self._index.clear()
+            raise
+
+    def _finish(
+        self,
+        changed: dict[UnitKey, bytes | None],
+        changes: list[Change],
+        session_id: int,
+        username: str,
+        seq_hint: dict[UnitKey, int] | None = None,
+    ) -> int | None:
+        """Persist ``changed`` units durably, update caches, notify listeners."""
+        upserts: list[UnitRow] = []
+        deletes: list[UnitKey] = []
+        undo: list[tuple[UnitKey, int, bytes | None]] = []
+        new_seq: dict[UnitKey, int] = {}
+        for key, raw in changed.items():
+            undo.append((key, self._seq.get(key, 0), self._units.get(key)))
+            if raw is None:
+                deletes.append(key)
+                continue
+            seq = self._seq.get(key)
+            if seq_hint is not None and key in seq_hint:
+                seq = seq_hint[key]
+            if seq is None:
+                seq = self._next_seq
+                self._next_seq += 1
+            new_seq[key] = seq
+            upserts.append(UnitRow(key, seq, raw))
+        hid = self._store.write(
+            "running",
+            upserts,
+            deletes,
+            history=(_now(), username, session_id, len(changes), undo),
+            keep=self.settings.rollback_history,
+        )
+        keys = self._context_keys(changed) if self._listeners else []
+        old_view = {k: self._units[k] for k in keys if k in self._units}
+        for key, raw in changed.items():
+            if raw is None:
+                self._units.pop(key, None)
+                self._seq.pop(key, None)
+            else:
+                self._units[key] = raw
+                self._seq[key] = new_seq[key]
+            if key[0] == "t" and raw is None:
+                # a vanished tenant takes its deployments with it
+                for k in [k for k in self._units if k[0] == "d" and k[1] == key[1]]:
+                    self._units.pop(k, None)
+                    self._seq.pop(k, None)
+        if self._listeners:
+            old = assemble(old_view, [k for k in keys if k in old_view])
+            new = assemble(self._units, [k for k in keys if k in self._units])
+            event = CommitEvent(
+                old=old, new=new, changes=tuple(changes), session_id=session_id, username=username
+            )
+            for cb in list(self._listeners):
+                try:
+                    cb(event)
+                except Exception:
+                    log.exception("commit listener failed")
+        return hid
+
+    def _context_keys(self, changed: dict[UnitKey, bytes | None] | set[UnitKey]) -> list[UnitKey]:
+        keys = set(changed)
+        for k in list(keys):
+            if k[0] == "d":
+                keys.add(("t", k[1]))
+        keys.add(ROOT_UNIT)
+        return sorted(keys, key=lambda k: (self._seq.get(k, 1 << 60), k))
+
+    def _find_unit(self, data: etree._Element, key: UnitKey) -> etree._Element | None:
+        return find_unit(data, key) if key[0] != "d" else self._find_dep(data, key)
+
+    def _find_dep(self, data: etree._Element, key: UnitKey) -> etree._Element | None:
+        ten_sn = self._tenant_sn
+        ten_parent = data.find(f"{{{ESC}}}esc_datamodel/{{{ESC}}}tenants")
+        if ten_parent is None:
+            return None
+        index = self._index if data is self._running else self._candidate_index
+        ten = index.lookup(ten_parent, ten_sn, (key[1],))
+        if ten is None:
+            return None
+        deps = ten.find(f"{{{ESC}}}deployments")
+        if deps is None:
+            return None
+        return index.lookup(deps, self._dep_sn, (key[2],))
+
+    @property
+    def _tenant_sn(self):  # type: ignore[no-untyped-def]
+        return (
+            self.schema.root.children[f"{{{ESC}}}esc_datamodel"]
+            .children[f"{{{ESC}}}tenants"]
+            .children[TENANT]
+        )
+
+    @property
+    def _dep_sn(self):  # type: ignore[no-untyped-def]
+        return self._tenant_sn.children[f"{{{ESC}}}deployments"].children[DEPLOYMENT]
+
+    # ------------------------------------------------------------------ validation
+
+    def _validate_units(
+        self, data: etree._Element, keys: set[UnitKey], old_units: dict[UnitKey, bytes] | None
+    ) -> None:
+        """Validate a proposed tree; incrementally (touched units) when enabled."""
+        if not self.incremental:
+            self._full_validate(data)
+            return
+        present: dict[UnitKey, bytes] = {}
+        ctx = set(keys) | {ROOT_UNIT}
+        for k in list(ctx):
+            if k[0] == "d":
+                ctx.add(("t", k[1]))
+        for k in ctx:
+            el = self._find_unit(data, k)
+            if el is not None:
+                present[k] = shell(el, k)
+        pruned = assemble(present, sorted(present, key=lambda k: (self._seq.get(k, 1 << 60), k)))
+        self.schema.validate_config(pruned)
+        if ROOT_UNIT in keys:
+            old_root = None if old_units is None else old_units.get(ROOT_UNIT)
+            check_references(data, present.get(ROOT_UNIT), old_root)
+        for v in self._validators:
+            v(pruned)
+
+    def _full_validate(self, data: etree._Element, syntax_only: bool = False) -> None:
+        if syntax_only:
+            self.schema.to_instance(data)
+            return
+        self.schema.validate_config(data)
+        for v in self._validators:
+            v(data)
+
+    def _check_known(self, data: etree._Element) -> None:
+        self.schema.to_instance(data)
+
+    def _write_startup(self) -> None:
+        units = {k: shell(el, k) for k, el in all_units(self._startup).items()}
+        rows = [UnitRow(k, i, raw) for i, (k, raw) in enumerate(units.items())]
+        self._store.write("startup", rows, [], replace_all=True)
+
+
+def _raise_collected(errors: list[RpcError]) -> None:
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise RpcErrors(errors)

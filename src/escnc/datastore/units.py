@@ -1,0 +1,135 @@
+"""Splitting a <data> tree into units and assembling trees from units.
+
+Units: ``("r",)`` the <data> root without tenant entries, ``("t", tenant)`` a tenant
+without its deployment entries, ``("d", tenant, deployment)`` one deployment. Each
+is stored and compared as bytes, so a one-deployment edit touches one or two units.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from lxml import etree
+
+from escnc.datastore.edit import DEPLOYMENT, NAME, ROOT_UNIT, TENANT, UnitKey
+from escnc.ns import ESC, NC
+
+DATA = f"{{{NC}}}data"
+_ROOT = f"{{{ESC}}}esc_datamodel"
+_TENANTS = f"{{{ESC}}}tenants"
+_DEPLOYMENTS = f"{{{ESC}}}deployments"
+_PARSER = etree.XMLParser(remove_blank_text=True, resolve_entities=False, huge_tree=True)
+
+
+def empty_data() -> etree._Element:
+    return etree.Element(DATA, nsmap={None: NC})
+
+
+def find_unit(data: etree._Element, key: UnitKey) -> etree._Element | None:
+    if key == ROOT_UNIT:
+        return data
+    tenants = data.find(f"{_ROOT}/{_TENANTS}")
+    if tenants is None:
+        return None
+    ten = _child_by_name(tenants, TENANT, key[1])
+    if ten is None or key[0] == "t":
+        return ten
+    deps = ten.find(_DEPLOYMENTS)
+    return None if deps is None else _child_by_name(deps, DEPLOYMENT, key[2])
+
+
+def _child_by_name(parent: etree._Element, tag: str, name: str) -> etree._Element | None:
+    for ch in parent.iterchildren(tag):
+        if ch.findtext(NAME) == name:
+            return ch
+    return None
+
+
+def shell(el: etree._Element, key: UnitKey) -> bytes:
+    """Serialized unit: the element without the entries of the units below it."""
+    if key[0] == "d":
+        return etree.tostring(el)
+    skip = DEPLOYMENT if key[0] == "t" else TENANT
+    return etree.tostring(_copy_without(el, skip))
+
+
+def _copy_without(el: etree._Element, skip: str) -> etree._Element:
+    new = etree.Element(el.tag, el.attrib, nsmap=el.nsmap)
+    new.text = el.text
+    for ch in el:
+        if not isinstance(ch.tag, str) or ch.tag == skip:
+            continue
+        if ch.tag in (_ROOT, _TENANTS, _DEPLOYMENTS, TENANT):
+            new.append(_copy_without(ch, skip))
+        else:
+            new.append(_deep(ch))
+    return new
+
+
+def _deep(el: etree._Element) -> etree._Element:
+    import copy
+
+    return copy.deepcopy(el)
+
+
+def all_units(data: etree._Element) -> dict[UnitKey, etree._Element]:
+    out: dict[UnitKey, etree._Element] = {ROOT_UNIT: data}
+    tenants = data.find(f"{_ROOT}/{_TENANTS}")
+    if tenants is None:
+        return out
+    for ten in tenants.iterchildren(TENANT):
+        tname = ten.findtext(NAME) or ""
+        out[("t", tname)] = ten
+        deps = ten.find(_DEPLOYMENTS)
+        if deps is not None:
+            for dep in deps.iterchildren(DEPLOYMENT):
+                out[("d", tname, dep.findtext(NAME) or "")] = dep
+    return out
+
+
+def assemble(
+    units: Mapping[UnitKey, bytes], keys: Iterable[UnitKey] | None = None
+) -> etree._Element:
+    """Build a <data> tree from unit bytes (all units, or the root plus ``keys``).
+
+    Order follows the iteration order of ``keys``/``units`` (callers pass them
+    sorted by sequence). Deployments whose tenant is not listed bring its shell.
+    """
+    root_bytes = units.get(ROOT_UNIT)
+    data = etree.fromstring(root_bytes, _PARSER) if root_bytes else empty_data()
+    wanted = list(units if keys is None else keys)
+    tenants_el = data.find(f"{_ROOT}/{_TENANTS}")
+    placed: dict[str, etree._Element] = {}
+
+    def tenant(name: str) -> etree._Element | None:
+        nonlocal tenants_el
+        if name in placed:
+            return placed[name]
+        raw = units.get(("t", name))
+        if raw is None:
+            return None
+        if tenants_el is None:
+            root = data.find(_ROOT)
+            if root is None:
+                root = etree.SubElement(data, _ROOT, nsmap={None: ESC})
+            tenants_el = etree.SubElement(root, _TENANTS)
+        el = etree.fromstring(raw, _PARSER)
+        tenants_el.append(el)
+        placed[name] = el
+        return el
+
+    for key in wanted:
+        if key[0] == "t":
+            tenant(key[1])
+    for key in wanted:
+        if key[0] != "d":
+            continue
+        raw = units.get(key)
+        ten = tenant(key[1])
+        if raw is None or ten is None:
+            continue
+        deps = ten.find(_DEPLOYMENTS)
+        if deps is None:
+            deps = etree.SubElement(ten, _DEPLOYMENTS)
+        deps.append(etree.fromstring(raw, _PARSER))
+    return data

@@ -1,0 +1,152 @@
+"""get and get-config (with :xpath filters and :with-defaults)."""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from escnc.datastore import defaults, filters
+from escnc.datastore.schema import Schema, SNode
+from escnc.errors import RpcError
+from escnc.ns import NC, WITH_DEFAULTS, qn
+from escnc.operations._common import child, datastore_name
+
+if TYPE_CHECKING:
+    from escnc.netconf.dispatch import RpcContext, RpcRegistry
+    from escnc.services import Services
+
+CAPABILITIES = [
+    "urn:ietf:params:netconf:capability:xpath:1.0",
+    "urn:ietf:params:netconf:capability:with-defaults:1.0"
+    "?basic-mode=explicit&also-supported=report-all,trim",
+]
+
+
+def register(registry: RpcRegistry, services: Services) -> None:
+    registry.register(NC, "get", lambda ctx, req: get(ctx, req))
+    registry.register(NC, "get-config", lambda ctx, req: get_config(ctx, req))
+    for cap in CAPABILITIES:
+        if cap not in services.capabilities:
+            services.capabilities.append(cap)
+
+
+def key_resolver(schema: Schema):  # type: ignore[no-untyped-def]
+    """Key child tags of a data element, looked up by its position in the schema."""
+    cache: dict[tuple[str, ...], list[str]] = {}
+
+    def keys(el: etree._Element) -> list[str]:
+        path: list[str] = []
+        node: etree._Element | None = el
+        while node is not None and node.tag != qn(NC, "data"):
+            path.append(node.tag)
+            node = node.getparent()
+        sig = tuple(reversed(path))
+        if sig not in cache:
+            sn: SNode | None = schema.root
+            for tag in sig:
+                sn = sn.child(tag) if sn is not None else None
+            cache[sig] = [f"{{{sn.ns}}}{k}" for k in sn.keys] if sn is not None else []
+        return cache[sig]
+
+    return keys
+
+
+def merge_into(dst: etree._Element, src: etree._Element, sn: SNode | None) -> None:
+    """Merge ``src``'s children into ``dst`` (same qname; list entries by key)."""
+    for ch in list(src):
+        if not isinstance(ch.tag, str):
+            continue
+        csn = sn.child(ch.tag) if sn is not None else None
+        match = None
+        if csn is None or csn.kind in ("container",):
+            match = dst.find(ch.tag)
+        elif csn.kind == "list":
+            key = [ch.findtext(f"{{{csn.ns}}}{k}") for k in csn.keys]
+            for cand in dst.iterchildren(ch.tag):
+                if [cand.findtext(f"{{{csn.ns}}}{k}") for k in csn.keys] == key:
+                    match = cand
+                    break
+        elif csn.kind == "leaf":
+            match = dst.find(ch.tag)
+            if match is not None:
+                match.text = ch.text
+                continue
+        if match is None:
+            dst.append(copy.deepcopy(ch))
+        else:
+            merge_into(match, ch, csn)
+
+
+def _apply_filter(ctx: RpcContext, request: etree._Element, data: etree._Element) -> etree._Element:
+    filt = child(request, "filter")
+    if filt is None:
+        return data
+    schema = ctx.services.schema
+    ftype = filt.get("type", "subtree")
+    if ftype == "subtree":
+        return filters.apply_subtree_filter(data, filt, key_resolver(schema))
+    if ftype == "xpath":
+        select = filt.get("select")
+        if select is None:
+            raise RpcError(
+                "missing-attribute",
+                "xpath filter needs a select attribute",
+                type="protocol",
+                info={"bad-attribute": "select", "bad-element": "filter"},
+            )
+        return filters.apply_xpath_filter(data, select, filt.nsmap, key_resolver(schema))
+    raise RpcError(
+        "bad-attribute",
+        f"unknown filter type {ftype!r}",
+        type="protocol",
+        info={"bad-attribute": "type", "bad-element": "filter"},
+    )
+
+
+def _with_defaults(
+    ctx: RpcContext, request: etree._Element, data: etree._Element, config_only: bool
+) -> etree._Element:
+    wd = request.find(qn(WITH_DEFAULTS, "with-defaults"))
+    if wd is None:
+        return data
+    mode = (wd.text or "").strip()
+    root = ctx.services.schema.root
+    if mode == "report-all":
+        defaults.report_all(data, root, config_only)
+    elif mode == "trim":
+        defaults.trim(data, root)
+    elif mode != "explicit":
+        raise RpcError(
+            "invalid-value",
+            f"with-defaults mode {mode!r} is not supported",
+            type="protocol",
+            info={"bad-element": "with-defaults"},
+        )
+    return data
+
+
+def get_config(ctx: RpcContext, request: etree._Element) -> etree._Element:
+    name = datastore_name(request, "source")
+    store = ctx.services.datastore
+    with store.reading(name) as tree:
+        if child(request, "filter") is None:
+            data = copy.deepcopy(tree)
+        else:
+            data = _apply_filter(ctx, request, tree)
+    return _with_defaults(ctx, request, data, config_only=True)
+
+
+def get(ctx: RpcContext, request: etree._Element) -> etree._Element:
+    store = ctx.services.datastore
+    schema = ctx.services.schema
+    with store.reading("running") as tree:
+        data = copy.deepcopy(tree)
+    for provider in list(ctx.services.state_providers):
+        for node in provider():
+            holder = etree.Element(qn(NC, "data"))
+            holder.append(copy.deepcopy(node))
+            merge_into(data, holder, schema.root)
+    data = _with_defaults(ctx, request, data, config_only=False)
+    return _apply_filter(ctx, request, data)

@@ -1,0 +1,26 @@
+"""validate (:validate:1.1)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from escnc.ns import NC
+from escnc.operations._common import source_config
+
+if TYPE_CHECKING:
+    from escnc.netconf.dispatch import RpcContext, RpcRegistry
+    from escnc.services import Services
+
+CAPABILITY = "urn:ietf:params:netconf:capability:validate:1.1"
+
+
+def register(registry: RpcRegistry, services: Services) -> None:
+    registry.register(NC, "validate", validate)
+    if CAPABILITY not in services.capabilities:
+        services.capabilities.append(CAPABILITY)
+
+
+def validate(ctx: RpcContext, request: etree._Element) -> None:
+    ctx.services.datastore.validate(source_config(request))
