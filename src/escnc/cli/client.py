@@ -1,0 +1,645 @@
+"""``escnc-cli``: an esc_nc_cli-style NETCONF client for escnc (built on ncclient).
+
+    escnc-cli [--host H] [--port P] [--user U] [--password W | --key FILE] [--json]
+              VERB ...
+
+Connection options also come from ESCNC_HOST, ESCNC_PORT, ESCNC_USER and
+ESCNC_PASSWORD. Replies are printed as pretty XML (``--json`` for JSON). With
+``--wait`` the deployment and action verbs follow the escEvent notifications until the
+operation's terminal event and show progress per VM on stderr.
+
+Exit status: 0 success, 1 rpc-error, 2 usage, 3 a FAILURE notification,
+4 timed out waiting, 5 cannot connect or log in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lxml import etree
+
+ESC_NS = "http://www.cisco.com/esc/esc"
+NC_NS = "urn:ietf:params:xml:ns:netconf:base:1.0"
+NOTIF_NS = "urn:ietf:params:xml:ns:netconf:notification:1.0"
+
+EXIT_OK, EXIT_RPC_ERROR, EXIT_USAGE, EXIT_FAILURE, EXIT_TIMEOUT, EXIT_CONNECT = 0, 1, 2, 3, 4, 5
+
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=True)
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- XML helpers ----------------------------------------------------------------------
+
+
+def local(tag: Any) -> str:
+    return etree.QName(tag).localname if isinstance(tag, str) else ""
+
+
+def pretty(el: etree._Element) -> str:
+    return etree.tostring(el, pretty_print=True, encoding="unicode").rstrip("\n")
+
+
+def to_json_obj(el: etree._Element) -> Any:
+    """Element -> JSON value: leaves become text, names seen more than once become lists."""
+    children = [c for c in el if isinstance(c.tag, str)]
+    if not children:
+        return el.text.strip() if el.text and el.text.strip() else None
+    grouped: dict[str, list[Any]] = {}
+    for child in children:
+        grouped.setdefault(local(child.tag), []).append(to_json_obj(child))
+    return {k: v[0] if len(v) == 1 else v for k, v in grouped.items()}
+
+
+def render(el: etree._Element, as_json: bool) -> str:
+    if as_json:
+        return json.dumps({local(el.tag): to_json_obj(el)}, indent=2)
+    return pretty(el)
+
+
+def parse_xml_file(path: str) -> etree._Element:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        return etree.fromstring(data, _PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise CliError(f"{path} is not well-formed XML: {exc}") from exc
+
+
+def esc(tag: str, text: str | None = None, parent: etree._Element | None = None) -> etree._Element:
+    qname = f"{{{ESC_NS}}}{tag}"
+    el = (
+        etree.SubElement(parent, qname)
+        if parent is not None
+        else etree.Element(qname, nsmap={None: ESC_NS})  # type: ignore[dict-item]
+    )
+    if text is not None:
+        el.text = text
+    return el
+
+
+_STEP = re.compile(r"^(?:(?P<prefix>[\w.-]+):)?(?P<name>[A-Za-z_][\w.-]*)(?P<preds>(\[[^\]]*\])*)$")
+_PRED = re.compile(r"\[\s*(?:[\w.-]+:)?([A-Za-z_][\w.-]*)\s*=\s*(?:'([^']*)'|\"([^\"]*)\")\s*\]")
+
+
+def path_to_subtree(path: str) -> etree._Element | None:
+    """A simple path (``/esc_datamodel/tenants/tenant[name='a']/...``) as a subtree
+    filter in the escnc namespace, or None when it is not that simple."""
+    steps = [s for s in path.strip().strip("/").split("/")]
+    if not steps or any(not s for s in steps):
+        return None
+    root: etree._Element | None = None
+    parent: etree._Element | None = None
+    for step in steps:
+        m = _STEP.match(step)
+        if m is None or (m.group("prefix") not in (None, "esc", "escnc")):
+            return None
+        preds = m.group("preds") or ""
+        matches = list(_PRED.finditer(preds))
+        if "".join(x.group(0) for x in matches).replace(" ", "") != preds.replace(" ", ""):
+            return None
+        el = esc(m.group("name"), parent=parent)
+        for pm in matches:
+            esc(pm.group(1), pm.group(2) if pm.group(2) is not None else pm.group(3), el)
+        if root is None:
+            root = el
+        parent = el
+    return root
+
+
+# --- connection -----------------------------------------------------------------------
+
+
+@dataclass
+class Conn:
+    host: str
+    port: int
+    user: str
+    password: str | None
+    key: str | None
+    timeout: float
+
+    def connect(self) -> Any:
+        from ncclient import manager
+        from ncclient.operations import RaiseMode
+        from ncclient.transport import session as nc_session
+
+        # ncclient polls its send queue every TICK (0.1 s by default): far too slow
+        nc_session.TICK = 0.0005
+        try:
+            m = manager.connect(
+                host=self.host,
+                port=self.port,
+                username=self.user,
+                password=self.password,
+                key_filename=self.key,
+                hostkey_verify=False,
+                allow_agent=self.password is None and self.key is None,
+                look_for_keys=self.password is None and self.key is None,
+                timeout=self.timeout,
+            )
+        except Exception as exc:
+            raise CliError(
+                f"cannot connect to {self.host} port {self.port} as {self.user}: "
+                f"{type(exc).__name__}: {exc}",
+                EXIT_CONNECT,
+            ) from exc
+        m.raise_mode = RaiseMode.NONE
+        m.timeout = self.timeout
+        return m
+
+
+# --- waiting for notifications --------------------------------------------------------
+
+
+@dataclass
+class Waiter:
+    """Follows escEvent notifications until the terminal event of one operation."""
+
+    terminal: set[str]
+    match: Callable[[dict[str, str]], bool]
+    as_json: bool = False
+    started: float = field(default_factory=time.monotonic)
+    vms: dict[str, str] = field(default_factory=dict)
+    failed: bool = False
+    done: bool = False
+
+    def feed(self, event: etree._Element) -> None:
+        info = event_fields(event)
+        if not self.match(info):
+            return
+        elapsed = time.monotonic() - self.started
+        vm = info.get("generated_vmname") or info.get("vmname") or ""
+        if vm:
+            self.vms[vm] = info.get("type", "")
+        who = "/".join(x for x in (info.get("tenant"), info.get("depname")) if x)
+        print(
+            f"[{elapsed:7.1f}s] {info.get('type', '?'):<26} {info.get('status', ''):<8}"
+            f" {who}{' ' + vm if vm else ''}: {info.get('status_message', '')}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if info.get("status") == "FAILURE":
+            self.failed = True
+            self.done = True
+        elif info.get("type") in self.terminal:
+            self.done = True
+
+    def summary(self) -> None:
+        if self.vms:
+            print("VM progress:", file=sys.stderr)
+            for vm, last in sorted(self.vms.items()):
+                print(f"  {vm}: {last}", file=sys.stderr)
+
+
+def event_fields(event: etree._Element) -> dict[str, str]:
+    """Flatten an escEvent: status, depname, tenant, vmname, generated_vmname, type ..."""
+    out: dict[str, str] = {}
+    for el in event.iter():
+        if not isinstance(el.tag, str) or len(el):
+            continue
+        name = local(el.tag)
+        if name in out:
+            continue
+        parent = el.getparent()
+        if parent is not None and local(parent.tag) == "vm_target":
+            name = "target_" + name
+        out[name] = (el.text or "").strip()
+    return out
+
+
+def subscribe(m: Any, stream: str = "escEvent", start_time: str | None = None) -> None:
+    reply = m.create_subscription(stream_name=stream, start_time=start_time)
+    if not reply.ok:
+        raise RpcFailed(reply)
+
+
+def follow(m: Any, waiter: Waiter, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while not waiter.done:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            waiter.summary()
+            print(f"escnc-cli: gave up waiting after {timeout:.0f} s", file=sys.stderr)
+            return EXIT_TIMEOUT
+        notif = m.take_notification(block=True, timeout=min(left, 1.0))
+        if notif is None:
+            if not m.connected:
+                raise CliError("the server closed the session", EXIT_CONNECT)
+            continue
+        root = etree.fromstring(notif.notification_xml.encode(), _PARSER)
+        for body in root:
+            if local(body.tag) == "escEvent":
+                waiter.feed(body)
+    waiter.summary()
+    return EXIT_FAILURE if waiter.failed else EXIT_OK
+
+
+class RpcFailed(Exception):
+    def __init__(self, reply: Any) -> None:
+        super().__init__("rpc-error")
+        self.reply = reply
+
+
+# --- verbs ----------------------------------------------------------------------------
+
+
+def _reply_el(reply: Any) -> etree._Element:
+    raw = reply.xml.encode() if isinstance(reply.xml, str) else reply.xml
+    return etree.fromstring(raw, _PARSER)
+
+
+def _print_reply(reply: Any, args: argparse.Namespace) -> int:
+    el = _reply_el(reply)
+    if args.json and reply.ok:
+        data = el.find(f"{{{NC_NS}}}data")
+        print(render(data if data is not None else el, True))
+    else:
+        print(render(el, args.json))
+    if not reply.ok:
+        return EXIT_RPC_ERROR
+    return EXIT_OK
+
+
+def _deployments_in(config: etree._Element) -> list[tuple[str, str, bool]]:
+    """(tenant, deployment, deleted) for every deployment in an edit-config payload."""
+    out = []
+    for dep in config.iter(f"{{{ESC_NS}}}deployment"):
+        name = dep.findtext(f"{{{ESC_NS}}}name")
+        deps_el = dep.getparent()
+        tenant_el = deps_el.getparent() if deps_el is not None else None
+        tenant = tenant_el.findtext(f"{{{ESC_NS}}}name") if tenant_el is not None else None
+        op = dep.get(f"{{{NC_NS}}}operation") or ""
+        if name:
+            out.append((tenant or "", name, op in ("delete", "remove")))
+    return out
+
+
+def _dep_waiter(deps: list[tuple[str, str, bool]], as_json: bool) -> Waiter:
+    pending = {(t, d) for t, d, _ in deps}
+    waiter = Waiter(set(), lambda info: False, as_json)
+
+    def match(info: dict[str, str]) -> bool:
+        key = (info.get("tenant", ""), info.get("depname", ""))
+        hit = key in pending or ("", key[1]) in pending
+        if hit and info.get("type", "").startswith("SERVICE_") and info.get("status") != "FAILURE":
+            pending.discard(key)
+            pending.discard(("", key[1]))
+        if hit and not pending:
+            waiter.terminal = {info.get("type", "")}
+        return hit
+
+    waiter.match = match
+    return waiter
+
+
+def run_rpc(
+    m: Any, args: argparse.Namespace, send: Callable[[], Any], waiter: Waiter | None
+) -> int:
+    if args.wait and waiter is not None:
+        subscribe(m)
+    reply = send()
+    code = _print_reply(reply, args)
+    if code != EXIT_OK or not args.wait:
+        return code
+    if waiter is None:
+        print("escnc-cli: nothing to wait for", file=sys.stderr)
+        return code
+    return follow(m, waiter, args.wait_timeout)
+
+
+def verb_edit_config(m: Any, args: argparse.Namespace) -> int:
+    payload = parse_xml_file(args.file)
+    if local(payload.tag) == "config":
+        config = payload
+    else:
+        config = etree.Element(f"{{{NC_NS}}}config", nsmap={"nc": NC_NS})
+        config.append(payload)
+    deps = _deployments_in(config)
+    waiter = _dep_waiter(deps, args.json) if deps else None
+    return run_rpc(
+        m, args, lambda: m.edit_config(config=config, target=args.datastore), waiter
+    )
+
+
+def _filter_for(path: str | None) -> Any:
+    if not path:
+        return None
+    subtree = path_to_subtree(path)
+    if subtree is not None:
+        return ("subtree", etree.tostring(subtree, encoding="unicode"))
+    return ("xpath", ({"esc": ESC_NS}, path))
+
+
+def verb_get_config(m: Any, args: argparse.Namespace) -> int:
+    return _print_reply(m.get_config(source=args.datastore, filter=_filter_for(args.xpath)), args)
+
+
+def verb_get(m: Any, args: argparse.Namespace) -> int:
+    return _print_reply(m.get(filter=_filter_for(args.xpath)), args)
+
+
+def verb_delete_dep(m: Any, args: argparse.Namespace) -> int:
+    config = etree.Element(f"{{{NC_NS}}}config", nsmap={"nc": NC_NS})
+    root = esc("esc_datamodel")
+    config.append(root)
+    tenant = esc("tenant", parent=esc("tenants", parent=root))
+    esc("name", args.tenant, tenant)
+    dep = esc("deployment", parent=esc("deployments", parent=tenant))
+    dep.set(f"{{{NC_NS}}}operation", "delete")
+    esc("name", args.deployment, dep)
+    waiter = _dep_waiter([(args.tenant, args.deployment, True)], args.json)
+    waiter.terminal = {"SERVICE_UNDEPLOYED"}
+    return run_rpc(m, args, lambda: m.edit_config(config=config, target=args.datastore), waiter)
+
+
+VM_ACTION_TERMINAL = {
+    "STOP": "VM_STOPPED",
+    "START": "VM_ALIVE",
+    "REBOOT": "VM_ALIVE",
+    "DISABLE_MONITOR": "VM_MONITOR_UNSET",
+    "ENABLE_MONITOR": "VM_MONITOR_SET",
+    "CONFIRM_RESIZE": "VM_ALIVE",
+    "REVERT_RESIZE": "VM_ALIVE",
+}
+SERVICE_ACTION_TERMINAL = {
+    "STOP": "SERVICE_STOPPED",
+    "START": "SERVICE_STARTED",
+    "REBOOT": "SERVICE_REBOOTED",
+}
+
+
+def _vm_waiter(vm: str, terminal: str, as_json: bool) -> Waiter:
+    return Waiter(
+        {terminal},
+        lambda info: vm in (info.get("generated_vmname"), info.get("vmname")),
+        as_json,
+    )
+
+
+def verb_vm_action(m: Any, args: argparse.Namespace) -> int:
+    action = args.action.upper()
+    rpc = esc("vmAction")
+    esc("actionType", action, rpc)
+    esc("vmName", args.vm_name, rpc)
+    if args.force:
+        esc("force", "true", rpc)
+    terminal = VM_ACTION_TERMINAL.get(action)
+    waiter = _vm_waiter(args.vm_name, terminal, args.json) if terminal else None
+    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter)
+
+
+def verb_service_action(m: Any, args: argparse.Namespace) -> int:
+    action = args.action.upper()
+    rpc = esc("serviceAction")
+    esc("actionType", action, rpc)
+    esc("tenantName", args.tenant, rpc)
+    esc("depName", args.deployment, rpc)
+    terminal = SERVICE_ACTION_TERMINAL.get(action)
+    waiter = None
+    if terminal:
+        waiter = Waiter(
+            {terminal},
+            lambda info: info.get("depname") == args.deployment
+            and info.get("tenant", args.tenant) in (args.tenant, ""),
+            args.json,
+        )
+    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter)
+
+
+def verb_migrate(m: Any, args: argparse.Namespace) -> int:
+    rpc = esc("vmMigrate")
+    esc("vmName", args.vm_name, rpc)
+    esc("migrationType", args.migration_type, rpc)
+    host = None
+    block = None
+    for extra in args.extra:
+        if extra.lower() in ("true", "false") and block is None and host is None:
+            block = extra.lower()
+        elif host is None:
+            host = extra
+        else:
+            raise CliError(f"unexpected argument {extra!r} (expected [BLOCK_MIGRATION] [HOST])")
+    if block is not None:
+        if args.migration_type != "live":
+            raise CliError("block-migration applies to live migration only")
+        esc("blockMigration", block, rpc)
+    if host:
+        esc("host", host, rpc)
+    terminal = "VM_MIGRATE_COMPLETE" if args.migration_type == "live" else "VM_VERIFY_RESIZE"
+    return run_rpc(m, args, lambda: m.dispatch(rpc), _vm_waiter(args.vm_name, terminal, args.json))
+
+
+def verb_backup(m: Any, args: argparse.Namespace) -> int:
+    kind = (args.action_type or "SNAPSHOT").upper()
+    if kind not in ("SNAPSHOT", "EXPORT"):
+        raise CliError(f"action-type must be SNAPSHOT or EXPORT, not {args.action_type!r}")
+    if args.xmlfile:
+        # the file holds a vmBackupAction (or its children); the command line wins
+        doc = parse_xml_file(args.xmlfile)
+        rpc = doc if local(doc.tag) == "vmBackupAction" else esc("vmBackupAction")
+        if rpc is not doc:
+            rpc.extend(list(doc) if local(doc.tag) in ("input", "rpc") else [doc])
+        for name in ("vmName", "backupName", "actionType"):
+            for old in rpc.findall(f"{{{ESC_NS}}}{name}"):
+                rpc.remove(old)
+        rpc.insert(0, esc("actionType", kind))
+        rpc.insert(0, esc("backupName", args.backup_name))
+        rpc.insert(0, esc("vmName", args.vm_name))
+    else:
+        rpc = esc("vmBackupAction")
+        esc("vmName", args.vm_name, rpc)
+        esc("backupName", args.backup_name, rpc)
+        esc("actionType", kind, rpc)
+    waiter = _vm_waiter(args.vm_name, "VM_BACKUP_COMPLETE", args.json)
+    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter)
+
+
+def verb_snapshot(m: Any, args: argparse.Namespace) -> int:
+    if args.action.lower() != "delete":
+        raise CliError(f"unknown snapshot action {args.action!r} (only: delete)")
+    rpc = esc("snapshotAction")
+    esc("actionType", "DELETE", rpc)
+    esc("snapshot", args.snapshot, rpc)
+    waiter = Waiter({"VM_SNAPSHOT_DELETED"}, lambda info: True, args.json)
+    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter)
+
+
+def verb_notify(m: Any, args: argparse.Namespace) -> int:
+    subscribe(m, args.stream, args.start_time)
+    print(f"escnc-cli: subscribed to stream {args.stream}", file=sys.stderr, flush=True)
+    seen = 0
+    deadline = time.monotonic() + args.notify_for if args.notify_for else None
+    while args.count is None or seen < args.count:
+        wait = 1.0
+        if deadline is not None:
+            wait = min(wait, deadline - time.monotonic())
+            if wait <= 0:
+                break
+        notif = m.take_notification(block=True, timeout=wait)
+        if notif is None:
+            if not m.connected:
+                raise CliError("the server closed the session", EXIT_CONNECT)
+            continue
+        root = etree.fromstring(notif.notification_xml.encode(), _PARSER)
+        print(render(root, args.json), flush=True)
+        seen += 1
+    return EXIT_OK
+
+
+# --- parser ---------------------------------------------------------------------------
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise CliError(f"{name}={value!r} is not a port number") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="escnc-cli",
+        description="esc_nc_cli-style NETCONF client for escnc. Connection options default "
+        "to $ESCNC_HOST, $ESCNC_PORT, $ESCNC_USER and $ESCNC_PASSWORD.",
+        epilog="Exit status: 0 ok, 1 rpc-error, 2 usage, 3 FAILURE event, 4 wait timed out, "
+        "5 cannot connect or log in.",
+    )
+    parser.add_argument("--host", help="server address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="server port (default 830)")
+    parser.add_argument("--user", help="user name (default $USER)")
+    auth = parser.add_mutually_exclusive_group()
+    auth.add_argument("--password", help="password (prefer $ESCNC_PASSWORD: argv is visible)")
+    auth.add_argument("--key", metavar="FILE", help="private key file for public key login")
+    parser.add_argument("--json", action="store_true", help="print replies as JSON")
+    parser.add_argument(
+        "--datastore", default="running", choices=["running", "candidate"],
+        help="datastore for edit-config/get-config/delete-dep (default running)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for a reply (default 60)"
+    )
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    def add(name: str, func: Callable[[Any, argparse.Namespace], int], help_: str,
+            wait: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func, wait=False, wait_timeout=900.0)
+        if wait:
+            p.add_argument(
+                "--wait", action="store_true",
+                help="follow escEvent notifications until the terminal event",
+            )
+            p.add_argument(
+                "--wait-timeout", type=float, default=900.0, metavar="SECONDS",
+                help="give up waiting after SECONDS (default 900)",
+            )
+        return p
+
+    p = add("edit-config", verb_edit_config, "send an edit-config with the XML in FILE", True)
+    p.add_argument("file", metavar="FILE")
+    p = add("get-config", verb_get_config, "get the configuration (optionally under XPATH)")
+    p.add_argument("xpath", metavar="XPATH", nargs="?")
+    p = add("get", verb_get, "get configuration and operational data (optionally under XPATH)")
+    p.add_argument("xpath", metavar="XPATH", nargs="?")
+    p = add("delete-dep", verb_delete_dep, "undeploy (delete) a deployment", True)
+    p.add_argument("tenant", metavar="TENANT")
+    p.add_argument("deployment", metavar="DEPLOYMENT")
+    p = add(
+        "vm-action", verb_vm_action,
+        "vmAction: STOP|START|REBOOT|ENABLE_MONITOR|DISABLE_MONITOR|CONFIRM_RESIZE|"
+        "REVERT_RESIZE on one VM (its generated name)", True,
+    )
+    p.add_argument("action", metavar="ACTION")
+    p.add_argument("vm_name", metavar="VM_NAME")
+    p.add_argument("--force", action="store_true", help="force the action (STOP: power off)")
+    p = add(
+        "service-action", verb_service_action,
+        "serviceAction: START|STOP|REBOOT|ENABLE_MONITOR|DISABLE_MONITOR on a deployment", True,
+    )
+    p.add_argument("action", metavar="ACTION")
+    p.add_argument("tenant", metavar="TENANT")
+    p.add_argument("deployment", metavar="DEPLOYMENT")
+    p = add(
+        "migrate-vm-action", verb_migrate,
+        "vmMigrate: migrate-vm-action VM_NAME live|cold [BLOCK_MIGRATION] [HOST]", True,
+    )
+    p.add_argument("vm_name", metavar="VM_NAME")
+    p.add_argument("migration_type", metavar="live|cold", choices=["live", "cold"])
+    p.add_argument("extra", metavar="[BLOCK_MIGRATION] [HOST]", nargs="*")
+    p = add(
+        "vm-backup-action", verb_backup,
+        "vmBackupAction: vm-backup-action VM_NAME BACKUP_NAME [SNAPSHOT|EXPORT] [XMLFILE]", True,
+    )
+    p.add_argument("vm_name", metavar="VM_NAME")
+    p.add_argument("backup_name", metavar="BACKUP_NAME")
+    p.add_argument("action_type", metavar="SNAPSHOT|EXPORT", nargs="?")
+    p.add_argument("xmlfile", metavar="XMLFILE", nargs="?")
+    p = add("snapshot-action", verb_snapshot, "snapshotAction: snapshot-action delete ID_OR_NAME",
+            True)
+    p.add_argument("action", metavar="delete")
+    p.add_argument("snapshot", metavar="ID_OR_NAME")
+    p = add("notify", verb_notify, "subscribe and print notifications as they come")
+    p.add_argument("--stream", default="escEvent", help="stream name (default escEvent)")
+    p.add_argument("--start-time", metavar="T", help="replay from T (RFC 3339 date-time)")
+    p.add_argument("--count", type=int, metavar="N", help="exit after N notifications")
+    p.add_argument("--for", type=float, metavar="SECONDS", dest="notify_for",
+                   help="exit after SECONDS")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        password = args.password if args.password is not None else os.environ.get("ESCNC_PASSWORD")
+        user = args.user or os.environ.get("ESCNC_USER") or getpass.getuser()
+        if password is None and args.key is None and sys.stdin.isatty():
+            password = getpass.getpass(f"{user}'s password: ")
+        conn = Conn(
+            host=args.host or os.environ.get("ESCNC_HOST") or "127.0.0.1",
+            port=args.port or _env_int("ESCNC_PORT", 830),
+            user=user,
+            password=password,
+            key=args.key,
+            timeout=args.timeout,
+        )
+        m = conn.connect()
+        try:
+            return int(args.func(m, args))
+        except RpcFailed as exc:
+            print(render(_reply_el(exc.reply), args.json))
+            return EXIT_RPC_ERROR
+        finally:
+            try:
+                m.close_session()
+            except Exception:
+                pass
+    except CliError as exc:
+        print(f"escnc-cli: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
