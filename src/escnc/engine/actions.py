@@ -1,0 +1,251 @@
+"""VM and service operations (vmAction, serviceAction, recoveryVmAction) as jobs.
+
+RPC handlers check the request against the current state first (``check_*``) and
+answer with an rpc-error when the state forbids it; the job re-checks when it runs
+(jobs of a deployment are ordered, so the state may have moved) and then ends with
+exactly one terminal event.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from escnc.engine import states as st
+from escnc.engine.jobs import Job
+from escnc.engine.store import DeploymentRecord, VmRecord
+from escnc.errors import RpcError, data_missing, operation_failed
+
+if TYPE_CHECKING:
+    from escnc.engine.engine import Engine
+
+log = logging.getLogger(__name__)
+
+VM_ACTIONS = ("START", "STOP", "REBOOT", "ENABLE_MONITOR", "DISABLE_MONITOR")
+RESIZE_ACTIONS = ("CONFIRM_RESIZE", "REVERT_RESIZE")
+SERVICE_ACTIONS = ("START", "STOP", "REBOOT")
+# the event that ends each VM action
+VM_TERMINAL = {
+    "STOP": "VM_STOPPED",
+    "START": "VM_ALIVE",
+    "REBOOT": "VM_ALIVE",
+    "ENABLE_MONITOR": "VM_MONITOR_SET",
+    "DISABLE_MONITOR": "VM_MONITOR_UNSET",
+}
+
+
+def vm_refusal(engine: Engine, vm: VmRecord, action: str) -> str | None:
+    """Why ``action`` is not allowed on ``vm`` now, or None."""
+    dep = engine.store.deployment(vm.tenant, vm.deployment)
+    if dep is None or dep.state == st.SERVICE_UNDEPLOYING:
+        return f"deployment {vm.deployment} is being undeployed"
+    if action in RESIZE_ACTIONS:
+        if vm.state != st.VM_VERIFY_RESIZE:
+            return f"VM {vm.generated_name} is in {vm.state}, not in {st.VM_VERIFY_RESIZE}"
+        return None
+    if vm.state in (st.VM_DEPLOYING, st.VM_UNDEPLOYING, st.VM_MIGRATING, st.VM_VERIFY_RESIZE):
+        return f"VM {vm.generated_name} is in {vm.state}"
+    if action == "STOP" and vm.state == st.VM_STOPPED:
+        return f"VM {vm.generated_name} is already stopped"
+    if action == "START" and vm.state != st.VM_STOPPED and engine.ops.is_running(vm):
+        return f"VM {vm.generated_name} is already running ({vm.state})"
+    if action == "ENABLE_MONITOR":
+        if vm.monitoring:
+            return f"VM {vm.generated_name} is already monitored"
+        if vm.state == st.VM_STOPPED:
+            return f"VM {vm.generated_name} is stopped: start it to monitor it"
+    if action == "DISABLE_MONITOR" and not vm.monitoring:
+        return f"monitoring of VM {vm.generated_name} is already disabled"
+    return None
+
+
+def service_refusal(engine: Engine, dep: DeploymentRecord, action: str) -> str | None:
+    if dep.state in (st.SERVICE_UNDEPLOYING, st.SERVICE_DEPLOYING):
+        return f"deployment {dep.name} is in {dep.state}"
+    if action == "STOP" and dep.state == st.SERVICE_STOPPED:
+        return f"deployment {dep.name} is already stopped"
+    if action == "START" and dep.state == st.SERVICE_ACTIVE:
+        vms = engine.store.vms(dep.tenant, dep.name)
+        if all(v.state == st.VM_ALIVE for v in vms):
+            return f"deployment {dep.name} is already active"
+    return None
+
+
+def lookup_vm(engine: Engine, name: str, path: str) -> VmRecord:
+    vm = engine.store.vm(name)
+    if vm is None:
+        raise data_missing(f"VM {name} does not exist", path=path, path_nsmap={"esc": engine.ns})
+    return vm
+
+
+def refuse(message: str) -> RpcError:
+    return operation_failed(message, app_tag="operation-not-allowed-in-state")
+
+
+def run_vm_action(engine: Engine, job: Job, name: str, action: str, force: bool) -> None:
+    vm = engine.store.vm(name)
+    if vm is None:
+        log.info("vmAction %s: VM %s is gone", action, name)
+        return
+    dep = engine.store.deployment(vm.tenant, vm.deployment)
+    if dep is None:
+        return
+    if action in RESIZE_ACTIONS:
+        handler = engine.hooks.vm_actions.get(action)
+        if handler is None:
+            engine.publish(
+                f"VM_{action}_COMPLETE", dep, vm, message=f"{action} is not available", failure=True
+            )
+            return
+        handler(engine, job, vm)
+        return
+    terminal = VM_TERMINAL[action]
+    reason = vm_refusal(engine, vm, action)
+    if reason:
+        engine.publish(terminal, dep, vm, message=reason, failure=True)
+        return
+    try:
+        if action == "STOP":
+            engine.set_vm_state(name, vm.state, monitoring=False)
+            engine.ops.stop(vm, force=force)
+            vm = engine.set_vm_state(name, st.VM_STOPPED, monitoring=False)
+            engine.publish("VM_STOPPED", dep, vm, message="VM successfully stopped")
+        elif action in ("START", "REBOOT"):
+            if action == "START":
+                engine.ops.start(vm)
+                vm = engine.set_vm_state(name, st.VM_INERT, monitoring=False)
+                engine.publish("VM_STARTED", dep, vm, message="VM successfully started")
+            else:
+                engine.set_vm_state(name, vm.state, monitoring=False)
+                engine.ops.reboot(vm, force=force)
+                vm = engine.set_vm_state(name, st.VM_INERT, monitoring=False)
+                engine.publish("VM_REBOOTED", dep, vm, message="VM successfully rebooted")
+            engine.wait_alive(job, dep, [vm], event="VM_ALIVE", always=True)
+        elif action == "ENABLE_MONITOR":
+            state = st.VM_ALIVE if engine.ops.is_running(vm) else vm.state
+            vm = engine.set_vm_state(name, state, monitoring=True)
+            engine.publish("VM_MONITOR_SET", dep, vm, message="VM monitoring enabled")
+        elif action == "DISABLE_MONITOR":
+            vm = engine.set_vm_state(name, st.VM_MONITOR_DISABLED, monitoring=False)
+            engine.publish("VM_MONITOR_UNSET", dep, vm, message="VM monitoring disabled")
+    except Exception as exc:
+        vm = engine.store.vm(name) or vm
+        engine.publish(
+            terminal, dep, vm, message=f"{action} of VM {name} failed: {exc}", failure=True
+        )
+
+
+def run_service_action(engine: Engine, job: Job, tenant: str, name: str, action: str) -> None:
+    dep = engine.store.deployment(tenant, name)
+    if dep is None:
+        return
+    terminal = {
+        "STOP": "SERVICE_STOPPED",
+        "START": "SERVICE_STARTED",
+        "REBOOT": "SERVICE_REBOOTED",
+    }[action]
+    reason = service_refusal(engine, dep, action)
+    if reason:
+        engine.publish(terminal, dep, message=reason, failure=True)
+        return
+    errors: list[str] = []
+    watch: list[VmRecord] = []
+    for vm in engine.store.vms(tenant, name):
+        try:
+            if action == "STOP":
+                if vm.state == st.VM_STOPPED:
+                    continue
+                engine.set_vm_state(vm.generated_name, vm.state, monitoring=False)
+                engine.ops.stop(vm)
+                vm = engine.set_vm_state(vm.generated_name, st.VM_STOPPED, monitoring=False)
+                engine.publish("VM_STOPPED", dep, vm, message="VM successfully stopped")
+            elif action == "START":
+                if vm.state == st.VM_ALIVE and engine.ops.is_running(vm):
+                    continue
+                engine.ops.start(vm)
+                vm = engine.set_vm_state(vm.generated_name, st.VM_INERT, monitoring=False)
+                engine.publish("VM_STARTED", dep, vm, message="VM successfully started")
+                watch.append(vm)
+            else:
+                engine.set_vm_state(vm.generated_name, vm.state, monitoring=False)
+                engine.ops.reboot(vm)
+                vm = engine.set_vm_state(vm.generated_name, st.VM_INERT, monitoring=False)
+                engine.publish("VM_REBOOTED", dep, vm, message="VM successfully rebooted")
+                watch.append(vm)
+        except Exception as exc:
+            msg = f"{action} of VM {vm.generated_name} failed: {exc}"
+            errors.append(msg)
+            event = {"STOP": "VM_STOPPED", "START": "VM_STARTED", "REBOOT": "VM_REBOOTED"}[action]
+            engine.publish(event, dep, vm, message=msg, failure=True)
+    errors += engine.wait_alive(job, dep, watch, event="VM_ALIVE", always=True)
+    if job.cancel.is_set():
+        errors.append(f"{action} interrupted by undeploy")
+    state = st.SERVICE_STOPPED if action == "STOP" else st.SERVICE_ACTIVE
+    if errors:
+        state = st.SERVICE_ERROR
+    message = "; ".join(errors) if errors else f"Service {action.lower()} completed successfully"
+    dep = engine.store.update_deployment(tenant, name, state=state, status_message=message) or dep
+    engine.publish(terminal, dep, message=message, failure=bool(errors))
+
+
+def run_recovery(engine: Engine, job: Job, name: str, reason: str) -> None:
+    """Recovery per the group's policy: reboot, then redeploy (up to max_retries)."""
+    vm = engine.store.vm(name)
+    if vm is None:
+        return
+    dep = engine.store.deployment(vm.tenant, vm.deployment)
+    spec = engine.desired.deployments.get((vm.tenant, vm.deployment))
+    group = spec.groups.get(vm.group) if spec else None
+    if dep is None or group is None:
+        return
+    if dep.state == st.SERVICE_STOPPED:
+        engine.publish("VM_RECOVERY_COMPLETE", dep, vm, message="service is stopped", failure=True)
+        return
+    engine.set_vm_state(name, st.VM_ERROR, monitoring=False)
+    engine.publish("VM_RECOVERY_INIT", dep, vm, message=f"recovery started: {reason}")
+    if group.recovery_wait_time > 0 and job.cancel.wait(group.recovery_wait_time):
+        return
+    policy = group.action_on_recovery
+    if policy in ("REBOOT_ONLY", "REBOOT_THEN_REDEPLOY"):
+        try:
+            engine.ops.reboot(vm, force=True)
+            engine.publish("VM_RECOVERY_REBOOT", dep, vm, message="VM rebooted for recovery")
+            if not engine.wait_alive(job, dep, [vm], event=None):
+                _recovered(engine, dep, name)
+                return
+        except Exception as exc:
+            engine.publish(
+                "VM_RECOVERY_REBOOT", dep, vm, message=f"reboot failed: {exc}", failure=True
+            )
+        if policy == "REBOOT_ONLY":
+            _unrecovered(engine, dep, name, "VM not alive after reboot")
+            return
+    for attempt in range(max(1, group.max_retries)):
+        if job.cancel.is_set():
+            return
+        try:
+            engine.ops.remove(vm)
+            engine.publish("VM_RECOVERY_UNDEPLOYED", dep, vm, message="VM undeployed for recovery")
+            engine.ops.create(vm, dep.deployment_id, group, engine.desired)
+            engine.publish(
+                "VM_RECOVERY_DEPLOYED", dep, vm, message=f"VM redeployed (attempt {attempt + 1})"
+            )
+        except Exception as exc:
+            log.warning("redeploy of %s failed: %s", name, exc)
+            time.sleep(0.5)
+            continue
+        if not engine.wait_alive(job, dep, [vm], event=None):
+            _recovered(engine, dep, name)
+            return
+    _unrecovered(engine, dep, name, "VM not alive after redeploy")
+
+
+def _recovered(engine: Engine, dep: DeploymentRecord, name: str) -> None:
+    vm = engine.set_vm_state(name, st.VM_ALIVE, monitoring=True, status_message="")
+    engine.publish("VM_RECOVERY_COMPLETE", dep, vm, message="VM recovered")
+
+
+def _unrecovered(engine: Engine, dep: DeploymentRecord, name: str, why: str) -> None:
+    vm = engine.set_vm_state(name, st.VM_ERROR, monitoring=False, status_message=why)
+    engine.publish("VM_RECOVERY_COMPLETE", dep, vm, message=f"recovery failed: {why}", failure=True)

@@ -1,0 +1,383 @@
+"""The lifecycle engine: makes libvirt match the committed configuration.
+
+Flow: a commit (``CommitEvent``) is parsed into a :class:`~escnc.engine.model.Desired`
+state, diffed against the previous one, and turned into jobs -- deploy, update,
+undeploy, image registration -- on per-deployment queues (``engine/jobs.py``: in
+order per deployment, in parallel across deployments). Jobs drive libvirt through
+``engine/vmops.py``, record every step in ``engine.sqlite3`` (``engine/store.py``)
+and publish escEvents. ``engine/reconcile.py`` brings hosts and records back in
+line at start, after a host reconnects and every ``settings.reconcile_interval``.
+
+Extension API for day-2 modules (resize, migration, snapshots, volumes)::
+
+    engine = services.engine
+    engine.submit(tenant, deployment, "name", fn)     # fn(job) runs on that deployment's
+                                                     # queue; job.cancel is set by undeploy
+    engine.submit_for_vm(generated_name, "name", fn)  # same, found by VM name
+    engine.find_vm(generated_name) -> VmRecord | None
+    engine.deployment_of(vm) -> DeploymentRecord | None
+    engine.group_of(vm) -> GroupSpec | None            # desired vm_group settings
+    engine.set_vm_state(generated_name, state, **fields) -> VmRecord   # durable
+    engine.publish(type, dep, vm=None, message=..., failure=False, target=None)
+    engine.wait_alive(job, dep, [vm], event="VM_ALIVE", always=True) -> [errors]
+    engine.ops.host(vm) / engine.ops.domain(vm)       # libvirt Host and virDomain
+    engine.hooks.vm_actions["CONFIRM_RESIZE"] = fn(engine, job, vm)
+    engine.hooks.resize = fn(engine, job, vm, old_flavor, new_flavor)
+
+Everything a handler needs is reachable from the engine; see ``engine/hooks.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import libvirt
+from lxml import etree
+
+from escnc.engine import actions, lifecycle, reconcile
+from escnc.engine import states as st
+from escnc.engine.hooks import Day2Hooks
+from escnc.engine.imagereg import ImageRegistry
+from escnc.engine.jobs import Job, JobQueue
+from escnc.engine.liveness import (
+    DOMAIN_POLL,
+    Probe,
+    collector_for,
+    icmp_ping,
+    ping_target,
+    wait_alive,
+)
+from escnc.engine.model import Desired, GroupSpec, ImageSpec, parse_desired
+from escnc.engine.notify import Notifier
+from escnc.engine.opdata import build_opdata
+from escnc.engine.store import DeploymentRecord, EngineStore, VmRecord
+from escnc.engine.validate import validate_config
+from escnc.engine.vmops import VmOps
+from escnc.ns import ESC
+from escnc.vim.hosts import Host, HostRegistry
+from escnc.vim.networks import remove_network
+
+if TYPE_CHECKING:
+    from escnc.services import CommitEvent, Services
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    ns = ESC
+    image_wait_seconds = 3600.0
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.vims: HostRegistry = services.vims
+        state_dir = self.settings.state_dir
+        self.store = EngineStore(state_dir / "engine.sqlite3")
+        self.jobs = JobQueue()
+        self.images = ImageRegistry(state_dir / "images", state_dir / "pools")
+        self.ops = VmOps(self.vims, self.images, state_dir)
+        self.notifier = Notifier(services.events, self.vims)
+        self.hooks = Day2Hooks()
+        self.desired = Desired()
+        self._desired_lock = threading.Lock()
+        self.started = False
+        self.started_at = time.monotonic()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    # -- start / stop ----------------------------------------------------------------
+
+    def start(self) -> None:
+        ds = self.services.datastore
+        if ds is not None:
+            ds.add_validator(self.validate)
+            ds.add_commit_listener(self.on_commit)
+            self.desired = parse_desired(ds.running_xml())
+        self.services.state_providers.append(self.state)
+        self.vims.add_domain_listener(self._on_domain_event)
+        self.vims.add_reconnect_listener(lambda _host: self.reconcile())
+        self._apply_vims(Desired(), self.desired)
+        self._apply_images(Desired(), self.desired)
+        self.reconcile()
+        self.started = True
+        if self.settings.reconcile_interval > 0:
+            self._ticker = threading.Thread(target=self._tick, name="engine-reconcile", daemon=True)
+            self._ticker.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.jobs.shutdown()
+        self.store.close()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.settings.reconcile_interval):
+            try:
+                self.reconcile()
+            except Exception:
+                log.exception("periodic reconcile failed")
+
+    def reconcile(self) -> None:
+        reconcile.reconcile(self)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """For tests and benchmarks: block until no job is queued or running."""
+        return self.jobs.wait_idle(timeout)
+
+    # -- datastore hooks -------------------------------------------------------------
+
+    def validate(self, tree: etree._Element) -> None:
+        validate_config(self, tree)
+
+    def state(self) -> list[etree._Element]:
+        return [build_opdata(self)]
+
+    def on_commit(self, event: CommitEvent) -> None:
+        """Turn a commit into jobs; never does VM work on the committing thread."""
+        new = parse_desired(event.new)
+        with self._desired_lock:
+            old, self.desired = self.desired, new
+        self._apply_vims(old, new)
+        self._apply_images(old, new)
+        for key, spec in new.deployments.items():
+            before = old.deployments.get(key)
+            if before is None:
+                self.submit(
+                    *key,
+                    "deploy",
+                    self.bind(lifecycle.deploy, spec),
+                    interruptible=True,
+                )
+            elif before.fingerprint != spec.fingerprint:
+                self.submit(*key, "update", self.bind(lifecycle.update, before, spec))
+        for key in old.deployments.keys() - new.deployments.keys():
+            self.jobs.interrupt(key)  # only undeploy interrupts deploy/start/reboot
+            self.submit(*key, "undeploy", self.bind(lifecycle.undeploy, *key))
+        for name in old.networks.keys() - new.networks.keys():
+            for host in self.vims.hosts():
+                if host.connected:
+                    self.jobs.submit(
+                        ("network", name),
+                        "remove network",
+                        functools.partial(_remove_network, host, name),
+                    )
+
+    def _apply_vims(self, old: Desired, new: Desired) -> None:
+        for name, (uri, default) in new.vims.items():
+            if old.vims.get(name) != (uri, default) and uri:
+                self.vims.add_host(name, uri, default=default)
+        for name in old.vims.keys() - new.vims.keys():
+            self.vims.remove_host(name)
+
+    def _apply_images(self, old: Desired, new: Desired) -> None:
+        for name, spec in new.images.items():
+            if self.images.begin(spec):
+                self.jobs.submit(
+                    ("image", name),
+                    "register image",
+                    functools.partial(_register_image, self.images, spec),
+                )
+        for name in old.images.keys() - new.images.keys():
+            self.jobs.submit(
+                ("image", name), "forget image", functools.partial(_forget_image, self.images, name)
+            )
+
+    # -- extension API -----------------------------------------------------------------
+
+    def bind(self, fn: Callable[..., Any], *args: Any) -> Callable[[Job], Any]:
+        """A job body calling ``fn(engine, job, *args)``."""
+
+        def body(job: Job) -> Any:
+            return fn(self, job, *args)
+
+        return body
+
+    def submit(
+        self,
+        tenant: str,
+        deployment: str,
+        name: str,
+        fn: Callable[[Job], Any],
+        *,
+        interruptible: bool = False,
+    ) -> Job:
+        return self.jobs.submit((tenant, deployment), name, fn, interruptible=interruptible)
+
+    def submit_for_vm(
+        self, generated_name: str, name: str, fn: Callable[[Job], Any], **kw: bool
+    ) -> Job:
+        vm = self.find_vm(generated_name)
+        if vm is None:
+            raise KeyError(generated_name)
+        return self.submit(vm.tenant, vm.deployment, name, fn, **kw)
+
+    def find_vm(self, generated_name: str) -> VmRecord | None:
+        return self.store.vm(generated_name)
+
+    def deployment_of(self, vm: VmRecord) -> DeploymentRecord | None:
+        return self.store.deployment(vm.tenant, vm.deployment)
+
+    def group_of(self, vm: VmRecord) -> GroupSpec | None:
+        spec = self.desired.deployments.get(vm.dep_key)
+        return spec.groups.get(vm.group) if spec else None
+
+    def set_vm_state(self, generated_name: str, state: str, **fields: Any) -> VmRecord:
+        vm = self.store.update_vm(generated_name, state=state, **fields)
+        if vm is None:
+            raise KeyError(generated_name)
+        return vm
+
+    def publish(
+        self,
+        type_: str,
+        dep: DeploymentRecord,
+        vm: VmRecord | None = None,
+        *,
+        message: str = "",
+        failure: bool = False,
+        status_code: int | None = None,
+        target: VmRecord | None = None,
+    ) -> None:
+        self.notifier.publish(
+            type_, dep, vm, message=message, failure=failure, status_code=status_code, target=target
+        )
+
+    def wait_alive(
+        self,
+        job: Job,
+        dep: DeploymentRecord,
+        vms: list[VmRecord],
+        event: str | None = "VM_ALIVE",
+        always: bool = False,
+    ) -> list[str]:
+        """Wait until each VM is alive or its bootup_time passes; returns error messages.
+
+        Alive VMs go to VM_ALIVE_STATE with monitoring on (and ``event`` is published,
+        once per VM unless ``always``); late ones go to VM_ERROR_STATE (and ``event``
+        is published as FAILURE saying why). An undeploy interrupts the wait.
+        """
+        if not vms:
+            return []
+        now = time.monotonic()
+        probes = []
+        for vm in vms:
+            group = self.group_of(vm)
+            host = self.ops.host(vm)
+            collector = collector_for(vm, group, host.is_test)
+            vm = self.set_vm_state(vm.generated_name, vm.state, collector=collector)
+            bootup = float((group.bootup_time if group else 0) or self.settings.default_bootup_time)
+            if collector == st.COLLECTOR_ICMP and group is not None:
+                address = ping_target(vm, group)
+                check: Callable[[], bool] = functools.partial(icmp_ping, address)
+                interval = min(group.kpi.poll_seconds if group.kpi else 3.0, 2.0)
+            else:
+                check = functools.partial(self.ops.is_running, vm)
+                interval = DOMAIN_POLL
+            probes.append(Probe(vm, check, now + bootup, interval))
+
+        def on_alive(vm: VmRecord) -> None:
+            current = self.store.vm(vm.generated_name) or vm
+            report = event is not None and (always or not current.alive_reported)
+            vm = self.set_vm_state(
+                vm.generated_name,
+                st.VM_ALIVE,
+                monitoring=True,
+                status_message="",
+                alive_reported=current.alive_reported or report,
+            )
+            if report and event is not None:
+                self.publish(event, dep, vm, message="VM is alive")
+
+        alive, failed, cancelled = wait_alive(probes, job.cancel, on_alive)
+        errors = []
+        for vm in failed:
+            bootup = next(
+                p.deadline - now for p in probes if p.vm.generated_name == vm.generated_name
+            )
+            msg = (
+                f"VM {vm.generated_name} was not alive within bootup_time {bootup:.0f} s "
+                f"(collector {vm.collector})"
+            )
+            errors.append(msg)
+            vm = self.set_vm_state(vm.generated_name, st.VM_ERROR, status_message=msg)
+            if event is not None:
+                self.publish(event, dep, vm, message=msg, failure=True)
+        if cancelled:
+            done = {v.generated_name for v in alive + failed}
+            for vm in vms:
+                if vm.generated_name not in done:
+                    errors.append(f"VM {vm.generated_name}: interrupted by undeploy")
+                    if event is not None:
+                        self.publish(
+                            event, dep, vm, message="interrupted by undeploy", failure=True
+                        )
+        return errors
+
+    # -- RPC entry points (operations/esc_actions.py) --------------------------------
+
+    def vm_action(self, vm: VmRecord, action: str, force: bool) -> Job:
+        interruptible = action in ("START", "REBOOT")
+        return self.submit(
+            vm.tenant,
+            vm.deployment,
+            f"vmAction {action}",
+            self.bind(actions.run_vm_action, vm.generated_name, action, force),
+            interruptible=interruptible,
+        )
+
+    def service_action(self, dep: DeploymentRecord, action: str) -> Job:
+        return self.submit(
+            dep.tenant,
+            dep.name,
+            f"serviceAction {action}",
+            self.bind(actions.run_service_action, dep.tenant, dep.name, action),
+            interruptible=action in ("START", "REBOOT"),
+        )
+
+    def recover(self, vm: VmRecord, reason: str) -> Job:
+        return self.submit(
+            vm.tenant,
+            vm.deployment,
+            "recovery",
+            self.bind(actions.run_recovery, vm.generated_name, reason),
+            interruptible=True,
+        )
+
+    # -- libvirt events ----------------------------------------------------------------
+
+    def _on_domain_event(self, host: str, name: str, event: int, _detail: int) -> None:
+        if event not in (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_CRASHED):
+            return
+        vm = self.store.vm(name)
+        if vm is None or vm.host != host or vm.state != st.VM_ALIVE or not vm.monitoring:
+            return
+        # checked again on the deployment queue: our own stop/reboot jobs run first
+        self.submit(vm.tenant, vm.deployment, "vm down", self.bind(Engine._vm_down, name))
+
+    def _vm_down(self, job: Job, name: str) -> None:
+        vm = self.store.vm(name)
+        if vm is None or vm.state != st.VM_ALIVE or not vm.monitoring or self.ops.is_running(vm):
+            return
+        group = self.group_of(vm)
+        reason = f"VM {name} went down on host {vm.host}"
+        log.warning("%s", reason)
+        if group is not None and group.recovery_type.upper() == "AUTO":
+            actions.run_recovery(self, job, name, reason)
+        else:
+            self.set_vm_state(name, st.VM_ERROR, monitoring=False, status_message=reason)
+
+
+def _remove_network(host: Host, name: str, _job: Job) -> None:
+    remove_network(host, name)
+
+
+def _register_image(images: ImageRegistry, spec: ImageSpec, _job: Job) -> None:
+    images.register(spec)
+
+
+def _forget_image(images: ImageRegistry, name: str, _job: Job) -> None:
+    images.forget(name)

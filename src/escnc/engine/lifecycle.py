@@ -1,0 +1,260 @@
+"""Deployment jobs: deploy (also resumes after a crash and recreates missing VMs),
+update (settings, scale-out, added/removed groups, flavor hook) and undeploy.
+
+Each job ends with exactly one terminal event: SERVICE_ALIVE, SERVICE_UPDATED or
+SERVICE_UNDEPLOYED (FAILURE with status 500 and the reason when something failed).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import TYPE_CHECKING
+
+from escnc.engine import states as st
+from escnc.engine.jobs import Job
+from escnc.engine.model import DeploymentSpec, GroupSpec
+from escnc.engine.placement import PlacementError, new_vm
+from escnc.engine.store import DeploymentRecord, VmRecord
+
+if TYPE_CHECKING:
+    from escnc.engine.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+def _ensure_records(engine: Engine, spec: DeploymentSpec) -> list[VmRecord]:
+    """VM rows for min_active VMs per group, written before any domain exists."""
+    existing = engine.store.vms(spec.tenant, spec.name)
+    for group in spec.groups.values():
+        have = [v for v in existing if v.group == group.name]
+        used = {v.index for v in have}
+        index = 0
+        while len(have) < group.min_active:
+            while index in used:
+                index += 1
+            vm = new_vm(engine.vims, spec, group, index, existing)
+            engine.store.put_vm(vm)
+            have.append(vm)
+            existing.append(vm)
+            used.add(index)
+    return [v for v in existing if v.group in spec.groups]
+
+
+def _create_vms(
+    engine: Engine, job: Job, dep: DeploymentRecord, spec: DeploymentSpec, vms: list[VmRecord]
+) -> tuple[list[VmRecord], list[str]]:
+    """Define and start every VM that has no running domain; returns (to watch, errors)."""
+    watch: list[VmRecord] = []
+    errors: list[str] = []
+    for vm in vms:
+        if job.cancel.is_set():
+            break
+        group = spec.groups[vm.group]
+        dom_exists = engine.ops.domain(vm) is not None
+        stopped = vm.state == st.VM_STOPPED
+        if dom_exists and (stopped or engine.ops.is_running(vm)):
+            if vm.state != st.VM_ALIVE and not stopped:
+                watch.append(vm)
+            continue
+        try:
+            engine.images.wait_active(group.image, engine.image_wait_seconds, job.cancel)
+            engine.ops.create(vm, dep.deployment_id, group, engine.desired, start=not stopped)
+        except Exception as exc:
+            msg = f"VM {vm.generated_name} could not be deployed on host {vm.host}: {exc}"
+            errors.append(msg)
+            vm = engine.set_vm_state(vm.generated_name, st.VM_ERROR, status_message=msg)
+            engine.publish("VM_DEPLOYED", dep, vm, message=msg, failure=True)
+            continue
+        if not vm.deployed_reported:
+            vm = engine.set_vm_state(vm.generated_name, vm.state, deployed_reported=True)
+            engine.publish("VM_DEPLOYED", dep, vm, message="VIM Driver: VM successfully created")
+        elif not stopped:
+            # the domain vanished (host restarted, test driver, kill -9 of a host)
+            engine.publish(
+                "VM_RECOVERY_DEPLOYED",
+                dep,
+                vm,
+                message=f"domain was missing on host {vm.host}: recreated by reconcile",
+            )
+        if not stopped:
+            watch.append(vm)
+    return watch, errors
+
+
+def deploy(engine: Engine, job: Job, spec: DeploymentSpec) -> None:
+    dep = engine.store.deployment(spec.tenant, spec.name)
+    if dep is None:
+        dep = DeploymentRecord(spec.tenant, spec.name, str(uuid.uuid4()), st.SERVICE_DEPLOYING)
+        engine.store.put_deployment(dep)
+    try:
+        vms = _ensure_records(engine, spec)
+    except PlacementError as exc:
+        _finish(engine, dep, "SERVICE_ALIVE", [str(exc)], st.SERVICE_ERROR)
+        return
+    watch, errors = _create_vms(engine, job, dep, spec, vms)
+    if job.cancel.is_set():
+        _finish(engine, dep, "SERVICE_ALIVE", ["deployment interrupted by undeploy"], None)
+        return
+    errors += engine.wait_alive(job, dep, watch, event="VM_ALIVE")
+    if job.cancel.is_set():
+        _finish(engine, dep, "SERVICE_ALIVE", ["deployment interrupted by undeploy"], None)
+        return
+    final = (
+        st.SERVICE_ERROR
+        if errors
+        else (st.SERVICE_STOPPED if dep.state == st.SERVICE_STOPPED else st.SERVICE_ACTIVE)
+    )
+    if dep.alive_reported and not errors:
+        engine.store.update_deployment(dep.tenant, dep.name, state=final, status_message="")
+        return  # already reported: a reconcile that only recreated VMs
+    _finish(
+        engine,
+        dep,
+        "SERVICE_ALIVE",
+        errors,
+        final,
+        ok="Service group deployment completed successfully",
+    )
+
+
+def _finish(
+    engine: Engine,
+    dep: DeploymentRecord,
+    event: str,
+    errors: list[str],
+    state: str | None,
+    ok: str = "",
+) -> None:
+    message = "; ".join(errors) if errors else ok
+    changes: dict[str, object] = {"status_message": message}
+    if state is not None:
+        changes["state"] = state
+    if event == "SERVICE_ALIVE":
+        changes["alive_reported"] = True
+    dep = engine.store.update_deployment(dep.tenant, dep.name, **changes) or dep
+    engine.publish(event, dep, message=message, failure=bool(errors))
+
+
+def undeploy(engine: Engine, job: Job, tenant: str, name: str) -> None:
+    dep = engine.store.update_deployment(tenant, name, state=st.SERVICE_UNDEPLOYING)
+    if dep is None:
+        return
+    errors = []
+    for vm in engine.store.vms(tenant, name):
+        engine.set_vm_state(vm.generated_name, st.VM_UNDEPLOYING, monitoring=False)
+        try:
+            engine.ops.remove(vm)
+        except Exception as exc:
+            errors.append(f"VM {vm.generated_name}: {exc}")
+            engine.publish("VM_UNDEPLOYED", dep, vm, message=str(exc), failure=True)
+            continue
+        engine.store.delete_vm(vm.generated_name)
+        engine.publish("VM_UNDEPLOYED", dep, vm, message="VM has been undeployed")
+    engine.store.delete_deployment(tenant, name)
+    message = "; ".join(errors) if errors else "Service successfully undeployed"
+    engine.publish("SERVICE_UNDEPLOYED", dep, message=message, failure=bool(errors))
+
+
+def update(engine: Engine, job: Job, old: DeploymentSpec | None, spec: DeploymentSpec) -> None:
+    dep = engine.store.deployment(spec.tenant, spec.name)
+    if dep is None:
+        deploy(engine, job, spec)
+        return
+    previous_state = dep.state
+    dep = engine.store.update_deployment(dep.tenant, dep.name, state=st.SERVICE_UPDATING) or dep
+    errors: list[str] = []
+    resizes: list[tuple[VmRecord, str, str]] = []
+    for vm in engine.store.vms(spec.tenant, spec.name):
+        group = spec.groups.get(vm.group)
+        if group is None:  # group removed from the deployment
+            engine.ops.remove(vm)
+            engine.store.delete_vm(vm.generated_name)
+            engine.publish("VM_UNDEPLOYED", dep, vm, message="vm_group removed by update")
+            continue
+        errors += _update_vm(engine, dep, vm, group, resizes)
+    new_vms = []
+    try:
+        before = {v.generated_name for v in engine.store.vms(spec.tenant, spec.name)}
+        for vm in _ensure_records(engine, spec):
+            if vm.generated_name not in before:
+                new_vms.append(vm)
+    except PlacementError as exc:
+        errors.append(str(exc))
+    watch, errs = _create_vms(engine, job, dep, spec, new_vms)
+    errors += errs
+    errors += engine.wait_alive(job, dep, watch, event="VM_ALIVE")
+    final = (
+        st.SERVICE_ERROR
+        if errors
+        else (previous_state if previous_state == st.SERVICE_STOPPED else st.SERVICE_ACTIVE)
+    )
+    _finish(
+        engine,
+        dep,
+        "SERVICE_UPDATED",
+        errors,
+        final,
+        ok="Service group update completed successfully",
+    )
+    hook = engine.hooks.resize
+    for vm, old_flavor, new_flavor in resizes:
+        if hook is not None:
+            hook(
+                engine,
+                job,
+                vm,
+                engine.desired.flavors[old_flavor],
+                engine.desired.flavors[new_flavor],
+            )
+
+
+def _update_vm(
+    engine: Engine,
+    dep: DeploymentRecord,
+    vm: VmRecord,
+    group: GroupSpec,
+    resizes: list[tuple[VmRecord, str, str]],
+) -> list[str]:
+    changed = vm.fingerprint != group.fingerprint or vm.image != group.image
+    flavor_changed = vm.flavor != group.flavor
+    if not changed and not flavor_changed:
+        return []
+    if flavor_changed and engine.hooks.resize is not None and not changed:
+        # day-2 resize: the handler updates the record and publishes VM_VERIFY_RESIZE
+        resizes.append((vm, vm.flavor, group.flavor))
+        return []
+    from escnc.engine.placement import interfaces_for
+
+    siblings = [
+        v
+        for v in engine.store.vms(vm.tenant, vm.deployment)
+        if v.generated_name != vm.generated_name
+    ]
+    interfaces = vm.interfaces
+    if [(i.nicid, i.network) for i in group.interfaces] != [
+        (n, net) for n, net, _ip, _m in vm.interfaces
+    ]:
+        interfaces = interfaces_for(group, vm.generated_name, siblings)
+    new = (
+        engine.store.update_vm(
+            vm.generated_name,
+            fingerprint=group.fingerprint,
+            image=vm.image
+            if engine.hooks.resize is not None and vm.image == group.image
+            else group.image,
+            flavor=group.flavor if engine.hooks.resize is None else vm.flavor,
+            interfaces=interfaces,
+        )
+        or vm
+    )
+    if flavor_changed and engine.hooks.resize is not None:
+        resizes.append((new, vm.flavor, group.flavor))
+    try:
+        engine.ops.redefine(new, dep.deployment_id, group, engine.desired)
+    except Exception as exc:
+        msg = f"VM {vm.generated_name} could not be updated: {exc}"
+        engine.publish("VM_UPDATED", dep, new, message=msg, failure=True)
+        return [msg]
+    engine.publish("VM_UPDATED", dep, new, message="VM has been updated (applies at next start)")
+    return []

@@ -1,0 +1,302 @@
+"""The desired state, parsed from a committed configuration tree (esc_datamodel).
+
+Element names follow docs/CONTRACTS.md. Parsing is tolerant: a missing optional
+leaf takes ESC's default, so partial payloads from the seeds work as written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from escnc.ns import ESC
+from escnc.vim.networks import NetworkSpec, SubnetSpec
+
+DEFAULT_POLL_SECONDS = 3.0
+
+
+def _q(name: str) -> str:
+    return f"{{{ESC}}}{name}"
+
+
+def _text(el: etree._Element | None, name: str, default: str = "") -> str:
+    if el is None:
+        return default
+    value = el.findtext(_q(name))
+    return value.strip() if value is not None else default
+
+
+def _int(el: etree._Element | None, name: str, default: int) -> int:
+    try:
+        return int(_text(el, name, str(default)))
+    except ValueError:
+        return default
+
+
+def _bool(el: etree._Element | None, name: str, default: bool = False) -> bool:
+    value = _text(el, name, "")
+    return value.lower() == "true" if value else default
+
+
+def _children(el: etree._Element | None, *path: str) -> list[etree._Element]:
+    if el is None:
+        return []
+    return list(el.iterfind("/".join(_q(p) for p in path)))
+
+
+def _canonical(el: etree._Element, skip: tuple[str, ...] = ()) -> str:
+    """Order-insensitive fingerprint of a subtree (list order does not matter to us)."""
+
+    def walk(node: etree._Element) -> str:
+        name = etree.QName(node).localname
+        if name in skip:
+            return ""
+        kids = sorted(walk(c) for c in node if isinstance(c.tag, str))
+        return f"<{name}>{(node.text or '').strip()}{''.join(kids)}</{name}>"
+
+    return walk(el)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    name: str
+    src: str = ""
+    disk_format: str = "qcow2"
+    persistent: bool = False
+    checksum: str = ""
+    kernel: str = ""
+    initrd: str = ""
+    cmdline: str = ""
+
+
+@dataclass(frozen=True)
+class FlavorSpec:
+    name: str
+    vcpus: int = 1
+    memory_mb: int = 512
+    root_disk_mb: int = 0
+    ephemeral_disk_mb: int = 0
+    swap_disk_mb: int = 0
+
+
+@dataclass(frozen=True)
+class InterfaceSpec:
+    nicid: int
+    network: str
+    ip_address: str = ""
+    mac_address: str = ""
+    netmask: str = ""
+    gateway: str = ""
+
+
+@dataclass(frozen=True)
+class KpiSpec:
+    collector: str = "ICMPPing"
+    nicid: int = 0
+    poll_seconds: float = DEFAULT_POLL_SECONDS
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    dst: str
+    file: str = ""
+    data: str = ""
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    name: str
+    image: str
+    flavor: str
+    bootup_time: int = 0  # 0: settings.default_bootup_time
+    recovery_wait_time: int = 0
+    recovery_type: str = "AUTO"
+    action_on_recovery: str = "REBOOT_THEN_REDEPLOY"
+    max_retries: int = 1
+    interfaces: tuple[InterfaceSpec, ...] = ()
+    min_active: int = 1
+    max_active: int = 1
+    ip_pools: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    kpi: KpiSpec | None = None
+    config_data: tuple[ConfigFile, ...] = ()
+    placement_type: str = ""
+    placement_host: str = ""
+    vim_id: str = ""
+    vim_project: str = ""
+    # fingerprint of everything that changes a VM, except scaling and flavor
+    fingerprint: str = ""
+
+    def pool(self, network: str) -> tuple[str, ...]:
+        return dict(self.ip_pools).get(network, ())
+
+
+@dataclass(frozen=True)
+class PlacementGroup:
+    name: str
+    type: str
+    enforcement: str
+    groups: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    tenant: str
+    name: str
+    groups: dict[str, GroupSpec] = field(default_factory=dict)
+    placement_groups: tuple[PlacementGroup, ...] = ()
+    fingerprint: str = ""
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.tenant, self.name)
+
+
+@dataclass
+class Desired:
+    images: dict[str, ImageSpec] = field(default_factory=dict)
+    flavors: dict[str, FlavorSpec] = field(default_factory=dict)
+    networks: dict[str, NetworkSpec] = field(default_factory=dict)
+    vims: dict[str, tuple[str, bool]] = field(default_factory=dict)  # name -> (uri, default)
+    tenants: set[str] = field(default_factory=set)
+    deployments: dict[tuple[str, str], DeploymentSpec] = field(default_factory=dict)
+
+
+def find_root(tree: etree._Element | None) -> etree._Element | None:
+    if tree is None:
+        return None
+    if tree.tag == _q("esc_datamodel"):
+        return tree
+    return tree.find(_q("esc_datamodel"))
+
+
+def parse_group(el: etree._Element) -> GroupSpec:
+    interfaces = tuple(
+        sorted(
+            (
+                InterfaceSpec(
+                    nicid=_int(i, "nicid", 0),
+                    network=_text(i, "network"),
+                    ip_address=_text(i, "ip_address"),
+                    mac_address=_text(i, "mac_address"),
+                    netmask=_text(i, "netmask"),
+                    gateway=_text(i, "gateway"),
+                )
+                for i in _children(el, "interfaces", "interface")
+            ),
+            key=lambda i: i.nicid,
+        )
+    )
+    scaling = el.find(_q("scaling"))
+    pools = tuple(
+        (
+            _text(p, "network"),
+            tuple((a.text or "").strip() for a in p.iterfind(_q("ip_address"))),
+        )
+        for p in _children(scaling, "static_ip_address_pool")
+    )
+    kpi = None
+    for k in _children(el, "kpi_data", "kpi"):
+        coll = k.find(_q("metric_collector"))
+        if coll is None:
+            continue
+        freq = float(
+            _int(coll, "poll_frequency", int(DEFAULT_POLL_SECONDS)) or DEFAULT_POLL_SECONDS
+        )
+        if _text(coll, "polling_unit", "seconds").startswith("minute"):
+            freq *= 60
+        kpi = KpiSpec(_text(coll, "type", "ICMPPing"), _int(coll, "nicid", 0), freq)
+        if _text(k, "event_name") == "VM_ALIVE":
+            break
+    policy = el.find(_q("recovery_policy"))
+    placement = el.find(_q("placement"))
+    locator = el.find(_q("locator"))
+    min_active = _int(scaling, "min_active", 1)
+    return GroupSpec(
+        name=_text(el, "name"),
+        image=_text(el, "image"),
+        flavor=_text(el, "flavor"),
+        bootup_time=_int(el, "bootup_time", 0),
+        recovery_wait_time=_int(el, "recovery_wait_time", 0),
+        recovery_type=_text(policy, "recovery_type", "AUTO"),
+        action_on_recovery=_text(policy, "action_on_recovery", "REBOOT_THEN_REDEPLOY"),
+        max_retries=_int(policy, "max_retries", 1),
+        interfaces=interfaces,
+        min_active=min_active,
+        max_active=_int(scaling, "max_active", max(min_active, 1)),
+        ip_pools=pools,
+        kpi=kpi,
+        config_data=tuple(
+            ConfigFile(_text(c, "dst"), _text(c, "file"), _text(c, "data"))
+            for c in _children(el, "config_data", "configuration")
+        ),
+        placement_type=_text(placement, "type"),
+        placement_host=_text(placement, "host"),
+        vim_id=_text(locator, "vim_id"),
+        vim_project=_text(locator, "vim_project"),
+        fingerprint=_canonical(el, skip=("scaling", "flavor")),
+    )
+
+
+def parse_deployment(tenant: str, el: etree._Element) -> DeploymentSpec:
+    groups = {g.name: g for g in (parse_group(x) for x in _children(el, "vm_group"))}
+    pgs = tuple(
+        PlacementGroup(
+            _text(p, "name"),
+            _text(p, "type"),
+            _text(p, "enforcement", "strict"),
+            tuple((v.text or "").strip() for v in p.iterfind(_q("vm_group"))),
+        )
+        for p in _children(el, "placement_group")
+    )
+    return DeploymentSpec(tenant, _text(el, "name"), groups, pgs, _canonical(el))
+
+
+def parse_desired(tree: etree._Element | None) -> Desired:
+    root = find_root(tree)
+    desired = Desired()
+    if root is None:
+        return desired
+    for el in _children(root, "images", "image"):
+        spec = ImageSpec(
+            name=_text(el, "name"),
+            src=_text(el, "src"),
+            disk_format=_text(el, "disk_format", "qcow2") or "qcow2",
+            persistent=_bool(el, "persistent"),
+            checksum=_text(el, "checksum"),
+            kernel=_text(el, "kernel"),
+            initrd=_text(el, "initrd"),
+            cmdline=_text(el, "cmdline"),
+        )
+        desired.images[spec.name] = spec
+    for el in _children(root, "flavors", "flavor"):
+        fl = FlavorSpec(
+            name=_text(el, "name"),
+            vcpus=_int(el, "vcpus", 1),
+            memory_mb=_int(el, "memory_mb", 512),
+            root_disk_mb=_int(el, "root_disk_mb", 0),
+            ephemeral_disk_mb=_int(el, "ephemeral_disk_mb", 0),
+            swap_disk_mb=_int(el, "swap_disk_mb", 0),
+        )
+        desired.flavors[fl.name] = fl
+    for el in _children(root, "networks", "network"):
+        subnets = tuple(
+            SubnetSpec(
+                name=_text(s, "name"),
+                address=_text(s, "address"),
+                netmask=_text(s, "netmask"),
+                gateway=_text(s, "gateway"),
+                dhcp=_bool(s, "dhcp"),
+            )
+            for s in _children(el, "subnet")
+        )
+        desired.networks[_text(el, "name")] = NetworkSpec(_text(el, "name"), subnets)
+    for el in _children(root, "vim_connectors", "vim_connector"):
+        desired.vims[_text(el, "name")] = (_text(el, "uri"), _bool(el, "default"))
+    for tenant in _children(root, "tenants", "tenant"):
+        tname = _text(tenant, "name")
+        desired.tenants.add(tname)
+        for dep in _children(tenant, "deployments", "deployment"):
+            dspec = parse_deployment(tname, dep)
+            desired.deployments[dspec.key] = dspec
+    return desired

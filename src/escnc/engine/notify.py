@@ -1,0 +1,77 @@
+"""Publishing escEvent notifications for deployments and VMs."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from escnc.events.esc_event import FAILURE, SUCCESS, EscEvent, VmRef
+
+if TYPE_CHECKING:
+    from escnc.engine.store import DeploymentRecord, VmRecord
+    from escnc.vim.hosts import HostRegistry
+
+log = logging.getLogger(__name__)
+STREAM = "escEvent"
+
+
+class Notifier:
+    def __init__(self, events: Any, vims: HostRegistry) -> None:
+        self._events = events
+        self._vims = vims
+
+    def vm_ref(self, vm: VmRecord) -> VmRef:
+        hostid = hostname = ""
+        if vm.host in self._vims:
+            host = self._vims.get(vm.host)
+            hostid, hostname = host.hostid(), host.hostname()
+        return VmRef(
+            vmid=vm.vm_id,
+            vmname=vm.generated_name,
+            generated_vmname=vm.generated_name,
+            vim_id=vm.host,
+            vim_project=vm.tenant,
+            hostid=hostid,
+            hostname=hostname,
+            interfaces=list(vm.interfaces),
+        )
+
+    def publish(
+        self,
+        type_: str,
+        dep: DeploymentRecord,
+        vm: VmRecord | None = None,
+        *,
+        message: str = "",
+        failure: bool = False,
+        status_code: int | None = None,
+        target: VmRecord | None = None,
+    ) -> None:
+        event = EscEvent(
+            type=type_,
+            status=FAILURE if failure else SUCCESS,
+            status_code=status_code if status_code is not None else (500 if failure else 200),
+            status_message=message,
+            depname=dep.name,
+            tenant=dep.tenant,
+            tenant_id=dep.tenant,
+            depid=dep.deployment_id,
+            vm_group=vm.group if vm is not None else "",
+            vm_source=self.vm_ref(vm) if vm is not None else None,
+            vm_target=self.vm_ref(target) if target is not None else None,
+        )
+        log.info(
+            "event %s %s %s/%s %s: %s",
+            type_,
+            event.status,
+            dep.tenant,
+            dep.name,
+            vm.generated_name if vm else "",
+            message,
+        )
+        if self._events is None:
+            return
+        try:
+            self._events.publish(STREAM, event.to_xml())
+        except Exception:
+            log.exception("cannot publish %s", type_)

@@ -1,0 +1,101 @@
+"""New VM records: host placement, generated name, addresses."""
+
+from __future__ import annotations
+
+import uuid
+
+from escnc.engine.model import DeploymentSpec, GroupSpec
+from escnc.engine.states import VM_DEPLOYING
+from escnc.engine.store import VmRecord
+from escnc.vim.domain_xml import stable_mac
+from escnc.vim.hosts import HostRegistry
+
+
+class PlacementError(Exception):
+    pass
+
+
+def generated_name(deployment: str, group: str, index: int) -> str:
+    return f"{deployment}_{group}_{index}_{uuid.uuid4()}"
+
+
+def choose_host(
+    vims: HostRegistry, spec: DeploymentSpec, group: GroupSpec, existing: list[VmRecord]
+) -> str:
+    """zone_host placement or locator vim_id first; then affinity / anti-affinity
+    placement groups across hosts; otherwise the default host."""
+    for wanted in (group.placement_host, group.vim_id):
+        if wanted:
+            if wanted not in vims:
+                raise PlacementError(f"host {wanted} of vm_group {group.name} is not configured")
+            return wanted
+    hosts = sorted(h.name for h in vims.hosts() if h.connected) or [vims.default_name]
+    for pg in spec.placement_groups:
+        if group.name not in pg.groups:
+            continue
+        members = [v for v in existing if v.group in pg.groups]
+        if pg.type == "affinity":
+            return members[0].host if members else vims.default_name
+        if pg.type == "anti_affinity":
+            used = {v.host for v in members}
+            free = [h for h in hosts if h not in used]
+            if free:
+                return free[0]
+            if pg.enforcement == "strict":
+                raise PlacementError(
+                    f"anti-affinity placement group {pg.name}: no host left for another VM "
+                    f"({len(hosts)} host(s), {len(members)} VM(s))"
+                )
+            counts = {h: sum(1 for v in members if v.host == h) for h in hosts}
+            return min(hosts, key=lambda h: counts[h])
+    if group.placement_type == "anti_affinity":
+        used = {v.host for v in existing if v.group == group.name}
+        free = [h for h in hosts if h not in used]
+        if free:
+            return free[0]
+    return vims.default_name
+
+
+def interfaces_for(
+    group: GroupSpec, generated: str, siblings: list[VmRecord]
+) -> list[tuple[int, str, str, str]]:
+    """(nicid, network, ip, mac) per interface: a fixed address if no sibling has it,
+    else the next free address of the group's static pool on that network."""
+    used_ips = {ip for v in siblings for _n, _net, ip, _m in v.interfaces if ip}
+    used_macs = {mac for v in siblings for _n, _net, _ip, mac in v.interfaces}
+    result = []
+    for itf in group.interfaces:
+        ip = ""
+        candidates = ((itf.ip_address,) if itf.ip_address else ()) + group.pool(itf.network)
+        for candidate in candidates:
+            if candidate and candidate not in used_ips:
+                ip = candidate
+                break
+        mac = itf.mac_address if itf.mac_address and itf.mac_address not in used_macs else ""
+        result.append((itf.nicid, itf.network, ip, mac or stable_mac(generated, itf.nicid)))
+    return result
+
+
+def new_vm(
+    vims: HostRegistry,
+    spec: DeploymentSpec,
+    group: GroupSpec,
+    index: int,
+    existing: list[VmRecord],
+) -> VmRecord:
+    name = generated_name(spec.name, group.name, index)
+    siblings = [v for v in existing if v.group == group.name]
+    return VmRecord(
+        generated_name=name,
+        vm_id=str(uuid.uuid4()),
+        tenant=spec.tenant,
+        deployment=spec.name,
+        group=group.name,
+        index=index,
+        host=choose_host(vims, spec, group, existing),
+        state=VM_DEPLOYING,
+        flavor=group.flavor,
+        image=group.image,
+        fingerprint=group.fingerprint,
+        interfaces=interfaces_for(group, name, siblings),
+    )
