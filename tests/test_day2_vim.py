@@ -41,9 +41,15 @@ def make_pool(conn: libvirt.virConnect, path: Path, name: str = "escnc") -> libv
     return pool
 
 
-def define_vm(conn: libvirt.virConnect, name: str = "vm1", vcpus: int = 1, max_vcpus: int = 1,
-              memory_mb: int = 512, disk: str = "/var/lib/escnc/vm1.qcow2",
-              start: bool = True) -> libvirt.virDomain:
+def define_vm(
+    conn: libvirt.virConnect,
+    name: str = "vm1",
+    vcpus: int = 1,
+    max_vcpus: int = 1,
+    memory_mb: int = 512,
+    disk: str = "/var/lib/escnc/vm1.qcow2",
+    start: bool = True,
+) -> libvirt.virDomain:
     xml = f"""<domain type='test'><name>{name}</name>
       <memory unit='MiB'>{memory_mb}</memory><currentMemory unit='MiB'>{memory_mb}</currentMemory>
       <vcpu current='{vcpus}'>{max_vcpus}</vcpu><os><type arch='x86_64'>hvm</type></os>
@@ -127,8 +133,10 @@ def test_live_move_keeps_running_state_and_snapshots(hosts):
 def test_move_takes_the_disk_volumes_along(hosts, tmp_path):
     a, b = hosts
     pool = make_pool(a, tmp_path / "pool")
-    disk = pool.createXML("<volume><name>vm1-root.qcow2</name><capacity unit='M'>8</capacity>"
-                          "<target><format type='qcow2'/></target></volume>")
+    disk = pool.createXML(
+        "<volume><name>vm1-root.qcow2</name><capacity unit='M'>8</capacity>"
+        "<target><format type='qcow2'/></target></volume>"
+    )
     define_vm(a, disk=disk.path())
     make_pool(b, tmp_path / "poolB")
     mig.migrate_domain(a, b, "vm1")
@@ -241,8 +249,10 @@ def test_snapshot_create_list_revert_delete(hosts):
 def test_export_and_volume_from_snapshot_pool_disk(hosts, tmp_path):
     a, _ = hosts
     pool = make_pool(a, tmp_path / "pool")
-    disk = pool.createXML("<volume><name>vm1.qcow2</name><capacity unit='M'>64</capacity>"
-                          "<target><format type='qcow2'/></target></volume>")
+    disk = pool.createXML(
+        "<volume><name>vm1.qcow2</name><capacity unit='M'>64</capacity>"
+        "<target><format type='qcow2'/></target></volume>"
+    )
     define_vm(a, disk=disk.path())
     snaps.create_snapshot(a, "vm1", "id-1")
     exported = vols.copy_disk_to_volume(a, "vm1", "export-1.qcow2")
@@ -276,8 +286,14 @@ def test_run_polled_returns_and_times_out():
 
     started = time.monotonic()
     with pytest.raises(Day2Timeout, match=r"snapshot timed out after 0\.2 s"):
-        run_polled(slow, poll_secs=0.05, timeout_secs=0.2, what="snapshot",
-                   progress=lambda: polls.append(1), on_late_result=late.append)
+        run_polled(
+            slow,
+            poll_secs=0.05,
+            timeout_secs=0.2,
+            what="snapshot",
+            progress=lambda: polls.append(1),
+            on_late_result=late.append,
+        )
     assert 0.15 < time.monotonic() - started < 1.5
     assert len(polls) >= 2
     release.set()

@@ -89,9 +89,11 @@ class Day2Manager:
 
     def _require_not_busy(self, vm: VmRecord) -> None:
         if vm.state in BUSY_STATES or self.store.pending(vm.generated_name):
-            raise RpcError("operation-failed",
-                           f"VM [{vm.generated_name}] is in {vm.state}: confirm or revert first",
-                           app_tag="409")
+            raise RpcError(
+                "operation-failed",
+                f"VM [{vm.generated_name}] is in {vm.state}: confirm or revert first",
+                app_tag="409",
+            )
 
     # -- resize (engine hooks) -------------------------------------------------------
 
@@ -102,9 +104,12 @@ class Day2Manager:
         after the previous one is confirmed."""
         for pending in self.store.all_pending():
             other = self.link.vm(pending.vm_name)
-            if (pending.kind == "resize" and other is not None
-                    and (other.tenant, other.deployment, other.group)
-                    == (vm.tenant, vm.deployment, vm.group)):
+            if (
+                pending.kind == "resize"
+                and other is not None
+                and (other.tenant, other.deployment, other.group)
+                == (vm.tenant, vm.deployment, vm.group)
+            ):
                 if vm.generated_name not in pending.queue:
                     pending.queue.append(vm.generated_name)
                     pending.new_flavor = new.name
@@ -112,55 +117,88 @@ class Day2Manager:
                 return
         self._resize_one(vm.generated_name, old.name, new.name, [], [])
 
-    def _resize_one(self, vm_name: str, old_flavor: str, new_flavor: str,
-                    queue: list[str], done: list[str]) -> None:
+    def _resize_one(
+        self, vm_name: str, old_flavor: str, new_flavor: str, queue: list[str], done: list[str]
+    ) -> None:
         vm = self.link.vm(vm_name)
         if vm is None:
             return
         flavor = self.link.desired().flavors.get(new_flavor)
         if flavor is None:
-            self.link.publish("VM_VERIFY_RESIZE", vm, failure=True,
-                              message=f"VM Resize failed: flavor {new_flavor} does not exist")
+            self.link.publish(
+                "VM_VERIFY_RESIZE",
+                vm,
+                failure=True,
+                message=f"VM Resize failed: flavor {new_flavor} does not exist",
+            )
             return
         previous = vm.state
         self.link.update_vm(vm_name, monitoring=False)
         try:
-            record = day2_resize.resize_domain(self.link.conn(vm.host), vm_name, flavor.vcpus,
-                                               flavor.memory_mb)
+            record = day2_resize.resize_domain(
+                self.link.conn(vm.host), vm_name, flavor.vcpus, flavor.memory_mb
+            )
         except (Day2Error, RpcError, libvirt.libvirtError) as exc:
             vm = self.link.update_vm(vm_name, monitoring=previous == states.VM_ALIVE) or vm
-            self.link.publish("VM_VERIFY_RESIZE", vm, failure=True,
-                              message=f"VM Resize failed: {_err(exc)}")
+            self.link.publish(
+                "VM_VERIFY_RESIZE", vm, failure=True, message=f"VM Resize failed: {_err(exc)}"
+            )
             return
-        self.store.put_pending(PendingResize(
-            vm_name=vm_name, kind="resize", host=vm.host, old_flavor=vm.flavor or old_flavor,
-            new_flavor=new_flavor, resize=asdict(record), previous_state=previous,
-            queue=queue, done=done))
-        vm = self.link.update_vm(vm_name, state=states.VM_VERIFY_RESIZE, flavor=new_flavor,
-                                 monitoring=False) or vm
+        self.store.put_pending(
+            PendingResize(
+                vm_name=vm_name,
+                kind="resize",
+                host=vm.host,
+                old_flavor=vm.flavor or old_flavor,
+                new_flavor=new_flavor,
+                resize=asdict(record),
+                previous_state=previous,
+                queue=queue,
+                done=done,
+            )
+        )
+        vm = (
+            self.link.update_vm(
+                vm_name, state=states.VM_VERIFY_RESIZE, flavor=new_flavor, monitoring=False
+            )
+            or vm
+        )
         self.link.publish("VM_VERIFY_RESIZE", vm, message="VM Resize request processed")
 
     def confirm_hook(self, job: Any, vm: VmRecord) -> None:
         """``engine.hooks.vm_actions["CONFIRM_RESIZE"]`` (a job; state already checked)."""
         pending = self.store.pending(vm.generated_name)
         if pending is None:
-            self.link.publish("VM_CONFIRM_RESIZE_COMPLETE", vm, failure=True,
-                              message=f"VM {vm.generated_name} has no resize to confirm")
+            self.link.publish(
+                "VM_CONFIRM_RESIZE_COMPLETE",
+                vm,
+                failure=True,
+                message=f"VM {vm.generated_name} has no resize to confirm",
+            )
             return
         self.link.publish("VM_CONFIRM_RESIZE_INIT", vm, message="Confirm resize accepted")
         self.store.delete_pending(vm.generated_name)
         self.link.publish("VM_CONFIRM_RESIZE_COMPLETE", vm, message="VM resize confirmed")
         self.link.settle(job, vm)
         if pending.queue:  # next VM of a multi-VM group
-            self._resize_one(pending.queue[0], pending.old_flavor, pending.new_flavor,
-                             pending.queue[1:], [*pending.done, vm.generated_name])
+            self._resize_one(
+                pending.queue[0],
+                pending.old_flavor,
+                pending.new_flavor,
+                pending.queue[1:],
+                [*pending.done, vm.generated_name],
+            )
 
     def revert_hook(self, job: Any, vm: VmRecord) -> None:
         """``engine.hooks.vm_actions["REVERT_RESIZE"]`` (a job; state already checked)."""
         pending = self.store.pending(vm.generated_name)
         if pending is None:
-            self.link.publish("VM_REVERT_RESIZE_COMPLETE", vm, failure=True,
-                              message=f"VM {vm.generated_name} has no resize to revert")
+            self.link.publish(
+                "VM_REVERT_RESIZE_COMPLETE",
+                vm,
+                failure=True,
+                message=f"VM {vm.generated_name} has no resize to revert",
+            )
             return
         self.link.publish("VM_REVERT_RESIZE_INIT", vm, message="Revert resize accepted")
         try:
@@ -169,8 +207,12 @@ class Day2Manager:
             else:
                 self._unresize(vm.host, pending)
         except (Day2Error, RpcError, libvirt.libvirtError) as exc:
-            self.link.publish("VM_REVERT_RESIZE_COMPLETE", vm, failure=True,
-                              message=f"Revert resize failed: {_err(exc)}")
+            self.link.publish(
+                "VM_REVERT_RESIZE_COMPLETE",
+                vm,
+                failure=True,
+                message=f"Revert resize failed: {_err(exc)}",
+            )
             return
         self.store.delete_pending(vm.generated_name)
         vm = self.link.vm(vm.generated_name) or vm
@@ -196,8 +238,7 @@ class Day2Manager:
             return
         self.link.publish("VM_REVERT_RESIZE_INIT", vm, message="Revert resize of the group")
         try:
-            day2_resize.resize_domain(self.link.conn(vm.host), name, flavor.vcpus,
-                                      flavor.memory_mb)
+            day2_resize.resize_domain(self.link.conn(vm.host), name, flavor.vcpus, flavor.memory_mb)
         except (Day2Error, RpcError) as exc:
             self.link.publish("VM_REVERT_RESIZE_COMPLETE", vm, failure=True, message=_err(exc))
             return
@@ -210,7 +251,8 @@ class Day2Manager:
             f"""<config xmlns="{NC}"><esc_datamodel xmlns="{ESC}"><tenants><tenant>
             <name></name><deployments><deployment><name></name><vm_group><name></name>
             <flavor></flavor></vm_group></deployment></deployments></tenant></tenants>
-            </esc_datamodel></config>""")
+            </esc_datamodel></config>"""
+        )
         names = config.iter(qn(ESC, "name"))
         for value in (vm.tenant, vm.deployment, vm.group):
             next(names).text = value
@@ -218,8 +260,9 @@ class Day2Manager:
         try:
             self.services.datastore.system_edit(config)
         except Exception:  # the VM is reverted; a config write failure is logged
-            log.exception("cannot put flavor %s back into the configuration of %s",
-                          flavor, vm.generated_name)
+            log.exception(
+                "cannot put flavor %s back into the configuration of %s", flavor, vm.generated_name
+            )
 
     # -- migration -------------------------------------------------------------------
 
@@ -228,31 +271,45 @@ class Day2Manager:
         vm = self.link.require_vm(vm_name)
         self._require_not_busy(vm)
         if vm.state not in (states.VM_ALIVE, states.VM_STOPPED, states.VM_MONITOR_DISABLED):
-            raise RpcError("operation-failed",
-                           f"VM [{vm_name}] cannot migrate in state {vm.state}", app_tag="409")
+            raise RpcError(
+                "operation-failed",
+                f"VM [{vm_name}] cannot migrate in state {vm.state}",
+                app_tag="409",
+            )
         desired = self.link.desired()
         spec = desired.deployments.get((vm.tenant, vm.deployment))
-        allowed, preferred = allowed_hosts(vm, spec, self.link.vms(vm.tenant, vm.deployment),
-                                           self.link.host_names())
+        allowed, preferred = allowed_hosts(
+            vm, spec, self.link.vms(vm.tenant, vm.deployment), self.link.host_names()
+        )
         if host:
             self.link.host(host)  # unknown host -> rpc-error
             if host == vm.host:
-                raise RpcError("invalid-value", f"VM [{vm_name}] already runs on host [{host}]",
-                               info={"bad-element": "host"})
+                raise RpcError(
+                    "invalid-value",
+                    f"VM [{vm_name}] already runs on host [{host}]",
+                    info={"bad-element": "host"},
+                )
             if host not in allowed:
-                raise RpcError("invalid-value",
-                               f"host [{host}] is not allowed by the placement rules of "
-                               f"{vm.deployment}/{vm.group}", info={"bad-element": "host"})
+                raise RpcError(
+                    "invalid-value",
+                    f"host [{host}] is not allowed by the placement rules of "
+                    f"{vm.deployment}/{vm.group}",
+                    info={"bad-element": "host"},
+                )
             target = host
         else:
             target = self._pick(vm, preferred) or self._pick(vm, allowed) or ""
             if not target:
-                raise RpcError("operation-failed",
-                               f"no host can take VM [{vm_name}] (placement rules and free "
-                               "capacity)")
+                raise RpcError(
+                    "operation-failed",
+                    f"no host can take VM [{vm_name}] (placement rules and free capacity)",
+                )
         live = migration_type == "live"
-        self.link.submit(self._key(vm), f"migrate {vm_name}",
-                         lambda job: self._migrate(job, vm_name, target, live, block))
+        self.link.submit(
+            self._key(vm),
+            f"migrate {vm_name}",
+            lambda job: self._migrate(job, vm_name, target, live, block),
+        )
 
     def _pick(self, vm: VmRecord, candidates: list[str]) -> str | None:
         caps = {}
@@ -273,41 +330,73 @@ class Day2Manager:
             return
         source, previous = vm.host, vm.state
         target_ref = replace(vm, host=target)
-        self.link.publish("VM_MIGRATE_INIT", vm, target=target_ref,
-                          message=f"{'Live' if live else 'Cold'} migration to host "
-                                  f"{target} started")
+        self.link.publish(
+            "VM_MIGRATE_INIT",
+            vm,
+            target=target_ref,
+            message=f"{'Live' if live else 'Cold'} migration to host {target} started",
+        )
         self.link.update_vm(vm_name, state=states.VM_MIGRATING, monitoring=False)
         try:
             self.link.prepare_host(target, vm, self.link.desired())
             day2_migrate.migrate_domain(
-                self.link.conn(source), self.link.conn(target), vm_name, live=live,
-                block=block, dst_uri=self.link.host(target).uri)
+                self.link.conn(source),
+                self.link.conn(target),
+                vm_name,
+                live=live,
+                block=block,
+                dst_uri=self.link.host(target).uri,
+            )
         except (Day2Error, RpcError, libvirt.libvirtError) as exc:
-            vm = self.link.update_vm(vm_name, state=previous,
-                                     monitoring=previous == states.VM_ALIVE) or vm
-            self.link.publish("VM_MIGRATE_COMPLETE", vm, target=target_ref, failure=True,
-                              message=f"Migration failed: {_err(exc)}")
+            vm = (
+                self.link.update_vm(vm_name, state=previous, monitoring=previous == states.VM_ALIVE)
+                or vm
+            )
+            self.link.publish(
+                "VM_MIGRATE_COMPLETE",
+                vm,
+                target=target_ref,
+                failure=True,
+                message=f"Migration failed: {_err(exc)}",
+            )
             return
         vm = self.link.update_vm(vm_name, host=target) or vm
         source_ref = replace(vm, host=source)
-        self.link.publish("VM_MIGRATED", source_ref, target=vm,
-                          message=f"VM migrated from host {source} to host {target}")
+        self.link.publish(
+            "VM_MIGRATED",
+            source_ref,
+            target=vm,
+            message=f"VM migrated from host {source} to host {target}",
+        )
         if live:
-            self.link.publish("VM_MIGRATE_COMPLETE", source_ref, target=vm,
-                              message="Migration completed")
+            self.link.publish(
+                "VM_MIGRATE_COMPLETE", source_ref, target=vm, message="Migration completed"
+            )
             self.link.settle(job, vm)
             return
-        self.store.put_pending(PendingResize(vm_name=vm_name, kind="migrate", host=target,
-                                             source_host=source, previous_state=previous))
+        self.store.put_pending(
+            PendingResize(
+                vm_name=vm_name,
+                kind="migrate",
+                host=target,
+                source_host=source,
+                previous_state=previous,
+            )
+        )
         vm = self.link.update_vm(vm_name, state=states.VM_VERIFY_RESIZE) or vm
-        self.link.publish("VM_VERIFY_RESIZE", vm, target=vm,
-                          message="VM cold migration awaiting confirmation")
+        self.link.publish(
+            "VM_VERIFY_RESIZE", vm, target=vm, message="VM cold migration awaiting confirmation"
+        )
 
     def _move_back(self, vm: VmRecord, pending: PendingResize) -> None:
         self.link.prepare_host(pending.source_host, vm, self.link.desired())
         day2_migrate.migrate_domain(
-            self.link.conn(vm.host), self.link.conn(pending.source_host), vm.generated_name,
-            live=False, dst_uri=self.link.host(pending.source_host).uri)
+            self.link.conn(vm.host),
+            self.link.conn(pending.source_host),
+            vm.generated_name,
+            live=False,
+            dst_uri=self.link.host(pending.source_host).uri,
+        )
         self.link.update_vm(vm.generated_name, host=pending.source_host)
 
     # -- snapshots -------------------------------------------------------------------
@@ -316,19 +405,35 @@ class Day2Manager:
         """vmBackupAction SNAPSHOT|EXPORT; returns the generated snapshot id."""
         vm = self.link.require_vm(vm_name)
         if vm.state not in BACKUP_STATES:
-            raise RpcError("operation-failed",
-                           f"VM [{vm_name}] is in {vm.state}: a backup needs VM_ALIVE_STATE "
-                           "or VM_STOPPED_STATE", app_tag="409")
+            raise RpcError(
+                "operation-failed",
+                f"VM [{vm_name}] is in {vm.state}: a backup needs VM_ALIVE_STATE "
+                "or VM_STOPPED_STATE",
+                app_tag="409",
+            )
         if len(name) > day2_snapshots.MAX_NAME_LEN:
-            raise RpcError("invalid-value", "Snapshot names must be at most 255 characters",
-                           info={"bad-element": "backupName"})
+            raise RpcError(
+                "invalid-value",
+                "Snapshot names must be at most 255 characters",
+                info={"bad-element": "backupName"},
+            )
         snap_id = str(uuid.uuid4())
         host = self.link.host(vm.host)
-        self.store.put_snapshot(SnapshotRecord(
-            id=snap_id, name=name, vm_name=vm_name, host=vm.host, hostname=host.hostname(),
-            tenant=vm.tenant, deployment=vm.deployment, kind=action,
-            creation_start_date=now_iso(), status="creating",
-            status_message=f"Snapshot image for [{vm_name}] is being created."))
+        self.store.put_snapshot(
+            SnapshotRecord(
+                id=snap_id,
+                name=name,
+                vm_name=vm_name,
+                host=vm.host,
+                hostname=host.hostname(),
+                tenant=vm.tenant,
+                deployment=vm.deployment,
+                kind=action,
+                creation_start_date=now_iso(),
+                status="creating",
+                status_message=f"Snapshot image for [{vm_name}] is being created.",
+            )
+        )
         self.link.submit(self._key(vm), f"backup {vm_name}", lambda job: self._backup(snap_id))
         return snap_id
 
@@ -341,30 +446,48 @@ class Day2Manager:
         poll, timeout = self._poll("snapshot")
         conn = self.link.conn(vm.host)
         try:
-            run_polled(lambda: day2_snapshots.create_snapshot(conn, vm.generated_name, snap_id,
-                                                              rec.name),
-                       poll_secs=poll, timeout_secs=timeout, what=f"snapshot {rec.name}",
-                       on_late_result=lambda _i: day2_snapshots.delete_snapshot(
-                           conn, vm.generated_name, snap_id))
+            run_polled(
+                lambda: day2_snapshots.create_snapshot(conn, vm.generated_name, snap_id, rec.name),
+                poll_secs=poll,
+                timeout_secs=timeout,
+                what=f"snapshot {rec.name}",
+                on_late_result=lambda _i: day2_snapshots.delete_snapshot(
+                    conn, vm.generated_name, snap_id
+                ),
+            )
             self.store.update_snapshot(snap_id, volume_snapshot_id=f"{snap_id}/vda")
-            self.link.publish("VM_BACKUP_CREATED", vm, status_code=202,
-                              message="Snapshot is now active.")
+            self.link.publish(
+                "VM_BACKUP_CREATED", vm, status_code=202, message="Snapshot is now active."
+            )
             message = f"Snapshot image for [{vm.generated_name}] is active."
             if rec.kind == "EXPORT":
-                vol = run_polled(lambda: day2_volumes.copy_disk_to_volume(
-                    conn, vm.generated_name, f"image-{rec.name}-{snap_id[:8]}.qcow2",
-                    snapshot_id=snap_id), poll_secs=poll, timeout_secs=timeout,
-                    what=f"export {rec.name}")
+                vol = run_polled(
+                    lambda: day2_volumes.copy_disk_to_volume(
+                        conn,
+                        vm.generated_name,
+                        f"image-{rec.name}-{snap_id[:8]}.qcow2",
+                        snapshot_id=snap_id,
+                    ),
+                    poll_secs=poll,
+                    timeout_secs=timeout,
+                    what=f"export {rec.name}",
+                )
                 self.store.update_snapshot(snap_id, image_volume=f"{vol.pool}/{vol.name}")
                 message += f" Exported to volume {vol.pool}/{vol.name} ({vol.path})."
         except (Day2Error, RpcError, libvirt.libvirtError) as exc:
-            self.store.update_snapshot(snap_id, status="error", status_message=_err(exc),
-                                       creation_end_date=now_iso())
-            self.link.publish("VM_BACKUP_COMPLETE", vm, failure=True,
-                              message=f"Snapshot [{rec.name}] failed: {_err(exc)}")
+            self.store.update_snapshot(
+                snap_id, status="error", status_message=_err(exc), creation_end_date=now_iso()
+            )
+            self.link.publish(
+                "VM_BACKUP_COMPLETE",
+                vm,
+                failure=True,
+                message=f"Snapshot [{rec.name}] failed: {_err(exc)}",
+            )
             return
-        self.store.update_snapshot(snap_id, status="active", status_message=message,
-                                   creation_end_date=now_iso())
+        self.store.update_snapshot(
+            snap_id, status="active", status_message=message, creation_end_date=now_iso()
+        )
         self.link.publish("VM_BACKUP_COMPLETE", vm, message=message)
 
     def resolve_snapshot(self, ref: str) -> SnapshotRecord:
@@ -374,21 +497,29 @@ class Day2Manager:
             return rec
         named = [r for r in self.store.snapshots() if r.name == ref]
         if not named:
-            raise RpcError("data-missing", f"Snapshot image [{ref}] not found.", app_tag="404",
-                           info={"bad-element": "snapshot"})
+            raise RpcError(
+                "data-missing",
+                f"Snapshot image [{ref}] not found.",
+                app_tag="404",
+                info={"bad-element": "snapshot"},
+            )
         if len(named) > 1:
             ids = ", ".join(r.id for r in named)
-            raise RpcError("invalid-value",
-                           f"Snapshot name [{ref}] is not unique ({len(named)} snapshots: "
-                           f"{ids}); give the snapshot id instead", app_tag="409",
-                           info={"bad-element": "snapshot"})
+            raise RpcError(
+                "invalid-value",
+                f"Snapshot name [{ref}] is not unique ({len(named)} snapshots: "
+                f"{ids}); give the snapshot id instead",
+                app_tag="409",
+                info={"bad-element": "snapshot"},
+            )
         return named[0]
 
     def delete_snapshot(self, ref: str) -> None:
         rec = self.resolve_snapshot(ref)
         if rec.status in ("creating", "deleting"):
-            raise RpcError("operation-failed", f"Snapshot [{rec.id}] is {rec.status}",
-                           app_tag="409")
+            raise RpcError(
+                "operation-failed", f"Snapshot [{rec.id}] is {rec.status}", app_tag="409"
+            )
         self.store.update_snapshot(rec.id, status="deleting")
         vm = self.link.vm(rec.vm_name)
         key = self._key(vm) if vm else ("snapshot", rec.id)
@@ -405,43 +536,67 @@ class Day2Manager:
 
     def _delete(self, rec: SnapshotRecord) -> None:
         vm = self._snapshot_vm(rec)
-        self.link.publish("VM_SNAPSHOT_DELETING", vm,
-                          message=f"Snapshot image [{rec.id}] is being deleted.")
+        self.link.publish(
+            "VM_SNAPSHOT_DELETING", vm, message=f"Snapshot image [{rec.id}] is being deleted."
+        )
         poll, timeout = self._poll("snapshot")
         try:
             conn = self.link.conn(vm.host)
             if day2_snapshots.has_snapshot(conn, vm.generated_name, rec.id):
-                run_polled(lambda: day2_snapshots.delete_snapshot(conn, vm.generated_name, rec.id),
-                           poll_secs=poll, timeout_secs=timeout, what=f"delete of {rec.id}")
+                run_polled(
+                    lambda: day2_snapshots.delete_snapshot(conn, vm.generated_name, rec.id),
+                    poll_secs=poll,
+                    timeout_secs=timeout,
+                    what=f"delete of {rec.id}",
+                )
             if rec.image_volume:
                 pool, _, vol = rec.image_volume.partition("/")
                 if day2_volumes.volume_exists(conn, pool, vol):
                     day2_volumes.delete_volume(conn, pool, vol)
         except (Day2Error, RpcError, libvirt.libvirtError) as exc:
             self.store.update_snapshot(rec.id, status="error", status_message=_err(exc))
-            self.link.publish("VM_SNAPSHOT_DELETED", vm, failure=True,
-                              message=f"Snapshot image [{rec.id}] delete failed: {_err(exc)}")
+            self.link.publish(
+                "VM_SNAPSHOT_DELETED",
+                vm,
+                failure=True,
+                message=f"Snapshot image [{rec.id}] delete failed: {_err(exc)}",
+            )
             return
         self.store.delete_snapshot(rec.id)
-        self.link.publish("VM_SNAPSHOT_DELETED", vm,
-                          message=f"Snapshot image [{rec.id}] has been deleted.")
+        self.link.publish(
+            "VM_SNAPSHOT_DELETED", vm, message=f"Snapshot image [{rec.id}] has been deleted."
+        )
 
     # -- volumes ---------------------------------------------------------------------
 
-    def create_volume(self, ref: str, name: str, volume_type: str, multiattach: bool,
-                      bootable: bool) -> str:
+    def create_volume(
+        self, ref: str, name: str, volume_type: str, multiattach: bool, bootable: bool
+    ) -> str:
         rec = self.resolve_snapshot(ref)
         if rec.status != "active":
-            raise RpcError("operation-failed", f"Snapshot [{rec.id}] is {rec.status}, not active",
-                           app_tag="409")
+            raise RpcError(
+                "operation-failed",
+                f"Snapshot [{rec.id}] is {rec.status}, not active",
+                app_tag="409",
+            )
         vm = self.link.vm(rec.vm_name)
         if vm is None:
-            raise RpcError("operation-failed",
-                           f"VM [{rec.vm_name}] of snapshot [{rec.id}] no longer exists")
+            raise RpcError(
+                "operation-failed", f"VM [{rec.vm_name}] of snapshot [{rec.id}] no longer exists"
+            )
         vol_id = str(uuid.uuid4())
-        self.store.put_volume(VolumeRecord(
-            id=vol_id, name=name, snapshot=rec.id, host=vm.host, volume_type=volume_type,
-            multiattach=multiattach, bootable=bootable, vol_name=f"volume-{vol_id}.qcow2"))
+        self.store.put_volume(
+            VolumeRecord(
+                id=vol_id,
+                name=name,
+                snapshot=rec.id,
+                host=vm.host,
+                volume_type=volume_type,
+                multiattach=multiattach,
+                bootable=bootable,
+                vol_name=f"volume-{vol_id}.qcow2",
+            )
+        )
         self.link.submit(self._key(vm), f"volume {vol_id}", lambda job: self._volume(vol_id, rec))
         return vol_id
 
@@ -450,25 +605,46 @@ class Day2Manager:
         vol = next((v for v in self.store.volumes() if v.id == vol_id), None)
         if vm is None or vol is None:
             return
-        self.link.publish("VM_VOLUME_ACCEPTED_EVENT", vm, status_code=202,
-                          message=f"Create volume [{vol.name}] from snapshot [{rec.id}] accepted")
+        self.link.publish(
+            "VM_VOLUME_ACCEPTED_EVENT",
+            vm,
+            status_code=202,
+            message=f"Create volume [{vol.name}] from snapshot [{rec.id}] accepted",
+        )
         poll, timeout = self._poll("volume")
         conn = self.link.conn(vm.host)
         try:
             info = run_polled(
-                lambda: day2_volumes.copy_disk_to_volume(conn, vm.generated_name, vol.vol_name,
-                                                         snapshot_id=rec.id),
-                poll_secs=poll, timeout_secs=timeout, what=f"volume {vol.name}",
-                on_late_result=lambda i: day2_volumes.delete_volume(conn, i.pool, i.name))
+                lambda: day2_volumes.copy_disk_to_volume(
+                    conn, vm.generated_name, vol.vol_name, snapshot_id=rec.id
+                ),
+                poll_secs=poll,
+                timeout_secs=timeout,
+                what=f"volume {vol.name}",
+                on_late_result=lambda i: day2_volumes.delete_volume(conn, i.pool, i.name),
+            )
         except (Day2Error, RpcError, libvirt.libvirtError) as exc:
             self.store.update_volume(vol_id, status="error")
-            self.link.publish("VM_VOLUME_CREATED_EVENT", vm, failure=True,
-                              message=f"Create volume [{vol.name}] failed: {_err(exc)}")
+            self.link.publish(
+                "VM_VOLUME_CREATED_EVENT",
+                vm,
+                failure=True,
+                message=f"Create volume [{vol.name}] failed: {_err(exc)}",
+            )
             return
-        self.store.update_volume(vol_id, status="available", pool=info.pool, path=info.path,
-                                 size_bytes=info.capacity_bytes)
-        self.link.publish("VM_VOLUME_CREATED_EVENT", vm, status_code=201,
-                          message="Create volume snapshot request completed")
+        self.store.update_volume(
+            vol_id,
+            status="available",
+            pool=info.pool,
+            path=info.path,
+            size_bytes=info.capacity_bytes,
+        )
+        self.link.publish(
+            "VM_VOLUME_CREATED_EVENT",
+            vm,
+            status_code=201,
+            message="Create volume snapshot request completed",
+        )
 
     # -- in-place restore ------------------------------------------------------------
 
@@ -476,30 +652,40 @@ class Day2Manager:
         vm = self.link.require_vm(vm_name)
         rec = self.resolve_snapshot(ref)
         if rec.vm_name != vm_name:
-            raise RpcError("invalid-value",
-                           f"Snapshot [{rec.id}] was taken from [{rec.vm_name}], not [{vm_name}]",
-                           info={"bad-element": "snapshot"})
+            raise RpcError(
+                "invalid-value",
+                f"Snapshot [{rec.id}] was taken from [{rec.vm_name}], not [{vm_name}]",
+                info={"bad-element": "snapshot"},
+            )
         if rec.status != "active":
-            raise RpcError("operation-failed", f"Snapshot [{rec.id}] is {rec.status}",
-                           app_tag="409")
+            raise RpcError(
+                "operation-failed", f"Snapshot [{rec.id}] is {rec.status}", app_tag="409"
+            )
         self._require_not_busy(vm)
-        self.link.submit(self._key(vm), f"restore {vm_name}",
-                         lambda job: self._restore(job, vm_name, rec))
+        self.link.submit(
+            self._key(vm), f"restore {vm_name}", lambda job: self._restore(job, vm_name, rec)
+        )
 
     def _restore(self, job: Any, vm_name: str, rec: SnapshotRecord) -> None:
         vm = self.link.vm(vm_name)
         if vm is None:
             return
-        self.link.publish("VM_SNAPSHOT_REVERT_INIT", vm,
-                          message=f"Revert to snapshot [{rec.id}] started")
+        self.link.publish(
+            "VM_SNAPSHOT_REVERT_INIT", vm, message=f"Revert to snapshot [{rec.id}] started"
+        )
         self.link.update_vm(vm_name, monitoring=False)
         try:
             day2_snapshots.revert_snapshot(self.link.conn(vm.host), vm_name, rec.id)
         except (Day2Error, RpcError, libvirt.libvirtError) as exc:
             self.link.update_vm(vm_name, monitoring=vm.monitoring)
-            self.link.publish("VM_SNAPSHOT_REVERTED", vm, failure=True,
-                              message=f"Revert to snapshot [{rec.id}] failed: {_err(exc)}")
+            self.link.publish(
+                "VM_SNAPSHOT_REVERTED",
+                vm,
+                failure=True,
+                message=f"Revert to snapshot [{rec.id}] failed: {_err(exc)}",
+            )
             return
-        self.link.publish("VM_SNAPSHOT_REVERTED", vm,
-                          message=f"VM reverted to snapshot [{rec.id}] ({rec.name})")
+        self.link.publish(
+            "VM_SNAPSHOT_REVERTED", vm, message=f"VM reverted to snapshot [{rec.id}] ({rec.name})"
+        )
         self.link.settle(job, vm)

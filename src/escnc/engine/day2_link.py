@@ -39,8 +39,12 @@ class EngineLink:
     def require_vm(self, name: str) -> VmRecord:
         vm = self.vm(name)
         if vm is None:
-            raise RpcError("data-missing", f"VM [{name}] not found.", app_tag="404",
-                           info={"bad-element": "vmName"})
+            raise RpcError(
+                "data-missing",
+                f"VM [{name}] not found.",
+                app_tag="404",
+                info={"bad-element": "vmName"},
+            )
         return vm
 
     def vms(self, tenant: str, deployment: str) -> list[VmRecord]:
@@ -49,8 +53,9 @@ class EngineLink:
     def deployment(self, vm: VmRecord) -> DeploymentRecord:
         dep = self.engine.store.deployment(vm.tenant, vm.deployment)
         if dep is None:
-            raise RpcError("data-missing", f"deployment {vm.deployment} of {vm.generated_name} "
-                           "not found")
+            raise RpcError(
+                "data-missing", f"deployment {vm.deployment} of {vm.generated_name} not found"
+            )
         return dep  # type: ignore[no-any-return]
 
     def update_vm(self, name: str, **changes: object) -> VmRecord | None:
@@ -77,19 +82,27 @@ class EngineLink:
         if not running:
             return self.update_vm(vm.generated_name, state=states.VM_STOPPED, monitoring=False)
         fresh = self.update_vm(vm.generated_name, state=states.VM_INERT, monitoring=False) or vm
-        self.engine.wait_alive(job, self.deployment(fresh), [fresh], event="VM_ALIVE",
-                               always=True)
+        self.engine.wait_alive(job, self.deployment(fresh), [fresh], event="VM_ALIVE", always=True)
         return self.vm(vm.generated_name)
 
-    def publish(self, type_: str, vm: VmRecord, *, message: str = "", failure: bool = False,
-                status_code: int | None = None, target: VmRecord | None = None) -> None:
+    def publish(
+        self,
+        type_: str,
+        vm: VmRecord,
+        *,
+        message: str = "",
+        failure: bool = False,
+        status_code: int | None = None,
+        target: VmRecord | None = None,
+    ) -> None:
         dep = self.engine.store.deployment(vm.tenant, vm.deployment)
         if dep is None:  # the deployment went away meanwhile: still report on the VM
             from escnc.engine.store import DeploymentRecord
 
             dep = DeploymentRecord(vm.tenant, vm.deployment, "", "")
-        self.engine.notifier.publish(type_, dep, vm, message=message, failure=failure,
-                                     status_code=status_code, target=target)
+        self.engine.notifier.publish(
+            type_, dep, vm, message=message, failure=failure, status_code=status_code, target=target
+        )
 
     # -- hosts -----------------------------------------------------------------------
 
@@ -97,8 +110,9 @@ class EngineLink:
         try:
             return self.services.vims.get(name)  # type: ignore[no-any-return]
         except KeyError as exc:
-            raise RpcError("invalid-value", f"host [{name}] is not configured",
-                           info={"bad-element": "host"}) from exc
+            raise RpcError(
+                "invalid-value", f"host [{name}] is not configured", info={"bad-element": "host"}
+            ) from exc
 
     def conn(self, host_name: str) -> libvirt.virConnect:
         return self.host(host_name).connection()

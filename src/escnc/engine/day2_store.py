@@ -13,6 +13,7 @@ import threading
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from lxml import etree
 
@@ -44,13 +45,18 @@ class SnapshotRecord:
     def to_xml(self) -> etree._Element:
         el = etree.Element(qn(ESC, "snapshot"))
         fields = [
-            ("id", self.id), ("name", self.name),
+            ("id", self.id),
+            ("name", self.name),
             ("creation_start_date", self.creation_start_date),
             ("creation_end_date", self.creation_end_date),
-            ("status", self.status), ("status_message", self.status_message),
-            ("created_from_generated_vm_name", self.vm_name), ("vim_id", self.host),
-            ("hostname", self.hostname), ("tenant", self.tenant),
-            ("deployment", self.deployment), ("volume_snapshot_id", self.volume_snapshot_id),
+            ("status", self.status),
+            ("status_message", self.status_message),
+            ("created_from_generated_vm_name", self.vm_name),
+            ("vim_id", self.host),
+            ("hostname", self.hostname),
+            ("tenant", self.tenant),
+            ("deployment", self.deployment),
+            ("volume_snapshot_id", self.volume_snapshot_id),
         ]
         for tag, value in fields:
             if value:
@@ -129,9 +135,10 @@ class Day2Store:
         rows = self._db.execute(f"SELECT body FROM {table}")
         return [cls(**json.loads(body)) for (body,) in rows]
 
-    def _write(self, table: str, key: str, record: object) -> None:
-        self._db.execute(f"INSERT OR REPLACE INTO {table} VALUES (?, ?)",
-                         (key, json.dumps(asdict(record))))  # type: ignore[call-overload]
+    def _write(self, table: str, key: str, record: Any) -> None:
+        self._db.execute(
+            f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", (key, json.dumps(asdict(record)))
+        )
 
     # snapshots
     def put_snapshot(self, rec: SnapshotRecord) -> None:

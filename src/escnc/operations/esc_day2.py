@@ -50,8 +50,11 @@ def register(registry: RpcRegistry, services: Services) -> None:
         )
 
     def vm_backup(_ctx: RpcContext, request: etree._Element) -> None:
-        manager.backup(_leaf(request, "vmName"), _leaf(request, "backupName"),
-                       _leaf(request, "actionType", "SNAPSHOT") or "SNAPSHOT")
+        manager.backup(
+            _leaf(request, "vmName"),
+            _leaf(request, "backupName"),
+            _leaf(request, "actionType", "SNAPSHOT") or "SNAPSHOT",
+        )
 
     def snapshot_action(_ctx: RpcContext, request: etree._Element) -> None:
         # DELETE is the only action the model allows (validated before we get here)

@@ -23,9 +23,20 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _UNITS_KIB = {
-    "b": 1 / 1024, "bytes": 1 / 1024, "k": 1, "kib": 1, "kb": 1000 / 1024,
-    "m": 1024, "mib": 1024, "mb": 1000**2 / 1024, "g": 1024**2, "gib": 1024**2,
-    "gb": 1000**3 / 1024, "t": 1024**3, "tib": 1024**3, "tb": 1000**4 / 1024,
+    "b": 1 / 1024,
+    "bytes": 1 / 1024,
+    "k": 1,
+    "kib": 1,
+    "kb": 1000 / 1024,
+    "m": 1024,
+    "mib": 1024,
+    "mb": 1000**2 / 1024,
+    "g": 1024**2,
+    "gib": 1024**2,
+    "gb": 1000**3 / 1024,
+    "t": 1024**3,
+    "tib": 1024**3,
+    "tb": 1000**4 / 1024,
 }
 
 SAFE_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
@@ -134,16 +145,22 @@ def undefine_fully(dom: libvirt.virDomain) -> None:
         | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
         | libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
     )
-    for attempt in (flags | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM, flags,
-                    libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA, 0):
+    for attempt in (
+        flags | libvirt.VIR_DOMAIN_UNDEFINE_NVRAM,
+        flags,
+        libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA,
+        0,
+    ):
         try:
             dom.undefineFlags(attempt)
             return
         except libvirt.libvirtError as exc:
             # drivers reject flags they do not know (the test driver refuses NVRAM)
-            if exc.get_error_code() not in (libvirt.VIR_ERR_INVALID_ARG,
-                                            libvirt.VIR_ERR_NO_SUPPORT,
-                                            libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
+            if exc.get_error_code() not in (
+                libvirt.VIR_ERR_INVALID_ARG,
+                libvirt.VIR_ERR_NO_SUPPORT,
+                libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+            ):
                 raise
     dom.undefine()
 

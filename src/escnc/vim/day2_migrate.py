@@ -91,8 +91,10 @@ def pick_host(
     fitting = [
         (cap.memory_free_mb, cap.vcpus_free, name)
         for name, cap in capacities.items()
-        if name in allowed_set and name not in excluded
-        and cap.memory_free_mb >= need_memory_mb and cap.vcpus_free >= need_vcpus
+        if name in allowed_set
+        and name not in excluded
+        and cap.memory_free_mb >= need_memory_mb
+        and cap.vcpus_free >= need_vcpus
     ]
     if not fitting:
         return None
@@ -119,8 +121,9 @@ def _snapshots_in_order(dom: libvirt.virDomain) -> list[tuple[str, bool]]:
         snaps = dom.listAllSnapshots(libvirt.VIR_DOMAIN_SNAPSHOT_LIST_TOPOLOGICAL)
     except libvirt.libvirtError:
         snaps = dom.listAllSnapshots(0)
-    return [(s.getXMLDesc(libvirt.VIR_DOMAIN_SNAPSHOT_XML_SECURE), bool(s.isCurrent()))
-            for s in snaps]
+    return [
+        (s.getXMLDesc(libvirt.VIR_DOMAIN_SNAPSHOT_XML_SECURE), bool(s.isCurrent())) for s in snaps
+    ]
 
 
 def _remove_copy(dst: libvirt.virConnect, name: str, uuid: str) -> None:
@@ -159,8 +162,9 @@ def _target_pool(
     return pool
 
 
-def _copy_volume_records(dst: libvirt.virConnect, vols: list[libvirt.virStorageVol],
-                         paths: dict[str, str]) -> list[libvirt.virStorageVol]:
+def _copy_volume_records(
+    dst: libvirt.virConnect, vols: list[libvirt.virStorageVol], paths: dict[str, str]
+) -> list[libvirt.virStorageVol]:
     """Test driver only: recreate the VM's volumes (bookkeeping, no bytes) on the target,
     so the disks follow the VM and deleting it later frees the target's pool.
     ``paths`` gets old path -> new path for the domain XML."""
@@ -190,8 +194,9 @@ def move_definition(
     dom = lookup(src, name)
     uuid = dom.UUIDString()
     if find_domain(dst, name, uuid) is not None:
-        raise Day2Error(f"host {host_label(dst)} already has a domain named {name} or "
-                        f"with UUID {uuid}")
+        raise Day2Error(
+            f"host {host_label(dst)} already has a domain named {name} or with UUID {uuid}"
+        )
     was_active = bool(dom.isActive())
     paused = was_active and dom.info()[0] == libvirt.VIR_DOMAIN_PAUSED
     live_size = domain_size(dom.XMLDesc(0))
@@ -220,8 +225,9 @@ def move_definition(
     except libvirt.libvirtError as exc:
         _remove_copy(dst, name, uuid)
         _delete_quietly(made)
-        raise Day2Error(f"migration of {name} to {host_label(dst)} failed: "
-                        f"{libvirt_message(exc)}") from exc
+        raise Day2Error(
+            f"migration of {name} to {host_label(dst)} failed: {libvirt_message(exc)}"
+        ) from exc
     try:
         undefine_fully(dom)
     except libvirt.libvirtError as exc:
@@ -230,11 +236,12 @@ def move_definition(
         _delete_quietly(made)
         if was_active and not dom.isActive():
             dom.create()
-        raise Day2Error(f"migration of {name}: removing it from {host_label(src)} failed: "
-                        f"{libvirt_message(exc)}") from exc
+        raise Day2Error(
+            f"migration of {name}: removing it from {host_label(src)} failed: "
+            f"{libvirt_message(exc)}"
+        ) from exc
     _delete_quietly([v for v in volumes if v.name() in {m.name() for m in made}])
-    return MigrationRecord(name, uuid, was_active and run_on_target, "definition",
-                           was_active, xml)
+    return MigrationRecord(name, uuid, was_active and run_on_target, "definition", was_active, xml)
 
 
 def _with_paths(xml: str, paths: dict[str, str]) -> str:
@@ -272,8 +279,11 @@ def libvirt_migrate(
         raise Day2Error(f"host {dst_uri} already has a domain named {name}")
     was_active = bool(dom.isActive())
     xml = persistent_xml(dom)
-    flags = (libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_PERSIST_DEST
-             | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+    flags = (
+        libvirt.VIR_MIGRATE_PEER2PEER
+        | libvirt.VIR_MIGRATE_PERSIST_DEST
+        | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+    )
     if block:
         flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
     if live and was_active:
@@ -282,8 +292,12 @@ def libvirt_migrate(
         # a stopped domain moves offline: only its definition (storage must be shared)
         if was_active:
             stop_domain(dom, shutdown_timeout)
-        flags = (libvirt.VIR_MIGRATE_OFFLINE | libvirt.VIR_MIGRATE_PERSIST_DEST
-                 | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE | libvirt.VIR_MIGRATE_PEER2PEER)
+        flags = (
+            libvirt.VIR_MIGRATE_OFFLINE
+            | libvirt.VIR_MIGRATE_PERSIST_DEST
+            | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+            | libvirt.VIR_MIGRATE_PEER2PEER
+        )
     try:
         dom.migrateToURI3(dst_uri, {}, flags)
         if was_active and not live:
@@ -295,8 +309,7 @@ def libvirt_migrate(
             _remove_copy(dst, name, uuid)
         if still_on_source and was_active and not lookup(src, name).isActive():
             lookup(src, name).create()
-        raise Day2Error(f"migration of {name} to {dst_uri} failed: "
-                        f"{libvirt_message(exc)}") from exc
+        raise Day2Error(f"migration of {name} to {dst_uri} failed: {libvirt_message(exc)}") from exc
     return MigrationRecord(name, uuid, live and was_active, "libvirt", was_active, xml)
 
 
@@ -327,11 +340,19 @@ def migrate_domain(
                 lookup(src, name).create()  # put the VM back as it was
                 raise
         return move_definition(src, dst, name)
-    return libvirt_migrate(src, dst, dst_uri or str(dst.getURI()), name, live=live,
-                           block=block, shutdown_timeout=shutdown_timeout)
+    return libvirt_migrate(
+        src,
+        dst,
+        dst_uri or str(dst.getURI()),
+        name,
+        live=live,
+        block=block,
+        shutdown_timeout=shutdown_timeout,
+    )
 
 
 def _started_move(src: libvirt.virConnect, dst: libvirt.virConnect, name: str) -> MigrationRecord:
     record = move_definition(src, dst, name, start=True)
-    return MigrationRecord(record.name, record.uuid, False, record.mechanism, True,
-                           record.source_xml)
+    return MigrationRecord(
+        record.name, record.uuid, False, record.mechanism, True, record.source_xml
+    )

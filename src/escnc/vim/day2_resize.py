@@ -57,14 +57,16 @@ def _fits_live(dom: libvirt.virDomain, vcpus: int, memory_kib: int) -> bool:
     return vcpus <= live_max_vcpus and memory_kib <= dom.maxMemory()
 
 
-def _restart_with(conn: libvirt.virConnect, dom: libvirt.virDomain, xml: str,
-                  shutdown_timeout: float) -> None:
+def _restart_with(
+    conn: libvirt.virConnect, dom: libvirt.virDomain, xml: str, shutdown_timeout: float
+) -> None:
     stop_domain(dom, shutdown_timeout)
     try:
         conn.defineXML(xml).create()
     except libvirt.libvirtError as exc:
-        raise Day2Error(f"restart of {dom.name()} with the new size failed: "
-                        f"{libvirt_message(exc)}") from exc
+        raise Day2Error(
+            f"restart of {dom.name()} with the new size failed: {libvirt_message(exc)}"
+        ) from exc
 
 
 def resize_domain(
@@ -119,8 +121,9 @@ def revert_resize(
         else:
             _restart_with(conn, dom, record.old_xml, shutdown_timeout)
     except libvirt.libvirtError as exc:
-        raise Day2Error(f"revert of the resize of {record.name} failed: "
-                        f"{libvirt_message(exc)}") from exc
+        raise Day2Error(
+            f"revert of the resize of {record.name} failed: {libvirt_message(exc)}"
+        ) from exc
 
 
 def current_size(conn: libvirt.virConnect, name: str) -> tuple[int, int]:

@@ -44,14 +44,17 @@ def _snapshot(dom: libvirt.virDomain, snap_id: str) -> libvirt.virDomainSnapshot
         raise Day2Error(f"Snapshot image [{snap_id}] not found.") from exc
 
 
-def create_snapshot(conn: libvirt.virConnect, dom_name: str, snap_id: str,
-                    description: str = "") -> SnapshotInfo:
+def create_snapshot(
+    conn: libvirt.virConnect, dom_name: str, snap_id: str, description: str = ""
+) -> SnapshotInfo:
     """Take an internal snapshot (disks, and memory when running) of ``dom_name``."""
     if len(description) > MAX_NAME_LEN:
         raise Day2Error(f"snapshot name longer than {MAX_NAME_LEN} characters")
     dom = lookup(conn, dom_name)
-    xml = (f"<domainsnapshot><name>{escape(snap_id)}</name>"
-           f"<description>{escape(description)}</description></domainsnapshot>")
+    xml = (
+        f"<domainsnapshot><name>{escape(snap_id)}</name>"
+        f"<description>{escape(description)}</description></domainsnapshot>"
+    )
     try:
         snap = dom.snapshotCreateXML(xml, 0)
     except libvirt.libvirtError as exc:
@@ -77,8 +80,7 @@ def delete_snapshot(conn: libvirt.virConnect, dom_name: str, snap_id: str) -> No
     try:
         snap.delete(0)
     except libvirt.libvirtError as exc:
-        raise Day2Error(f"delete of snapshot [{snap_id}] failed: "
-                        f"{libvirt_message(exc)}") from exc
+        raise Day2Error(f"delete of snapshot [{snap_id}] failed: {libvirt_message(exc)}") from exc
 
 
 def revert_snapshot(conn: libvirt.virConnect, dom_name: str, snap_id: str) -> str:
@@ -91,6 +93,7 @@ def revert_snapshot(conn: libvirt.virConnect, dom_name: str, snap_id: str) -> st
     try:
         dom.revertToSnapshot(snap, 0)
     except libvirt.libvirtError as exc:
-        raise Day2Error(f"revert of {dom_name} to snapshot [{snap_id}] failed: "
-                        f"{libvirt_message(exc)}") from exc
+        raise Day2Error(
+            f"revert of {dom_name} to snapshot [{snap_id}] failed: {libvirt_message(exc)}"
+        ) from exc
     return "running" if dom.isActive() else "shutoff"

@@ -80,8 +80,9 @@ def _disk_volume(conn: libvirt.virConnect, disk: DiskRef) -> libvirt.virStorageV
     return None
 
 
-def resolve_pool(conn: libvirt.virConnect, pool_name: str | None,
-                 source: libvirt.virStorageVol | None = None) -> libvirt.virStoragePool:
+def resolve_pool(
+    conn: libvirt.virConnect, pool_name: str | None, source: libvirt.virStorageVol | None = None
+) -> libvirt.virStoragePool:
     """The named pool; else the pool holding ``source``; else the first active pool."""
     try:
         if pool_name:
@@ -90,8 +91,9 @@ def resolve_pool(conn: libvirt.virConnect, pool_name: str | None,
             return source.storagePoolLookupByVolume()
         pools = conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
     except libvirt.libvirtError as exc:
-        raise Day2Error(f"storage pool {pool_name or ''} not found: "
-                        f"{libvirt_message(exc)}") from exc
+        raise Day2Error(
+            f"storage pool {pool_name or ''} not found: {libvirt_message(exc)}"
+        ) from exc
     if not pools:
         raise Day2Error("the host has no active storage pool for the volume")
     return sorted(pools, key=lambda p: p.name())[0]
@@ -99,8 +101,10 @@ def resolve_pool(conn: libvirt.virConnect, pool_name: str | None,
 
 def _vol_xml(name: str, capacity: int, fmt: str) -> str:
     fmt_xml = f"<target><format type='{escape(fmt)}'/></target>" if fmt else ""
-    return (f"<volume><name>{escape(name)}</name>"
-            f"<capacity unit='bytes'>{capacity}</capacity>{fmt_xml}</volume>")
+    return (
+        f"<volume><name>{escape(name)}</name>"
+        f"<capacity unit='bytes'>{capacity}</capacity>{fmt_xml}</volume>"
+    )
 
 
 def _vol_format(vol: libvirt.virStorageVol | None) -> str:
@@ -111,8 +115,9 @@ def _vol_format(vol: libvirt.virStorageVol | None) -> str:
 
 
 def _info(pool: libvirt.virStoragePool, vol: libvirt.virStorageVol) -> VolumeInfo:
-    return VolumeInfo(str(vol.name()), str(pool.name()), str(vol.path()), str(vol.key()),
-                      int(vol.info()[1]))
+    return VolumeInfo(
+        str(vol.name()), str(pool.name()), str(vol.path()), str(vol.key()), int(vol.info()[1])
+    )
 
 
 def _pool_dir(pool: libvirt.virStoragePool) -> str:
@@ -129,8 +134,19 @@ def _convert_snapshot(pool: libvirt.virStoragePool, name: str, src: str, snap_id
     dst = os.path.join(_pool_dir(pool), name)
     if os.path.exists(dst):
         raise Day2Error(f"volume {name} already exists in pool {pool.name()}")
-    cmd = [qemu_img, "convert", "-U", "-f", "qcow2", "-O", "qcow2",
-           "-l", f"snapshot.name={snap_id}", src, dst]
+    cmd = [
+        qemu_img,
+        "convert",
+        "-U",
+        "-f",
+        "qcow2",
+        "-O",
+        "qcow2",
+        "-l",
+        f"snapshot.name={snap_id}",
+        src,
+        dst,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         if os.path.exists(dst):
@@ -180,11 +196,14 @@ def copy_disk_to_volume(
         elif is_test_driver(conn):
             vol = pool.createXML(_vol_xml(vol_name, DEFAULT_TEST_CAPACITY, fmt), 0)
         else:
-            raise Day2Error(f"disk {disk.target} of {dom_name} is neither a storage volume "
-                            f"nor a readable local file")
+            raise Day2Error(
+                f"disk {disk.target} of {dom_name} is neither a storage volume "
+                f"nor a readable local file"
+            )
     except libvirt.libvirtError as exc:
-        raise Day2Error(f"copy of the disk of {dom_name} into volume {vol_name} failed: "
-                        f"{libvirt_message(exc)}") from exc
+        raise Day2Error(
+            f"copy of the disk of {dom_name} into volume {vol_name} failed: {libvirt_message(exc)}"
+        ) from exc
     return _info(pool, vol)
 
 
