@@ -70,7 +70,9 @@ class Events:
         with self._cond:
             return [i[0] for i in self.items]
 
-    def wait_for(self, type_: str, count: int = 1, timeout: float = 20.0) -> list[tuple[str, str, str, str]]:
+    def wait_for(
+        self, type_: str, count: int = 1, timeout: float = 20.0
+    ) -> list[tuple[str, str, str, str]]:
         deadline = time.monotonic() + timeout
         with self._cond:
             while sum(1 for i in self.items if i[0] == type_) < count:
@@ -86,7 +88,9 @@ class Events:
 
 
 class Harness:
-    def __init__(self, tmp: Path, state: str = "state", host_files: tuple[str, ...] = ("host",)) -> None:
+    def __init__(
+        self, tmp: Path, state: str = "state", host_files: tuple[str, ...] = ("host",)
+    ) -> None:
         hosts_dir = tmp / "hosts"
         hosts_dir.mkdir(parents=True, exist_ok=True)
         vims = {}
@@ -160,7 +164,7 @@ def deployment(
     <scaling><min_active>{min_active}</min_active><max_active>{max_active or min_active}</max_active>
       <elastic>true</elastic>
       <static_ip_address_pool><network>net1</network><gateway>10.9.0.1</gateway><netmask>255.255.255.0</netmask>
-        {''.join(f'<ip_address>10.9.0.{10 + i}</ip_address>' for i in range(max(max_active or min_active, 1)))}
+        {"".join(f"<ip_address>10.9.0.{10 + i}</ip_address>" for i in range(max(max_active or min_active, 1)))}
       </static_ip_address_pool></scaling>
     <kpi_data><kpi><event_name>VM_ALIVE</event_name><metric_value>1</metric_value><metric_cond>GT</metric_cond>
       <metric_type>UINT32</metric_type><metric_collector><type>ICMPPing</type><nicid>0</nicid>

@@ -7,10 +7,10 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from engine_support import Harness, config, deployment
 from escnc.engine import states as st
 from escnc.errors import RpcError, RpcErrors
 from escnc.vim.domain_xml import META_NS
-from engine_support import Harness, config, deployment
 
 
 @pytest.fixture
@@ -44,7 +44,9 @@ def test_deploy_events_state_and_libvirt_view(h: Harness, tmp_path: Path) -> Non
     assert dep is not None and dep.state == st.SERVICE_ACTIVE
     vms = h.engine.store.vms("t1", "dep1")
     assert [v.index for v in vms] == [0, 1]
-    assert all(v.state == st.VM_ALIVE and v.monitoring and v.collector == "domain-state" for v in vms)
+    assert all(
+        v.state == st.VM_ALIVE and v.monitoring and v.collector == "domain-state" for v in vms
+    )
     assert [v.interfaces[0][2] for v in vms] == ["10.9.0.10", "10.9.0.11"]
     doms = escnc_domains(h)
     assert sorted(d.name() for d in doms) == sorted(v.generated_name for v in vms)
@@ -59,7 +61,9 @@ def test_deploy_events_state_and_libvirt_view(h: Harness, tmp_path: Path) -> Non
     assert "escnc-net1" in [n.name() for n in h.conn().listAllNetworks()]
     op = h.engine.state()[0]
     text = __import__("lxml.etree").etree.tostring(op).decode()
-    assert "SERVICE_ACTIVE_STATE" in text and vms[0].generated_name in text and "cpu_time_ns" in text
+    assert (
+        "SERVICE_ACTIVE_STATE" in text and vms[0].generated_name in text and "cpu_time_ns" in text
+    )
     assert "<state>active</state>" in text
 
 
@@ -121,7 +125,9 @@ def test_vm_actions(h: Harness, tmp_path: Path) -> None:
     assert h.events.types()[-2:] == ["VM_MONITOR_UNSET", "VM_MONITOR_SET"]
     from escnc.engine.actions import vm_refusal
 
-    assert "already monitored" in (vm_refusal(h.engine, h.engine.store.vm(vm.generated_name), "ENABLE_MONITOR") or "")  # type: ignore[arg-type]
+    assert "already monitored" in (
+        vm_refusal(h.engine, h.engine.store.vm(vm.generated_name), "ENABLE_MONITOR") or ""
+    )  # type: ignore[arg-type]
 
 
 def test_service_actions(h: Harness, tmp_path: Path) -> None:
@@ -141,14 +147,20 @@ def test_service_actions(h: Harness, tmp_path: Path) -> None:
     h.engine.service_action(h.engine.store.deployment("t1", "dep1"), "START").future.result(10)  # type: ignore[arg-type]
     h.events.wait_for("SERVICE_STARTED")
     types = h.events.types()
-    assert types.count("VM_STARTED") == 2 and types.count("VM_ALIVE") == 2 and types[-1] == "SERVICE_STARTED"
+    assert (
+        types.count("VM_STARTED") == 2
+        and types.count("VM_ALIVE") == 2
+        and types[-1] == "SERVICE_STARTED"
+    )
     h.events.clear()
     h.engine.service_action(h.engine.store.deployment("t1", "dep1"), "REBOOT").future.result(10)  # type: ignore[arg-type]
     h.events.wait_for("SERVICE_REBOOTED")
     assert h.events.types()[-1] == "SERVICE_REBOOTED" and h.events.types().count("VM_REBOOTED") == 2
 
 
-def test_bootup_timeout_failure(h: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bootup_timeout_failure(
+    h: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # the guest never comes up: the domain-state collector never sees it running
     monkeypatch.setattr(h.engine.ops, "is_running", lambda vm: False)
     h.ds.commit(config(tmp_path, deployment(bootup_time=1)))
