@@ -233,6 +233,7 @@ def test_replay_window_in_the_past(bus: EventBus) -> None:
 def test_stuck_subscriber_is_closed_and_resumes_by_replay(bus: EventBus) -> None:
     bus.settings.subscriber_max_lag = 200
     subs = Subscriptions(bus, bus.settings)
+    subs.terminate_grace = 0.1
     stuck, healthy = FakeSession(1), FakeSession(2)
     subs.create(stuck, subscribe_xml(stream="escEvent"))
     subs.create(healthy, subscribe_xml(stream="escEvent"))

@@ -3,7 +3,7 @@
 One subscription per session (RFC 5277 2.1.1). Delivery goes through
 ``SessionHandle.send_notification`` (thread safe, never blocks), so the session keeps
 answering RPCs meanwhile (:interleave). When the session exposes
-``notification_backlog() -> int`` (notifications queued but not yet written), the
+``pending_output`` (messages queued but not yet written), the
 consumer stops feeding a client that stopped reading, and closes it once it is more
 than ``settings.subscriber_max_lag`` events behind; the client resumes with a replay
 from the last eventTime it received.
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,7 +26,7 @@ from escnc.events.consumer import Consumer
 from escnc.events.esc_event import NETCONF_STREAM
 from escnc.events.filtering import BodyPredicate, compile_filter
 from escnc.events.log import StoredEvent, now_ms, parse_event_time
-from escnc.ns import NOTIF, qn
+from escnc.ns import NC, NOTIF, qn
 
 if TYPE_CHECKING:
     from escnc.events.bus import EventBus
@@ -35,6 +37,9 @@ log = logging.getLogger(__name__)
 
 # notifications a session may have queued before delivery pauses
 MAX_SESSION_BACKLOG = 512
+# seconds a lagging subscriber gets to read the termination notice before it is closed
+TERMINATE_GRACE = 30.0
+FLUSH_GRACE = 0.5
 
 
 @dataclass
@@ -63,6 +68,10 @@ def parse_request(request: etree._Element, streams: dict[str, str]) -> Subscript
         if not isinstance(child.tag, str):
             continue
         qname = etree.QName(child)
+        # ncclient puts <filter> in the base namespace; accept it there too
+        if qname.namespace == NC and qname.localname == "filter":
+            req.predicate = compile_filter(child)
+            continue
         if qname.namespace != NOTIF:
             raise _bad("unknown-element", qname.localname, f"unexpected element {child.tag}")
         name = qname.localname
@@ -93,8 +102,20 @@ def parse_request(request: etree._Element, streams: dict[str, str]) -> Subscript
     return req
 
 
+def _backlog_probe(session: SessionHandle) -> Callable[[], int] | None:
+    """How many messages the session has queued but not written, if it can tell."""
+    method = getattr(session, "notification_backlog", None)
+    if callable(method):
+        return method  # type: ignore[no-any-return]
+    if hasattr(type(session), "pending_output"):  # NetconfSession property
+        return lambda: int(session.pending_output)  # type: ignore[attr-defined]
+    return None
+
+
 class Subscriptions:
     """Active NETCONF subscriptions by session id."""
+
+    terminate_grace = TERMINATE_GRACE
 
     def __init__(self, bus: EventBus, settings: Settings) -> None:
         self.bus = bus
@@ -127,6 +148,21 @@ class Subscriptions:
             consumer.start()
         return consumer
 
+    @staticmethod
+    def _reply_gate(session: SessionHandle) -> Callable[[], None] | None:
+        """Without an ``after_reply`` hook, wait until the session marks itself
+        subscribed (NetconfSession does so just before queueing the <ok/>)."""
+        if callable(getattr(session, "after_reply", None)) or not hasattr(session, "subscribed"):
+            return None
+
+        def wait() -> None:
+            deadline = time.monotonic() + 2.0
+            while not getattr(session, "subscribed", True) and time.monotonic() < deadline:
+                time.sleep(0.0005)
+            time.sleep(0.001)  # the reply is queued right after the flag is set
+
+        return wait
+
     def _make_consumer(self, session: SessionHandle, req: SubscriptionRequest) -> Consumer:
         sid = session.session_id
         replay = req.start_ms is not None
@@ -146,7 +182,7 @@ class Subscriptions:
         def on_end(reason: str) -> None:
             self._ended(session, consumer, reason)
 
-        backlog = getattr(session, "notification_backlog", None)
+        backlog = _backlog_probe(session)
         consumer = self.bus.make_consumer(
             deliver,
             stream=req.stream,
@@ -158,8 +194,9 @@ class Subscriptions:
             if replay else None,
             on_end=on_end,
             max_lag=self.settings.subscriber_max_lag or None,
-            backlog=backlog if callable(backlog) else None,
+            backlog=backlog,
             max_backlog=MAX_SESSION_BACKLOG,
+            gate=self._reply_gate(session),
             name=f"subscription-{sid}",
         )
         return consumer
@@ -176,6 +213,13 @@ class Subscriptions:
         session.send_notification(
             base.subscription_terminated(session.session_id, consumer.last_event_time)
         )
+        # give a client that reads again the chance to see why it is closed
+        backlog = consumer.backlog
+        deadline = time.monotonic() + self.terminate_grace
+        while backlog is not None and backlog() > 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if backlog is not None and backlog() == 0:
+            time.sleep(FLUSH_GRACE)  # the last write may still be in flight
         session.close()
 
     def _drop(self, sid: int, consumer: Consumer) -> None:

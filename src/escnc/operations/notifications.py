@@ -53,10 +53,14 @@ class BaseNotifier:
             log.exception("could not publish %s", body.tag)
 
     def _source_host(self, session_id: int) -> str | None:
-        lister = getattr(self.services.sessions, "list", None)
-        if session_id == 0 or lister is None:
+        sessions = self.services.sessions
+        if session_id == 0 or sessions is None:
             return None
-        for info in lister():
+        getter = getattr(sessions, "get", None)
+        session = getter(session_id) if getter is not None else None
+        if session is not None and getattr(session, "source_host", None):
+            return str(session.source_host)
+        for info in getattr(sessions, "list", list)():
             if getattr(info, "session_id", None) == session_id:
                 return getattr(info, "source_host", None) or None
         return None
