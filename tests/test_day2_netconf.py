@@ -249,6 +249,8 @@ def test_live_migration_picks_free_host(srv, nc, ev, image):  # type: ignore[no-
     source = where(srv, vm)[0]
     target = "hostB" if source == "hostA" else "hostA"
     snap_before = conn(srv, source).lookupByName(vm).UUIDString()
+    nc.dispatch(etree.fromstring(rpc("vmBackupAction", vmName=vm, backupName="pre")))
+    ev.until("VM_BACKUP_COMPLETE")
     nc.dispatch(etree.fromstring(rpc("vmMigrate", vmName=vm, migrationType="live")))
     got = ev.until("VM_MIGRATE_COMPLETE")
     assert types(got) == ["VM_MIGRATE_INIT", "VM_MIGRATED", "VM_MIGRATE_COMPLETE"]
@@ -260,6 +262,10 @@ def test_live_migration_picks_free_host(srv, nc, ev, image):  # type: ignore[no-
     dom = conn(srv, target).lookupByName(vm)
     assert dom.isActive() and dom.UUIDString() == snap_before
     assert vm_field(nc, vm, "host") == target
+    # the snapshot went along: libvirt on the target has it, opdata names the target
+    (snap,) = snapshots(nc)
+    assert snap.findtext("e:vim_id", namespaces=NS) == target
+    assert dom.snapshotListNames() == [snap.findtext("e:id", namespaces=NS)]
 
 
 def test_cold_migration_revert_moves_back(srv, nc, ev, image):  # type: ignore[no-untyped-def]

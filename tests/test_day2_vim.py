@@ -301,3 +301,38 @@ def test_run_polled_returns_and_times_out():
     while not late and time.monotonic() < deadline:
         time.sleep(0.01)
     assert late == [42]
+
+
+# ---- placement --------------------------------------------------------------------------
+
+
+def test_allowed_hosts_follow_placement_rules():
+    from escnc.engine.day2_placement import allowed_hosts
+    from escnc.engine.model import DeploymentSpec, GroupSpec, PlacementGroup
+    from escnc.engine.store import VmRecord
+
+    def rec(name: str, group: str, host: str) -> VmRecord:
+        return VmRecord(name, "", "t", "d", group, 0, host, "VM_ALIVE_STATE")
+
+    vm, peer = rec("a0", "ga", "h1"), rec("b0", "gb", "h2")
+    hosts = ["h1", "h2", "h3"]
+    groups = {"ga": GroupSpec("ga", "i", "f"), "gb": GroupSpec("gb", "i", "f")}
+    plain = DeploymentSpec("t", "d", groups)
+    assert allowed_hosts(vm, plain, [vm, peer], hosts) == (["h2", "h3"], ["h2", "h3"])
+    anti = DeploymentSpec(
+        "t", "d", groups, (PlacementGroup("p", "anti_affinity", "strict", ("ga", "gb")),)
+    )
+    assert allowed_hosts(vm, anti, [vm, peer], hosts) == (["h3"], ["h3"])
+    loose = DeploymentSpec(
+        "t", "d", groups, (PlacementGroup("p", "anti_affinity", "loose", ("ga", "gb")),)
+    )
+    assert allowed_hosts(vm, loose, [vm, peer], hosts) == (["h2", "h3"], ["h3"])
+    aff = DeploymentSpec(
+        "t", "d", groups, (PlacementGroup("p", "affinity", "strict", ("ga", "gb")),)
+    )
+    assert allowed_hosts(vm, aff, [vm, peer], hosts) == (["h2"], ["h2"])
+    pinned = {
+        "ga": GroupSpec("ga", "i", "f", placement_type="zone_host", placement_host="h3"),
+        "gb": groups["gb"],
+    }
+    assert allowed_hosts(vm, DeploymentSpec("t", "d", pinned), [vm], hosts)[0] == ["h3"]

@@ -361,6 +361,7 @@ class Day2Manager:
             )
             return
         vm = self.link.update_vm(vm_name, host=target) or vm
+        self._snapshots_follow(vm_name, target)
         source_ref = replace(vm, host=source)
         self.link.publish(
             "VM_MIGRATED",
@@ -398,6 +399,14 @@ class Day2Manager:
             dst_uri=self.link.host(pending.source_host).uri,
         )
         self.link.update_vm(vm.generated_name, host=pending.source_host)
+        self._snapshots_follow(vm.generated_name, pending.source_host)
+
+    def _snapshots_follow(self, vm_name: str, host: str) -> None:
+        """Snapshot metadata moves with the domain: opdata names the new host."""
+        hostname = self.link.host(host).hostname()
+        for rec in self.store.snapshots():
+            if rec.vm_name == vm_name:
+                self.store.update_snapshot(rec.id, host=host, hostname=hostname)
 
     # -- snapshots -------------------------------------------------------------------
 
