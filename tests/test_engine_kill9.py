@@ -1,0 +1,119 @@
+"""kill -9 of escnc in the middle of a 20-VM deployment, then restart.
+
+The test-driver hypervisor dies with the process (restart = empty host), so this
+proves the engine side: every VM reaches VM_ALIVE exactly once, VM_DEPLOYED once,
+SERVICE_ALIVE once, generated names are reused, and the host ends with exactly the
+recorded domains (no duplicates, no orphans).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import conftest
+from conftest import PASSWORD, USER, add_user
+from engine_support import config, deployment
+from lxml import etree
+from ncclient import manager
+
+from escnc.ns import ESC
+
+E = f"{{{ESC}}}"
+HERE = Path(__file__).parent
+
+
+def start(state: Path, uri: str, delay: float) -> tuple[subprocess.Popen[str], int]:
+    env = dict(os.environ, PYTHONPATH=f"{HERE.parent / 'src'}:{HERE}")
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "engine_server_proc.py"), str(state), uri, str(delay)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line.startswith("PORT "), line
+    return proc, int(line.split()[1])
+
+
+def connect(port: int):  # type: ignore[no-untyped-def]
+    return manager.connect(
+        host="127.0.0.1",
+        port=port,
+        username=USER,
+        password=PASSWORD,
+        hostkey_verify=False,
+        allow_agent=False,
+        look_for_keys=False,
+        timeout=30,
+    )
+
+
+def collect(m, until: str, timeout: float) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    out: list[tuple[str, str]] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = m.take_notification(block=True, timeout=0.5)
+        if n is None:
+            continue
+        ev = etree.fromstring(n.notification_xml.encode()).find(f".//{E}escEvent")
+        if ev is None:
+            continue
+        out.append(
+            (
+                ev.findtext(f"{E}event/{E}type") or "",
+                ev.findtext(f"{E}vm_source/{E}generated_vmname") or "",
+            )
+        )
+        if out[-1][0] == until:
+            return out
+    raise AssertionError(f"no {until} in {out}")
+
+
+def test_kill9_mid_deploy(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    add_user(state)
+    uri = conftest.test_host_uri(tmp_path / "hosts")
+    proc, port = start(state, uri, delay=0.1)
+    try:
+        with connect(port) as m:
+            m.create_subscription(stream_name="escEvent")
+            m.edit_config(
+                target="running",
+                config=f'<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">'
+                f"{config(tmp_path, deployment(min_active=20, max_active=20))}</config>",
+            )
+            seen = 0
+            while seen < 6:
+                n = m.take_notification(block=True, timeout=10)
+                assert n is not None
+                seen += "VM_DEPLOYED" in n.notification_xml
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    proc, port = start(state, uri, delay=0.0)
+    try:
+        with connect(port) as m:
+            m.create_subscription(stream_name="escEvent", start_time="1970-01-01T00:00:00Z")
+            events = collect(m, "SERVICE_ALIVE", timeout=60)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    count = Counter(events)
+    alive = {vm for t, vm in events if t == "VM_ALIVE"}
+    deployed = {vm for t, vm in events if t == "VM_DEPLOYED"}
+    assert len(alive) == 20 and len(deployed) == 20
+    assert all(count[("VM_ALIVE", vm)] == 1 and count[("VM_DEPLOYED", vm)] == 1 for vm in alive)
+    assert [t for t, _ in events].count("SERVICE_ALIVE") == 1
+    # the engine's records name exactly these VMs (no duplicates)
+    import sqlite3
+
+    db = sqlite3.connect(state / "engine.sqlite3")
+    names = {r[0] for r in db.execute("SELECT generated_name FROM vms")}
+    assert names == alive
