@@ -441,10 +441,11 @@ class Editor:
             if insert in ("before", "after"):
                 target = self._insert_target(data, e, sn)
                 return data.index(target) + (1 if insert == "after" else 0)
-        # fast path: appending keeps schema order (the common case of long lists)
+        # fast path: appending keeps schema order (the common case of long lists);
+        # inside a freshly created node keep the client's order (read back as sent)
         n = len(data)
-        if n == 0:
-            return 0
+        if n == 0 or self._quiet:
+            return n
         order = _schema_order(sn.parent) if sn.parent else {}
         mine = order.get(sn.tag, 1 << 30)
         last = data[n - 1]
