@@ -3,6 +3,7 @@ minimal in-test datastore that feeds CommitEvents (no NETCONF server needed)."""
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections.abc import Callable
@@ -141,10 +142,15 @@ def config(
   <flavors><flavor><name>small</name><vcpus>2</vcpus><memory_mb>256</memory_mb><root_disk_mb>1024</root_disk_mb></flavor>
            <flavor><name>big</name><vcpus>4</vcpus><memory_mb>512</memory_mb></flavor></flavors>
   <networks><network><name>net1</name><subnet><name>s1</name><address>10.9.0.0</address>
-    <netmask>255.255.255.0</netmask><gateway>10.9.0.1</gateway></subnet></network></networks>
+    <netmask>255.255.0.0</netmask><gateway>10.9.0.1</gateway></subnet></network></networks>
   {extra}
   <tenants><tenant><name>t1</name><deployments>{deployments}</deployments></tenant></tenants>
 </esc_datamodel>"""
+
+
+def _pool(n: int) -> str:
+    first = ipaddress.IPv4Address("10.9.0.10")
+    return "".join(f"<ip_address>{first + i}</ip_address>" for i in range(n))
 
 
 def deployment(
@@ -161,10 +167,11 @@ def deployment(
   <vm_group><name>{group}</name><image>img</image><flavor>{flavor}</flavor>
     <bootup_time>{bootup_time}</bootup_time><recovery_wait_time>0</recovery_wait_time>
     <interfaces><interface><nicid>0</nicid><network>net1</network></interface></interfaces>
-    <scaling><min_active>{min_active}</min_active><max_active>{max_active or min_active}</max_active>
+    <scaling><min_active>{min_active}</min_active>
+      <max_active>{max_active or min_active}</max_active>
       <elastic>true</elastic>
-      <static_ip_address_pool><network>net1</network><gateway>10.9.0.1</gateway><netmask>255.255.255.0</netmask>
-        {"".join(f"<ip_address>10.9.0.{10 + i}</ip_address>" for i in range(max(max_active or min_active, 1)))}
+      <static_ip_address_pool><network>net1</network><gateway>10.9.0.1</gateway>
+        <netmask>255.255.0.0</netmask>{_pool(max(max_active or min_active, 1))}
       </static_ip_address_pool></scaling>
     <kpi_data><kpi><event_name>VM_ALIVE</event_name><metric_value>1</metric_value><metric_cond>GT</metric_cond>
       <metric_type>UINT32</metric_type><metric_collector><type>ICMPPing</type><nicid>0</nicid>

@@ -52,7 +52,7 @@ def test_deploy_events_state_and_libvirt_view(h: Harness, tmp_path: Path) -> Non
     assert sorted(d.name() for d in doms) == sorted(v.generated_name for v in vms)
     for d in doms:
         assert d.isActive()
-        state, maxmem, _mem, vcpus, _cpu = d.info()
+        _state, maxmem, _mem, vcpus, _cpu = d.info()
         assert vcpus == 2 and maxmem == 256 * 1024
         meta = d.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, META_NS, 0)
         assert "<tenant>t1</tenant>" in meta and "<deployment>dep1</deployment>" in meta
@@ -195,7 +195,8 @@ def test_reconcile_after_restart_recreates_and_removes_orphans(tmp_path: Path) -
     h2.ds.running = running
     orphan_xml = (
         "<domain type='test'><name>dep9_g_0_x</name><memory>1024</memory><os><type>hvm</type></os>"
-        f"<metadata><e:vm xmlns:e='{META_NS}'><e:tenant>t1</e:tenant><e:deployment>dep9</e:deployment>"
+        f"<metadata><e:vm xmlns:e='{META_NS}'><e:tenant>t1</e:tenant>"
+        "<e:deployment>dep9</e:deployment>"
         "<e:deployment_id>x</e:deployment_id><e:group>g</e:group><e:index>0</e:index><e:vm_id>x</e:vm_id>"
         "<e:generated_name>dep9_g_0_x</e:generated_name></e:vm></metadata></domain>"
     )

@@ -16,12 +16,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import conftest
-from conftest import PASSWORD, USER, add_user
-from engine_support import config, deployment
 from lxml import etree
 from ncclient import manager
 
+import conftest
+from conftest import PASSWORD, USER, add_user
+from engine_support import config, deployment
 from escnc.ns import ESC
 
 E = f"{{{ESC}}}"

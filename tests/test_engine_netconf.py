@@ -126,8 +126,9 @@ def test_deploy_actions_undeploy_over_netconf(srv: Server, tmp_path: Path) -> No
         m.edit_config(
             target="running",
             config=f"""<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"
-              xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0"><esc_datamodel xmlns="{ESC}"><tenants><tenant>
-              <name>t1</name><deployments><deployment nc:operation="delete"><name>dep1</name></deployment>
+              xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0"><esc_datamodel xmlns="{ESC}">
+              <tenants><tenant><name>t1</name><deployments>
+              <deployment nc:operation="delete"><name>dep1</name></deployment>
               </deployments></tenant></tenants></esc_datamodel></config>""",
         )
         evs = wait_events(m, "SERVICE_UNDEPLOYED")

@@ -113,13 +113,19 @@ def create_cow_disk(
         vol = _lookup(pool, vol_name)
         if vol is not None:
             return str(vol.path())
-        capacity = max(capacity_bytes, volume_capacity(host, backing_path), 1)
-        xml = (
-            f"<volume><name>{vol_name}</name><capacity unit='bytes'>{capacity}</capacity>"
-            f"<target><format type='qcow2'/></target>"
+        capacity = max(
+            capacity_bytes, volume_capacity(host, backing_path) if backing_path else 0, 1
+        )
+        backing = (
             f"<backingStore><path>{backing_path}</path>"
             f"<format type='{backing_format}'/></backingStore>"
-            f"</volume>"
+            if backing_path
+            else ""  # blank disk
+        )
+        xml = (
+            # allocation 0: qcow2 is thin, and the test driver's synthetic pool is finite
+            f"<volume><name>{vol_name}</name><capacity unit='bytes'>{capacity}</capacity>"
+            f"<allocation>0</allocation><target><format type='qcow2'/></target>{backing}</volume>"
         )
         return str(pool.createXML(xml, 0).path())
 
