@@ -31,8 +31,9 @@ def seed_config() -> str:
 
 def canon(el: etree._Element) -> bytes:
     parser = etree.XMLParser(remove_blank_text=True)
-    return etree.tostring(etree.fromstring(etree.tostring(el), parser), method="c14n2",
-                          strip_text=True)
+    return etree.tostring(
+        etree.fromstring(etree.tostring(el), parser), method="c14n2", strip_text=True
+    )
 
 
 def esc_tree(reply) -> etree._Element:  # type: ignore[no-untyped-def]
@@ -43,9 +44,11 @@ def esc_tree(reply) -> etree._Element:  # type: ignore[no-untyped-def]
 
 
 def deployment(nc, dep: str = "Cirros-VNF"):  # type: ignore[no-untyped-def]
-    flt = (f'<esc_datamodel xmlns="{E}"><tenants><tenant><name>admin</name><deployments>'
-           f"<deployment><name>{dep}</name></deployment></deployments></tenant></tenants>"
-           "</esc_datamodel>")
+    flt = (
+        f'<esc_datamodel xmlns="{E}"><tenants><tenant><name>admin</name><deployments>'
+        f"<deployment><name>{dep}</name></deployment></deployments></tenant></tenants>"
+        "</esc_datamodel>"
+    )
     reply = nc.get_config("running", filter=("subtree", flt))
     return reply.data_ele.find(f".//{{{E}}}deployment")
 
@@ -61,8 +64,15 @@ def test_seed_payload_read_back_equivalent(nc) -> None:  # type: ignore[no-untyp
 
 def test_capabilities_advertised(nc) -> None:  # type: ignore[no-untyped-def]
     caps = set(nc.server_capabilities)
-    for cap in (":writable-running", ":candidate", ":confirmed-commit:1.1", ":rollback-on-error",
-                ":validate:1.1", ":startup", ":xpath"):
+    for cap in (
+        ":writable-running",
+        ":candidate",
+        ":confirmed-commit:1.1",
+        ":rollback-on-error",
+        ":validate:1.1",
+        ":startup",
+        ":xpath",
+    ):
         assert f"urn:ietf:params:netconf:capability{cap.replace(':', ':', 1)}" in "".join(
             caps
         ) or any(cap in c for c in caps), cap
@@ -147,9 +157,11 @@ def test_concurrent_writers_with_locks(server) -> None:  # type: ignore[no-untyp
                             break
                         except RPCError:
                             continue
-                    cfg = (f'<config xmlns="{NC}"><esc_datamodel xmlns="{E}"><tenants><tenant>'
-                           f"<name>t{i}</name><description>{j}</description></tenant></tenants>"
-                           "</esc_datamodel></config>")
+                    cfg = (
+                        f'<config xmlns="{NC}"><esc_datamodel xmlns="{E}"><tenants><tenant>'
+                        f"<name>t{i}</name><description>{j}</description></tenant></tenants>"
+                        "</esc_datamodel></config>"
+                    )
                     m.edit_config(target="running", config=cfg)
                     m.unlock("running")
         except Exception as exc:
@@ -169,21 +181,28 @@ def test_concurrent_writers_with_locks(server) -> None:  # type: ignore[no-untyp
 
 def test_xpath_filter_and_with_defaults(nc) -> None:  # type: ignore[no-untyped-def]
     nc.edit_config(target="running", config=BASE)
-    reply = nc.get_config("running", filter=("xpath", ({"esc": E}, "/esc:esc_datamodel/esc:flavors")))
+    reply = nc.get_config(
+        "running", filter=("xpath", ({"esc": E}, "/esc:esc_datamodel/esc:flavors"))
+    )
     flavors = reply.data_ele.findall(f".//{{{E}}}flavor")
     assert len(flavors) == 1 and reply.data_ele.find(f".//{{{E}}}images") is None
-    rpc = (f'<get-config xmlns="{NC}"><source><running/></source>'
-           '<with-defaults xmlns="urn:ietf:params:xml:ns:yang:ietf-netconf-with-defaults">'
-           "report-all</with-defaults></get-config>")
+    rpc = (
+        f'<get-config xmlns="{NC}"><source><running/></source>'
+        '<with-defaults xmlns="urn:ietf:params:xml:ns:yang:ietf-netconf-with-defaults">'
+        "report-all</with-defaults></get-config>"
+    )
     reply = nc.dispatch(etree.fromstring(rpc))
     assert etree.fromstring(reply.xml.encode()).find(f".//{{{E}}}root_disk_mb") is not None
 
 
 def test_copy_config_url_not_supported(nc) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(RPCError) as err:
-        nc.dispatch(etree.fromstring(
-            f'<copy-config xmlns="{NC}"><target><running/></target>'
-            "<source><url>file:///tmp/x.xml</url></source></copy-config>"))
+        nc.dispatch(
+            etree.fromstring(
+                f'<copy-config xmlns="{NC}"><target><running/></target>'
+                "<source><url>file:///tmp/x.xml</url></source></copy-config>"
+            )
+        )
     assert err.value.tag == "operation-not-supported"
     nc.copy_config(source="running", target="startup")
     with pytest.raises(RPCError):

@@ -18,6 +18,7 @@ DATA = f"{{{NC}}}data"
 _ROOT = f"{{{ESC}}}esc_datamodel"
 _TENANTS = f"{{{ESC}}}tenants"
 _DEPLOYMENTS = f"{{{ESC}}}deployments"
+_LIST_PARENT = {TENANT: _TENANTS, DEPLOYMENT: _DEPLOYMENTS}
 _PARSER = etree.XMLParser(remove_blank_text=True, resolve_entities=False, huge_tree=True)
 
 
@@ -59,7 +60,10 @@ def _copy_without(el: etree._Element, skip: str) -> etree._Element:
     for ch in el:
         if not isinstance(ch.tag, str) or ch.tag == skip:
             continue
-        if ch.tag in (_ROOT, _TENANTS, _DEPLOYMENTS, TENANT):
+        if ch.tag in (_TENANTS, _DEPLOYMENTS) and ch.tag == _LIST_PARENT[skip]:
+            # these containers hold only the skipped list: copy them empty (O(1), not O(n))
+            new.append(etree.Element(ch.tag, ch.attrib, nsmap=ch.nsmap))
+        elif ch.tag in (_ROOT, _TENANTS, _DEPLOYMENTS, TENANT):
             new.append(_copy_without(ch, skip))
         else:
             new.append(_deep(ch))

@@ -1,0 +1,106 @@
+"""edit-config latency for a one-deployment change with 10 / 1,000 / 10,000
+deployments already in running, and get-config time for the whole tree.
+
+Measures the datastore path a NETCONF edit-config takes (edit, incremental YANG
+validation, durable SQLite commit), without SSH. Usage:
+    python bench/datastore_bench.py [--sizes 10,1000,10000] [--edits 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from lxml import etree
+
+from escnc.datastore.edit import EditOptions
+from escnc.datastore.schema import Schema
+from escnc.datastore.store import Datastore
+from escnc.settings import Settings
+
+E = "http://www.cisco.com/esc/esc"
+NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
+P = etree.XMLParser(remove_blank_text=True)
+
+GLOBALS = f"""<esc_datamodel xmlns="{E}">
+<images><image><name>img</name><src>/i.qcow2</src></image></images>
+<flavors><flavor><name>fl</name><vcpus>1</vcpus><memory_mb>64</memory_mb></flavor>
+<flavor><name>fl2</name><vcpus>2</vcpus><memory_mb>128</memory_mb></flavor></flavors>
+<networks><network><name>net</name></network></networks></esc_datamodel>"""
+
+
+def deployment(i: int, flavor: str = "fl") -> str:
+    return (
+        f"<deployment><name>dep{i}</name><vm_group><name>g1</name><bootup_time>60</bootup_time>"
+        f"<recovery_wait_time>0</recovery_wait_time><image>img</image><flavor>{flavor}</flavor>"
+        "<interfaces><interface><nicid>0</nicid><network>net</network></interface></interfaces>"
+        "<scaling><min_active>1</min_active><max_active>1</max_active><elastic>true</elastic>"
+        "</scaling><kpi_data><kpi><event_name>VM_ALIVE</event_name><metric_value>1</metric_value>"
+        "<metric_cond>GT</metric_cond><metric_type>UINT32</metric_type><metric_collector>"
+        "<type>ICMPPing</type><nicid>0</nicid><poll_frequency>3</poll_frequency>"
+        "<polling_unit>seconds</polling_unit><continuous_alarm>false</continuous_alarm>"
+        "</metric_collector></kpi></kpi_data><rules><admin_rules><rule><event_name>VM_ALIVE"
+        "</event_name><action>ALWAYS log</action></rule></admin_rules></rules></vm_group>"
+        "</deployment>"
+    )
+
+
+def config(body: str) -> etree._Element:
+    return etree.fromstring(f'<config xmlns="{NC}">{body}</config>', P)
+
+
+def tenant(deps: str) -> str:
+    return (
+        f'<esc_datamodel xmlns="{E}"><tenants><tenant><name>admin</name><deployments>{deps}'
+        "</deployments></tenant></tenants></esc_datamodel>"
+    )
+
+
+def run(size: int, edits: int, schema: Schema) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        ds = Datastore(Settings(state_dir=Path(tmp)), schema)
+        ds.edit("running", config(GLOBALS), EditOptions(), 1, "bench")
+        t0 = time.perf_counter()
+        step = 500
+        for start in range(0, size, step):
+            body = "".join(deployment(i) for i in range(start, min(size, start + step)))
+            ds.edit("running", config(tenant(body)), EditOptions(), 1, "bench")
+        load = time.perf_counter() - t0
+        lat = []
+        for n in range(edits):
+            i = (n * 7919) % size
+            cfg = config(tenant(deployment(i, "fl2" if n % 2 == 0 else "fl")))
+            t = time.perf_counter()
+            ds.edit("running", cfg, EditOptions(), 1, "bench")
+            lat.append((time.perf_counter() - t) * 1000)
+        gets = []
+        for _ in range(5):
+            t = time.perf_counter()
+            with ds.reading("running") as tree:
+                etree.tostring(tree)
+            gets.append((time.perf_counter() - t) * 1000)
+        ds.close()
+    lat.sort()
+    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    print(
+        f"{size:>6} deployments: edit-config median {statistics.median(lat):6.2f} ms  "
+        f"p99 {p99:6.2f} ms  | get-config whole tree {statistics.median(gets):7.1f} ms  "
+        f"| initial load {load:5.1f} s"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="10,1000,10000")
+    ap.add_argument("--edits", type=int, default=200)
+    args = ap.parse_args()
+    schema = Schema.load()
+    for size in (int(s) for s in args.sizes.split(",")):
+        run(size, args.edits, schema)
+
+
+if __name__ == "__main__":
+    main()
