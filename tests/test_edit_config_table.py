@@ -21,7 +21,10 @@ E = "http://www.cisco.com/esc/esc"
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
 P = etree.XMLParser(remove_blank_text=True)
 SCHEMA = Schema.load()
-DEP = "/esc:esc_datamodel/esc:tenants/esc:tenant[esc:name='t']/esc:deployments/esc:deployment[esc:name='d']"
+DEP = (
+    "/esc:esc_datamodel/esc:tenants/esc:tenant[esc:name='t']"
+    "/esc:deployments/esc:deployment[esc:name='d']"
+)
 VG = DEP + "/esc:vm_group[esc:name='g']"
 
 BASE = f"""<esc_datamodel xmlns="{E}">
