@@ -116,8 +116,13 @@ def revert_resize(
         if not dom.isActive():
             conn.defineXML(record.old_xml)
         elif record.mode == "live":
-            _set_live(dom, record.old_vcpus, record.old_memory_kib)
-            conn.defineXML(record.old_xml)
+            try:
+                _set_live(dom, record.old_vcpus, record.old_memory_kib)
+                conn.defineXML(record.old_xml)
+            except libvirt.libvirtError as exc:
+                # a vCPU unplug needs the guest's cooperation; without it, restart
+                log.info("live revert of %s failed (%s); restarting it", record.name, exc)
+                _restart_with(conn, dom, record.old_xml, shutdown_timeout)
         else:
             _restart_with(conn, dom, record.old_xml, shutdown_timeout)
     except libvirt.libvirtError as exc:
