@@ -14,7 +14,7 @@ from escnc.errors import EscncError
 from escnc.netconf.hostkey import load_or_create_host_key
 from escnc.netconf.session import NetconfSession
 from escnc.netconf.sessions import SessionManager
-from escnc.netconf.ssh import NetconfSshInterface, open_netconf_channel
+from escnc.netconf.ssh import TRANSPORT_LOG, NetconfSshInterface, open_netconf_channel
 
 if TYPE_CHECKING:
     from escnc.services import Services
@@ -42,6 +42,7 @@ class _Connection:
         settings = srv.services.settings
         try:
             transport = paramiko.Transport(self.sock)
+            transport.set_log_channel(TRANSPORT_LOG)
             self.transport = transport
             # Bounds for clients that connect and then stall (banner, kex, auth).
             transport.banner_timeout = settings.auth_timeout

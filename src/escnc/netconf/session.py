@@ -81,6 +81,9 @@ class NetconfSession:
         self._writer: threading.Thread | None = None
         self._reader_thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()  # one message on the wire at a time
+        self._in_rpc = False
+        self._after_reply: list[Callable[[], None]] = []
         self._close_callbacks: list[Callable[[], None]] = []
         self._callbacks_done = False
         self._ending = False  # no more output accepted
@@ -158,8 +161,9 @@ class NetconfSession:
         )
         self._writer.start()
         caps = server_capabilities(self.services)
-        self._out.put(framing.encode(build_server_hello(caps, self.session_id), Framing.EOM))
         try:
+            # Written before anything else can be: the hello always comes first.
+            self._write_now(framing.encode(build_server_hello(caps, self.session_id), Framing.EOM))
             self._read_loop()
         except Exception:
             log.exception("session %d: unexpected error", self.session_id)
@@ -235,7 +239,11 @@ class NetconfSession:
 
     def _handle_rpc(self, msg: bytes) -> None:
         self.counters.in_rpcs += 1
-        outcome = process_message(msg, self, self.services)
+        self._in_rpc = True
+        try:
+            outcome = process_message(msg, self, self.services)
+        finally:
+            self._in_rpc = False
         if outcome.bad_rpc:
             self.counters.in_bad_rpcs += 1
         if outcome.errors:
@@ -249,20 +257,56 @@ class NetconfSession:
                 )
         elif outcome.operation in _SUBSCRIBE_OPS:
             self.subscribed = True
-        with self._lock:
-            if not self._ending:
-                self._out.put(framing.encode(outcome.reply, self.framing))
+        self._send_reply(outcome.reply)
+        self._run_after_reply()
 
     def _send_too_big(self, message: str) -> None:
         from escnc.netconf.rpc import _failed
 
         err = RpcError("too-big", message, type="rpc")
         self.counters.out_rpc_errors += 1
-        self._out.put(framing.encode(_failed(None, [err], bad=True).reply, self.framing))
+        self._send_reply(_failed(None, [err], bad=True).reply)
 
     def _end_with(self, reason: TerminationReason, why: str) -> None:
         self._set_reason(reason)
         log.info("session %d user %s: ending: %s", self.session_id, self.username, why)
+
+    def after_reply(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once the reply to the RPC being handled has been sent
+        (e.g. replayed notifications after create-subscription's <ok/>). Outside an
+        RPC it runs at once."""
+        if threading.current_thread() is self._reader_thread and self._in_rpc:
+            self._after_reply.append(callback)
+        else:
+            callback()
+
+    def _run_after_reply(self) -> None:
+        callbacks, self._after_reply = self._after_reply, []
+        for cb in callbacks:
+            try:
+                cb()
+            except Exception:
+                log.exception("session %d: after-reply callback failed", self.session_id)
+
+    def _send_reply(self, reply: bytes) -> None:
+        data = framing.encode(reply, self.framing)
+        with self._lock:
+            if self._ending:
+                return
+            if not self._out.empty():
+                # keep behind output already queued
+                self._out.put(data)
+                return
+        # Nothing queued: write from this thread and save a thread hand-off per RPC.
+        self._write_now(data)
+
+    def _write_now(self, data: bytes) -> None:
+        try:
+            with self._send_lock:
+                self.channel.sendall(data)
+        except Exception as exc:
+            log.debug("session %d: write failed: %s", self.session_id, exc)
+            self.transport.close()
 
     def _write_loop(self) -> None:
         out = self._out
@@ -279,10 +323,12 @@ class NetconfSession:
                     except queue.Empty:
                         break
                     if nxt is None:
-                        self.channel.sendall(b"".join(batch))
+                        with self._send_lock:
+                            self.channel.sendall(b"".join(batch))
                         return
                     batch.append(nxt)
-                self.channel.sendall(b"".join(batch) if len(batch) > 1 else item)
+                with self._send_lock:
+                    self.channel.sendall(b"".join(batch) if len(batch) > 1 else item)
         except Exception as exc:  # peer gone: wake the reader so the session ends
             log.debug("session %d: write failed: %s", self.session_id, exc)
             self.transport.close()
@@ -312,8 +358,9 @@ class NetconfSession:
             self._writer.join(_FLUSH_TIMEOUT)
         try:
             self.channel.close()
-        finally:
-            self.transport.close()
+        except Exception:  # the peer is already gone
+            pass
+        self.transport.close()
         if self._writer is not None:
             self._writer.join(_FLUSH_TIMEOUT)
         info = self.info()

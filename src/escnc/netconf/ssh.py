@@ -25,6 +25,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# paramiko logs every client that vanishes (reset, EOF, port scanner) at ERROR, with a
+# traceback; for a server those are routine. Server transports log through this channel.
+TRANSPORT_LOG = "escnc.netconf.ssh.transport"
+_ROUTINE = ("Socket exception", "Error reading SSH protocol banner", "EOF in transport thread",
+            "Exception (server)", "Traceback", "  ", "EOFError", "OSError", "socket.timeout",
+            "TimeoutError", "paramiko.ssh_exception")
+
+
+class _RoutineDisconnects(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith(_ROUTINE):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(TRANSPORT_LOG).isEnabledFor(logging.DEBUG)
+        return True
+
+
+logging.getLogger(TRANSPORT_LOG).addFilter(_RoutineDisconnects())
+
 
 class NetconfSshInterface(paramiko.ServerInterface):
     def __init__(self, users: UserStore | None, max_auth_attempts: int, peer: str) -> None:
