@@ -170,3 +170,32 @@ def test_restart_recreates_vms_without_duplicates(
         assert sorted(v.findtext(f"{E}name") or "" for v in vms) == names
     conn = s2.services.vims.default.connection()  # type: ignore[union-attr]
     assert sorted(d.name() for d in conn.listAllDomains(0)) == names
+
+
+def test_edit_of_one_deployment_leaves_the_others_alone(srv: Server, tmp_path: Path) -> None:
+    """Commit events carry only the touched deployments; the rest must keep running."""
+    with connect(srv) as m:
+        m.create_subscription(stream_name="escEvent")
+        edit(m, config(tmp_path, deployment(name="dep1")))
+        wait_events(m, "SERVICE_ALIVE")
+        second = deployment(name="dep2", group="g2").replace("10.9.0.", "10.9.1.")
+        edit(m, f'<esc_datamodel xmlns="{ESC}"><tenants><tenant><name>t1</name>'
+                f"<deployments>{second}</deployments></tenant></tenants></esc_datamodel>")
+        wait_events(m, "SERVICE_ALIVE")
+        # an update of dep1 only
+        edit(m, config(tmp_path, deployment(name="dep1", bootup_time=45)))
+        evs = wait_events(m, "SERVICE_UPDATED")
+        assert "VM_UNDEPLOYED" not in types(evs) and "SERVICE_UNDEPLOYED" not in types(evs)
+        time.sleep(0.5)
+        deps = opdata(m).findall(f".//{E}deployment")
+        assert sorted(d.findtext(f"{E}name") or "" for d in deps) == ["dep1", "dep2"]
+        # deleting the tenant undeploys both
+        m.edit_config(
+            target="running",
+            config=f"""<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"
+              xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0"><esc_datamodel xmlns="{ESC}">
+              <tenants><tenant nc:operation="delete"><name>t1</name></tenant></tenants>
+              </esc_datamodel></config>""",
+        )
+        evs = wait_events(m, "SERVICE_UNDEPLOYED", count=2)
+        assert types(evs).count("VM_UNDEPLOYED") == 2

@@ -34,6 +34,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import libvirt
@@ -138,9 +139,10 @@ class Engine:
 
     def on_commit(self, event: CommitEvent) -> None:
         """Turn a commit into jobs; never does VM work on the committing thread."""
-        new = parse_desired(event.new)
         with self._desired_lock:
-            old, self.desired = self.desired, new
+            old = self.desired
+            new = _merge_pruned(old, parse_desired(event.old), parse_desired(event.new))
+            self.desired = new
         self._apply_vims(old, new)
         self._apply_images(old, new)
         for key, spec in new.deployments.items():
@@ -381,3 +383,15 @@ def _register_image(images: ImageRegistry, spec: ImageSpec, _job: Job) -> None:
 
 def _forget_image(images: ImageRegistry, name: str, _job: Job) -> None:
     images.forget(name)
+
+
+def _merge_pruned(current: Desired, before: Desired, after: Desired) -> Desired:
+    """The datastore hands over pruned trees: the root (images, flavors, networks, VIMs)
+    in full, but only the tenants and deployments the commit touched. A deployment in
+    neither tree was untouched and keeps its current desired state."""
+    touched = before.deployments.keys() | after.deployments.keys()
+    deployments = {k: v for k, v in current.deployments.items() if k not in touched}
+    deployments.update(after.deployments)
+    tenants = (current.tenants - before.tenants) | after.tenants
+    tenants |= {tenant for tenant, _ in deployments}
+    return replace(after, tenants=tenants, deployments=deployments)
