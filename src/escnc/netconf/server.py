@@ -131,7 +131,7 @@ class NetconfServer:
                     log.warning("accept failed: %s", exc)
                     self.stopping.wait(0.1)
                 continue
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock = _tune(sock)
             with self._lock:
                 if self.stopping.is_set() or len(self._conns) >= self.settings.max_sessions:
                     full = not self.stopping.is_set()
@@ -177,6 +177,38 @@ class NetconfServer:
             conn.thread.join(10.0)
             if conn.thread.is_alive():
                 log.warning("connection thread %s did not stop", conn.thread.name)
+
+
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+
+class _QuickAckSocket(socket.socket):
+    """ACKs every segment at once (Linux TCP_QUICKACK, which the kernel keeps resetting).
+
+    A client without TCP_NODELAY (paramiko's SSHClient, ncclient) that writes two SSH
+    packets back to back holds the second until the first is ACKed; with delayed ACKs
+    that costs 40 ms twice per connection (key exchange, authentication).
+    """
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        data = super().recv(bufsize, flags)
+        try:
+            self.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)  # type: ignore[arg-type]
+        except OSError:
+            pass
+        return data
+
+
+def _tune(sock: socket.socket) -> socket.socket:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # our replies are small
+    except OSError:
+        pass
+    if _QUICKACK is None:
+        return sock
+    tuned = _QuickAckSocket(sock.family, sock.type, sock.proto, fileno=sock.detach())
+    tuned.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+    return tuned
 
 
 def _listen(host: str, port: int) -> socket.socket:
