@@ -67,7 +67,10 @@ def _notify(ctx: RpcContext, request: etree._Element) -> None:
             etree.SubElement(n, f"{{{TEST_NS}}}tick").text = str(i)
             session.send_notification(n)
 
-    threading.Thread(target=send, daemon=True).start()
+    if request.find(f"{{{TEST_NS}}}after-reply") is not None:
+        ctx.session.after_reply(send)  # type: ignore[attr-defined]
+    else:
+        threading.Thread(target=send, daemon=True).start()
 
 
 class MiniServer:

@@ -15,7 +15,7 @@ from ncclient.operations import RPCError
 
 from conftest import PASSWORD, USER, connect
 from escnc.app import Server
-from escnc.ns import BASE_10, ESC, MONITORING, NC, YANG_LIBRARY
+from escnc.ns import BASE_10, ESC, MONITORING, NC, NOTIF, YANG_LIBRARY
 from netconf_helpers import RawClient, errors, wait_for
 
 M = f"{{{MONITORING}}}"
@@ -165,3 +165,30 @@ def test_netconf_console2(server: Server, tmp_path: Path) -> None:
     rpc.write_text(f'<get-schema xmlns="{MONITORING}"><identifier>escnc</identifier></get-schema>')
     out = netconf_console(server, "--rpc", str(rpc))
     assert "module escnc" in out
+
+
+def test_subscribed_session_exempt_from_idle_timeout(
+    server_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    srv = server_factory(idle_timeout=0.5)
+    sub = RawClient(srv.port)
+    sub.hello()
+    reply = sub.rpc(f'<create-subscription xmlns="{NOTIF}"/>')
+    assert reply.find(f"{{{NC}}}ok") is not None, etree.tostring(reply)
+    idle = RawClient(srv.port)
+    idle.hello()
+    assert idle.closed_by_server(timeout=5)
+    assert srv.services.sessions.get(sub.session_id) is not None
+    sub.close()
+    idle.close()
+
+
+def test_rpc_input_validated_before_handler(server: Server) -> None:
+    c = RawClient(server.port)
+    c.hello()
+    reply = c.rpc(f'<vmAction xmlns="{ESC}"><actionType>EXPLODE</actionType>'
+                  "<vmName>x</vmName></vmAction>")
+    (err,) = errors(reply)
+    assert err["error-tag"] == "invalid-value"
+    assert "actionType" in err["error-path"]  # from the YANG input check, with error-path
+    c.close()

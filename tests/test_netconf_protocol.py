@@ -257,6 +257,14 @@ def test_notifications_interleave_with_replies(raw: RawClient) -> None:
     assert ticks == [str(i) for i in range(300)]
 
 
+def test_after_reply_runs_after_the_reply(raw: RawClient) -> None:
+    reply = raw.rpc(f'<notify xmlns="{TEST_NS}"><count>3</count><after-reply/></notify>', 1)
+    # sent from the handler's own thread, yet the reply came first
+    assert reply.tag == f"{{{NC}}}rpc-reply"
+    ticks = [raw.read_xml().findtext(f"{{{TEST_NS}}}tick") for _ in range(3)]
+    assert ticks == ["0", "1", "2"]
+
+
 def test_close_session(mini: MiniServer, raw: RawClient) -> None:
     reply = raw.rpc(f'<close-session xmlns="{NC}"/>', 11)
     assert reply.find(f"{{{NC}}}ok") is not None
