@@ -36,9 +36,9 @@ def _add(el: etree._Element, sn: SNode, config_only: bool) -> None:
                 el.append(sub)
     for ch in el:
         if isinstance(ch.tag, str):
-            child = sn.child(ch.tag)
-            if child is not None:
-                _add(ch, child, config_only)
+            below = sn.child(ch.tag)
+            if below is not None:
+                _add(ch, below, config_only)
 
 
 def trim(data: etree._Element, root: SNode) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from escnc.datastore.lxmltypes import NsMap, drop_attr, make_element
 from escnc.datastore.schema import Schema, SNode
 from escnc.errors import RpcError
 from escnc.ns import ESC, NC
@@ -369,14 +370,16 @@ class Editor:
         self, e: etree._Element, sn: SNode, parent: etree._Element | None = None
     ) -> etree._Element:
         # a top-level node declares its namespace as default (no ns0: prefixes)
-        nsmap = {None: sn.ns} if parent is None or etree.QName(parent).namespace != sn.ns else None
+        nsmap: NsMap | None = (
+            {None: sn.ns} if parent is None or etree.QName(parent).namespace != sn.ns else None
+        )
         if sn.kind in ("leaf", "leaf-list"):
-            el = etree.Element(sn.tag, nsmap=nsmap)
+            el = make_element(sn.tag, nsmap=nsmap)
             el.text = _text(e)
             return el
         if sn.kind == "anydata":
             return _clean_copy(e)
-        el = etree.Element(sn.tag, nsmap=nsmap)
+        el = make_element(sn.tag, nsmap=nsmap)
         for k in sn.keys:  # keys first, as RFC 7950 7.8.5 asks
             kel = e.find(f"{{{sn.ns}}}{k}")
             if kel is not None:
@@ -533,5 +536,5 @@ def _clean_copy(e: etree._Element) -> etree._Element:
     c = copy.deepcopy(e)
     for el in c.iter():
         for attr in (OPERATION, INSERT, KEY_ATTR, VALUE_ATTR):
-            el.attrib.pop(attr, None)
+            drop_attr(el, attr)
     return c

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from lxml import etree
 
+from escnc.datastore.lxmltypes import xpath_elements, xpath_texts
 from escnc.errors import RpcError
 from escnc.ns import ESC
 
@@ -36,8 +37,7 @@ def _names(root_bytes: bytes | None, target: str) -> set[str]:
         return set()
     root = etree.fromstring(root_bytes, _PARSER)
     return {
-        t.strip()
-        for t in root.xpath(f"esc:esc_datamodel/esc:{target}/esc:name/text()", namespaces=_NS)
+        t.strip() for t in xpath_texts(root, f"esc:esc_datamodel/esc:{target}/esc:name/text()", _NS)
     }
 
 
@@ -47,7 +47,7 @@ def check_references(data: etree._Element, new_root: bytes | None, old_root: byt
         if gone is not None and not gone:
             continue
         alive = _names(new_root, target)
-        for leaf in data.xpath(refs, namespaces=_NS):
+        for leaf in xpath_elements(data, refs, _NS):
             value = (leaf.text or "").strip()
             if value not in alive and (gone is None or value in gone):
                 raise RpcError(

@@ -48,9 +48,7 @@ ConfirmedCommitListener = Callable[[str, int, str, int, "str | None"], None]
 
 
 def _now() -> str:
-    return (
-        _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def unit_path(key: UnitKey) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from lxml import etree
 
 from escnc.datastore.edit import DEPLOYMENT, NAME, ROOT_UNIT, TENANT, UnitKey
+from escnc.datastore.lxmltypes import make_element, shallow_copy, sub_element
 from escnc.ns import ESC, NC
 
 DATA = f"{{{NC}}}data"
@@ -23,7 +24,7 @@ _PARSER = etree.XMLParser(remove_blank_text=True, resolve_entities=False, huge_t
 
 
 def empty_data() -> etree._Element:
-    return etree.Element(DATA, nsmap={None: NC})
+    return make_element(DATA, nsmap={None: NC})
 
 
 def find_unit(data: etree._Element, key: UnitKey) -> etree._Element | None:
@@ -55,14 +56,13 @@ def shell(el: etree._Element, key: UnitKey) -> bytes:
 
 
 def _copy_without(el: etree._Element, skip: str) -> etree._Element:
-    new = etree.Element(el.tag, el.attrib, nsmap=el.nsmap)
-    new.text = el.text
+    new = shallow_copy(el)
     for ch in el:
         if not isinstance(ch.tag, str) or ch.tag == skip:
             continue
         if ch.tag in (_TENANTS, _DEPLOYMENTS) and ch.tag == _LIST_PARENT[skip]:
             # these containers hold only the skipped list: copy them empty (O(1), not O(n))
-            new.append(etree.Element(ch.tag, ch.attrib, nsmap=ch.nsmap))
+            new.append(shallow_copy(ch))
         elif ch.tag in (_ROOT, _TENANTS, _DEPLOYMENTS, TENANT):
             new.append(_copy_without(ch, skip))
         else:
@@ -115,7 +115,7 @@ def assemble(
         if tenants_el is None:
             root = data.find(_ROOT)
             if root is None:
-                root = etree.SubElement(data, _ROOT, nsmap={None: ESC})
+                root = sub_element(data, _ROOT, nsmap={None: ESC})
             tenants_el = etree.SubElement(root, _TENANTS)
         el = etree.fromstring(raw, _PARSER)
         tenants_el.append(el)

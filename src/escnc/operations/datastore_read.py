@@ -32,14 +32,15 @@ def register(registry: RpcRegistry, services: Services) -> None:
             services.capabilities.append(cap)
 
 
-def key_resolver(schema: Schema):  # type: ignore[no-untyped-def]
+def key_resolver(schema: Schema) -> filters.KeyResolver:
     """Key child tags of a data element, looked up by its position in the schema."""
     cache: dict[tuple[str, ...], list[str]] = {}
+    data_tag = qn(NC, "data")
 
     def keys(el: etree._Element) -> list[str]:
         path: list[str] = []
         node: etree._Element | None = el
-        while node is not None and node.tag != qn(NC, "data"):
+        while node is not None and node.tag != data_tag:
             path.append(node.tag)
             node = node.getparent()
         sig = tuple(reversed(path))
@@ -79,14 +80,14 @@ def merge_into(dst: etree._Element, src: etree._Element, sn: SNode | None) -> No
             merge_into(match, ch, csn)
 
 
-def _apply_filter(ctx: RpcContext, request: etree._Element, data: etree._Element) -> etree._Element:
-    filt = child(request, "filter")
-    if filt is None:
-        return data
-    schema = ctx.services.schema
+def _apply_filter(
+    ctx: RpcContext, filt: etree._Element, tops: list[etree._Element]
+) -> etree._Element:
+    """Filter top-level data nodes (only read) into a new <data> holding copies."""
+    keys = key_resolver(ctx.services.schema)
     ftype = filt.get("type", "subtree")
     if ftype == "subtree":
-        return filters.apply_subtree_filter(data, filt, key_resolver(schema))
+        return filters.filter_nodes(tops, filt, keys)
     if ftype == "xpath":
         select = filt.get("select")
         if select is None:
@@ -96,13 +97,22 @@ def _apply_filter(ctx: RpcContext, request: etree._Element, data: etree._Element
                 type="protocol",
                 info={"bad-attribute": "select", "bad-element": "filter"},
             )
-        return filters.apply_xpath_filter(data, select, filt.nsmap, key_resolver(schema))
+        return filters.xpath_nodes(tops, select, filt.nsmap, keys)
     raise RpcError(
         "bad-attribute",
         f"unknown filter type {ftype!r}",
         type="protocol",
         info={"bad-attribute": "type", "bad-element": "filter"},
     )
+
+
+def _tops(el: etree._Element) -> list[etree._Element]:
+    return [d for d in el if isinstance(d.tag, str)]
+
+
+def _wd_mode(request: etree._Element) -> str | None:
+    wd = request.find(qn(WITH_DEFAULTS, "with-defaults"))
+    return None if wd is None else (wd.text or "").strip()
 
 
 def _with_defaults(
@@ -130,17 +140,39 @@ def _with_defaults(
 def get_config(ctx: RpcContext, request: etree._Element) -> etree._Element:
     name = datastore_name(request, "source")
     store = ctx.services.datastore
-    with store.reading(name) as tree:
-        if child(request, "filter") is None:
+    filt = child(request, "filter")
+    if filt is not None and _wd_mode(request) in ("report-all", "trim"):
+        # defaults must be in place (or trimmed) before the filter looks at them
+        with store.reading(name) as tree:
             data = copy.deepcopy(tree)
-        else:
-            data = _apply_filter(ctx, request, tree)
+        data = _with_defaults(ctx, request, data, config_only=True)
+        return _apply_filter(ctx, filt, _tops(data))
+    with store.reading(name) as tree:
+        # with a filter, straight from the live tree: only the selected nodes are copied
+        data = copy.deepcopy(tree) if filt is None else _apply_filter(ctx, filt, _tops(tree))
     return _with_defaults(ctx, request, data, config_only=True)
 
 
 def get(ctx: RpcContext, request: etree._Element) -> etree._Element:
+    """Running config merged with every state provider's nodes, then filtered.
+
+    With a filter (and no report-all/trim), running is filtered under the read
+    lock without copying it, each provider's nodes are filtered likewise, and the
+    (small) results are merged. This equals filter(merge(...)) because config and
+    state data never share a list entry or a leaf's parent with content-match
+    leaves (``esc_datamodel/opdata`` is a separate config-false subtree).
+    """
     store = ctx.services.datastore
     schema = ctx.services.schema
+    filt = child(request, "filter")
+    if filt is not None and _wd_mode(request) not in ("report-all", "trim"):
+        with store.reading("running") as tree:
+            data = _apply_filter(ctx, filt, _tops(tree))
+        for provider in list(ctx.services.state_providers):
+            nodes = [n for n in provider() if isinstance(n.tag, str)]
+            if nodes:
+                merge_into(data, _apply_filter(ctx, filt, nodes), schema.root)
+        return _with_defaults(ctx, request, data, config_only=False)
     with store.reading("running") as tree:
         data = copy.deepcopy(tree)
     for provider in list(ctx.services.state_providers):
@@ -149,4 +181,4 @@ def get(ctx: RpcContext, request: etree._Element) -> etree._Element:
             holder.append(copy.deepcopy(node))
             merge_into(data, holder, schema.root)
     data = _with_defaults(ctx, request, data, config_only=False)
-    return _apply_filter(ctx, request, data)
+    return data if filt is None else _apply_filter(ctx, filt, _tops(data))

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
+from escnc.datastore.lxmltypes import make_element
 from escnc.errors import RpcError
 from escnc.ns import ESC, qn
 
@@ -29,7 +30,7 @@ def rollback(ctx: RpcContext, request: etree._Element) -> None:
 def history(ctx: RpcContext, request: etree._Element) -> list[etree._Element]:
     out = []
     for hid, time, user, sid, n in ctx.services.datastore.history():
-        c = etree.Element(qn(ESC, "commit"), nsmap={None: ESC})
+        c = make_element(qn(ESC, "commit"), nsmap={None: ESC})
         for name, value in (
             ("id", hid),
             ("time", time),
