@@ -87,7 +87,14 @@ def test_update_scale_out_and_changed_group(h: Harness, tmp_path: Path) -> None:
     h.ds.commit(config(tmp_path, deployment(min_active=2, max_active=3, bootup_time=31)))
     items = h.events.wait_for("SERVICE_UPDATED")
     types = [i[0] for i in items]
-    assert types == ["VM_UPDATED", "VM_DEPLOYED", "VM_ALIVE", "SERVICE_UPDATED"], items
+    assert types == [
+        "VM_UPDATED",
+        "VM_SCALE_OUT_INIT",
+        "VM_SCALE_OUT_DEPLOYED",
+        "VM_ALIVE",
+        "VM_SCALE_OUT_COMPLETE",
+        "SERVICE_UPDATED",
+    ], items
     assert len(escnc_domains(h)) == 2
     # max_active below the number running is refused
     with pytest.raises((RpcError, RpcErrors)) as exc:

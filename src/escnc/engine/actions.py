@@ -9,7 +9,6 @@ exactly one terminal event.
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from escnc.engine import states as st
@@ -190,7 +189,15 @@ def run_service_action(engine: Engine, job: Job, tenant: str, name: str, action:
 
 
 def run_recovery(engine: Engine, job: Job, name: str, reason: str) -> None:
-    """Recovery per the group's policy: reboot, then redeploy (up to max_retries)."""
+    """Recovery per the group's recovery_policy.
+
+    VM_RECOVERY_INIT; after recovery_wait_time, REBOOT_ONLY / REBOOT_THEN_REDEPLOY
+    reboot (VM_RECOVERY_REBOOT) and wait for the VM to be alive; REDEPLOY_ONLY and a
+    failed reboot of REBOOT_THEN_REDEPLOY redeploy it (VM_RECOVERY_UNDEPLOYED,
+    VM_RECOVERY_DEPLOYED) -- with the group's *current* image and flavor, as a
+    redeployment does -- up to max_retries times; VM_RECOVERY_COMPLETE ends it
+    (FAILURE, VM and deployment in error, when nothing brought the VM back).
+    """
     vm = engine.store.vm(name)
     if vm is None:
         return
@@ -202,17 +209,18 @@ def run_recovery(engine: Engine, job: Job, name: str, reason: str) -> None:
     if dep.state == st.SERVICE_STOPPED:
         engine.publish("VM_RECOVERY_COMPLETE", dep, vm, message="service is stopped", failure=True)
         return
-    engine.set_vm_state(name, st.VM_ERROR, monitoring=False)
+    vm = engine.set_vm_state(name, st.VM_ERROR, monitoring=False, status_message=reason)
     engine.publish("VM_RECOVERY_INIT", dep, vm, message=f"recovery started: {reason}")
     if group.recovery_wait_time > 0 and job.cancel.wait(group.recovery_wait_time):
         return
-    policy = group.action_on_recovery
+    policy = group.action_on_recovery.upper()
     if policy in ("REBOOT_ONLY", "REBOOT_THEN_REDEPLOY"):
         try:
             engine.ops.reboot(vm, force=True)
+            vm = engine.set_vm_state(name, st.VM_INERT, monitoring=False)
             engine.publish("VM_RECOVERY_REBOOT", dep, vm, message="VM rebooted for recovery")
             if not engine.wait_alive(job, dep, [vm], event=None):
-                _recovered(engine, dep, name)
+                _recovered(engine, dep, name, "VM recovered by reboot")
                 return
         except Exception as exc:
             engine.publish(
@@ -221,31 +229,57 @@ def run_recovery(engine: Engine, job: Job, name: str, reason: str) -> None:
         if policy == "REBOOT_ONLY":
             _unrecovered(engine, dep, name, "VM not alive after reboot")
             return
+    why = "VM not alive after redeploy"
     for attempt in range(max(1, group.max_retries)):
         if job.cancel.is_set():
             return
         try:
             engine.ops.remove(vm)
             engine.publish("VM_RECOVERY_UNDEPLOYED", dep, vm, message="VM undeployed for recovery")
+            vm = engine.set_vm_state(
+                name,
+                st.VM_DEPLOYING,
+                monitoring=False,
+                image=group.image,
+                flavor=group.flavor,
+                fingerprint=group.fingerprint,
+            )
             engine.ops.create(vm, dep.deployment_id, group, engine.desired)
+            vm = engine.set_vm_state(name, st.VM_INERT)
             engine.publish(
-                "VM_RECOVERY_DEPLOYED", dep, vm, message=f"VM redeployed (attempt {attempt + 1})"
+                "VM_RECOVERY_DEPLOYED",
+                dep,
+                vm,
+                message=f"VM redeployed with image {group.image} (attempt {attempt + 1})",
             )
         except Exception as exc:
+            why = f"redeploy failed: {exc}"
             log.warning("redeploy of %s failed: %s", name, exc)
-            time.sleep(0.5)
+            engine.publish("VM_RECOVERY_DEPLOYED", dep, vm, message=why, failure=True)
+            if job.cancel.wait(0.5):
+                return
             continue
         if not engine.wait_alive(job, dep, [vm], event=None):
-            _recovered(engine, dep, name)
+            _recovered(engine, dep, name, "VM recovered by redeploy")
             return
-    _unrecovered(engine, dep, name, "VM not alive after redeploy")
+    _unrecovered(engine, dep, name, why)
 
 
-def _recovered(engine: Engine, dep: DeploymentRecord, name: str) -> None:
+def _recovered(engine: Engine, dep: DeploymentRecord, name: str, message: str) -> None:
     vm = engine.set_vm_state(name, st.VM_ALIVE, monitoring=True, status_message="")
-    engine.publish("VM_RECOVERY_COMPLETE", dep, vm, message="VM recovered")
+    current = engine.store.deployment(dep.tenant, dep.name)
+    if current is not None and current.state == st.SERVICE_ERROR:
+        vms = engine.store.vms(dep.tenant, dep.name)
+        if all(v.state == st.VM_ALIVE for v in vms):
+            engine.store.update_deployment(
+                dep.tenant, dep.name, state=st.SERVICE_ACTIVE, status_message=""
+            )
+    engine.publish("VM_RECOVERY_COMPLETE", dep, vm, message=message)
 
 
 def _unrecovered(engine: Engine, dep: DeploymentRecord, name: str, why: str) -> None:
     vm = engine.set_vm_state(name, st.VM_ERROR, monitoring=False, status_message=why)
+    engine.store.update_deployment(
+        dep.tenant, dep.name, state=st.SERVICE_ERROR, status_message=f"{name}: {why}"
+    )
     engine.publish("VM_RECOVERY_COMPLETE", dep, vm, message=f"recovery failed: {why}", failure=True)

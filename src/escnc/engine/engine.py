@@ -54,6 +54,7 @@ from escnc.engine.liveness import (
     wait_alive,
 )
 from escnc.engine.model import Desired, GroupSpec, ImageSpec, parse_desired
+from escnc.engine.monitor import Monitor, monitored
 from escnc.engine.notify import Notifier
 from escnc.engine.opdata import build_opdata
 from escnc.engine.store import DeploymentRecord, EngineStore, VmRecord
@@ -84,6 +85,7 @@ class Engine:
         self.ops = VmOps(self.vims, self.images, state_dir)
         self.notifier = Notifier(services.events, self.vims)
         self.hooks = Day2Hooks()
+        self.monitor = Monitor(self)
         self.desired = Desired()
         self._desired_lock = threading.Lock()
         self.started = False
@@ -105,6 +107,9 @@ class Engine:
         self._apply_vims(Desired(), self.desired)
         self._apply_images(Desired(), self.desired)
         self.reconcile()
+        # after reconcile's jobs are queued: a down VM found now is handled after them
+        self.store.add_vm_listener(self.monitor.on_vm)
+        self.monitor.start()
         self.started = True
         if self.settings.reconcile_interval > 0:
             self._ticker = threading.Thread(target=self._tick, name="engine-reconcile", daemon=True)
@@ -112,6 +117,7 @@ class Engine:
 
     def stop(self) -> None:
         self._stop.set()
+        self.monitor.stop()
         self.jobs.shutdown()
         self.store.close()
 
@@ -349,28 +355,59 @@ class Engine:
             interruptible=True,
         )
 
-    # -- libvirt events ----------------------------------------------------------------
+    # -- monitoring: libvirt events and the poller (engine/monitor.py) ------------------
 
     def _on_domain_event(self, host: str, name: str, event: int, _detail: int) -> None:
         if event not in (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_CRASHED):
             return
         vm = self.store.vm(name)
-        if vm is None or vm.host != host or vm.state != st.VM_ALIVE or not vm.monitoring:
+        if vm is None or vm.host != host or not monitored(vm):
             return
-        # checked again on the deployment queue: our own stop/reboot jobs run first
-        self.submit(vm.tenant, vm.deployment, "vm down", self.bind(Engine._vm_down, name))
+        what = "crashed" if event == libvirt.VIR_DOMAIN_EVENT_CRASHED else "shut off"
+        self.vm_down(vm, f"domain of VM {name} {what} on host {host} without escnc asking")
 
-    def _vm_down(self, job: Job, name: str) -> None:
-        vm = self.store.vm(name)
-        if vm is None or vm.state != st.VM_ALIVE or not vm.monitoring or self.ops.is_running(vm):
-            return
-        group = self.group_of(vm)
-        reason = f"VM {name} went down on host {vm.host}"
+    def vm_down(self, vm: VmRecord, reason: str) -> Job:
+        """A monitored VM stopped answering: handled on its deployment's queue, after
+        whatever was queued before (our own stop/reboot jobs run first)."""
         log.warning("%s", reason)
-        if group is not None and group.recovery_type.upper() == "AUTO":
-            actions.run_recovery(self, job, name, reason)
-        else:
-            self.set_vm_state(name, st.VM_ERROR, monitoring=False, status_message=reason)
+        return self.submit(
+            vm.tenant,
+            vm.deployment,
+            "vm down",
+            self.bind(Engine._vm_down, vm.generated_name, reason),
+        )
+
+    def _vm_down(self, job: Job, name: str, reason: str) -> None:
+        vm = self.store.vm(name)
+        if vm is None or not monitored(vm):
+            return  # stopped, rebooted, undeployed or already recovered meanwhile
+        check, _what = self.monitor.probe(vm)
+        if check():  # one more look: it answers again (or an action of ours revived it)
+            self.monitor.on_vm(name, vm)
+            return
+        dep = self.deployment_of(vm)
+        group = self.group_of(vm)
+        if (
+            dep is None
+            or group is None
+            or dep.state in (st.SERVICE_STOPPED, st.SERVICE_UNDEPLOYING)
+        ):
+            return
+        if group.recovery_type.upper() == "MANUAL":
+            vm = self.set_vm_state(
+                name,
+                st.VM_ERROR,
+                monitoring=False,
+                status_message=f"{reason}; waiting for recoveryVmAction DO",
+            )
+            self.publish(
+                "VM_MANUAL_RECOVERY_NEEDED",
+                dep,
+                vm,
+                message=f"{reason}; recovery_type MANUAL: waiting for recoveryVmAction DO",
+            )
+            return
+        actions.run_recovery(self, job, name, reason)
 
 
 def _remove_network(host: Host, name: str, _job: Job) -> None:

@@ -1,14 +1,24 @@
 """Deployment jobs: deploy (also resumes after a crash and recreates missing VMs),
-update (settings, scale-out, added/removed groups, flavor hook) and undeploy.
+update (settings, scale in/out, added/removed groups, flavor hook) and undeploy.
 
 Each job ends with exactly one terminal event: SERVICE_ALIVE, SERVICE_UPDATED or
 SERVICE_UNDEPLOYED (FAILURE with status 500 and the reason when something failed).
+
+Update, in this order: VMs of removed groups are undeployed (VM_UNDEPLOYED); a lower
+min_active scales in, highest index first (VM_SCALE_IN_INIT, VM_SCALE_IN_COMPLETE per
+VM; its static IPs go back to the pool); VMs whose settings changed are redefined
+(VM_UPDATED); a higher min_active scales out (VM_SCALE_OUT_INIT, VM_SCALE_OUT_DEPLOYED,
+VM_ALIVE, VM_SCALE_OUT_COMPLETE per VM); VMs of added groups are deployed
+(VM_DEPLOYED, VM_ALIVE); then SERVICE_UPDATED. A changed image is used by new VMs and
+by the next redeployment (recovery, recreation by reconcile); existing VMs keep theirs
+(ESC semantics), and opdata shows each VM's image.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from escnc.engine import states as st
@@ -42,7 +52,12 @@ def _ensure_records(engine: Engine, spec: DeploymentSpec) -> list[VmRecord]:
 
 
 def _create_vms(
-    engine: Engine, job: Job, dep: DeploymentRecord, spec: DeploymentSpec, vms: list[VmRecord]
+    engine: Engine,
+    job: Job,
+    dep: DeploymentRecord,
+    spec: DeploymentSpec,
+    vms: list[VmRecord],
+    deployed_event: Callable[[VmRecord], str] = lambda _vm: "VM_DEPLOYED",
 ) -> tuple[list[VmRecord], list[str]]:
     """Define and start every VM that has no running domain; returns (to watch, errors)."""
     watch: list[VmRecord] = []
@@ -58,17 +73,23 @@ def _create_vms(
                 watch.append(vm)
             continue
         try:
+            if not dom_exists and vm.image != group.image:
+                # a redeployment: the group's current image (stale disks go first)
+                engine.ops.remove(vm)
+                vm = engine.set_vm_state(vm.generated_name, vm.state, image=group.image)
             engine.images.wait_active(group.image, engine.image_wait_seconds, job.cancel)
             engine.ops.create(vm, dep.deployment_id, group, engine.desired, start=not stopped)
         except Exception as exc:
             msg = f"VM {vm.generated_name} could not be deployed on host {vm.host}: {exc}"
             errors.append(msg)
             vm = engine.set_vm_state(vm.generated_name, st.VM_ERROR, status_message=msg)
-            engine.publish("VM_DEPLOYED", dep, vm, message=msg, failure=True)
+            engine.publish(deployed_event(vm), dep, vm, message=msg, failure=True)
             continue
         if not vm.deployed_reported:
             vm = engine.set_vm_state(vm.generated_name, vm.state, deployed_reported=True)
-            engine.publish("VM_DEPLOYED", dep, vm, message="VIM Driver: VM successfully created")
+            engine.publish(
+                deployed_event(vm), dep, vm, message="VIM Driver: VM successfully created"
+            )
         elif not stopped:
             # the domain vanished (host restarted, test driver, kill -9 of a host)
             engine.publish(
@@ -165,14 +186,17 @@ def update(engine: Engine, job: Job, old: DeploymentSpec | None, spec: Deploymen
     dep = engine.store.update_deployment(dep.tenant, dep.name, state=st.SERVICE_UPDATING) or dep
     errors: list[str] = []
     resizes: list[tuple[VmRecord, str, str]] = []
-    for vm in engine.store.vms(spec.tenant, spec.name):
-        group = spec.groups.get(vm.group)
-        if group is None:  # group removed from the deployment
+    existing = engine.store.vms(spec.tenant, spec.name)
+    scaled_groups = {v.group for v in existing if v.group in spec.groups}
+    for vm in existing:
+        if vm.group not in spec.groups:  # group removed from the deployment
+            engine.set_vm_state(vm.generated_name, st.VM_UNDEPLOYING, monitoring=False)
             engine.ops.remove(vm)
             engine.store.delete_vm(vm.generated_name)
             engine.publish("VM_UNDEPLOYED", dep, vm, message="vm_group removed by update")
-            continue
-        errors += _update_vm(engine, dep, vm, group, resizes)
+    errors += _scale_in(engine, dep, spec)
+    for vm in engine.store.vms(spec.tenant, spec.name):
+        errors += _update_vm(engine, dep, vm, spec.groups[vm.group], resizes)
     new_vms = []
     try:
         before = {v.generated_name for v in engine.store.vms(spec.tenant, spec.name)}
@@ -181,9 +205,38 @@ def update(engine: Engine, job: Job, old: DeploymentSpec | None, spec: Deploymen
                 new_vms.append(vm)
     except PlacementError as exc:
         errors.append(str(exc))
-    watch, errs = _create_vms(engine, job, dep, spec, new_vms)
+    scale_out = [v for v in new_vms if v.group in scaled_groups]
+    out_names = {v.generated_name for v in scale_out}
+    for vm in scale_out:
+        engine.publish(
+            "VM_SCALE_OUT_INIT",
+            dep,
+            vm,
+            message=f"scale out of vm_group {vm.group} to min_active "
+            f"{spec.groups[vm.group].min_active}",
+        )
+    watch, errs = _create_vms(
+        engine,
+        job,
+        dep,
+        spec,
+        new_vms,
+        lambda v: "VM_SCALE_OUT_DEPLOYED" if v.generated_name in out_names else "VM_DEPLOYED",
+    )
     errors += errs
     errors += engine.wait_alive(job, dep, watch, event="VM_ALIVE")
+    for vm in scale_out:
+        current = engine.store.vm(vm.generated_name) or vm
+        ok = current.state == st.VM_ALIVE
+        engine.publish(
+            "VM_SCALE_OUT_COMPLETE",
+            dep,
+            current,
+            message="VM scale out completed"
+            if ok
+            else f"scale out failed: {current.status_message}",
+            failure=not ok,
+        )
     final = (
         st.SERVICE_ERROR
         if errors
@@ -209,6 +262,36 @@ def update(engine: Engine, job: Job, old: DeploymentSpec | None, spec: Deploymen
             )
 
 
+def _scale_in(engine: Engine, dep: DeploymentRecord, spec: DeploymentSpec) -> list[str]:
+    """Remove VMs above min_active, highest index first; their addresses are freed
+    (placement picks static IPs not held by a sibling record)."""
+    errors: list[str] = []
+    for group in spec.groups.values():
+        have = [v for v in engine.store.vms(spec.tenant, spec.name) if v.group == group.name]
+        excess = len(have) - group.min_active
+        if excess <= 0:
+            continue
+        for vm in sorted(have, key=lambda v: v.index, reverse=True)[:excess]:
+            engine.publish(
+                "VM_SCALE_IN_INIT",
+                dep,
+                vm,
+                message=f"scale in of vm_group {group.name} to min_active {group.min_active}",
+            )
+            engine.set_vm_state(vm.generated_name, st.VM_UNDEPLOYING, monitoring=False)
+            try:
+                engine.ops.remove(vm)
+            except Exception as exc:
+                msg = f"VM {vm.generated_name} could not be removed: {exc}"
+                errors.append(msg)
+                vm = engine.set_vm_state(vm.generated_name, st.VM_ERROR, status_message=msg)
+                engine.publish("VM_SCALE_IN_COMPLETE", dep, vm, message=msg, failure=True)
+                continue
+            engine.store.delete_vm(vm.generated_name)
+            engine.publish("VM_SCALE_IN_COMPLETE", dep, vm, message="VM scale in completed")
+    return errors
+
+
 def _update_vm(
     engine: Engine,
     dep: DeploymentRecord,
@@ -216,7 +299,7 @@ def _update_vm(
     group: GroupSpec,
     resizes: list[tuple[VmRecord, str, str]],
 ) -> list[str]:
-    changed = vm.fingerprint != group.fingerprint or vm.image != group.image
+    changed = vm.fingerprint != group.fingerprint  # the image is not part of it
     flavor_changed = vm.flavor != group.flavor
     if not changed and not flavor_changed:
         return []
@@ -240,9 +323,6 @@ def _update_vm(
         engine.store.update_vm(
             vm.generated_name,
             fingerprint=group.fingerprint,
-            image=vm.image
-            if engine.hooks.resize is not None and vm.image == group.image
-            else group.image,
             flavor=group.flavor if engine.hooks.resize is None else vm.flavor,
             interfaces=interfaces,
         )

@@ -95,6 +95,7 @@ class KpiSpec:
     collector: str = "ICMPPing"
     nicid: int = 0
     poll_seconds: float = DEFAULT_POLL_SECONDS
+    occurrences_false: int = 1  # consecutive failed polls before a monitored VM is down
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class GroupSpec:
     recovery_wait_time: int = 0
     recovery_type: str = "AUTO"
     action_on_recovery: str = "REBOOT_THEN_REDEPLOY"
-    max_retries: int = 1
+    max_retries: int = 3  # YANG default
     interfaces: tuple[InterfaceSpec, ...] = ()
     min_active: int = 1
     max_active: int = 1
@@ -124,7 +125,8 @@ class GroupSpec:
     placement_host: str = ""
     vim_id: str = ""
     vim_project: str = ""
-    # fingerprint of everything that changes a VM, except scaling and flavor
+    # fingerprint of everything that changes an existing VM: not scaling, not flavor
+    # (day-2 resize) and not image (ESC: a new image applies at the next redeployment)
     fingerprint: str = ""
 
     def pool(self, network: str) -> tuple[str, ...]:
@@ -205,7 +207,12 @@ def parse_group(el: etree._Element) -> GroupSpec:
         )
         if _text(coll, "polling_unit", "seconds").startswith("minute"):
             freq *= 60
-        kpi = KpiSpec(_text(coll, "type", "ICMPPing"), _int(coll, "nicid", 0), freq)
+        kpi = KpiSpec(
+            _text(coll, "type", "ICMPPing"),
+            _int(coll, "nicid", 0),
+            freq,
+            max(1, _int(k, "metric_occurrences_false", 1)),
+        )
         if _text(k, "event_name") == "VM_ALIVE":
             break
     policy = el.find(_q("recovery_policy"))
@@ -220,7 +227,7 @@ def parse_group(el: etree._Element) -> GroupSpec:
         recovery_wait_time=_int(el, "recovery_wait_time", 0),
         recovery_type=_text(policy, "recovery_type", "AUTO"),
         action_on_recovery=_text(policy, "action_on_recovery", "REBOOT_THEN_REDEPLOY"),
-        max_retries=_int(policy, "max_retries", 1),
+        max_retries=_int(policy, "max_retries", 3),
         interfaces=interfaces,
         min_active=min_active,
         max_active=_int(scaling, "max_active", max(min_active, 1)),
@@ -234,7 +241,7 @@ def parse_group(el: etree._Element) -> GroupSpec:
         placement_host=_text(placement, "host"),
         vim_id=_text(locator, "vim_id"),
         vim_project=_text(locator, "vim_project"),
-        fingerprint=_canonical(el, skip=("scaling", "flavor")),
+        fingerprint=_canonical(el, skip=("scaling", "flavor", "image")),
     )
 
 

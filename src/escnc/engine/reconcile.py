@@ -88,6 +88,9 @@ def _needs_update(spec: DeploymentSpec, vms: list[VmRecord]) -> bool:
         group = spec.groups.get(vm.group)
         if group is None or group.fingerprint != vm.fingerprint or group.flavor != vm.flavor:
             return True
+    for group in spec.groups.values():  # an interrupted scale in
+        if sum(1 for v in vms if v.group == group.name) > group.min_active:
+            return True
     return False
 
 

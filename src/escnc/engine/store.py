@@ -12,8 +12,13 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+# called with (generated name, new record or None when deleted), under the store lock,
+# in the order of the writes; must be quick and must not call back into the store
+VmListener = Callable[[str, "VmRecord | None"], None]
 
 
 @dataclass
@@ -73,6 +78,7 @@ class EngineStore:
         self._lock = threading.RLock()
         self._deps: dict[tuple[str, str], DeploymentRecord] = {}
         self._vms: dict[str, VmRecord] = {}
+        self._vm_listeners: list[VmListener] = []
         for (body,) in self._db.execute("SELECT body FROM deployments"):
             dep = DeploymentRecord(**json.loads(body))
             self._deps[dep.key] = dep
@@ -135,6 +141,15 @@ class EngineStore:
         result.sort(key=lambda v: (v.tenant, v.deployment, v.group, v.index))
         return result
 
+    def add_vm_listener(self, cb: VmListener) -> None:
+        """Be told of every VM write (the monitor follows states this way, whoever writes)."""
+        with self._lock:
+            self._vm_listeners.append(cb)
+
+    def _notify(self, name: str, vm: VmRecord | None) -> None:
+        for cb in self._vm_listeners:
+            cb(name, replace(vm) if vm is not None else None)
+
     def put_vm(self, vm: VmRecord) -> None:
         with self._lock:
             self._vms[vm.generated_name] = replace(vm)
@@ -142,6 +157,7 @@ class EngineStore:
                 "INSERT OR REPLACE INTO vms VALUES (?, ?)",
                 (vm.generated_name, json.dumps(asdict(vm))),
             )
+            self._notify(vm.generated_name, vm)
 
     def update_vm(self, generated_name: str, **changes: object) -> VmRecord | None:
         with self._lock:
@@ -156,6 +172,7 @@ class EngineStore:
         with self._lock:
             self._vms.pop(generated_name, None)
             self._db.execute("DELETE FROM vms WHERE generated_name=?", (generated_name,))
+            self._notify(generated_name, None)
 
     def close(self) -> None:
         with self._lock:

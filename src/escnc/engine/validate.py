@@ -2,7 +2,7 @@
 
 References (image, flavor, network, VIM/host) must exist, scaling bounds must hold
 against what is running (max_active below the VMs running is rejected), and a
-stopped service cannot be scaled out. Errors carry an error-path.
+stopped service cannot be scaled out or in (ESC: start it first). Errors carry an error-path.
 """
 
 from __future__ import annotations
@@ -96,9 +96,10 @@ def validate_config(engine: Engine, tree: etree._Element) -> None:
                     f"the {running} VMs running",
                     group_path(tenant, dname, g.name, "scaling") + "/esc:max_active",
                 )
-            if dep is not None and dep.state == st.SERVICE_STOPPED and g.min_active > running:
+            if dep is not None and dep.state == st.SERVICE_STOPPED and g.min_active != running:
+                way = "out" if g.min_active > running else "in"
                 err(
-                    f"deployment {dname} is stopped: it cannot be scaled out (start it first)",
+                    f"deployment {dname} is stopped: it cannot be scaled {way} (start it first)",
                     group_path(tenant, dname, g.name, "scaling") + "/esc:min_active",
                 )
     if len(errors) == 1:

@@ -248,6 +248,8 @@ class VmOps:
     def reboot(self, vm: VmRecord, force: bool = False) -> None:
         dom = self._require(vm)
         if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
+            if dom.isActive():  # paused, crashed, hung in shutdown: power-cycle
+                dom.destroy()
             dom.create()
             return
         if force:
