@@ -107,6 +107,18 @@ def test_raw_base11_uses_chunked_framing(raw: RawClient) -> None:
     assert raw.read_xml().get("message-id") == "8"
 
 
+def test_base10_newline_between_messages(mini: MiniServer) -> None:
+    c = RawClient(mini.port)
+    c.read_server_hello()
+    c.send_raw(f'<?xml version="1.0" encoding="UTF-8"?>\n<hello xmlns="{NC}"><capabilities>'
+               f"<capability>{BASE_10}</capability></capabilities></hello>]]>]]>\n".encode())
+    c.send_raw(f'<?xml version="1.0" encoding="UTF-8"?><rpc xmlns="{NC}" message-id="3">'
+               f"{ECHO}</rpc>]]>]]>\n".encode())
+    reply = c.read_xml()
+    assert reply.get("message-id") == "3" and not errors(reply)
+    c.close()
+
+
 def test_hello_and_rpc_in_one_write(mini: MiniServer) -> None:
     c = RawClient(mini.port)
     hello = (f'<hello xmlns="{NC}"><capabilities><capability>{BASE_11}</capability>'

@@ -40,7 +40,7 @@ def parse_client_hello(data: bytes) -> frozenset[str]:
     """Return the client's capabilities, or raise :class:`BadHello`."""
     try:
         data.decode("utf-8")
-        root = parse_untrusted(data)
+        root = parse_untrusted(data.lstrip(b" \t\r\n"))
     except (UnicodeDecodeError, RpcError) as exc:
         raise BadHello(f"malformed hello: {exc}") from exc
     if root.tag != qn(NC, "hello"):
