@@ -127,20 +127,22 @@ def test_escevent_delivered_as_esc_sends_it(srv: NotifServer) -> None:
 
 
 def test_subtree_and_xpath_filters(srv: NotifServer) -> None:
-    subtree = (f'<escEvent xmlns="{ESC}"><depname>b</depname>'
-               "<event><type>VM_ALIVE</type></event></escEvent>")
+    by_dep = f'<escEvent xmlns="{ESC}"><depname>b</depname></escEvent>'
+    by_type = f'<escEvent xmlns="{ESC}"><event><type>VM_DEPLOYED</type></event></escEvent>'
     xpath = ("xpath", ({"esc": ESC}, "/esc:escEvent[esc:depname='c']"))
-    with connect(srv) as ms, connect(srv) as mx:
-        ms.create_subscription(stream_name="escEvent", filter=("subtree", subtree))
+    with connect(srv) as ms, connect(srv) as mt, connect(srv) as mx:
+        ms.create_subscription(stream_name="escEvent", filter=("subtree", by_dep))
+        mt.create_subscription(stream_name="escEvent", filter=("subtree", by_type))
         mx.create_subscription(stream_name="escEvent", filter=xpath)
         for dep in ("a", "b", "c"):
             srv.publish(dep)
-        srv.publish("b", "VM_DEPLOYED")
+        srv.publish("a", "VM_DEPLOYED")
         srv.publish("b")
         assert [take(ms)[1].findtext(f"{E}depname") for _ in range(2)] == ["b", "b"]
+        assert take(mt)[1].findtext(f"{E}depname") == "a"
         assert take(mx)[1].findtext(f"{E}depname") == "c"
-        assert ms.take_notification(block=True, timeout=0.3) is None
-        assert mx.take_notification(block=True, timeout=0.3) is None
+        for m in (ms, mt, mx):
+            assert m.take_notification(block=True, timeout=0.3) is None
 
 
 def test_replay_window_then_complete(srv: NotifServer) -> None:

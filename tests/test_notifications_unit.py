@@ -156,6 +156,13 @@ def test_subtree_filter_semantics() -> None:
     assert miss is not None and not miss(body)
     assert other_ns is not None and not other_ns(body)
     assert select is not None and not select(body)  # selects nothing: no vm_target
+    # RFC 6241 6.2.5: matching sibling content nodes select the parent even when a
+    # deeper containment branch selects nothing (use XPath to require both)
+    both = compile_filter(etree.fromstring(
+        f'<filter xmlns="{NOTIF}"><escEvent xmlns="{ESC}"><depname>dep1</depname>'
+        "<event><type>VM_DEPLOYED</type></event></escEvent></filter>"
+    ))
+    assert both is not None and both(body)
 
 
 def test_xpath_filter_semantics() -> None:

@@ -4,6 +4,8 @@ A notification passes a filter when the filter selects anything from its content
 (the body element, e.g. ``<escEvent>``, is the document root for XPath, so
 ``/esc:escEvent[esc:depname='d1']`` works). :func:`compile_filter` checks the
 filter once, at create-subscription time, and returns a predicate on bodies.
+Subtree matching is the datastore's (``escnc.datastore.filters``), so a filter
+means the same in <get> and in a subscription; XPath is compiled once here.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Callable
 
 from lxml import etree
 
+from escnc.datastore.filters import notification_matches
 from escnc.errors import RpcError
 from escnc.ns import NC
 
@@ -24,8 +27,7 @@ def compile_filter(filter_el: etree._Element | None) -> BodyPredicate | None:
         return None
     kind = filter_el.get("type") or filter_el.get(f"{{{NC}}}type") or "subtree"
     if kind == "subtree":
-        children = [c for c in filter_el if isinstance(c.tag, str)]
-        return lambda body: any(_subtree_match(body, f) for f in children)
+        return lambda body: notification_matches(body, filter_el)
     if kind == "xpath":
         select = filter_el.get("select") or filter_el.get(f"{{{NC}}}select")
         if not select:
@@ -50,45 +52,6 @@ def compile_filter(filter_el: etree._Element | None) -> BodyPredicate | None:
 
 def _xpath_true(xpath: etree.XPath, body: etree._Element) -> bool:
     try:
-        result = xpath(body)
+        return bool(xpath(body))  # node-set non-empty, or a true boolean/number/string
     except etree.XPathEvalError:
         return False
-    if isinstance(result, list):
-        return bool(result)
-    return bool(result)
-
-
-def _names_match(el: etree._Element, f: etree._Element) -> bool:
-    fq, eq = etree.QName(f), etree.QName(el)
-    # a filter node without a namespace matches any namespace (lenient, like ConfD)
-    return fq.localname == eq.localname and (not fq.namespace or fq.namespace == eq.namespace)
-
-
-def _text(el: etree._Element) -> str:
-    return (el.text or "").strip()
-
-
-def _is_content_match(f: etree._Element) -> bool:
-    return not any(isinstance(c.tag, str) for c in f) and bool(_text(f))
-
-
-def _subtree_match(el: etree._Element, f: etree._Element) -> bool:
-    """Does filter node ``f`` select anything from ``el`` (RFC 6241 6.2 semantics)?"""
-    if not _names_match(el, f):
-        return False
-    for name, value in f.attrib.items():
-        if el.get(name) != value:
-            return False
-    children = [c for c in f if isinstance(c.tag, str)]
-    if not children:
-        # selection node, or a content match node at the top
-        return not _text(f) or _text(el) == _text(f)
-    el_children = [c for c in el if isinstance(c.tag, str)]
-    content = [c for c in children if _is_content_match(c)]
-    others = [c for c in children if not _is_content_match(c)]
-    for c in content:
-        if not any(_names_match(x, c) and _text(x) == _text(c) for x in el_children):
-            return False
-    if not others:
-        return True
-    return any(_subtree_match(x, c) for c in others for x in el_children)
