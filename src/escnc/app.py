@@ -19,10 +19,14 @@ import importlib
 import logging
 import pkgutil
 import threading
+from typing import TYPE_CHECKING
 
 from escnc.netconf.dispatch import RpcRegistry
 from escnc.services import Services
 from escnc.settings import Settings
+
+if TYPE_CHECKING:
+    from escnc.netconf.server import NetconfServer
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +67,7 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.services: Services | None = None
-        self._netconf = None
+        self._netconf: NetconfServer | None = None
         self._stopped = threading.Event()
 
     def start(self) -> None:

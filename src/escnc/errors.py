@@ -8,11 +8,14 @@ build rpc-error XML by hand.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 from lxml import etree
 
 from escnc.ns import NC, qn
+
+# lxml-stubs type nsmap keys as str, but None (the default namespace) is what lxml wants
+_NC_NSMAP: Any = {None: NC}
 
 ErrorType = Literal["transport", "rpc", "protocol", "application"]
 
@@ -35,7 +38,7 @@ class RpcError(EscncError):
         tag: str,
         message: str,
         *,
-        type: ErrorType = "application",  # noqa: A002 - RFC name
+        type: ErrorType = "application",  # the RFC 6241 name
         severity: Literal["error", "warning"] = "error",
         app_tag: str | None = None,
         path: str | None = None,
@@ -55,7 +58,7 @@ class RpcError(EscncError):
         self.info_elements = list(info_elements)
 
     def to_xml(self) -> etree._Element:
-        err = etree.Element(qn(NC, "rpc-error"), nsmap={None: NC})
+        err = etree.Element(qn(NC, "rpc-error"), nsmap=_NC_NSMAP)
         etree.SubElement(err, qn(NC, "error-type")).text = self.type
         etree.SubElement(err, qn(NC, "error-tag")).text = self.tag
         etree.SubElement(err, qn(NC, "error-severity")).text = self.severity

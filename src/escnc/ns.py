@@ -2,7 +2,8 @@
 
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
 NOTIF = "urn:ietf:params:xml:ns:netconf:notification:1.0"
-NC_NOTIFICATIONS = "urn:ietf:params:xml:ns:netmod:notification"  # RFC 5277 nc-notifications (streams)
+# RFC 5277 nc-notifications (netconf/streams)
+NC_NOTIFICATIONS = "urn:ietf:params:xml:ns:netmod:notification"
 ESC = "http://www.cisco.com/esc/esc"
 MONITORING = "urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring"
 YANG_LIBRARY = "urn:ietf:params:xml:ns:yang:ietf-yang-library"

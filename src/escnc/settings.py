@@ -11,7 +11,9 @@ DEFAULT_VIM = ("default", "test:///default")
 
 @dataclass
 class Settings:
-    state_dir: Path = field(default_factory=lambda: Path(os.environ.get("ESCNC_STATE_DIR", "escnc-state")))
+    state_dir: Path = field(
+        default_factory=lambda: Path(os.environ.get("ESCNC_STATE_DIR", "escnc-state"))
+    )
     listen_host: str = "127.0.0.1"
     listen_port: int = 830
     # name -> libvirt URI; the first one is the default host

@@ -41,10 +41,7 @@ def parse_untrusted(data: bytes | str) -> etree._Element:
 
 
 def _has_entities(root: etree._Element) -> bool:
-    for el in root.iter():
-        if isinstance(el, etree._Entity):
-            return True
-    return False
+    return any(isinstance(el, etree._Entity) for el in root.iter())
 
 
 def _depth(root: etree._Element) -> int:
