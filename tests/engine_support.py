@@ -182,3 +182,118 @@ hostname: $VM_NAME ip $NICID_0_IP_ADDRESS</data></configuration></config_data>
     {extra_group}
   </vm_group>
 </deployment>"""
+
+
+# -- NETCONF helpers (ncclient) for the engine's end-to-end tests ------------------------
+
+
+def nc_edit(m, xml: str) -> None:  # type: ignore[no-untyped-def]
+    m.edit_config(
+        target="running",
+        config=f'<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">{xml}</config>',
+    )
+
+
+def nc_events(m, want: str, count: int = 1, timeout: float = 20) -> list[etree._Element]:  # type: ignore[no-untyped-def]
+    """escEvents received until ``count`` of type ``want`` arrived (AssertionError if not)."""
+    seen: list[etree._Element] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = m.take_notification(block=True, timeout=0.2)
+        if n is None:
+            continue
+        ev = etree.fromstring(n.notification_xml.encode()).find(f".//{E}escEvent")
+        if ev is None:
+            continue
+        seen.append(ev)
+        if sum(1 for e in seen if ev_type(e) == want) >= count:
+            return seen
+    raise AssertionError(f"no {count} {want}: {[ev_type(e) for e in seen]}")
+
+
+def nc_quiet(m, seconds: float) -> list[etree._Element]:  # type: ignore[no-untyped-def]
+    """Every escEvent received during ``seconds``."""
+    seen = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        n = m.take_notification(block=True, timeout=min(left, 0.2))
+        if n is not None:
+            ev = etree.fromstring(n.notification_xml.encode()).find(f".//{E}escEvent")
+            if ev is not None:
+                seen.append(ev)
+    return seen
+
+
+def ev_type(ev: etree._Element) -> str:
+    return ev.findtext(f"{E}event/{E}type") or ""
+
+
+def ev_types(events: list[etree._Element]) -> list[str]:
+    return [ev_type(e) for e in events]
+
+
+def ev_vm(ev: etree._Element) -> str:
+    return ev.findtext(f"{E}vm_source/{E}generated_vmname") or ""
+
+
+def nc_rpc(m, name: str, **leaves: str):  # type: ignore[no-untyped-def]
+    body = "".join(f"<{k}>{v}</{k}>" for k, v in leaves.items())
+    return m.dispatch(etree.fromstring(f'<{name} xmlns="{ESC}">{body}</{name}>'))
+
+
+def nc_opdata(m) -> etree._Element:  # type: ignore[no-untyped-def]
+    flt = f'<esc_datamodel xmlns="{ESC}"><opdata/></esc_datamodel>'
+    return etree.fromstring(m.get(filter=("subtree", flt)).data_xml.encode())
+
+
+def op_vms(op: etree._Element) -> dict[str, dict[str, str]]:
+    """generated name -> {state, monitoring, image, index, ip, status_message}."""
+    result = {}
+    for v in op.iter(f"{E}vm_instance"):
+        result[v.findtext(f"{E}name") or ""] = {
+            "state": v.findtext(f"{E}state") or "",
+            "monitoring": v.findtext(f"{E}monitoring") or "",
+            "image": v.findtext(f"{E}image") or "",
+            "index": v.findtext(f"{E}index") or "",
+            "ip": v.findtext(f"{E}interfaces/{E}interface/{E}ip_address") or "",
+        }
+    return result
+
+
+def monitored_deployment(
+    recovery_type: str = "AUTO",
+    action: str = "REBOOT_THEN_REDEPLOY",
+    max_retries: int = 2,
+    occurrences_false: int = 1,
+    image: str = "img",
+    **kw: object,
+) -> str:
+    """``deployment()`` polled every second, with a recovery_policy."""
+    xml = deployment(**kw)  # type: ignore[arg-type]
+    policy = (
+        f"<recovery_policy><recovery_type>{recovery_type}</recovery_type>"
+        f"<action_on_recovery>{action}</action_on_recovery>"
+        f"<max_retries>{max_retries}</max_retries></recovery_policy>"
+    )
+    return (
+        xml.replace("<poll_frequency>3</poll_frequency>", "<poll_frequency>1</poll_frequency>")
+        .replace(
+            "<metric_type>UINT32</metric_type>",
+            "<metric_type>UINT32</metric_type>"
+            f"<metric_occurrences_false>{occurrences_false}</metric_occurrences_false>",
+        )
+        .replace("<interfaces>", policy + "<interfaces>", 1)
+        .replace("<image>img</image>", f"<image>{image}</image>")
+    )
+
+
+def with_second_image(config_xml: str, tmp: Path) -> str:
+    """``config()`` plus an image ``img2``."""
+    img = tmp / "img2.qcow2"
+    if not img.exists():
+        img.write_bytes(b"QFI\xfb" + b"\1" * 1020)
+    return config_xml.replace(
+        "</image></images>",
+        f"</image><image><name>img2</name><src>{img}</src><disk_format>qcow2</disk_format>"
+        "</image></images>",
+    )

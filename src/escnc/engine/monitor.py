@@ -132,6 +132,8 @@ class Monitor:
             with self._cond:
                 while not self._stopped:
                     if not self._heap:
+                        if batch:
+                            break
                         self._cond.wait()
                         continue
                     due, token, name = self._heap[0]
