@@ -12,6 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,9 +110,10 @@ class EventLog:
                     "SELECT value FROM meta WHERE key='created'"
                 ).fetchone()
             self.created = str(row[0])
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
+        # a pool, not per-thread connections: sessions and consumers come and go
+        self._pool: list[sqlite3.Connection] = []
+        self._all: list[sqlite3.Connection] = []
+        self._pool_lock = threading.Lock()
         self._closed = False
 
     def _connect(self) -> sqlite3.Connection:
@@ -123,14 +125,27 @@ class EventLog:
         conn.execute("PRAGMA busy_timeout=5000")
         return conn
 
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    @contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        with self._pool_lock:
+            if self._closed:
+                raise sqlite3.ProgrammingError("event log is closed")
+            conn = self._pool.pop() if self._pool else None
         if conn is None:
             conn = self._connect()
-            self._local.conn = conn
-            with self._readers_lock:
-                self._readers.append(conn)
-        return conn
+            with self._pool_lock:
+                self._all.append(conn)
+        try:
+            yield conn
+        finally:
+            with self._pool_lock:
+                if not self._closed:
+                    self._pool.append(conn)
+
+    def _one(self, sql: str, args: tuple[object, ...] = ()) -> object:
+        with self._reader() as conn:
+            row = conn.execute(sql, args).fetchone()
+        return row[0] if row else None
 
     # -- writing ------------------------------------------------------------------
 
@@ -166,42 +181,33 @@ class EventLog:
     # -- reading ------------------------------------------------------------------
 
     def last_seq(self) -> int:
-        row = self._reader().execute(
-            "SELECT seq FROM sqlite_sequence WHERE name='events'"
-        ).fetchone()
-        return int(row[0]) if row else 0
+        value = self._one("SELECT seq FROM sqlite_sequence WHERE name='events'")
+        return int(value) if isinstance(value, int) else 0
 
     def first_seq(self) -> int:
-        row = self._reader().execute("SELECT MIN(seq) FROM events").fetchone()
-        return int(row[0]) if row and row[0] is not None else self.last_seq() + 1
+        value = self._one("SELECT MIN(seq) FROM events")
+        return int(value) if isinstance(value, int) else self.last_seq() + 1
 
     def count(self) -> int:
-        return int(self._reader().execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        value = self._one("SELECT COUNT(*) FROM events")
+        return int(value) if isinstance(value, int) else 0
 
     def first_seq_at_or_after(self, ts_ms: int) -> int:
         """Sequence number of the first event with eventTime >= ts_ms (last_seq+1 if none)."""
-        row = self._reader().execute(
-            "SELECT MIN(seq) FROM events WHERE ts_ms >= ?", (ts_ms,)
-        ).fetchone()
-        return int(row[0]) if row and row[0] is not None else self.last_seq() + 1
+        value = self._one("SELECT MIN(seq) FROM events WHERE ts_ms >= ?", (ts_ms,))
+        return int(value) if isinstance(value, int) else self.last_seq() + 1
 
     def read_after(
         self, seq: int, limit: int = 1000, streams: Sequence[str] | None = None
     ) -> list[StoredEvent]:
         """Events with sequence number > ``seq``, oldest first."""
+        sql = "SELECT seq, stream, ts_ms, event_time, body FROM events WHERE seq > ?"
+        args: tuple[object, ...] = (seq,)
         if streams:
-            marks = ",".join("?" * len(streams))
-            rows = self._reader().execute(
-                "SELECT seq, stream, ts_ms, event_time, body FROM events "
-                f"WHERE seq > ? AND stream IN ({marks}) ORDER BY seq LIMIT ?",
-                (seq, *streams, limit),
-            ).fetchall()
-        else:
-            rows = self._reader().execute(
-                "SELECT seq, stream, ts_ms, event_time, body FROM events "
-                "WHERE seq > ? ORDER BY seq LIMIT ?",
-                (seq, limit),
-            ).fetchall()
+            sql += f" AND stream IN ({','.join('?' * len(streams))})"
+            args += tuple(streams)
+        with self._reader() as conn:
+            rows = conn.execute(sql + " ORDER BY seq LIMIT ?", (*args, limit)).fetchall()
         return [StoredEvent.make(int(r[0]), r[1], r[2], r[3], bytes(r[4])) for r in rows]
 
     def replay(
@@ -220,15 +226,15 @@ class EventLog:
             seq = batch[-1].seq
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        with self._readers_lock:
-            for conn in self._readers:
-                try:
-                    conn.close()
-                except sqlite3.Error:
-                    pass
-            self._readers.clear()
+        with self._pool_lock:
+            if self._closed:
+                return
+            self._closed = True
+            conns, self._all, self._pool = self._all, [], []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
         with self._write_lock:
             self._writer.close()
