@@ -3,6 +3,8 @@ in <get>, and RFC 6470 config-change / confirmed-commit from real edits."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from yangson.enumerations import ContentType, ValidationScope
 from yangson.schemanode import InternalNode, LeafListNode, ListNode
 
 from conftest import connect
+from engine_support import config, deployment
 from escnc.app import Server
 from escnc.events import base
 from escnc.events.esc_event import EscEvent, VmRef
@@ -19,6 +22,7 @@ from escnc.ns import ESC, NC, NC_NOTIF_BASE, NC_NOTIFICATIONS
 from escnc.services import Change
 
 B = f"{{{NC_NOTIF_BASE}}}"
+E = f"{{{ESC}}}"
 FLAVOR = (f'<config xmlns="{NC}"><esc_datamodel xmlns="{ESC}"><flavors><flavor>'
           "<name>{name}</name><vcpus>1</vcpus><memory_mb>512</memory_mb><root_disk_mb>1024</root_disk_mb>"
           "</flavor></flavors></esc_datamodel></config>")
@@ -138,3 +142,39 @@ def test_confirmed_commit_notifications(server: Server) -> None:
     assert start.findtext(f"{B}timeout") == "60"
     assert start.findtext(f"{B}session-id") == str(editor.session_id)
     assert done.findtext(f"{B}confirm-event") == "complete"
+
+
+def test_parallel_deployments_ordered_with_one_terminal_event(
+    server: Server, tmp_path: Path
+) -> None:
+    """Engine events of parallel deployments: per-deployment order, exactly one
+    SERVICE_ALIVE each, and a later replay shows the very same sequence."""
+    names = [f"par{i}" for i in range(3)]
+    xml = config(tmp_path, "".join(deployment(n, group="g") for n in names))
+    with connect(server) as m:
+        m.create_subscription(stream_name="escEvent")
+        m.edit_config(target="running", config=f'<config xmlns="{NC}">{xml}</config>')
+        live: list[tuple[str, str, str]] = []
+        deadline = time.monotonic() + 60
+        while sum(t == "SERVICE_ALIVE" for _, t, _ in live) < len(names):
+            assert time.monotonic() < deadline, live
+            n = m.take_notification(block=True, timeout=1)
+            if n is None:
+                continue
+            note = etree.fromstring(n.notification_xml.encode())
+            ev = note[1]
+            live.append((ev.findtext(f"{E}depname") or "", ev.findtext(f"{E}event/{E}type") or "",
+                         note[0].text or ""))
+    for name in names:
+        seq = [t for d, t, _ in live if d == name]
+        assert seq == ["VM_DEPLOYED", "VM_ALIVE", "SERVICE_ALIVE"], (name, seq)
+    with connect(server) as m:
+        m.create_subscription(stream_name="escEvent", start_time=live[0][2])
+        replayed = []
+        while True:
+            note = etree.fromstring(m.take_notification(timeout=10).notification_xml.encode())
+            if note[1].tag != f"{E}escEvent":
+                break
+            replayed.append((note[1].findtext(f"{E}depname") or "",
+                             note[1].findtext(f"{E}event/{E}type") or "", note[0].text or ""))
+    assert replayed[: len(live)] == live
