@@ -50,7 +50,6 @@ class Consumer:
         max_lag: int | None = None,
         backlog: Callable[[], int] | None = None,
         max_backlog: int = 256,
-        gate: Callable[[], None] | None = None,
         name: str = "event-consumer",
     ) -> None:
         self.bus = bus
@@ -67,7 +66,6 @@ class Consumer:
         self.max_lag = max_lag
         self.backlog = backlog
         self.max_backlog = max_backlog
-        self.gate = gate  # runs first in the thread, e.g. to wait for an RPC reply
         self.delivered = 0
         self.last_event_time: str | None = None
         self.end_reason: str | None = None
@@ -97,8 +95,6 @@ class Consumer:
 
     def _run(self) -> None:
         try:
-            if self.gate is not None:
-                self.gate()
             self._loop()
         except Exception:
             log.exception("event consumer %s failed", self._thread.name)

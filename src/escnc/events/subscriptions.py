@@ -26,7 +26,7 @@ from escnc.events.consumer import Consumer
 from escnc.events.esc_event import NETCONF_STREAM
 from escnc.events.filtering import BodyPredicate, compile_filter
 from escnc.events.log import StoredEvent, now_ms, parse_event_time
-from escnc.ns import NC, NOTIF, qn
+from escnc.ns import NC, NOTIF
 
 if TYPE_CHECKING:
     from escnc.events.bus import EventBus
@@ -135,7 +135,7 @@ class Subscriptions:
             if current is not None and not current.closed:
                 raise RpcError(
                     "in-use", "this session already has an active subscription",
-                    type="protocol", info={"bad-element": qn(NOTIF, "create-subscription")},
+                    type="protocol", info={"bad-element": "create-subscription"},
                 )
             consumer = self._make_consumer(session, req)
             self._active[sid] = consumer
@@ -147,21 +147,6 @@ class Subscriptions:
         else:
             consumer.start()
         return consumer
-
-    @staticmethod
-    def _reply_gate(session: SessionHandle) -> Callable[[], None] | None:
-        """Without an ``after_reply`` hook, wait until the session marks itself
-        subscribed (NetconfSession does so just before queueing the <ok/>)."""
-        if callable(getattr(session, "after_reply", None)) or not hasattr(session, "subscribed"):
-            return None
-
-        def wait() -> None:
-            deadline = time.monotonic() + 2.0
-            while not getattr(session, "subscribed", True) and time.monotonic() < deadline:
-                time.sleep(0.0005)
-            time.sleep(0.001)  # the reply is queued right after the flag is set
-
-        return wait
 
     def _make_consumer(self, session: SessionHandle, req: SubscriptionRequest) -> Consumer:
         sid = session.session_id
@@ -196,7 +181,6 @@ class Subscriptions:
             max_lag=self.settings.subscriber_max_lag or None,
             backlog=backlog,
             max_backlog=MAX_SESSION_BACKLOG,
-            gate=self._reply_gate(session),
             name=f"subscription-{sid}",
         )
         return consumer
