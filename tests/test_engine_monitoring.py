@@ -8,7 +8,9 @@ only the poller can notice it.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
@@ -267,3 +269,82 @@ def test_scale_out_scale_in_and_ip_pool(server: Server, tmp_path: Path) -> None:
                 nc_edit(m, config(tmp_path, deployment(min_active=n, max_active=3)))
             assert f"cannot be scaled {way}" in str(exc.value)
         assert len(op_vms(nc_opdata(m))) == 2
+
+
+def test_pinger_many_in_flight() -> None:
+    from escnc.engine.icmp import shared_pinger
+
+    pinger = shared_pinger()
+    if pinger is None:
+        pytest.skip("no raw ICMP socket (needs root or CAP_NET_RAW)")
+    results: dict[str, list[bool]] = {"up": [], "down": []}
+    done = threading.Event()
+
+    def cb(kind: str) -> Callable[[bool], None]:
+        def record(ok: bool) -> None:
+            results[kind].append(ok)
+            if len(results["up"]) + len(results["down"]) == 300:
+                done.set()
+
+        return record
+
+    t0 = time.monotonic()
+    for _ in range(200):
+        pinger.ping("127.0.0.1", cb("up"), 2.0)
+    for i in range(100):  # TEST-NET-2: never answers
+        pinger.ping(f"198.51.100.{i + 1}", cb("down"), 0.5)
+    assert done.wait(10)
+    # dead addresses time out together, not one after the other
+    assert time.monotonic() - t0 < 3
+    assert results["up"] == [True] * 200 and results["down"] == [False] * 100
+
+
+def test_icmp_monitoring_over_netconf(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ICMPPing collector: the VM's address is pinged; when it stops answering, the VM
+    is recovered. (Test-driver guests have no network: the VM's static address is
+    127.0.0.1 and the collector is forced to ICMPPing.)"""
+    from escnc.engine import engine as engine_mod
+    from escnc.engine import monitor as monitor_mod
+    from escnc.engine.icmp import shared_pinger
+
+    pinger = shared_pinger()
+    if pinger is None:
+        pytest.skip("no raw ICMP socket (needs root or CAP_NET_RAW)")
+    monkeypatch.setattr(engine_mod, "collector_for", lambda vm, group, is_test: "ICMPPing")
+    dep = monitored_deployment(occurrences_false=2).replace(
+        "<network>net1</network></interface>",
+        "<network>net1</network><ip_address>127.0.0.1</ip_address></interface>",
+        1,
+    )
+    with connect(server) as m:
+        m.create_subscription(stream_name="escEvent")
+        nc_edit(m, config(tmp_path, dep))
+        nc_events(m, "SERVICE_ALIVE")
+        name = only_vm(m)
+        vm = op_vms(nc_opdata(m))[name]
+        assert vm["ip"] == "127.0.0.1" and vm["state"] == "VM_ALIVE_STATE"
+        assert nc_opdata(m).findtext(".//{*}vm_instance/{*}collector") == "ICMPPing"
+        sent = pinger.sent
+        assert nc_quiet(m, 2.5) == []  # answered pings: nothing to report
+        assert pinger.sent - sent >= 2
+
+        # the guest stops answering (its address goes dark): two failed polls, recovery
+        real = monitor_mod.Monitor._ping_address
+        monkeypatch.setattr(
+            monitor_mod.Monitor,
+            "_ping_address",
+            lambda self, vm: "198.51.100.1" if real(self, vm) else "",
+        )
+        monkeypatch.setattr(
+            monitor_mod.Monitor,
+            "probe",
+            lambda self, vm: (lambda: False, f"VM {vm.generated_name} does not answer"),
+        )
+        evs = nc_events(m, "VM_RECOVERY_REBOOT", timeout=15)
+        assert ev_types(evs) == ["VM_RECOVERY_INIT", "VM_RECOVERY_REBOOT"]
+        assert "2 consecutive failed polls" in (evs[0].findtext("{*}status_message") or "")
+        monkeypatch.undo()  # the rebooted guest answers on 127.0.0.1 again
+        evs = nc_events(m, "VM_RECOVERY_COMPLETE", timeout=15)
+        assert evs[-1].findtext("{*}status") == "SUCCESS"

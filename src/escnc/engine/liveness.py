@@ -1,6 +1,7 @@
 """Is a VM alive? The KPI collector decides.
 
-* ``ICMPPing``: ``ping`` the VM's address on the KPI's nicid from the escnc host.
+* ``ICMPPing``: ping the VM's address on the KPI's nicid from the escnc host (raw
+  ICMP socket, ``engine/icmp.py``; the ``ping`` command without the privilege).
 * ``domain-state``: the domain is running. Used on test-driver hosts (guests there
   cannot be reached) and when the VM has no address on the KPI nicid; opdata's
   ``collector`` says which one decided.
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from escnc.engine.icmp import shared_pinger
 from escnc.engine.model import GroupSpec
 from escnc.engine.states import COLLECTOR_DOMAIN, COLLECTOR_ICMP
 from escnc.engine.store import VmRecord
@@ -37,6 +39,14 @@ def ping_target(vm: VmRecord, group: GroupSpec) -> str:
 
 
 def icmp_ping(address: str, timeout: float = 1.0) -> bool:
+    pinger = shared_pinger()
+    if pinger is not None:
+        return pinger.ping_sync(address, timeout)
+    return ping_command(address, timeout)
+
+
+def ping_command(address: str, timeout: float = 1.0) -> bool:
+    """One ping with the system ``ping`` (a process per ping: the fallback)."""
     ping = shutil.which("ping") or "ping"
     try:
         proc = subprocess.run(

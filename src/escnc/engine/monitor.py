@@ -10,8 +10,10 @@ Schedule: a heap of (next due time, token, name) and one thread sleeping until t
 earliest. Each VM is polled every ``poll_frequency`` (``polling_unit``) of its
 group's KPI (3 s without a KPI), with its collector:
 
-* ``ICMPPing``: one ping to the VM's address on the KPI nicid, run in a small pool
-  (a ping waits up to a second; a slow or dead host only occupies a worker);
+* ``ICMPPing``: one echo request to the VM's address on the KPI nicid, sent through
+  the process's raw ICMP socket (``engine/icmp.py``): no thread waits for a reply and a
+  dead host delays nobody. Without the privilege for a raw socket the ``ping``
+  command runs in a small pool instead;
 * ``domain-state`` (test-driver hosts, or no address on that nicid): the domain is
   running. On the in-process test driver this is a few microseconds and runs on the
   scheduler thread; on other hosts it is a libvirt call and runs in the pool.
@@ -37,6 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from escnc.engine import states as st
+from escnc.engine.icmp import shared_pinger
 from escnc.engine.liveness import collector_for, icmp_ping, ping_target
 from escnc.engine.model import DEFAULT_POLL_SECONDS
 from escnc.engine.store import VmRecord
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH = 512  # polls taken from the heap per scheduler wake-up
+PING_TIMEOUT = 1.0  # seconds without an echo reply: a failed poll
 
 
 @dataclass
@@ -166,15 +170,28 @@ class Monitor:
         assert vm is not None
         try:
             check, what = self.probe(vm)
-            inline = vm.collector != st.COLLECTOR_ICMP and engine.ops.host(vm).is_test
+            address = self._ping_address(vm)
+            inline = not address and engine.ops.host(vm).is_test
         except Exception as exc:  # host removed from the configuration, ...
             log.warning("monitor: cannot poll %s: %s", name, exc)
             self._result(vm, token, True, "")
             return
-        if inline:
+        pinger = shared_pinger() if address else None
+        if pinger is not None:
+            pinger.ping(address, lambda ok: self._result(vm, token, ok, what), PING_TIMEOUT)
+        elif inline:
             self._pooled(vm, token, check, what)
         else:
-            self._pool.submit(self._pooled, vm, token, check, what)
+            try:
+                self._pool.submit(self._pooled, vm, token, check, what)
+            except RuntimeError:  # shutting down
+                pass
+
+    def _ping_address(self, vm: VmRecord) -> str:
+        if vm.collector != st.COLLECTOR_ICMP:
+            return ""
+        group = self._engine.group_of(vm)
+        return ping_target(vm, group) if group is not None else ""
 
     def _pooled(self, vm: VmRecord, token: int, check: Callable[[], bool], what: str) -> None:
         try:
