@@ -1,9 +1,11 @@
 """edit-config latency for a one-deployment change with 10 / 1,000 / 10,000
-deployments already in running, and get-config time for the whole tree.
+deployments already in running, get-config time for the whole tree and with a
+one-deployment subtree filter, and (``--commit``) candidate commit and
+copy-config of a one-deployment change.
 
 Measures the datastore path a NETCONF edit-config takes (edit, incremental YANG
 validation, durable SQLite commit), without SSH. Usage:
-    python bench/datastore_bench.py [--sizes 10,1000,10000] [--edits 200]
+    python bench/datastore_bench.py [--sizes 10,1000,10000] [--edits 200] [--commit]
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from lxml import etree
 
 from escnc.datastore.edit import EditOptions
 from escnc.datastore.schema import Schema
 from escnc.datastore.store import Datastore
+from escnc.operations import datastore_read
 from escnc.settings import Settings
 
 E = "http://www.cisco.com/esc/esc"
@@ -59,7 +63,29 @@ def tenant(deps: str) -> str:
     )
 
 
-def run(size: int, edits: int, schema: Schema) -> None:
+def filtered_get_config(ds: Datastore, schema: Schema, name: str) -> bytes:
+    """get-config running with a subtree filter naming one deployment (operation code path)."""
+    req = etree.fromstring(
+        f'<get-config xmlns="{NC}"><source><running/></source><filter type="subtree">'
+        f'<esc_datamodel xmlns="{E}"><tenants><tenant><name>admin</name><deployments>'
+        f"<deployment><name>{name}</name></deployment></deployments></tenant></tenants>"
+        "</esc_datamodel></filter></get-config>",
+        P,
+    )
+    ctx = SimpleNamespace(services=SimpleNamespace(datastore=ds, schema=schema))
+    return etree.tostring(datastore_read.get_config(ctx, req))  # type: ignore[arg-type]
+
+
+def timed(fn, n: int) -> float:  # type: ignore[no-untyped-def]
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return statistics.median(out)
+
+
+def run(size: int, edits: int, schema: Schema, commit: bool = False) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ds = Datastore(Settings(state_dir=Path(tmp)), schema)
         ds.edit("running", config(GLOBALS), EditOptions(), 1, "bench")
@@ -82,13 +108,44 @@ def run(size: int, edits: int, schema: Schema) -> None:
             with ds.reading("running") as tree:
                 etree.tostring(tree)
             gets.append((time.perf_counter() - t) * 1000)
+        one = f"dep{size // 2}"
+        got = filtered_get_config(ds, schema, one)
+        assert got.count(b"<deployment>") == 1 and one.encode() in got, got[:300]
+        fget = timed(lambda: filtered_get_config(ds, schema, one), 20)
+        extra = ""
+        if commit:
+            n = 5
+            cand_edit, cand_commit, copy_cfg = [], [], []
+            for k in range(n):
+                cfg = config(tenant(deployment(k % size, "fl2" if k % 2 == 0 else "fl")))
+                t = time.perf_counter()
+                ds.edit("candidate", cfg, EditOptions(), 1, "bench")
+                cand_edit.append((time.perf_counter() - t) * 1000)
+                t = time.perf_counter()
+                ds.commit(1, "bench")
+                cand_commit.append((time.perf_counter() - t) * 1000)
+            for _ in range(n):
+                with ds.reading("running") as tree:
+                    src = etree.fromstring(etree.tostring(tree))
+                src.tag = f"{{{NC}}}config"
+                fl = src.find(f".//{{{E}}}deployment/{{{E}}}vm_group/{{{E}}}flavor")
+                assert fl is not None
+                fl.text = "fl2" if fl.text == "fl" else "fl"
+                t = time.perf_counter()
+                ds.copy_config("running", src, 1, "bench")
+                copy_cfg.append((time.perf_counter() - t) * 1000)
+            extra = (
+                f"\n        candidate edit {statistics.median(cand_edit):7.1f} ms  "
+                f"commit {statistics.median(cand_commit):7.1f} ms  "
+                f"| copy-config running {statistics.median(copy_cfg):7.1f} ms"
+            )
         ds.close()
     lat.sort()
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
     print(
         f"{size:>6} deployments: edit-config median {statistics.median(lat):6.2f} ms  "
         f"p99 {p99:6.2f} ms  | get-config whole tree {statistics.median(gets):7.1f} ms  "
-        f"| initial load {load:5.1f} s"
+        f"| filtered (1 deployment) {fget:6.2f} ms | initial load {load:5.1f} s{extra}"
     )
 
 
@@ -96,10 +153,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="10,1000,10000")
     ap.add_argument("--edits", type=int, default=200)
+    ap.add_argument("--commit", action="store_true", help="also candidate commit, copy-config")
     args = ap.parse_args()
     schema = Schema.load()
     for size in (int(s) for s in args.sizes.split(",")):
-        run(size, args.edits, schema)
+        run(size, args.edits, schema, args.commit)
 
 
 if __name__ == "__main__":

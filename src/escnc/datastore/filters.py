@@ -71,23 +71,15 @@ def filter_nodes(
     provider's top-level nodes); they are only read.
     """
     out = make_element(DATA, nsmap={None: NC})
-    fchildren = _felements(filter_el)
-    if not fchildren:
+    group = _compile_group(filter_el)
+    if group is None:
         return out  # an empty filter selects nothing (RFC 6241 6.4.2)
     nodes = [d for d in tops if isinstance(d.tag, str)]
-    sel = _select(nodes, fchildren, keys)
+    sel = _select(nodes, group, keys)
     if sel:
         for d in _ordered(nodes, sel):
             out.append(_emit(d, sel[d]))
     return out
-
-
-def _felements(f: etree._Element) -> list[etree._Element]:
-    return [x for x in f if isinstance(x.tag, str)]
-
-
-def _is_content_match(f: etree._Element) -> bool:
-    return len(f) == 0 and bool((f.text or "").strip())
 
 
 def _filter_ns(f: etree._Element) -> str | None:
@@ -100,79 +92,172 @@ def _filter_ns(f: etree._Element) -> str | None:
     return None if ns in (None, "", NC) else ns
 
 
-def _name_matches(f: etree._Element, d: etree._Element) -> bool:
-    fq, dq = etree.QName(f), etree.QName(d)
-    if fq.localname != dq.localname:
-        return False
-    ns = _filter_ns(f)
-    return ns is None or ns == dq.namespace
+_TAGS: dict[str, tuple[str | None, str]] = {}
 
 
-def _attrs_match(f: etree._Element, d: etree._Element) -> bool:
-    """Attribute match expressions (6.2.3): every filter attribute must be on ``d``."""
-    for name, value in attr_items(f):
-        if name.startswith(f"{{{NC}}}") or name.startswith(_XMLNS):
-            continue
-        if d.get(name) != value:
-            return False
-    return True
+def _split(tag: str) -> tuple[str | None, str]:
+    """Clark tag -> (namespace, local name), cached (a datastore has few distinct tags)."""
+    got = _TAGS.get(tag)
+    if got is None:
+        if tag.startswith("{"):
+            ns, _, local = tag[1:].partition("}")
+            got = (ns, local)
+        else:
+            got = (None, tag)
+        if len(_TAGS) < 4096:
+            _TAGS[tag] = got
+    return got
 
 
-def _content_ok(f: etree._Element, nodes: list[etree._Element]) -> bool:
-    want = (f.text or "").strip()
-    ns = _filter_ns(f)
-    if ns is not None:
-        tag = f"{{{ns}}}{etree.QName(f).localname}"
-        return any(
-            (d.text or "").strip() == want and _attrs_match(f, d) for d in nodes if d.tag == tag
+class _FNode:
+    """One filter node, compiled: name, namespace, attribute matches, kind."""
+
+    __slots__ = ("attrs", "group", "local", "ns", "prefilter", "tag", "text", "values")
+
+    def __init__(self, f: etree._Element) -> None:
+        self.local = etree.QName(f).localname
+        self.ns = _filter_ns(f)
+        self.tag = f"{{{self.ns}}}{self.local}" if self.ns is not None else None
+        self.attrs = tuple(
+            (name, value)
+            for name, value in attr_items(f)
+            if not name.startswith(f"{{{NC}}}") and not name.startswith(_XMLNS)
         )
-    return any(
-        _name_matches(f, d) and (d.text or "").strip() == want and _attrs_match(f, d) for d in nodes
-    )
+        kids = [x for x in f if isinstance(x.tag, str)]
+        text = (f.text or "").strip()
+        # content-match node: a leaf with text; selection: empty; else containment
+        self.text: str | None = text if not kids and text else None
+        self.group = _FGroup([_FNode(x) for x in kids]) if kids else None
+        self.prefilter, self.values = self._prefilter()
+
+    def _prefilter(self) -> tuple[etree.XPath | None, dict[str, str]]:
+        """For a list entry picked by content-match children (``<deployment><name>x``):
+        an XPath that finds the candidate entries in C instead of a Python loop.
+
+        It compares ``normalize-space()``, a superset of the exact (stripped) match
+        that :meth:`content_ok` then checks, so it never loses an entry.
+        """
+        g = self.group
+        if self.tag is None or g is None or not g.cms or any(c.tag is None for c in g.cms):
+            return None, {}
+        ns = {"x0": self.ns or ""}
+        preds, values = [], {}
+        for i, c in enumerate(g.cms, 1):
+            ns[f"x{i}"] = c.ns or ""
+            preds.append(f"[normalize-space(x{i}:{c.local}) = normalize-space($v{i})]")
+            values[f"v{i}"] = c.text or ""
+        try:
+            return etree.XPath(f"x0:{self.local}{''.join(preds)}", namespaces=ns), values
+        except etree.XPathSyntaxError:  # an odd local name: use the Python loop
+            return None, {}
+
+    def matches(self, d: etree._Element) -> bool:
+        """Name, namespace and attribute match expressions (6.2.2, 6.2.3)."""
+        ns, local = _split(d.tag)
+        if local != self.local or (self.ns is not None and self.ns != ns):
+            return False
+        return all(d.get(name) == value for name, value in self.attrs)
+
+    def content_ok(self, d: etree._Element) -> bool:
+        return (d.text or "").strip() == self.text and self.matches(d)
 
 
-def _select(
-    nodes: list[etree._Element], fchildren: list[etree._Element], keys: KeyResolver
-) -> Selection | None:
-    """Which of the sibling data ``nodes`` the sibling filter nodes select.
+class _FGroup:
+    """Sibling filter nodes: content-match nodes and the others, indexed by name."""
 
-    Returns None when a content-match node fails (the parent is not selected),
-    else a (possibly empty) selection map.
+    __slots__ = ("by_local", "by_tag", "cm_local", "cms", "others")
+
+    def __init__(self, nodes: list[_FNode]) -> None:
+        self.cms = [n for n in nodes if n.text is not None]
+        self.others = [n for n in nodes if n.text is None]
+        self.by_tag: dict[str, list[_FNode]] = {}  # namespace-qualified filter nodes
+        self.by_local: dict[str, list[_FNode]] = {}  # namespace wildcards
+        for n in self.others:
+            if n.tag is not None:
+                self.by_tag.setdefault(n.tag, []).append(n)
+            else:
+                self.by_local.setdefault(n.local, []).append(n)
+        self.cm_local = {n.local for n in self.cms}
+
+    def candidates(self, d: etree._Element) -> list[_FNode]:
+        hit = self.by_tag.get(d.tag)
+        if self.by_local:
+            wild = self.by_local.get(_split(d.tag)[1])
+            if wild:
+                return wild if hit is None else hit + wild
+        return hit or []
+
+
+def _compile_group(filter_el: etree._Element) -> _FGroup | None:
+    kids = [x for x in filter_el if isinstance(x.tag, str)]
+    return _FGroup([_FNode(x) for x in kids]) if kids else None
+
+
+Nodes = etree._Element | list[etree._Element]  # a parent's children, or a list
+
+
+def _children(nodes: Nodes, tag: str | None = None) -> Iterable[etree._Element]:
+    if isinstance(nodes, list):
+        return nodes if tag is None else [d for d in nodes if d.tag == tag]
+    if tag is not None:
+        return nodes.iterchildren(tag)
+    return (d for d in nodes if isinstance(d.tag, str))
+
+
+_PREFILTER_MIN = 64  # children of a parent before candidates are found with XPath
+
+
+def _candidates(parent: etree._Element, group: _FGroup) -> Iterable[etree._Element]:
+    """Children of a long list parent that ``group``'s filter nodes can select."""
+    if group.cms or group.by_local or len(parent) < _PREFILTER_MIN:
+        return _children(parent)
+    found: dict[etree._Element, None] = {}
+    for f in group.others:
+        if f.prefilter is not None:
+            hits = f.prefilter(parent, **f.values)
+            if isinstance(hits, list):
+                found.update((h, None) for h in hits if isinstance(h, etree._Element))
+        else:
+            assert f.tag is not None  # group.by_local is empty
+            found.update((h, None) for h in parent.iterchildren(f.tag))
+    return found
+
+
+def _select(nodes: Nodes, group: _FGroup, keys: KeyResolver) -> Selection | None:
+    """Which of the sibling data ``nodes`` the sibling filter nodes ``group`` select.
+
+    ``nodes`` is a parent element (its children) or a list of nodes. Returns None
+    when a content-match node fails (the parent is not selected), else a
+    (possibly empty) selection map.
     """
-    cms = [f for f in fchildren if _is_content_match(f)]
-    others = [f for f in fchildren if not _is_content_match(f)]
-    for f in cms:  # all sibling content-match nodes must be true (6.2.5)
-        if not _content_ok(f, nodes):
+    for f in group.cms:  # all sibling content-match nodes must be true (6.2.5)
+        if not any(f.content_ok(d) for d in _children(nodes, f.tag)):
             return None
     sel: Selection = {}
-    if not others:
-        if cms:  # only content-match nodes: every sibling is selected
-            for d in nodes:
-                sel[d] = FULL
+    if not group.others:
+        # only content-match nodes: every sibling is selected
+        for d in _children(nodes):
+            sel[d] = FULL
         return sel
-    by_name: dict[str, list[etree._Element]] = {}
-    for f in others:
-        by_name.setdefault(etree.QName(f).localname, []).append(f)
-    cm_names = {etree.QName(f).localname for f in cms}
-    for d in nodes:
-        local = etree.QName(d).localname
-        if local in cm_names and any(
-            _name_matches(f, d) and (d.text or "").strip() == (f.text or "").strip() for f in cms
+    for d in _candidates(nodes, group) if isinstance(nodes, etree._Element) else nodes:
+        if (
+            group.cm_local
+            and _split(d.tag)[1] in group.cm_local
+            and any(f.content_ok(d) for f in group.cms)
         ):
             sel[d] = FULL  # the matching content-match node itself is returned
             continue
-        candidates = by_name.get(local)
-        if not candidates:
+        cands = group.candidates(d)
+        if not cands:
             continue
         merged: Selection | _Full | None = None
-        for f in candidates:
-            if not _name_matches(f, d) or not _attrs_match(f, d):
+        for f in cands:
+            if not f.matches(d):
                 continue
-            fsub = _felements(f)
-            if not fsub:  # selection node: the whole subtree
+            if f.group is None:  # selection node: the whole subtree
                 merged = FULL
                 break
-            sub = _select([x for x in d if isinstance(x.tag, str)], fsub, keys)
+            sub = _select(d, f.group, keys)
             if not sub:
                 continue
             for ktag in keys(d):  # key leaves of a list entry are always returned
@@ -351,10 +436,10 @@ def notification_matches(
     elif filt.get("type", "subtree") == "xpath":
         xpath, ns = filt.get("select") or "", dict(filt.nsmap)
     else:
-        fchildren = _felements(filt)
-        if not fchildren:
+        group = _compile_group(filt)
+        if group is None:
             return False
-        return bool(_select([body_el], fchildren, _no_keys))
+        return bool(_select([body_el], group, _no_keys))
     try:
         result = etree.ElementTree(body_el).xpath(xpath, namespaces=prefixes(ns))
     except etree.XPathError:

@@ -21,7 +21,8 @@ from lxml import etree
 from yangson import DataModel
 from yangson import exceptions as yx
 from yangson.enumerations import ContentType, ValidationScope
-from yangson.instance import InstanceNode
+from yangson.instance import InstanceNode, RootNode
+from yangson.instvalue import ObjectValue
 from yangson.schemanode import (
     AnyContentNode,
     ChoiceNode,
@@ -30,6 +31,7 @@ from yangson.schemanode import (
     LeafListNode,
     LeafNode,
     ListNode,
+    NotificationNode,
     SchemaNode,
 )
 
@@ -152,15 +154,25 @@ class Schema:
         module = self._module_by_ns(qname.namespace)
         if module is None:
             raise RpcError("unknown-namespace", f"no module for {qname.namespace}")
-        wrapper = etree.Element("notification")
-        wrapper.append(copy.deepcopy(body))
+        if not isinstance(self.dm.schema.get_child(qname.localname, module), NotificationNode):
+            # served for get-schema only (RFC 5277/6470 modules are not in the
+            # yangson library): nothing to validate against
+            return
+        sn = self.dm.schema.get_child(qname.localname, module)
         try:
-            inst = self.dm.from_xml(wrapper, f"{module}:{qname.localname}")
+            # yangson's from_xml leaves a notification's own members unqualified,
+            # but its schema pattern wants them as "module:name": qualify them
+            cooked = sn.from_xml(body)
+            value = ObjectValue(
+                {(k if ":" in k else f"{module}:{k}"): v for k, v in cooked.items()},
+                cooked.timestamp,
+            )
+            inst = RootNode(value, sn, self.dm.schema_data, value.timestamp)
             inst.validate(ValidationScope.syntax, ContentType.all)
         except yx.ValidationError as exc:
-            raise self.validation_error(exc) from exc
+            raise self.validation_error(exc, rpc=qname) from exc
         except yx.YangsonException as exc:
-            raise self.raw_error(exc, body) from exc
+            raise self.raw_error(exc, body, rpc=qname) from exc
 
     # ---- yangson errors -> RpcError -----------------------------------------------
 
@@ -229,20 +241,34 @@ class Schema:
                 type="application",
                 info={"bad-namespace": str(exc)},
             )
+        kw: dict[str, Any] = {}
+        if rpc is not None and isinstance(exc, yx.RawMemberError | yx.RawTypeError):
+            prefix = self.prefixes.get(rpc.namespace or "", "x")
+            steps = [rpc.localname] + [
+                st.split(":")[-1]
+                for st in str(exc.path).split("/")
+                if st and not st.isdigit() and st != "input"
+            ]
+            kw = {
+                "path": "/" + "/".join(f"{prefix}:{st}" for st in steps),
+                "path_nsmap": {prefix: rpc.namespace or ""},
+            }
         if isinstance(exc, yx.RawMemberError):
             member = str(exc.path).rsplit("/", 1)[-1].split(":")[-1]
             return RpcError(
                 "unknown-element",
-                f"unknown element {member!r} at {exc.path}",
+                f"unknown element {member!r} at {kw.get('path', exc.path)}",
                 type="application",
                 info={"bad-element": member},
+                **kw,
             )
         if isinstance(exc, yx.RawTypeError):
             member = str(exc.path).rsplit("/", 1)[-1].split(":")[-1]
             return RpcError(
                 "invalid-value",
-                f"invalid value at {exc.path}: {exc.message}",
+                f"invalid value at {kw.get('path', exc.path)}: {exc.message}",
                 info={"bad-element": member},
+                **kw,
             )
         return RpcError("invalid-value", f"invalid data: {exc}")
 
@@ -253,7 +279,10 @@ class Schema:
             parts.append(f"{self.prefixes.get(rpc.namespace or '', 'x')}:{rpc.localname}")
         node: Any = inst.top()
         prefix = "esc"
-        for step in inst.path:
+        for i, step in enumerate(inst.path):
+            if rpc is not None and i == 0 and isinstance(step, str) and step.endswith("input"):
+                node = node._member(step)  # RPC input: the path names the rpc, not "input"
+                continue
             if isinstance(step, str):
                 if ":" in step:
                     module, name = step.split(":", 1)
