@@ -7,6 +7,11 @@ order per deployment, in parallel across deployments). Jobs drive libvirt throug
 ``engine/vmops.py``, record every step in ``engine.sqlite3`` (``engine/store.py``)
 and publish escEvents. ``engine/reconcile.py`` brings hosts and records back in
 line at start, after a host reconnects and every ``settings.reconcile_interval``.
+``engine/monitor.py`` keeps polling every live, monitored VM after VM_ALIVE (one
+scheduler thread; ICMP through one raw socket, ``engine/icmp.py``) and, with
+libvirt's crash/shut-off events, hands a VM that went down to ``Engine._vm_down``:
+recovery per recovery_policy (``actions.run_recovery``) or, for MANUAL,
+VM_MANUAL_RECOVERY_NEEDED and a wait for recoveryVmAction DO.
 
 Extension API for day-2 modules (resize, migration, snapshots, volumes)::
 

@@ -122,6 +122,8 @@ def recovery_vm_action(ctx: RpcContext, request: etree._Element) -> None:
         )
     if dep.state == st.SERVICE_STOPPED:
         raise actions.refuse(f"recoveryVmAction refused: deployment {vm.deployment} is stopped")
+    if vm.state in (st.VM_DEPLOYING, st.VM_UNDEPLOYING, st.VM_MIGRATING, st.VM_VERIFY_RESIZE):
+        raise actions.refuse(f"recoveryVmAction refused: VM {name} is in {vm.state}")
     engine.recover(vm, "manual recovery requested")
 
 
