@@ -25,7 +25,10 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 server_pid=""
 sub_pid=""
 cleanup() {
-    [ -n "$sub_pid" ] && kill "$sub_pid" 2>/dev/null || true
+    if [ -n "$sub_pid" ]; then
+        kill "$sub_pid" 2>/dev/null || true
+        wait "$sub_pid" 2>/dev/null || true
+    fi
     if [ -n "$server_pid" ]; then
         kill "$server_pid" 2>/dev/null || true
         wait "$server_pid" 2>/dev/null || true
@@ -60,7 +63,7 @@ if [ -z "${ESCNC_PORT:-}" ]; then
 fi
 
 step "2. watch the notifications (examples/subscriber.py, in the background)"
-"$PY" "$here/subscriber.py" --duration 600 | sed 's/^/   [subscriber] /' &
+"$PY" -u "$here/subscriber.py" --duration 600 > >(sed -u 's/^/   [subscriber] /') 2>&1 &
 sub_pid=$!
 sleep 1.5
 
