@@ -262,6 +262,12 @@ def _delete_quietly(vols: list[libvirt.virStorageVol]) -> None:
             log.warning("could not delete volume %s", vol.name())
 
 
+def _is_local_uri(uri: str) -> bool:
+    """``qemu:///system`` style: no host part, so the daemon is on this machine."""
+    rest = uri.split("://", 1)[1] if "://" in uri else ""
+    return rest.startswith("/")
+
+
 def libvirt_migrate(
     src: libvirt.virConnect,
     dst: libvirt.virConnect,
@@ -299,7 +305,21 @@ def libvirt_migrate(
             | libvirt.VIR_MIGRATE_PEER2PEER
         )
     try:
-        dom.migrateToURI3(dst_uri, {}, flags)
+        if _is_local_uri(dst_uri):
+            # libvirt refuses peer-to-peer to a URI without a remote host ("same host");
+            # a second daemon on this machine is reached by client-managed migration,
+            # its data stream over loopback. Both daemons see the same files, so the
+            # storage is shared in fact (libvirt cannot tell: VIR_MIGRATE_UNSAFE).
+            if block:
+                raise Day2Error(
+                    "block migration to a daemon on the same machine would "
+                    "copy the disks onto themselves"
+                )
+            params = {libvirt.VIR_MIGRATE_PARAM_URI: "tcp://127.0.0.1"} if live else {}
+            local_flags = (flags & ~libvirt.VIR_MIGRATE_PEER2PEER) | libvirt.VIR_MIGRATE_UNSAFE
+            dom.migrate3(dst, params, local_flags)
+        else:
+            dom.migrateToURI3(dst_uri, {}, flags)
         if was_active and not live:
             lookup(dst, name).create()
     except libvirt.libvirtError as exc:
