@@ -87,6 +87,9 @@ class Datastore:
         self._locks: dict[str, tuple[int, str]] = {}
         self._candidate: etree._Element | None = None  # None: candidate equals running
         self._candidate_index = EntryIndex()
+        # units that may differ between candidate and running: touched by candidate
+        # edits or changed in running since the candidate was made (None: unknown)
+        self._cand_dirty: set[UnitKey] | None = None
         self._pending: _Pending | None = None
         self._closed = False
 
@@ -283,6 +286,7 @@ class Datastore:
         if materialized:
             self._candidate = copy.deepcopy(self._running)
             self._candidate_index.clear()
+            self._cand_dirty = set()
         assert self._candidate is not None
         journal = Journal(self._candidate_index)
         editor = Editor(self.schema, journal, options)
@@ -292,10 +296,13 @@ class Datastore:
                 self._validate_units(self._candidate, journal.units, None)
             if test_option == "test-only":
                 journal.undo()
+            elif self._cand_dirty is not None:
+                self._cand_dirty.update(journal.units)
         except BaseException:
             journal.undo()
             if materialized:
                 self._candidate = None
+                self._cand_dirty = None
             raise
         _raise_collected(editor.errors)
 
@@ -319,6 +326,7 @@ class Datastore:
                 self._full_validate(data, syntax_only=True)
                 self._candidate = data
                 self._candidate_index.clear()
+                self._cand_dirty = None
             else:
                 self._full_validate(data)
                 self._startup = data
@@ -338,6 +346,7 @@ class Datastore:
             else:
                 self._candidate = empty_data()
                 self._candidate_index.clear()
+                self._cand_dirty = None
 
     def validate(self, source: str | etree._Element) -> None:
         with self._lock:
@@ -396,9 +405,10 @@ class Datastore:
             self.check_writable("running", session_id)
             hid = None
             if self._candidate is not None:
-                hid = self._commit_tree(self._candidate, session_id, username, keep_tree=False)
-                self._candidate = None
-                self._candidate_index.clear()
+                hid = self._commit_tree(
+                    self._candidate, session_id, username, keep_tree=False, dirty=self._cand_dirty
+                )
+                self._discard_locked()
             if confirmed:
                 secs = int(timeout if timeout is not None else 600)
                 if p is None:
@@ -447,6 +457,7 @@ class Datastore:
     def _discard_locked(self) -> None:
         self._candidate = None
         self._candidate_index.clear()
+        self._cand_dirty = None
 
     def _next_history_marker(self) -> int:
         hist = self._store.history()
@@ -545,15 +556,27 @@ class Datastore:
         username: str,
         keep_tree: bool = True,
         seq_hint: dict[UnitKey, int] | None = None,
+        dirty: set[UnitKey] | None = None,
     ) -> int | None:
-        """Make ``data`` the new running (used by commit, copy-config, rollback)."""
-        new_units = {k: shell(el, k) for k, el in all_units(data).items()}
-        changed: dict[UnitKey, bytes | None] = {
-            k: v for k, v in new_units.items() if self._units.get(k) != v
-        }
-        for k in self._units:
-            if k not in new_units:
-                changed[k] = None
+        """Make ``data`` the new running (used by commit, copy-config, rollback).
+
+        ``dirty``: the only units that can differ from running (candidate
+        tracking); None compares every unit.
+        """
+        changed: dict[UnitKey, bytes | None]
+        if dirty is not None:
+            changed = {}
+            for k in dirty:
+                el = self._find_unit(data, k)
+                raw = None if el is None else shell(el, k)
+                if raw != self._units.get(k):
+                    changed[k] = raw
+        else:
+            new_units = {k: shell(el, k) for k, el in all_units(data).items()}
+            changed = {k: v for k, v in new_units.items() if self._units.get(k) != v}
+            for k in self._units:
+                if k not in new_units:
+                    changed[k] = None
         if not changed:
             return None
         self._validate_units(data, set(changed), self._units)
@@ -566,13 +589,16 @@ class Datastore:
             )
             for k, v in changed.items()
         ]
-        old_tree = self._running
+        old_tree, old_index = self._running, self._index
         self._running = new_tree
-        self._index.clear()
+        if new_tree is self._candidate:  # the candidate's key index stays valid
+            self._index, self._candidate_index = self._candidate_index, EntryIndex()
+        else:
+            self._index = EntryIndex()
         try:
             return self._finish(changed, changes, session_id, username, seq_hint=seq_hint)
         except BaseException:
-            self._running = old_tree
+            self._running, self._index = old_tree, old_index
             self._index.clear()
             raise
 
@@ -602,6 +628,8 @@ class Datastore:
                 self._next_seq += 1
             new_seq[key] = seq
             upserts.append(UnitRow(key, seq, raw))
+        if self._cand_dirty is not None:  # running moved under an open candidate
+            self._cand_dirty.update(changed)
         hid = self._store.write(
             "running",
             upserts,
