@@ -16,6 +16,7 @@ from yangson.schemanode import InternalNode, LeafListNode, ListNode
 from conftest import connect
 from engine_support import config, deployment
 from escnc.app import Server
+from escnc.errors import RpcError, RpcErrors
 from escnc.events import base
 from escnc.events.esc_event import EscEvent, VmRef
 from escnc.ns import ESC, NC, NC_NOTIF_BASE, NC_NOTIFICATIONS
@@ -75,9 +76,6 @@ def test_escevent_body_is_valid_yang(server: Server) -> None:
         inst.validate(ValidationScope.syntax, ContentType.all)
 
 
-@pytest.mark.xfail(reason="datastore Schema.validate_notification rejects valid bodies "
-                   "(XML wrapper nesting; RFC 6470/5277 modules not in yang-library.json)",
-                   strict=False)
 def test_bodies_pass_schema_validate_notification(server: Server) -> None:
     assert server.services is not None
     schema = server.services.schema
@@ -88,6 +86,12 @@ def test_bodies_pass_schema_validate_notification(server: Server) -> None:
         username="a", session_id=1,
         edits=[Change("merge", "/esc:esc_datamodel/esc:flavors", {"esc": ESC})]))
     schema.validate_notification(etree.fromstring(base.replay_complete())[1])
+    # and the check is real: a session-id that is not a number is refused
+    bad = base.session_start(username="a", session_id=1, source_host="127.0.0.1")
+    for el in bad.iter(f"{{{NC_NOTIF_BASE}}}session-id"):
+        el.text = "not-a-number"
+    with pytest.raises((RpcError, RpcErrors)):
+        schema.validate_notification(bad)
 
 
 def test_streams_in_get(server: Server) -> None:
