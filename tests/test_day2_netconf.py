@@ -231,6 +231,9 @@ def test_resize_multi_vm_group_one_at_a_time(srv, nc, ev, image):  # type: ignor
     other = next(v for v in vms if v != first_vm)
     assert vm_field(nc, other, "state") == "VM_ALIVE_STATE"
     assert vm_field(nc, other, "flavor") == "small"
+    # a periodic reconcile meanwhile must not take the pending rollout for drift
+    srv.services.engine.reconcile()
+    assert srv.services.engine.wait_idle(10)
     nc.dispatch(etree.fromstring(rpc("vmAction", actionType="CONFIRM_RESIZE", vmName=first_vm)))
     got = ev.until("VM_VERIFY_RESIZE")
     assert types(got)[:3] == ["VM_CONFIRM_RESIZE_INIT", "VM_CONFIRM_RESIZE_COMPLETE", "VM_ALIVE"]

@@ -97,7 +97,13 @@ class Server:
             self._netconf.stop()
         if self.services is not None:
             self.services.engine.stop()
-            for closer in (self.services.events, self.services.datastore, self.services.vims):
+            closers = (
+                self.services.day2,
+                self.services.events,
+                self.services.datastore,
+                self.services.vims,
+            )
+            for closer in closers:
                 close = getattr(closer, "close", None)
                 if close is not None:
                     close()

@@ -97,6 +97,13 @@ class Day2Manager:
 
     # -- resize (engine hooks) -------------------------------------------------------
 
+    def resize_in_progress(self, vm_name: str) -> bool:
+        """True while ``vm_name`` awaits confirmation or waits its turn in a rollout."""
+        return any(
+            p.kind == "resize" and (p.vm_name == vm_name or vm_name in p.queue)
+            for p in self.store.all_pending()
+        )
+
     def resize_hook(self, job: Any, vm: VmRecord, old: FlavorSpec, new: FlavorSpec) -> None:
         """``engine.hooks.resize``: runs in the update job after SERVICE_UPDATED, once per
         VM of a group whose flavor changed. The first VM of the group is resized now;

@@ -69,7 +69,7 @@ def _create_vms(
         dom_exists = engine.ops.domain(vm) is not None
         stopped = vm.state == st.VM_STOPPED
         if dom_exists and (stopped or engine.ops.is_running(vm)):
-            if vm.state != st.VM_ALIVE and not stopped:
+            if vm.state != st.VM_ALIVE and vm.state not in st.HELD_BY_DAY2 and not stopped:
                 watch.append(vm)
             continue
         try:

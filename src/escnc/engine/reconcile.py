@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import libvirt
 
 from escnc.engine import lifecycle
+from escnc.engine import states as st
 from escnc.engine.jobs import Job
 from escnc.engine.model import DeploymentSpec
 from escnc.engine.store import DeploymentRecord, VmRecord
@@ -58,6 +59,12 @@ def reconcile(engine: Engine) -> None:
         except libvirt.libvirtError as exc:
             log.warning("reconcile: cannot list domains of %s: %s", host.name, exc)
             continue
+        present = {name for name, _ in domains}
+        for vm in known.values():
+            lost = vm.host == host.name and vm.generated_name not in present
+            if lost and vm.state == st.VM_ALIVE:
+                # the host lost it (restart, test driver): opdata must not keep saying alive
+                engine.set_vm_state(vm.generated_name, st.VM_DEPLOYING)
         for name, meta in domains:
             vm = known.get(name)
             if vm is None or vm.host != host.name:
@@ -71,7 +78,7 @@ def reconcile(engine: Engine) -> None:
         dep = engine.store.deployment(*key)
         if dep is not None:
             vms = engine.store.vms(*key)
-            if _needs_update(spec, vms):
+            if _needs_update(engine, spec, vms):
                 engine.submit(*key, "update", engine.bind(lifecycle.update, None, spec))
         engine.submit(*key, "deploy", engine.bind(lifecycle.deploy, spec), interruptible=True)
     for dep in engine.store.deployments():
@@ -83,10 +90,16 @@ def reconcile(engine: Engine) -> None:
             )
 
 
-def _needs_update(spec: DeploymentSpec, vms: list[VmRecord]) -> bool:
+def _needs_update(engine: Engine, spec: DeploymentSpec, vms: list[VmRecord]) -> bool:
+    day2 = engine.services.day2
     for vm in vms:
         group = spec.groups.get(vm.group)
-        if group is None or group.fingerprint != vm.fingerprint or group.flavor != vm.flavor:
+        if group is None or group.fingerprint != vm.fingerprint:
+            return True
+        # a flavor rollout resizes one VM at a time: the others differ on purpose
+        if group.flavor != vm.flavor and not (
+            day2 is not None and day2.resize_in_progress(vm.generated_name)
+        ):
             return True
     for group in spec.groups.values():  # an interrupted scale in
         if sum(1 for v in vms if v.group == group.name) > group.min_active:

@@ -20,3 +20,7 @@ VM_UNDEPLOYING = "VM_UNDEPLOYING_STATE"
 # opdata `collector`: how liveness was decided
 COLLECTOR_ICMP = "ICMPPing"
 COLLECTOR_DOMAIN = "domain-state"
+
+# States a day-2 operation owns until it is confirmed or reverted: a resumed deploy
+# (reconcile) must leave such VMs alone instead of waiting for them to come alive.
+HELD_BY_DAY2 = frozenset({VM_VERIFY_RESIZE, VM_MIGRATING})
