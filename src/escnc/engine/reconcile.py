@@ -60,11 +60,11 @@ def reconcile(engine: Engine) -> None:
             log.warning("reconcile: cannot list domains of %s: %s", host.name, exc)
             continue
         present = {name for name, _ in domains}
-        for vm in known.values():
-            lost = vm.host == host.name and vm.generated_name not in present
-            if lost and vm.state == st.VM_ALIVE:
+        for rec in known.values():
+            lost = rec.host == host.name and rec.generated_name not in present
+            if lost and rec.state == st.VM_ALIVE:
                 # the host lost it (restart, test driver): opdata must not keep saying alive
-                engine.set_vm_state(vm.generated_name, st.VM_DEPLOYING)
+                engine.set_vm_state(rec.generated_name, st.VM_DEPLOYING)
         for name, meta in domains:
             vm = known.get(name)
             if vm is None or vm.host != host.name:
