@@ -45,13 +45,18 @@ stamp "python venv and pip install -e .[test]"
 .venv/bin/python -m pip install -q -e ".[test]"
 export PATH="$root/.venv/bin:$PATH"
 
-stamp "ruff"
-ruff check src tests examples
-stamp "mypy"
-mypy
-stamp "pyang --strict"
+# Every check runs even when an earlier one failed; the script fails at the end.
+failed=()
+check() {
+    local name=$1
+    shift
+    stamp "$name"
+    "$@" || { failed+=("$name"); echo "test.sh: $name FAILED" >&2; }
+}
+check ruff ruff check src tests examples
+check mypy mypy
 if compgen -G "yang/*.yang" >/dev/null; then
-    pyang --strict -p yang yang/*.yang
+    check "pyang --strict" pyang --strict -p yang yang/*.yang
 fi
 
 # The real hypervisor (root only: libvirtd and network namespaces need it)
@@ -75,7 +80,13 @@ rc=$?
 set -e
 stamp "pytest exit status $rc"
 if [ "$rc" -eq 5 ]; then
-    echo "test.sh: pytest collected no tests: failing" >&2
+    echo "test.sh: pytest collected no tests" >&2
+    failed+=("pytest (no tests)")
+elif [ "$rc" -ne 0 ]; then
+    failed+=("pytest")
+fi
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "test.sh: FAILED: ${failed[*]}" >&2
     exit 1
 fi
-exit "$rc"
+stamp "all checks passed"
