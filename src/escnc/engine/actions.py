@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 VM_ACTIONS = ("START", "STOP", "REBOOT", "ENABLE_MONITOR", "DISABLE_MONITOR")
 RESIZE_ACTIONS = ("CONFIRM_RESIZE", "REVERT_RESIZE")
-SERVICE_ACTIONS = ("START", "STOP", "REBOOT")
+SERVICE_ACTIONS = ("START", "STOP", "REBOOT", "ENABLE_MONITOR", "DISABLE_MONITOR")
+SERVICE_MONITOR_ACTIONS = ("ENABLE_MONITOR", "DISABLE_MONITOR")
 # the event that ends each VM action
 VM_TERMINAL = {
     "STOP": "VM_STOPPED",
@@ -68,7 +69,27 @@ def service_refusal(engine: Engine, dep: DeploymentRecord, action: str) -> str |
         vms = engine.store.vms(dep.tenant, dep.name)
         if all(v.state == st.VM_ALIVE for v in vms):
             return f"deployment {dep.name} is already active"
+    if action in SERVICE_MONITOR_ACTIONS:
+        if dep.state == st.SERVICE_STOPPED:
+            return f"deployment {dep.name} is stopped: start it to monitor it"
+        vms = engine.store.vms(dep.tenant, dep.name)
+        busy = [v for v in vms if v.state in _BUSY]
+        if busy:
+            return f"VM {busy[0].generated_name} is in {busy[0].state}"
+        if action == "ENABLE_MONITOR" and not _to_monitor(vms):
+            # ESC: "You can't start monitoring a VNF which is already running."
+            return f"deployment {dep.name} is already running and monitored"
+        if action == "DISABLE_MONITOR" and not any(v.monitoring for v in vms):
+            return f"monitoring of deployment {dep.name} is already disabled"
     return None
+
+
+_BUSY = (st.VM_DEPLOYING, st.VM_UNDEPLOYING, st.VM_MIGRATING, st.VM_VERIFY_RESIZE)
+
+
+def _to_monitor(vms: list[VmRecord]) -> list[VmRecord]:
+    """VMs a service ENABLE_MONITOR acts on: not monitored and not stopped."""
+    return [v for v in vms if not v.monitoring and v.state != st.VM_STOPPED]
 
 
 def lookup_vm(engine: Engine, name: str, path: str) -> VmRecord:
@@ -139,6 +160,9 @@ def run_service_action(engine: Engine, job: Job, tenant: str, name: str, action:
     dep = engine.store.deployment(tenant, name)
     if dep is None:
         return
+    if action in SERVICE_MONITOR_ACTIONS:
+        _run_service_monitor(engine, dep, action)
+        return
     terminal = {
         "STOP": "SERVICE_STOPPED",
         "START": "SERVICE_STARTED",
@@ -186,6 +210,28 @@ def run_service_action(engine: Engine, job: Job, tenant: str, name: str, action:
     message = "; ".join(errors) if errors else f"Service {action.lower()} completed successfully"
     dep = engine.store.update_deployment(tenant, name, state=state, status_message=message) or dep
     engine.publish(terminal, dep, message=message, failure=bool(errors))
+
+
+def _run_service_monitor(engine: Engine, dep: DeploymentRecord, action: str) -> None:
+    """serviceAction ENABLE_MONITOR / DISABLE_MONITOR: the VM action on every VM it
+    applies to, each reported with its VM_MONITOR_SET / VM_MONITOR_UNSET."""
+    event = VM_TERMINAL[action]
+    reason = service_refusal(engine, dep, action)
+    if reason:
+        engine.publish(event, dep, message=reason, failure=True)
+        return
+    vms = engine.store.vms(dep.tenant, dep.name)
+    if action == "ENABLE_MONITOR":
+        for vm in _to_monitor(vms):
+            state = st.VM_ALIVE if engine.ops.is_running(vm) else vm.state
+            vm = engine.set_vm_state(vm.generated_name, state, monitoring=True)
+            engine.publish(event, dep, vm, message="VM monitoring enabled")
+    else:
+        for vm in vms:
+            if not vm.monitoring:
+                continue
+            vm = engine.set_vm_state(vm.generated_name, st.VM_MONITOR_DISABLED, monitoring=False)
+            engine.publish(event, dep, vm, message="VM monitoring disabled")
 
 
 def run_recovery(engine: Engine, job: Job, name: str, reason: str) -> None:

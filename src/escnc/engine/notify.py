@@ -31,6 +31,8 @@ class Notifier:
             generated_vmname=vm.generated_name,
             vim_id=vm.host,
             vim_project=vm.tenant,
+            # escnc's tenant id is the tenant's name (opdata tenant_id, escEvent tenant_id)
+            vim_project_id=vm.tenant,
             hostid=hostid,
             hostname=hostname,
             interfaces=list(vm.interfaces),
