@@ -789,3 +789,90 @@ def test_seed_stopped_service_can_be_undeployed(srv, nc, ev, image):  # type: ig
     got = ev.until("SERVICE_UNDEPLOYED")
     assert types(got) == ["VM_UNDEPLOYED", "SERVICE_UNDEPLOYED"], explain(got)
     assert vm_names(nc) == []
+
+
+# ---- composite VNFs: min/max and the static IP pool (seed 001/004, last section) ------
+
+
+def test_seed_scaling_rules(srv, nc, ev, image):  # type: ignore[no-untyped-def]
+    deploy_seed(nc, ev, image)
+    # "If the value is greater than the max value, the update is rejected."
+    bad = SEED_DEPLOYMENT.replace("<min_active>1</min_active>", "<min_active>2</min_active>")
+    with pytest.raises(RPCError) as info:
+        nc.edit_config(target="running", config=as_config(bad))
+    assert "min_active" in str(info.value)
+    assert len(vm_names(nc)) == 1
+    # static IP deployment: more VMs need more addresses in the pool
+    pool = (
+        "<static_ip_address_pool><network>SolTest-Network</network>"
+        "<gateway>10.77.0.1</gateway><netmask>255.255.255.0</netmask>"
+        "{ips}</static_ip_address_pool></scaling>"
+    )
+    one = pool.format(ips="<ip_address>10.77.0.10</ip_address>")
+    two = pool.format(ips="<ip_address>10.77.0.10</ip_address><ip_address>10.77.0.11</ip_address>")
+    scaled = SEED_DEPLOYMENT.replace("<min_active>1</min_active>", "<min_active>2</min_active>")
+    scaled = scaled.replace("<max_active>1</max_active>", "<max_active>2</max_active>")
+    with pytest.raises(RPCError) as info:
+        nc.edit_config(target="running", config=as_config(scaled.replace("</scaling>", one)))
+    assert "add IP addresses to the pool" in str(info.value), str(info.value)
+    assert len(vm_names(nc)) == 1
+    nc.edit_config(target="running", config=as_config(scaled.replace("</scaling>", two)))
+    got = ev.until("SERVICE_UPDATED")
+    assert leaf(got[-1], "status") == "SUCCESS", explain(got)
+    assert len(vm_names(nc)) == 2
+    ips = sorted(e.text or "" for e in opdata(nc).iterfind(".//e:vm_instance//e:ip_address", NS))
+    assert ips[0] in ("10.77.0.10", "10.77.0.11"), ips
+
+
+# ---- NFVIS / OpenNebula life cycle, ETSI capacity ------------------------------------
+
+
+def test_seed_nfvis_stats_and_capacity(srv, nc, ev, image):  # type: ignore[no-untyped-def]
+    before = {
+        h.findtext("e:name", namespaces=NS): int(h.findtext("e:vcpus_used", namespaces=NS) or 0)
+        for h in opdata(nc).iterfind(".//e:hosts/e:host", NS)
+    }
+    assert set(before) == {"Host-22", "Host-24"}
+    vm = deploy_seed(nc, ev, image)
+    op = opdata(nc)
+    host = vm_field(nc, vm, "host")
+    h = next(
+        x
+        for x in op.iterfind(".//e:hosts/e:host", NS)
+        if x.findtext("e:name", namespaces=NS) == host
+    )
+    for name in (
+        "vcpus_total",
+        "memory_total_mb",
+        "vcpus_used",
+        "memory_used_mb",
+        "hostid",
+        "hostname",
+    ):
+        assert h.findtext(f"e:{name}", namespaces=NS), name
+    assert int(h.findtext("e:vcpus_used", namespaces=NS) or 0) == before[host] + 1
+    stats = op.find(".//e:vm_instance/e:stats", NS)
+    assert stats is not None
+    assert stats.findtext("e:vcpus", namespaces=NS) == "1"
+    assert int(stats.findtext("e:memory_kb", namespaces=NS) or 0) == 512 * 1024
+    assert stats.findtext("e:cpu_time_ns", namespaces=NS) is not None
+    (img,) = op.iterfind(".//e:images/e:image", NS)
+    assert img.findtext("e:state", namespaces=NS) == "active"
+
+
+def test_seed_vnic_added_by_update(srv, nc, ev, image):  # type: ignore[no-untyped-def]
+    """NFVIS: 'The vNICs on a VM can also be added or updated.'"""
+    vm = deploy_seed(nc, ev, image)
+    update = SEED_DEPLOYMENT.replace(
+        "</interface>\n",
+        "</interface>\n<interface><nicid>1</nicid><network>SolTest-Network</network></interface>\n",
+        1,
+    )
+    nc.edit_config(target="running", config=as_config(update))
+    got = ev.until("SERVICE_UPDATED")
+    assert types(got) == ["VM_UPDATED", "SERVICE_UPDATED"], explain(got)
+    nics = [
+        e.text for e in opdata(nc).iterfind(".//e:vm_instance/e:interfaces/e:interface/e:nicid", NS)
+    ]
+    assert nics == ["0", "1"], nics
+    assert vm_field(nc, vm, "state") == "VM_ALIVE_STATE"

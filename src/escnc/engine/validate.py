@@ -96,6 +96,18 @@ def validate_config(engine: Engine, tree: etree._Element) -> None:
                     f"the {running} VMs running",
                     group_path(tenant, dname, g.name, "scaling") + "/esc:max_active",
                 )
+            for network, pool in g.ip_pools:
+                # ESC: more VMs of a static-IP deployment need more addresses in the pool
+                fixed = {i.ip_address for i in g.interfaces if i.network == network}
+                addresses = ({a for a in pool if a} | fixed) - {""}
+                if len(addresses) < g.min_active:
+                    err(
+                        f"vm_group {g.name}: static_ip_address_pool of network {network} has "
+                        f"{len(addresses)} address(es) for min_active {g.min_active} VMs: "
+                        "add IP addresses to the pool",
+                        group_path(tenant, dname, g.name, "scaling")
+                        + f"/esc:static_ip_address_pool[esc:network='{network}']",
+                    )
             if dep is not None and dep.state == st.SERVICE_STOPPED and g.min_active != running:
                 way = "out" if g.min_active > running else "in"
                 err(
