@@ -876,3 +876,57 @@ def test_seed_vnic_added_by_update(srv, nc, ev, image):  # type: ignore[no-untyp
     ]
     assert nics == ["0", "1"], nics
     assert vm_field(nc, vm, "state") == "VM_ALIVE_STATE"
+
+
+def _disk_sources(srv, vm: str, host: str) -> list[str]:  # type: ignore[no-untyped-def]
+    dom = srv.services.vims.get(host).connection().lookupByName(vm)
+    xml = etree.fromstring(dom.XMLDesc(0).encode())
+    return [s.get("file") or "" for s in xml.iterfind("devices/disk/source")]
+
+
+def test_seed_opennebula_image_persistence(srv, nc, ev, image):  # type: ignore[no-untyped-def]
+    """OpenNebula: a non-persistent image is cloned for each new VM; a persistent one
+    is used by one and only one VM."""
+    nc.edit_config(target="running", config=registry_config(image))
+    two = SEED_DEPLOYMENT.replace("<min_active>1</min_active>", "<min_active>2</min_active>")
+    two = two.replace("<max_active>1</max_active>", "<max_active>2</max_active>")
+    nc.edit_config(target="running", config=as_config(two))
+    got = ev.until("SERVICE_ALIVE")
+    assert leaf(got[-1], "status") == "SUCCESS", explain(got)
+    roots = set()
+    for vm in vm_names(nc):
+        roots.add(_disk_sources(srv, vm, vm_field(nc, vm, "host"))[0])
+    assert len(roots) == 2, roots  # one clone per VM
+    assert all(Path(r).name.endswith("-root.qcow2") for r in roots), roots
+    persistent = registry_config(image).replace(
+        "<container_format>bare</container_format>",
+        "<container_format>bare</container_format><persistent>true</persistent>",
+    )
+    with pytest.raises(RPCError) as info:
+        nc.edit_config(target="running", config=persistent)
+    assert "persistent" in str(info.value), str(info.value)
+
+
+def test_seed_opennebula_persistent_image_one_vm(srv, nc, ev, image):  # type: ignore[no-untyped-def]
+    persistent = registry_config(image).replace(
+        "<container_format>bare</container_format>",
+        "<container_format>bare</container_format><persistent>true</persistent>",
+    )
+    nc.edit_config(target="running", config=persistent)
+    nc.edit_config(target="running", config=as_config(SEED_DEPLOYMENT))
+    got = ev.until("SERVICE_ALIVE")
+    assert leaf(got[-1], "status") == "SUCCESS", explain(got)
+    (vm,) = vm_names(nc)
+    root = _disk_sources(srv, vm, vm_field(nc, vm, "host"))[0]
+    assert not Path(root).name.endswith("-root.qcow2"), root  # the image itself
+    # a second VM on the same persistent image is refused
+    with pytest.raises(RPCError) as info:
+        nc.edit_config(
+            target="running",
+            config=as_config(
+                SEED_DEPLOYMENT.replace(
+                    "<min_active>1</min_active>", "<min_active>2</min_active>"
+                ).replace("<max_active>1</max_active>", "<max_active>2</max_active>")
+            ),
+        )
+    assert "persistent" in str(info.value), str(info.value)

@@ -2,18 +2,21 @@
 
 References (image, flavor, network, VIM/host) must exist, scaling bounds must hold
 against what is running (max_active below the VMs running is rejected), and a
-stopped service cannot be scaled out or in (ESC: start it first). Errors carry an error-path.
+stopped service cannot be scaled out or in (ESC: start it first), a static IP pool
+must hold an address for every VM, and a persistent image backs one VM only.
+Errors carry an error-path.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import libvirt
 from lxml import etree
 
 from escnc.engine import states as st
-from escnc.engine.model import parse_desired
+from escnc.engine.model import Desired, parse_desired
 from escnc.errors import RpcError, RpcErrors, invalid_value
 from escnc.ns import ESC
 
@@ -114,7 +117,36 @@ def validate_config(engine: Engine, tree: etree._Element) -> None:
                     f"deployment {dname} is stopped: it cannot be scaled {way} (start it first)",
                     group_path(tenant, dname, g.name, "scaling") + "/esc:min_active",
                 )
+    _persistent_images(engine, desired, err)
     if len(errors) == 1:
         raise errors[0]
     if errors:
         raise RpcErrors(errors)
+
+
+def _persistent_images(engine: Engine, desired: Desired, err: Callable[[str, str], None]) -> None:
+    """A persistent image is used by one and only one VM (OpenNebula semantics:
+    non-persistent images are cloned per VM, a persistent one is the VM's disk).
+
+    Deployments in the (pruned) tree count with the VMs they will have; deployments
+    the commit did not touch count with their VMs in the engine's store."""
+    persistent = {name for name, img in desired.images.items() if img.persistent}
+    if not persistent:
+        return
+    users: dict[str, int] = dict.fromkeys(persistent, 0)
+    for (tenant, dname), spec in desired.deployments.items():
+        vms = engine.store.vms(tenant, dname)
+        for g in spec.groups.values():
+            if g.image in users:
+                running = sum(1 for v in vms if v.group == g.name)
+                users[g.image] += max(g.min_active, running)
+    for vm in engine.store.vms():
+        if vm.image in users and (vm.tenant, vm.deployment) not in desired.deployments:
+            users[vm.image] += 1
+    for name, count in sorted(users.items()):
+        if count > 1:
+            err(
+                f"image {name} is persistent: it can back one VM only, not {count} "
+                "(use a non-persistent image, cloned per VM)",
+                f"/esc:esc_datamodel/esc:images/esc:image[esc:name='{name}']/esc:persistent",
+            )
