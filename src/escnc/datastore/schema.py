@@ -235,11 +235,22 @@ class Schema:
         self, exc: Exception, data: etree._Element, rpc: etree.QName | None = None
     ) -> RpcError:
         if isinstance(exc, yx.MissingModuleNamespace):
+            # RFC 6241 Appendix A: error-info names the element and the namespace
+            ns = str(exc)
+            bad = next(
+                (
+                    el
+                    for el in data.iter()
+                    if isinstance(el.tag, str) and etree.QName(el).namespace == ns
+                ),
+                None,
+            )
+            info = {"bad-element": etree.QName(bad).localname} if bad is not None else {}
             return RpcError(
                 "unknown-namespace",
-                f"unknown namespace {exc}",
-                type="application",
-                info={"bad-namespace": str(exc)},
+                f"unknown namespace {ns}",
+                type="protocol",
+                info=info | {"bad-namespace": ns},
             )
         kw: dict[str, Any] = {}
         if rpc is not None and isinstance(exc, yx.RawMemberError | yx.RawTypeError):

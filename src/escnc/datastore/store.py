@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 
 DATASTORES = ("running", "candidate", "startup")
 ConfirmedCommitListener = Callable[[str, int, str, int, "str | None"], None]
+# (operation "replace"|"delete", session_id, username): startup was written by a
+# session (copy-config / delete-config), for RFC 6470 netconf-config-change
+StartupListener = Callable[[str, int, str], None]
 
 
 def _now() -> str:
@@ -84,6 +87,7 @@ class Datastore:
         self._listeners: list[CommitListener] = []
         self._validators: list[ConfigValidator] = []
         self._cc_listeners: list[ConfirmedCommitListener] = []
+        self._startup_listeners: list[StartupListener] = []
         self._locks: dict[str, tuple[int, str]] = {}
         self._candidate: etree._Element | None = None  # None: candidate equals running
         self._candidate_index = EntryIndex()
@@ -131,6 +135,16 @@ class Datastore:
 
     def add_confirmed_commit_listener(self, listener: ConfirmedCommitListener) -> None:
         self._cc_listeners.append(listener)
+
+    def add_startup_listener(self, listener: StartupListener) -> None:
+        self._startup_listeners.append(listener)
+
+    def _notify_startup(self, operation: str, session_id: int, username: str) -> None:
+        for cb in list(self._startup_listeners):
+            try:
+                cb(operation, session_id, username)
+            except Exception:
+                log.exception("startup listener failed")
 
     def locks(self) -> dict[str, tuple[int, str]]:
         with self._lock:
@@ -331,8 +345,9 @@ class Datastore:
                 self._full_validate(data)
                 self._startup = data
                 self._write_startup()
+                self._notify_startup("replace", session_id, username)
 
-    def delete_config(self, target: str, session_id: int) -> None:
+    def delete_config(self, target: str, session_id: int, username: str = "") -> None:
         with self._lock:
             if target == "running":
                 raise RpcError(
@@ -343,6 +358,7 @@ class Datastore:
             if target == "startup":
                 self._startup = empty_data()
                 self._write_startup()
+                self._notify_startup("delete", session_id, username)
             else:
                 self._candidate = empty_data()
                 self._candidate_index.clear()

@@ -14,7 +14,7 @@ from lxml import etree
 
 from escnc.errors import RpcError, RpcErrors
 from escnc.netconf.dispatch import RpcContext, SessionHandle
-from escnc.ns import NC, qn
+from escnc.ns import BASE_11, NC, qn
 from escnc.xmlutil import parse_untrusted
 
 if TYPE_CHECKING:
@@ -33,9 +33,24 @@ class RpcOutcome:
     operation: str | None = None  # Clark name of the operation, when it got that far
     errors: list[RpcError] = field(default_factory=list)
     bad_rpc: bool = False  # counts as in-bad-rpcs (RFC 6022): not a correct <rpc>
+    rpc: etree._Element | None = None  # the parsed request, when it parsed
 
 
 def process_message(data: bytes, session: SessionHandle, services: Services) -> RpcOutcome:
+    outcome = _process(data, session, services)
+    if BASE_11 not in session.client_capabilities and any(
+        e.tag == "malformed-message" for e in outcome.errors
+    ):
+        # RFC 6241 Appendix A: malformed-message is new in :base:1.1 and "MUST NOT be
+        # sent to old clients"; a base:1.0 peer gets operation-failed (as libnetconf2).
+        for e in outcome.errors:
+            if e.tag == "malformed-message":
+                e.tag = "operation-failed"
+        outcome.reply = _reply(outcome.rpc, [e.to_xml() for e in outcome.errors])
+    return outcome
+
+
+def _process(data: bytes, session: SessionHandle, services: Services) -> RpcOutcome:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -75,7 +90,7 @@ def process_message(data: bytes, session: SessionHandle, services: Services) -> 
         return _failed(rpc, [err], bad=True)
     op = ops[0]
     qname = etree.QName(op)
-    outcome = RpcOutcome(b"", operation=op.tag)
+    outcome = RpcOutcome(b"", operation=op.tag, rpc=rpc)
     try:
         registration = services.registry.lookup(qname.namespace, qname.localname)
     except RpcError as exc:

@@ -146,11 +146,14 @@ class SessionManager:
         if session_id == by_session:
             raise RpcError(
                 "invalid-value", "a session cannot kill itself (use close-session)",
-                type="protocol",
+                type="protocol", info={"bad-element": "session-id"},
             )
         session = self.get(session_id)
         if session is None or session_id not in self._started:
-            raise RpcError("invalid-value", f"no session with id {session_id}", type="protocol")
+            raise RpcError(
+                "invalid-value", f"no session with id {session_id}", type="protocol",
+                info={"bad-element": "session-id"},
+            )
         log.info("session %d killed by session %d", session_id, by_session)
         session.terminate("killed", killed_by=by_session)
         if not session.wait_ended(5.0):

@@ -2,12 +2,70 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from lxml import etree
 
 from escnc.errors import RpcError
-from escnc.ns import NC, qn
+from escnc.ns import NC, WITH_DEFAULTS, qn
 
 DATASTORES = ("running", "candidate", "startup")
+
+# Input parameters of the base operations (ietf-netconf YANG, plus RFC 6243's
+# with-defaults where it augments). Anything else is unknown-element (a name the
+# base namespace does not have there) or unknown-namespace (RFC 6241 Appendix A).
+_WD = qn(WITH_DEFAULTS, "with-defaults")
+PARAMETERS: dict[str, frozenset[str]] = {
+    name: frozenset(qn(NC, p) if ":" not in p and "{" not in p else p for p in params)
+    for name, params in {
+        "get": ("filter", _WD),
+        "get-config": ("source", "filter", _WD),
+        "edit-config": (
+            "target",
+            "default-operation",
+            "test-option",
+            "error-option",
+            "config",
+            "url",
+        ),
+        "copy-config": ("target", "source", _WD),
+        "delete-config": ("target",),
+        "lock": ("target",),
+        "unlock": ("target",),
+        "close-session": (),
+        "kill-session": ("session-id",),
+        "commit": ("confirmed", "confirm-timeout", "persist", "persist-id"),
+        "discard-changes": (),
+        "cancel-commit": ("persist-id",),
+        "validate": ("source",),
+    }.items()
+}
+
+
+def check_parameters(request: etree._Element) -> None:
+    """Reject children a base operation does not define."""
+    allowed = PARAMETERS.get(etree.QName(request).localname)
+    if allowed is None:
+        return
+    for el in request:
+        if not isinstance(el.tag, str) or el.tag in allowed:
+            continue
+        q = etree.QName(el)
+        known_ns = q.namespace == NC or any(a.startswith(f"{{{q.namespace}}}") for a in allowed)
+        if known_ns:
+            raise RpcError(
+                "unknown-element",
+                f"<{etree.QName(request).localname}> has no parameter {q.localname!r}",
+                type="protocol",
+                info={"bad-element": q.localname},
+            )
+        raise RpcError(
+            "unknown-namespace",
+            f"unexpected namespace {q.namespace!r} in <{etree.QName(request).localname}>",
+            type="protocol",
+            info={"bad-element": q.localname, "bad-namespace": q.namespace or ""},
+        )
 
 
 def child(request: etree._Element, name: str) -> etree._Element | None:
@@ -76,3 +134,14 @@ def enum_param(request: etree._Element, name: str, allowed: tuple[str, ...], def
             info={"bad-element": name},
         )
     return value
+
+
+def checked(handler: Callable[[Any, etree._Element], Any]) -> Callable[[Any, etree._Element], Any]:
+    """``handler`` behind :func:`check_parameters` (for registering base operations)."""
+
+    def run(ctx: Any, request: etree._Element) -> Any:
+        check_parameters(request)
+        return handler(ctx, request)
+
+    run.__name__ = getattr(handler, "__name__", "handler")
+    return run

@@ -8,7 +8,7 @@ from lxml import etree
 
 from escnc.errors import RpcError
 from escnc.ns import NC
-from escnc.operations._common import child
+from escnc.operations._common import checked, child
 
 if TYPE_CHECKING:
     from escnc.netconf.dispatch import RpcContext, RpcRegistry
@@ -21,9 +21,9 @@ CAPABILITIES = [
 
 
 def register(registry: RpcRegistry, services: Services) -> None:
-    registry.register(NC, "commit", commit)
-    registry.register(NC, "discard-changes", discard_changes)
-    registry.register(NC, "cancel-commit", cancel_commit)
+    registry.register(NC, "commit", checked(commit))
+    registry.register(NC, "discard-changes", checked(discard_changes))
+    registry.register(NC, "cancel-commit", checked(cancel_commit))
     for cap in CAPABILITIES:
         if cap not in services.capabilities:
             services.capabilities.append(cap)

@@ -11,7 +11,7 @@ from escnc.datastore import defaults, filters
 from escnc.datastore.schema import Schema, SNode
 from escnc.errors import RpcError
 from escnc.ns import NC, WITH_DEFAULTS, qn
-from escnc.operations._common import child, datastore_name
+from escnc.operations._common import checked, child, datastore_name
 
 if TYPE_CHECKING:
     from escnc.netconf.dispatch import RpcContext, RpcRegistry
@@ -25,8 +25,8 @@ CAPABILITIES = [
 
 
 def register(registry: RpcRegistry, services: Services) -> None:
-    registry.register(NC, "get", lambda ctx, req: get(ctx, req))
-    registry.register(NC, "get-config", lambda ctx, req: get_config(ctx, req))
+    registry.register(NC, "get", checked(lambda ctx, req: get(ctx, req)))
+    registry.register(NC, "get-config", checked(lambda ctx, req: get_config(ctx, req)))
     for cap in CAPABILITIES:
         if cap not in services.capabilities:
             services.capabilities.append(cap)

@@ -9,7 +9,7 @@ from lxml import etree
 from escnc.datastore.edit import EditOptions
 from escnc.errors import RpcError
 from escnc.ns import NC, qn
-from escnc.operations._common import child, datastore_name, enum_param, source_config
+from escnc.operations._common import checked, child, datastore_name, enum_param, source_config
 
 if TYPE_CHECKING:
     from escnc.netconf.dispatch import RpcContext, RpcRegistry
@@ -23,9 +23,9 @@ CAPABILITIES = [
 
 
 def register(registry: RpcRegistry, services: Services) -> None:
-    registry.register(NC, "edit-config", edit_config)
-    registry.register(NC, "copy-config", copy_config)
-    registry.register(NC, "delete-config", delete_config)
+    registry.register(NC, "edit-config", checked(edit_config))
+    registry.register(NC, "copy-config", checked(copy_config))
+    registry.register(NC, "delete-config", checked(delete_config))
     for cap in CAPABILITIES:
         if cap not in services.capabilities:
             services.capabilities.append(cap)
@@ -93,4 +93,6 @@ def copy_config(ctx: RpcContext, request: etree._Element) -> None:
 
 def delete_config(ctx: RpcContext, request: etree._Element) -> None:
     target = datastore_name(request, "target")
-    ctx.services.datastore.delete_config(target, ctx.session.session_id)
+    ctx.services.datastore.delete_config(
+        target, ctx.session.session_id, ctx.session.username
+    )

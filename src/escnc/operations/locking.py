@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from escnc.ns import NC
-from escnc.operations._common import datastore_name
+from escnc.operations._common import checked, datastore_name
 
 if TYPE_CHECKING:
     from escnc.netconf.dispatch import RpcContext, RpcRegistry
@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
 
 def register(registry: RpcRegistry, services: Services) -> None:
-    registry.register(NC, "lock", lock)
-    registry.register(NC, "unlock", unlock)
+    registry.register(NC, "lock", checked(lock))
+    registry.register(NC, "unlock", checked(unlock))
 
 
 def lock(ctx: RpcContext, request: etree._Element) -> None:

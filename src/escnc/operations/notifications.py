@@ -12,7 +12,8 @@ from lxml import etree
 from escnc.events import base
 from escnc.events.esc_event import NETCONF_STREAM
 from escnc.events.subscriptions import Subscriptions
-from escnc.ns import NC_NOTIFICATIONS, NOTIF, qn
+from escnc.ns import ESC, NC_NOTIFICATIONS, NOTIF, qn
+from escnc.services import Change
 
 if TYPE_CHECKING:
     from escnc.netconf.dispatch import RpcContext, RpcRegistry
@@ -97,6 +98,18 @@ class BaseNotifier:
                 )
             )
 
+    def on_startup(self, operation: str, session_id: int, username: str) -> None:
+        """copy-config / delete-config wrote <startup> (RFC 6470 covers it too)."""
+        self._publish(
+            base.config_change(
+                username=username,
+                session_id=session_id,
+                source_host=self._source_host(session_id),
+                datastore="startup",
+                edits=[Change(operation, "/esc:esc_datamodel", {"esc": ESC})],
+            )
+        )
+
     def on_confirmed_commit(
         self, kind: str, session_id: int, username: str, timeout: int | None,
         persist_id: str | None = None,
@@ -130,6 +143,7 @@ def register(registry: RpcRegistry, services: Services) -> None:
     hooks = (
         (services.datastore, "add_commit_listener", notifier.on_commit),
         (services.datastore, "add_confirmed_commit_listener", notifier.on_confirmed_commit),
+        (services.datastore, "add_startup_listener", notifier.on_startup),
         (services.sessions, "add_session_listener", notifier.on_session),
     )
     for component, method, callback in hooks:

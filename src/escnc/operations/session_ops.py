@@ -9,6 +9,7 @@ from lxml import etree
 from escnc.errors import RpcError
 from escnc.netconf.dispatch import RpcContext, RpcRegistry
 from escnc.ns import NC, qn
+from escnc.operations._common import checked
 
 if TYPE_CHECKING:
     from escnc.services import Services
@@ -39,5 +40,5 @@ def kill_session(ctx: RpcContext, request: etree._Element) -> None:
 
 
 def register(registry: RpcRegistry, services: Services) -> None:
-    registry.register(NC, "close-session", close_session)
-    registry.register(NC, "kill-session", kill_session)
+    registry.register(NC, "close-session", checked(close_session))
+    registry.register(NC, "kill-session", checked(kill_session))

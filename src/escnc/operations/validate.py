@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from escnc.ns import NC
-from escnc.operations._common import source_config
+from escnc.operations._common import checked, source_config
 
 if TYPE_CHECKING:
     from escnc.netconf.dispatch import RpcContext, RpcRegistry
@@ -17,7 +17,7 @@ CAPABILITY = "urn:ietf:params:netconf:capability:validate:1.1"
 
 
 def register(registry: RpcRegistry, services: Services) -> None:
-    registry.register(NC, "validate", validate)
+    registry.register(NC, "validate", checked(validate))
     if CAPABILITY not in services.capabilities:
         services.capabilities.append(CAPABILITY)
 

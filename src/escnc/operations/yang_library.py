@@ -73,8 +73,14 @@ def register(registry: RpcRegistry, services: Services) -> None:
     services.state_providers.append(lambda: [yang_library(services), modules_state(services)])
     modules = schema_modules(services)
     if modules:
-        # RFC 7950 5.6.4: servers with YANG 1.1 modules announce the library this way.
+        # RFC 7950 5.6.4: servers with YANG 1.1 modules announce the library this way;
+        # "revision" is that of the ietf-yang-library module implemented (RFC 8525's,
+        # whose deprecated modules-state carries the same module-set-id).
+        revision = next(
+            (m.revision for m in modules if m.name == "ietf-yang-library" and m.revision),
+            "2019-01-04",
+        )
         services.capabilities.append(
             "urn:ietf:params:netconf:capability:yang-library:1.0"
-            f"?revision=2016-06-21&module-set-id={content_id(modules)}"
+            f"?revision={revision}&module-set-id={content_id(modules)}"
         )
