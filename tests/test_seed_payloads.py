@@ -526,11 +526,6 @@ def test_seed_vm_migrate_live(srv, nc, ev, image):  # type: ignore[no-untyped-de
     assert vm_field(nc, vm, "host") == "Host-24"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="H5 (engine/day2_link.py settle): a live migration publishes an extra VM_ALIVE "
-    "after VM_MIGRATE_COMPLETE; the seed and DESIGN.md end it at VM_MIGRATE_COMPLETE",
-)
 def test_seed_vm_migrate_live_sends_nothing_after_complete(srv, nc, ev, image):  # type: ignore[no-untyped-def]
     vm = deploy_seed(nc, ev, image)
     dispatch(nc, rpc("vmMigrate", vmName=vm, migrationType="live"))

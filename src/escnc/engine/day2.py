@@ -380,7 +380,8 @@ class Day2Manager:
             self.link.publish(
                 "VM_MIGRATE_COMPLETE", source_ref, target=vm, message="Migration completed"
             )
-            self.link.settle(job, vm)
+            # the guest never stopped: VM_MIGRATE_COMPLETE is the last word (ESC)
+            self.link.settle(job, vm, announce=False)
             return
         self.store.put_pending(
             PendingResize(

@@ -70,9 +70,10 @@ class EngineLink:
         """Queue ``fn(job)`` behind the deployment's other jobs."""
         self.engine.jobs.submit(key, name, fn)
 
-    def settle(self, job: Any, vm: VmRecord) -> VmRecord | None:
+    def settle(self, job: Any, vm: VmRecord, *, announce: bool = True) -> VmRecord | None:
         """Back to service after a day-2 operation: a running VM goes through the
-        engine's liveness check (VM_ALIVE), a stopped one is VM_STOPPED_STATE."""
+        engine's liveness check (VM_ALIVE, published only if ``announce``), a stopped
+        one is VM_STOPPED_STATE."""
         from escnc.engine import states
 
         try:
@@ -82,7 +83,13 @@ class EngineLink:
         if not running:
             return self.update_vm(vm.generated_name, state=states.VM_STOPPED, monitoring=False)
         fresh = self.update_vm(vm.generated_name, state=states.VM_INERT, monitoring=False) or vm
-        self.engine.wait_alive(job, self.deployment(fresh), [fresh], event="VM_ALIVE", always=True)
+        self.engine.wait_alive(
+            job,
+            self.deployment(fresh),
+            [fresh],
+            event="VM_ALIVE" if announce else None,
+            always=True,
+        )
         return self.vm(vm.generated_name)
 
     def publish(
