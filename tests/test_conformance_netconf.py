@@ -423,3 +423,80 @@ def test_yang_library_capability(a: RawClient) -> None:
     assert len(lib) == 1
     # the revision parameter is the revision of ietf-yang-library the server implements
     assert "revision=2019-01-04" in lib[0] and "module-set-id=" in lib[0]
+
+
+# ---------------------------------------------------------------- RFC 6241 8.9 :xpath
+
+
+def test_xpath_undefined_prefix_is_invalid_value_even_on_empty_datastore(
+    clients: Callable[..., RawClient],
+) -> None:
+    c = clients()  # running is empty: the error must not depend on the data
+    e = one_error(c.rpc('<get-config><source><running/></source>'
+                        '<filter type="xpath" select="/zz:foo"/></get-config>'))
+    assert (e["error-tag"], e["info:bad-attribute"]) == ("invalid-value", "select")
+
+
+# ---------------------------------------------------------------- RFC 6470 contents
+
+
+class Subscriber:
+    """A subscribed raw client: RPC replies and notifications interleave (:interleave)."""
+
+    def __init__(self, c: RawClient) -> None:
+        self.c = c
+        self.pending: list[etree._Element] = []
+        assert ok(self.rpc(f'<create-subscription xmlns="{NOTIF}"/>'))
+
+    def rpc(self, body: str) -> etree._Element:
+        self.c.send_message(f'<rpc xmlns="{NC}" message-id="9">{body}</rpc>'.encode())
+        while True:
+            msg = self.c.read_xml()
+            if msg.tag == f"{{{NC}}}rpc-reply":
+                return msg
+            self.pending.append(msg)
+
+    def next_body(self, local: str) -> etree._Element:
+        for _ in range(50):
+            n = self.pending.pop(0) if self.pending else self.c.read_xml()
+            body = n.find(f"{{{NCN}}}{local}")
+            if body is not None:
+                return body
+        raise AssertionError(f"no {local}")
+
+
+def test_session_end_reasons_and_killed_by(clients: Callable[..., RawClient]) -> None:
+    s = Subscriber(clients())
+    victim = clients()
+    start = s.next_body("netconf-session-start")
+    assert start.findtext(f"{{{NCN}}}session-id") == str(victim.session_id)
+    assert start.findtext(f"{{{NCN}}}username") == "admin"
+    assert start.findtext(f"{{{NCN}}}source-host") == "127.0.0.1"
+    assert ok(s.rpc(f"<kill-session><session-id>{victim.session_id}</session-id></kill-session>"))
+    end = s.next_body("netconf-session-end")
+    assert end.findtext(f"{{{NCN}}}session-id") == str(victim.session_id)
+    assert end.findtext(f"{{{NCN}}}termination-reason") == "killed"
+    assert end.findtext(f"{{{NCN}}}killed-by") == str(s.c.session_id)
+    closer = clients()
+    assert ok(closer.rpc("<close-session/>"))
+    s.next_body("netconf-session-start")
+    end = s.next_body("netconf-session-end")
+    assert end.findtext(f"{{{NCN}}}session-id") == str(closer.session_id)
+    assert end.findtext(f"{{{NCN}}}termination-reason") == "closed"
+    assert end.find(f"{{{NCN}}}killed-by") is None
+
+
+def test_confirmed_commit_notification_contents(
+    a: RawClient, clients: Callable[..., RawClient]
+) -> None:
+    s = Subscriber(clients())
+    assert ok(a.rpc(edit(tenant("t2"), "candidate")))
+    assert ok(a.rpc("<commit><confirmed/><confirm-timeout>30</confirm-timeout></commit>"))
+    start = s.next_body("netconf-confirmed-commit")
+    assert start.findtext(f"{{{NCN}}}confirm-event") == "start"
+    assert start.findtext(f"{{{NCN}}}timeout") == "30"
+    assert start.findtext(f"{{{NCN}}}session-id") == str(a.session_id)
+    assert ok(a.rpc("<commit/>"))
+    done = s.next_body("netconf-confirmed-commit")
+    assert done.findtext(f"{{{NCN}}}confirm-event") == "complete"
+    assert done.find(f"{{{NCN}}}timeout") is None

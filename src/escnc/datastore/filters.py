@@ -336,6 +336,16 @@ def xpath_nodes(
     """
     _compile(xpath, nsmap)  # syntax errors -> invalid-value
     ns = prefixes(nsmap)
+    try:
+        # undefined prefixes and functions surface only when evaluated: evaluate once
+        # on an empty document, so the error does not depend on the datastore's content
+        etree.XPathDocumentEvaluator(etree.ElementTree(make_element(DATA)), namespaces=ns)(xpath)
+    except etree.XPathEvalError as exc:
+        raise RpcError(
+            "invalid-value",
+            f"XPath {xpath!r} failed: {exc}",
+            info={"bad-attribute": "select", "bad-element": "filter"},
+        ) from exc
     out = make_element(DATA, nsmap={None: NC})
     for top in tops:
         if not isinstance(top.tag, str):
