@@ -500,3 +500,25 @@ def test_confirmed_commit_notification_contents(
     done = s.next_body("netconf-confirmed-commit")
     assert done.findtext(f"{{{NCN}}}confirm-event") == "complete"
     assert done.find(f"{{{NCN}}}timeout") is None
+
+
+def test_yang_library_features_and_import_only(a: RawClient) -> None:
+    yl = "urn:ietf:params:xml:ns:yang:ietf-yang-library"
+    reply = a.rpc(f'<get><filter type="subtree"><yang-library xmlns="{yl}"/>'
+                  f'<modules-state xmlns="{yl}"/></filter></get>')
+    mset = reply.find(f".//{{{yl}}}module-set")
+    assert mset is not None
+    mods = {m.findtext(f"{{{yl}}}name"): m for m in mset.iterfind(f"{{{yl}}}module")}
+    imports = [m.findtext(f"{{{yl}}}name") for m in mset.iterfind(f"{{{yl}}}import-only-module")]
+    # no NACM is enforced, so ietf-netconf-acm is import-only, not implemented
+    assert "ietf-netconf-acm" in imports and "ietf-netconf-acm" not in mods
+    feats = {f.text for f in mods["ietf-netconf"].iterfind(f"{{{yl}}}feature")}
+    assert {"candidate", "confirmed-commit", "validate", "startup", "xpath"} <= feats
+    assert "url" not in feats
+    state = {m.findtext(f"{{{yl}}}name"): m
+             for m in reply.iterfind(f".//{{{yl}}}modules-state/{{{yl}}}module")}
+    assert state["ietf-netconf-acm"].findtext(f"{{{yl}}}conformance-type") == "import"
+    assert a.server_hello is not None
+    caps = [c.text or "" for c in a.server_hello.iter(f"{{{NC}}}capability")]
+    base = [c for c in caps if "module=ietf-netconf&" in c]
+    assert len(base) == 1 and "features=" in base[0] and "candidate" in base[0]

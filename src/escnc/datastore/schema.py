@@ -49,6 +49,20 @@ class ModuleInfo:
     namespace: str
     prefix: str
     path: Path
+    # RFC 8525: "implement" or "import" (served for get-schema, not implemented)
+    conformance: str = "implement"
+    features: tuple[str, ...] = ()
+
+
+# ietf-netconf features escnc supports (RFC 6241; no :url). Announced in the hello
+# capability (RFC 6020 5.6.4 "features=") and in the YANG library.
+NETCONF_FEATURES = (
+    "writable-running", "candidate", "confirmed-commit", "rollback-on-error",
+    "validate", "startup", "xpath",
+)
+# Modules present only because others import them: escnc enforces no NACM rules, so
+# it must not claim to implement ietf-netconf-acm.
+IMPORT_ONLY = frozenset({"ietf-netconf-acm"})
 
 
 @dataclass
@@ -98,7 +112,11 @@ class Schema:
         return list(self._modules)
 
     def module_capabilities(self) -> list[str]:
-        return [f"{m.namespace}?module={m.name}&revision={m.revision}" for m in self._modules]
+        return [
+            f"{m.namespace}?module={m.name}&revision={m.revision}"
+            + (f"&features={','.join(m.features)}" if m.features else "")
+            for m in self._modules
+        ]
 
     def module_text(self, identifier: str, version: str | None = None) -> str:
         for m in self._modules:
@@ -376,5 +394,11 @@ def _scan_modules(yang_dir: Path) -> list[ModuleInfo]:
         prefix = _PREFIX_RE.search(text)
         if ns is None or prefix is None:  # a submodule
             continue
-        out.append(ModuleInfo(name, rev, ns.group(1), prefix.group(1), path))
+        out.append(
+            ModuleInfo(
+                name, rev, ns.group(1), prefix.group(1), path,
+                conformance="import" if name in IMPORT_ONLY else "implement",
+                features=NETCONF_FEATURES if name == "ietf-netconf" else (),
+            )
+        )
     return out

@@ -28,7 +28,9 @@ def _sub(parent: etree._Element, name: str, text: object = None) -> etree._Eleme
 def content_id(modules: list[Any]) -> str:
     h = hashlib.sha256()
     for m in sorted(modules, key=lambda m: (m.name, m.revision or "")):
-        h.update(f"{m.name}@{m.revision or ''}={m.namespace}\n".encode())
+        features = ",".join(getattr(m, "features", ()))
+        conformance = getattr(m, "conformance", "implement")
+        h.update(f"{m.name}@{m.revision or ''}={m.namespace};{conformance};{features}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -38,13 +40,16 @@ def yang_library(services: Services) -> etree._Element:
     root = etree.Element(qn(YANG_LIBRARY, "yang-library"), nsmap=nsmap)  # type: ignore[arg-type]
     mset = _sub(root, "module-set")
     _sub(mset, "name", _SET)
-    for m in modules:
+    # implemented modules first, then the import-only ones
+    for m in sorted(modules, key=lambda m: getattr(m, "conformance", "implement") != "implement"):
         implement = getattr(m, "conformance", "implement") == "implement"
         el = _sub(mset, "module" if implement else "import-only-module")
         _sub(el, "name", m.name)
         if m.revision or not implement:
             _sub(el, "revision", m.revision or "")
         _sub(el, "namespace", m.namespace)
+        for feature in getattr(m, "features", ()):
+            _sub(el, "feature", feature)
     schema = _sub(root, "schema")
     _sub(schema, "name", _SET)
     _sub(schema, "module-set", _SET)
@@ -65,6 +70,8 @@ def modules_state(services: Services) -> etree._Element:
         _sub(el, "name", m.name)
         _sub(el, "revision", m.revision or "")
         _sub(el, "namespace", m.namespace)
+        for feature in getattr(m, "features", ()):
+            _sub(el, "feature", feature)
         _sub(el, "conformance-type", getattr(m, "conformance", "implement"))
     return root
 
