@@ -5,12 +5,19 @@
 # namespace, never on the machine's own network; run the tests inside it with
 #   ip netns exec escnc-ci <command>
 #
-# Usage: scripts/hypervisor.sh start|status|netns-name
+# A second, independent libvirtd (its own sockets, state and host UUID, in a private
+# mount namespace inside the same network namespace) is the target host for real live
+# migration: `start-peer` starts it, `peer-uri` prints its URI.
+#
+# Usage: scripts/hypervisor.sh start|start-peer|status|netns-name|peer-uri
 # Idempotent: a second `start` only checks that everything is up.
 set -euo pipefail
 
 NETNS="${ESCNC_NETNS:-escnc-ci}"
 URI="qemu:///system"
+PEER_DIR="${ESCNC_PEER_DIR:-/var/lib/escnc-ci/peer}"
+PEER_URI="qemu:///system?socket=$PEER_DIR/sock/libvirt-sock"
+PEER_UUID="7d1e5b8a-3c2f-4f61-8e0a-9b3c4d5e6f70"
 
 log() { printf 'hypervisor: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -79,6 +86,48 @@ start() {
     die "libvirtd did not answer on $URI within 30 s"
 }
 
+start_peer() {
+    start
+    if virsh -c "$PEER_URI" version >/dev/null 2>&1; then
+        log "peer libvirtd answers on $PEER_URI"
+        return 0
+    fi
+    mkdir -p "$PEER_DIR"/{run,lib/qemu,etc/qemu,cache/qemu,log,sock}
+    printf '%s\n' \
+        "unix_sock_dir = \"$PEER_DIR/sock\"" \
+        'unix_sock_group = "root"' \
+        'unix_sock_rw_perms = "0770"' \
+        'auth_unix_rw = "none"' \
+        'auth_unix_ro = "none"' \
+        "host_uuid = \"$PEER_UUID\"" \
+        'listen_tls = 0' \
+        'listen_tcp = 0' \
+        "log_outputs = \"3:file:$PEER_DIR/log/libvirtd.log\"" >"$PEER_DIR/libvirtd.conf"
+    printf '%s\n' 'stdio_handler = "file"' 'migration_port_min = 49500' \
+        'migration_port_max = 49600' >"$PEER_DIR/qemu.conf"
+    # private mounts: the peer's runtime, domain and cache directories and qemu.conf
+    printf '%s\n' \
+        'set -e' \
+        'mount --make-rprivate /' \
+        "mount --bind '$PEER_DIR/run' /run/libvirt" \
+        "mount --bind '$PEER_DIR/lib/qemu' /var/lib/libvirt/qemu" \
+        "mount --bind '$PEER_DIR/etc/qemu' /etc/libvirt/qemu" \
+        "mount --bind '$PEER_DIR/cache/qemu' /var/cache/libvirt/qemu" \
+        "mount --bind '$PEER_DIR/qemu.conf' /etc/libvirt/qemu.conf" \
+        "exec libvirtd -d -f '$PEER_DIR/libvirtd.conf' -p '$PEER_DIR/libvirtd.pid'" \
+        >"$PEER_DIR/start.sh"
+    rm -f "$PEER_DIR/libvirtd.pid"
+    ip netns exec "$NETNS" unshare -m sh "$PEER_DIR/start.sh"
+    for _ in $(seq 150); do
+        if virsh -c "$PEER_URI" version >/dev/null 2>&1; then
+            log "started peer libvirtd on $PEER_URI"
+            return 0
+        fi
+        sleep 0.2
+    done
+    die "peer libvirtd did not answer on $PEER_URI within 30 s (see $PEER_DIR/log)"
+}
+
 status() {
     local pid
     pid=$(libvirtd_pid)
@@ -89,7 +138,9 @@ status() {
 
 case "${1:-start}" in
     start) start ;;
+    start-peer) start_peer ;;
     status) status ;;
     netns-name) printf '%s\n' "$NETNS" ;;
-    *) die "usage: $0 start|status|netns-name" ;;
+    peer-uri) printf '%s\n' "$PEER_URI" ;;
+    *) die "usage: $0 start|start-peer|status|netns-name|peer-uri" ;;
 esac

@@ -66,9 +66,14 @@ if [ "$(id -u)" -eq 0 ] || sudo -n true 2>/dev/null; then
     $SUDO env "PATH=$PATH" python tests/guest/build.py
     stamp "libvirtd inside network namespace"
     $SUDO env "CI=${CI:-}" bash scripts/hypervisor.sh start
-    netns=$(bash scripts/hypervisor.sh netns-name 2>/dev/null || echo escnc-ci)
+    netns=$($SUDO bash scripts/hypervisor.sh netns-name)
     export ESCNC_QEMU_URI="qemu:///system"
     in_netns=($SUDO ip netns exec "$netns" env "PATH=$PATH" "ESCNC_QEMU_URI=$ESCNC_QEMU_URI")
+    # a second daemon as live-migration target (its tests skip when it cannot start)
+    stamp "peer libvirtd (migration target)"
+    if $SUDO env "CI=${CI:-}" bash scripts/hypervisor.sh start-peer; then
+        in_netns+=("ESCNC_QEMU_URI2=$($SUDO bash scripts/hypervisor.sh peer-uri)")
+    fi
 else
     stamp "no root and no sudo: QEMU tests will be skipped"
 fi

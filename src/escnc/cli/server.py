@@ -173,6 +173,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for noisy in ("paramiko", "ncclient"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     log = logging.getLogger("escnc")
+    # handlers first: a SIGTERM right after the "serving" line must stop cleanly
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
     server = Server(settings)
     try:
         server.start()
@@ -195,14 +204,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         flush=True,
     )
 
-    stop = threading.Event()
-
-    def _on_signal(signum: int, _frame: object) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
     try:
         while not stop.wait(1.0):
             pass
