@@ -364,3 +364,33 @@ def test_examples_tour_runs_clean(tmp_path: Path) -> None:
         assert event in out, event
     assert "[subscriber] SERVICE_ALIVE" in out
     assert time.monotonic() - t0 < 280
+
+
+def test_cli_public_key_login(server: Server, tmp_path: Path) -> None:
+    import paramiko
+
+    key = paramiko.RSAKey.generate(2048)
+    private = tmp_path / "id_rsa"
+    key.write_private_key_file(str(private))
+    public = tmp_path / "id_rsa.pub"
+    public.write_text(f"ssh-rsa {key.get_base64()} cli@test\n")
+    state = str(server.settings.state_dir)
+    r = escnc("user", "add", "keyuser", "--key", str(public), "--state-dir", state)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "escnc.cli.client", "--port", str(server.port), "--user", "keyuser",
+         "--key", str(private), "get", "/esc_datamodel/opdata/system_status"],
+        capture_output=True, text=True, timeout=60, env=_env(), stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "<status>ACTIVE</status>" in r.stdout
+
+
+def test_cli_notify_replays_from_start_time(server: Server) -> None:
+    r = cli(server, "edit-config", str(EXAMPLES / "deployment.xml"), "--wait")
+    assert r.returncode == 0, r.stderr
+    r = cli(server, "--json", "notify", "--start-time", "1970-01-01T00:00:00Z", "--count", "3",
+            "--for", "60")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count('"escEvent"') == 3
+    assert '"VM_DEPLOYED"' in r.stdout and '"SERVICE_ALIVE"' in r.stdout
