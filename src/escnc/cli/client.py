@@ -174,7 +174,6 @@ class Waiter:
 
     terminal: set[str]
     match: Callable[[dict[str, str]], bool]
-    as_json: bool = False
     started: float = field(default_factory=time.monotonic)
     vms: dict[str, str] = field(default_factory=dict)
     failed: bool = False
@@ -277,23 +276,23 @@ def _print_reply(reply: Any, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _deployments_in(config: etree._Element) -> list[tuple[str, str, bool]]:
-    """(tenant, deployment, deleted) for every deployment in an edit-config payload."""
+def _deployments_in(config: etree._Element) -> list[tuple[str, str]]:
+    """(tenant, deployment) for every deployment in an edit-config payload."""
     out = []
     for dep in config.iter(f"{{{ESC_NS}}}deployment"):
         name = dep.findtext(f"{{{ESC_NS}}}name")
         deps_el = dep.getparent()
         tenant_el = deps_el.getparent() if deps_el is not None else None
         tenant = tenant_el.findtext(f"{{{ESC_NS}}}name") if tenant_el is not None else None
-        op = dep.get(f"{{{NC_NS}}}operation") or ""
         if name:
-            out.append((tenant or "", name, op in ("delete", "remove")))
+            out.append((tenant or "", name))
     return out
 
 
-def _dep_waiter(deps: list[tuple[str, str, bool]], as_json: bool) -> Waiter:
-    pending = {(t, d) for t, d, _ in deps}
-    waiter = Waiter(set(), lambda info: False, as_json)
+def _dep_waiter(deps: list[tuple[str, str]]) -> Waiter:
+    """Follows every deployment in ``deps`` until its first SERVICE_* event."""
+    pending = set(deps)
+    waiter = Waiter(set(), lambda info: False)
 
     def match(info: dict[str, str]) -> bool:
         key = (info.get("tenant", ""), info.get("depname", ""))
@@ -332,7 +331,7 @@ def verb_edit_config(m: Any, args: argparse.Namespace) -> int:
         config = etree.Element(f"{{{NC_NS}}}config", nsmap={"nc": NC_NS})
         config.append(payload)
     deps = _deployments_in(config)
-    waiter = _dep_waiter(deps, args.json) if deps else None
+    waiter = _dep_waiter(deps) if deps else None
     return run_rpc(
         m, args, lambda: m.edit_config(config=config, target=args.datastore), waiter
     )
@@ -364,7 +363,7 @@ def verb_delete_dep(m: Any, args: argparse.Namespace) -> int:
     dep = esc("deployment", parent=esc("deployments", parent=tenant))
     dep.set(f"{{{NC_NS}}}operation", "delete")
     esc("name", args.deployment, dep)
-    waiter = _dep_waiter([(args.tenant, args.deployment, True)], args.json)
+    waiter = _dep_waiter([(args.tenant, args.deployment)])
     waiter.terminal = {"SERVICE_UNDEPLOYED"}
     return run_rpc(m, args, lambda: m.edit_config(config=config, target=args.datastore), waiter)
 
@@ -385,12 +384,8 @@ SERVICE_ACTION_TERMINAL = {
 }
 
 
-def _vm_waiter(vm: str, terminal: str, as_json: bool) -> Waiter:
-    return Waiter(
-        {terminal},
-        lambda info: vm in (info.get("generated_vmname"), info.get("vmname")),
-        as_json,
-    )
+def _vm_waiter(vm: str, terminal: str) -> Waiter:
+    return Waiter({terminal}, lambda info: vm in (info.get("generated_vmname"), info.get("vmname")))
 
 
 def verb_vm_action(m: Any, args: argparse.Namespace) -> int:
@@ -401,7 +396,7 @@ def verb_vm_action(m: Any, args: argparse.Namespace) -> int:
     if args.force:
         esc("force", "true", rpc)
     terminal = VM_ACTION_TERMINAL.get(action)
-    waiter = _vm_waiter(args.vm_name, terminal, args.json) if terminal else None
+    waiter = _vm_waiter(args.vm_name, terminal) if terminal else None
     return run_rpc(m, args, lambda: m.dispatch(rpc), waiter)
 
 
@@ -418,7 +413,6 @@ def verb_service_action(m: Any, args: argparse.Namespace) -> int:
             {terminal},
             lambda info: info.get("depname") == args.deployment
             and info.get("tenant", args.tenant) in (args.tenant, ""),
-            args.json,
         )
     return run_rpc(m, args, lambda: m.dispatch(rpc), waiter)
 
@@ -443,7 +437,7 @@ def verb_migrate(m: Any, args: argparse.Namespace) -> int:
     if host:
         esc("host", host, rpc)
     terminal = "VM_MIGRATE_COMPLETE" if args.migration_type == "live" else "VM_VERIFY_RESIZE"
-    return run_rpc(m, args, lambda: m.dispatch(rpc), _vm_waiter(args.vm_name, terminal, args.json))
+    return run_rpc(m, args, lambda: m.dispatch(rpc), _vm_waiter(args.vm_name, terminal))
 
 
 def verb_backup(m: Any, args: argparse.Namespace) -> int:
@@ -467,7 +461,7 @@ def verb_backup(m: Any, args: argparse.Namespace) -> int:
         esc("vmName", args.vm_name, rpc)
         esc("backupName", args.backup_name, rpc)
         esc("actionType", kind, rpc)
-    waiter = _vm_waiter(args.vm_name, "VM_BACKUP_COMPLETE", args.json)
+    waiter = _vm_waiter(args.vm_name, "VM_BACKUP_COMPLETE")
     return run_rpc(m, args, lambda: m.dispatch(rpc), waiter)
 
 
@@ -477,7 +471,7 @@ def verb_snapshot(m: Any, args: argparse.Namespace) -> int:
     rpc = esc("snapshotAction")
     esc("actionType", "DELETE", rpc)
     esc("snapshot", args.snapshot, rpc)
-    waiter = Waiter({"VM_SNAPSHOT_DELETED"}, lambda info: True, args.json)
+    waiter = Waiter({"VM_SNAPSHOT_DELETED"}, lambda info: True)
     return run_rpc(m, args, lambda: m.dispatch(rpc), waiter)
 
 
