@@ -2,7 +2,9 @@
 
 One row per unit (datastore root, tenant, deployment) so a small edit writes a
 small transaction. WAL + synchronous=FULL: a commit is on disk when ``write``
-returns, before the client sees <ok/>.
+(or ``write_batch``, several commits in one transaction and one fsync: group
+commit) returns, before the client sees <ok/>. History ids are assigned by the
+caller (``next_history_id``) so a commit knows its id before it is written.
 """
 
 from __future__ import annotations
@@ -41,6 +43,23 @@ class UnitRow:
     xml: bytes
 
 
+History = tuple[str, str, int, int, list[tuple[UnitKey, int, "bytes | None"]]]
+
+
+@dataclass
+class Write:
+    """One commit's worth of changes to one datastore."""
+
+    ds: str
+    upserts: list[UnitRow]
+    deletes: list[UnitKey]
+    history: History | None = None  # (time, username, session id, nchanges, undo)
+    hid: int | None = None  # the history id to insert (None: AUTOINCREMENT)
+    keep: int = 20
+    meta: dict[str, str | None] | None = None
+    replace_all: bool = False
+
+
 @dataclass(frozen=True)
 class HistoryEntry:
     id: int
@@ -72,56 +91,77 @@ class Store:
             return None
         return [UnitRow(decode_key(k), s, bytes(x)) for k, s, x in rows]
 
+    def next_history_id(self) -> int:
+        """The id the next history entry gets (AUTOINCREMENT never reuses ids)."""
+        row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='history'").fetchone()
+        top = self._db.execute("SELECT max(id) FROM history").fetchone()
+        return max(int(row[0]) if row else 0, int(top[0] or 0)) + 1
+
     def write(
         self,
         ds: str,
         upserts: list[UnitRow],
         deletes: list[UnitKey],
-        history: tuple[str, str, int, int, list[tuple[UnitKey, int, bytes | None]]] | None = None,
+        history: History | None = None,
         keep: int = 20,
         meta: dict[str, str | None] | None = None,
         replace_all: bool = False,
     ) -> int | None:
         """Apply one commit atomically and durably; returns the history id, if any."""
-        hid = None
+        w = Write(ds, upserts, deletes, history, None, keep, meta, replace_all)
+        return self.write_batch([w])[0]
+
+    def write_batch(self, writes: list[Write]) -> list[int | None]:
+        """Apply several commits, in order, in one durable transaction (one fsync)."""
+        hids: list[int | None] = []
         with self._lock:
             cur = self._db.cursor()
             cur.execute("BEGIN IMMEDIATE")
             try:
-                if replace_all:
-                    cur.execute("DELETE FROM units WHERE ds=?", (ds,))
-                cur.executemany(
-                    "INSERT OR REPLACE INTO units(ds, key, seq, xml) VALUES (?,?,?,?)",
-                    [(ds, encode_key(u.key), u.seq, u.xml) for u in upserts],
-                )
-                cur.executemany(
-                    "DELETE FROM units WHERE ds=? AND key=?", [(ds, encode_key(k)) for k in deletes]
-                )
-                if history is not None:
-                    time, user, sid, n, undo = history
-                    blob = json.dumps(
-                        [[list(k), s, None if x is None else x.decode("utf-8")] for k, s, x in undo]
-                    )
-                    cur.execute(
-                        "INSERT INTO history(time, username, session_id, nchanges, undo) "
-                        "VALUES (?,?,?,?,?)",
-                        (time, user, sid, n, blob),
-                    )
-                    hid = cur.lastrowid
-                    cur.execute(
-                        "DELETE FROM history WHERE id NOT IN "
-                        "(SELECT id FROM history ORDER BY id DESC LIMIT ?)",
-                        (keep,),
-                    )
-                for k, v in (meta or {}).items():
-                    if v is None:
-                        cur.execute("DELETE FROM meta WHERE k=?", (k,))
-                    else:
-                        cur.execute("INSERT OR REPLACE INTO meta(k, v) VALUES (?,?)", (k, v))
+                for w in writes:
+                    hids.append(self._apply(cur, w))
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
+        return hids
+
+    @staticmethod
+    def _apply(cur: sqlite3.Cursor, w: Write) -> int | None:
+        hid = None
+        ds = w.ds
+        if w.replace_all:
+            cur.execute("DELETE FROM units WHERE ds=?", (ds,))
+        if w.upserts:
+            cur.executemany(
+                "INSERT OR REPLACE INTO units(ds, key, seq, xml) VALUES (?,?,?,?)",
+                [(ds, encode_key(u.key), u.seq, u.xml) for u in w.upserts],
+            )
+        if w.deletes:
+            cur.executemany(
+                "DELETE FROM units WHERE ds=? AND key=?", [(ds, encode_key(k)) for k in w.deletes]
+            )
+        if w.history is not None:
+            time, user, sid, n, undo = w.history
+            blob = json.dumps(
+                [[list(k), s, None if x is None else x.decode("utf-8")] for k, s, x in undo]
+            )
+            cur.execute(
+                "INSERT INTO history(id, time, username, session_id, nchanges, undo) "
+                "VALUES (?,?,?,?,?,?)",
+                (w.hid, time, user, sid, n, blob),
+            )
+            hid = cur.lastrowid
+            cur.execute(
+                "DELETE FROM history WHERE id NOT IN "
+                "(SELECT id FROM history ORDER BY id DESC LIMIT ?)",
+                (w.keep,),
+            )
+        for k, v in (w.meta or {}).items():
+            if v is None:
+                cur.execute("DELETE FROM meta WHERE k=?", (k,))
+            else:
+                cur.execute("INSERT OR REPLACE INTO meta(k, v) VALUES (?,?)", (k, v))
         return hid
 
     def history(self) -> list[HistoryEntry]:

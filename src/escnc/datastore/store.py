@@ -8,6 +8,15 @@ then notifies listeners. Commit listeners and engine validators receive *pruned*
 <data> trees: the datastore root (images, flavors, networks, VIM connectors) plus
 every tenant/deployment the commit touched, complete; untouched deployments are
 omitted so the cost follows the size of the edit (``running_xml()`` gives all).
+
+Group commit: a commit is applied in memory under the datastore lock and queued;
+its durable SQLite write happens after the lock is released, and one writer
+writes every queued commit in one transaction (one fsync) while the others wait.
+A caller returns (the session sends <ok/>) only once its commit is on disk, and
+readers wait, outside the lock, until everything they saw is on disk, so no client
+ever sees a commit that a crash could lose. Listeners run in commit order, after
+durability, outside the datastore lock. If a write fails, the queued commits
+fail and the in-memory state is reloaded from disk.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import copy
 import datetime as _dt
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -32,7 +42,7 @@ from escnc.datastore.edit import (
     Journal,
     UnitKey,
 )
-from escnc.datastore.persistence import Store, UnitRow
+from escnc.datastore.persistence import Store, UnitRow, Write
 from escnc.datastore.references import check_references
 from escnc.datastore.schema import Schema
 from escnc.datastore.units import all_units, assemble, empty_data, find_unit, shell
@@ -75,6 +85,15 @@ class _Pending:
     timer: threading.Timer | None = None
 
 
+@dataclass
+class _Queued:
+    """A commit applied in memory, waiting for its durable write."""
+
+    version: int
+    write: Write
+    event: CommitEvent | None
+
+
 class Datastore:
     def __init__(self, settings: Settings, schema: Schema, incremental: bool = True) -> None:
         self.settings = settings
@@ -96,6 +115,18 @@ class Datastore:
         self._cand_dirty: set[UnitKey] | None = None
         self._pending: _Pending | None = None
         self._closed = False
+        # group commit (see the module docstring); _q guards the fields below it
+        self._q = threading.Condition(threading.Lock())
+        self._queue: list[_Queued] = []
+        self._version = 0  # the last commit applied in memory
+        self._durable = 0  # every commit up to this one is on disk
+        self._lost: list[tuple[int, int]] = []  # commits whose write failed
+        self._broken: BaseException | None = None  # memory ahead of a failed write
+        self._to_notify: deque[tuple[int, CommitEvent]] = deque()
+        self._flush_lock = threading.Lock()
+        self._notify_lock = threading.Lock()
+        self._tls = threading.local()
+        self._next_hid = self._store.next_history_id()
 
         rows = self._store.load("running")
         self._units: dict[UnitKey, bytes] = {}
@@ -119,13 +150,132 @@ class Datastore:
             log.warning("rolling back an unconfirmed commit left by a restart")
             with contextlib.suppress(RpcError, RpcErrors):
                 self._rollback_locked(int(pending), 0, "escnc")
-            self._store.write("running", [], [], meta={"pending_confirm": None})
+            self._enqueue(Write("running", [], [], meta={"pending_confirm": None}))
+            self._wait_durable(self._version)
 
     # ------------------------------------------------------------------ API (services)
 
     def running_xml(self) -> etree._Element:
-        with self._lock:
+        with self._locked(read=True):
             return copy.deepcopy(self._running)
+
+    # ------------------------------------------------------------------ group commit
+
+    @contextlib.contextmanager
+    def _locked(self, read: bool = False) -> Iterator[None]:
+        """The datastore lock; on leaving the outermost level, wait until every
+        commit this thread made (or, ``read``, saw) is durable, then run the
+        commit listeners up to it (outside the lock)."""
+        tls = self._tls
+        depth = getattr(tls, "depth", 0)
+        try:
+            with self._lock:
+                if self._broken is not None:
+                    self._recover_locked()
+                tls.depth = depth + 1
+                try:
+                    if read:
+                        tls.seen = max(getattr(tls, "seen", 0), self._version)
+                    yield
+                finally:
+                    tls.depth = depth
+        finally:
+            if depth == 0:
+                self._settle()
+
+    def _settle(self) -> None:
+        tls = self._tls
+        mine = getattr(tls, "mine", 0)
+        seen = getattr(tls, "seen", 0)
+        tls.mine = tls.seen = 0
+        upto = max(mine, seen)
+        if upto:
+            self._wait_durable(upto)
+        if mine:
+            self._deliver(mine)
+
+    def _enqueue(self, write: Write, event: CommitEvent | None = None) -> int:
+        """Queue a commit already applied in memory (datastore lock held)."""
+        with self._q:
+            self._version += 1
+            v = self._version
+            if self._broken is not None:
+                self._lost.append((v, v))
+                raise _write_failed(self._broken)
+            self._queue.append(_Queued(v, write, event))
+        self._tls.mine = v
+        return v
+
+    def _wait_durable(self, v: int) -> None:
+        """Return once commit ``v`` is on disk, writing the queue if nobody is."""
+        while True:
+            with self._q:
+                if self._lost and any(lo <= v <= hi for lo, hi in self._lost):
+                    raise _write_failed(self._broken)
+                if self._durable >= v:
+                    return
+            with self._flush_lock:
+                with self._q:
+                    batch, self._queue = self._queue, []
+                if not batch:
+                    continue
+                try:
+                    self._store.write_batch([q.write for q in batch])
+                except BaseException as exc:
+                    log.exception("datastore write failed; reloading from disk")
+                    with self._q:
+                        self._lost.append((batch[0].version, max(self._version, v)))
+                        for q in self._queue:
+                            self._lost.append((q.version, q.version))
+                        self._queue = []
+                        self._broken = exc
+                    raise _write_failed(exc) from exc
+                with self._q:
+                    self._durable = batch[-1].version
+                    self._to_notify.extend((q.version, q.event) for q in batch if q.event)
+
+    def _deliver(self, v: int) -> None:
+        """Run the commit listeners, in commit order, for commits up to ``v``."""
+        tls = self._tls
+        if getattr(tls, "delivering", False):  # a listener committed: the outer loop delivers
+            tls.upto = max(tls.upto, v)
+            return
+        with self._notify_lock:
+            tls.delivering = True
+            tls.upto = v
+            try:
+                while True:
+                    with self._q:
+                        if not self._to_notify or self._to_notify[0][0] > tls.upto:
+                            break
+                        _, event = self._to_notify.popleft()
+                    for cb in list(self._listeners):
+                        try:
+                            cb(event)
+                        except Exception:
+                            log.exception("commit listener failed")
+            finally:
+                tls.delivering = False
+
+    def _flush_locked(self) -> None:
+        """Make every queued commit durable (before reading the history from disk)."""
+        self._wait_durable(self._version)
+
+    def _recover_locked(self) -> None:
+        """A write failed: running in memory is ahead of the disk; reload it."""
+        log.warning("reloading running from disk after a failed write")
+        rows = self._store.load("running") or []
+        self._units = {r.key: r.xml for r in rows}
+        self._seq = {r.key: r.seq for r in rows}
+        self._running = assemble(self._units) if rows else empty_data()
+        self._index = EntryIndex()
+        self._next_seq = max(self._seq.values(), default=0) + 1
+        self._next_hid = self._store.next_history_id()
+        self._cand_dirty = None
+        with self._q:
+            self._broken = None
+            self._version += 1  # a fresh version (not lost) for what is now in memory,
+            self._durable = self._version  # which is what is on disk
 
     def add_commit_listener(self, listener: CommitListener) -> None:
         self._listeners.append(listener)
@@ -147,19 +297,19 @@ class Datastore:
                 log.exception("startup listener failed")
 
     def locks(self) -> dict[str, tuple[int, str]]:
-        with self._lock:
+        with self._locked():
             return dict(self._locks)
 
     def system_edit(self, config: etree._Element, username: str = "escnc") -> None:
         self.edit("running", config, EditOptions(), session_id=0, username=username)
-        with self._lock, contextlib.suppress(RpcError, RpcErrors):
+        with self._locked(), contextlib.suppress(RpcError, RpcErrors):
             # keep startup in step with engine-originated changes (best effort)
             j = Journal(EntryIndex())
             Editor(self.schema, j, EditOptions()).apply(self._startup, config)
             self._write_startup()
 
     def release_session(self, session_id: int) -> None:
-        with self._lock:
+        with self._locked():
             for name, (sid, _) in list(self._locks.items()):
                 if sid == session_id:
                     del self._locks[name]
@@ -170,7 +320,9 @@ class Datastore:
                 self._cancel_pending_locked("cancel", session_id, p.username, rollback=True)
 
     def close(self) -> None:
-        with self._lock:
+        with contextlib.suppress(RpcError):
+            self._wait_durable(self._version)
+        with self._locked():
             if self._pending is not None and self._pending.timer is not None:
                 self._pending.timer.cancel()
             if not self._closed:
@@ -181,8 +333,10 @@ class Datastore:
 
     @contextlib.contextmanager
     def reading(self, name: str) -> Iterator[etree._Element]:
-        """Hold the datastore stable while the caller reads (never modify the tree)."""
-        with self._lock:
+        """Hold the datastore stable while the caller reads (never modify the tree).
+
+        On leaving, waits (outside the lock) until what was read is durable."""
+        with self._locked(read=True):
             yield self._tree(name)
 
     def _tree(self, name: str) -> etree._Element:
@@ -200,7 +354,7 @@ class Datastore:
     # ------------------------------------------------------------------ locks
 
     def lock(self, name: str, session_id: int) -> None:
-        with self._lock:
+        with self._locked():
             self._tree(name)
             held = self._locks.get(name)
             if held is not None:
@@ -231,7 +385,7 @@ class Datastore:
             self._locks[name] = (session_id, _now())
 
     def unlock(self, name: str, session_id: int) -> None:
-        with self._lock:
+        with self._locked():
             self._tree(name)
             held = self._locks.get(name)
             if held is None or held[0] != session_id:
@@ -266,7 +420,7 @@ class Datastore:
         username: str,
         test_option: str = "test-then-set",
     ) -> None:
-        with self._lock:
+        with self._locked():
             self._tree(target)
             if target == "startup":
                 raise RpcError(
@@ -326,7 +480,7 @@ class Datastore:
         self, target: str, source: etree._Element, session_id: int, username: str
     ) -> None:
         """Replace datastore ``target`` with the <data>/<config> tree ``source``."""
-        with self._lock:
+        with self._locked():
             self._tree(target)
             self.check_writable(target, session_id)
             data = empty_data()
@@ -348,7 +502,7 @@ class Datastore:
                 self._notify_startup("replace", session_id, username)
 
     def delete_config(self, target: str, session_id: int, username: str = "") -> None:
-        with self._lock:
+        with self._locked():
             if target == "running":
                 raise RpcError(
                     "operation-not-supported", "running cannot be deleted", type="protocol"
@@ -365,7 +519,7 @@ class Datastore:
                 self._cand_dirty = None
 
     def validate(self, source: str | etree._Element) -> None:
-        with self._lock:
+        with self._locked():
             if isinstance(source, str):
                 tree = self._tree(source)
                 if source == "running" or (source == "candidate" and self._candidate is None):
@@ -390,7 +544,7 @@ class Datastore:
         persist: str | None = None,
         persist_id: str | None = None,
     ) -> None:
-        with self._lock:
+        with self._locked():
             p = self._pending
             if persist_id is not None and (p is None or p.persist != persist_id):
                 raise RpcError(
@@ -430,7 +584,9 @@ class Datastore:
                 if p is None:
                     rollback_id = hid if hid is not None else self._next_history_marker()
                     self._pending = _Pending(session_id, username, persist, rollback_id)
-                    self._store.write("running", [], [], meta={"pending_confirm": str(rollback_id)})
+                    self._enqueue(
+                        Write("running", [], [], meta={"pending_confirm": str(rollback_id)})
+                    )
                     kind = "start"
                 else:
                     if p.timer is not None:
@@ -444,7 +600,7 @@ class Datastore:
                 self._cancel_pending_locked("complete", session_id, username, rollback=False)
 
     def cancel_commit(self, session_id: int, username: str, persist_id: str | None) -> None:
-        with self._lock:
+        with self._locked():
             p = self._pending
             if p is None:
                 raise RpcError(
@@ -466,7 +622,7 @@ class Datastore:
             self._cancel_pending_locked("cancel", session_id, username, rollback=True)
 
     def discard_changes(self, session_id: int) -> None:
-        with self._lock:
+        with self._locked():
             self.check_writable("candidate", session_id)
             self._discard_locked()
 
@@ -476,8 +632,7 @@ class Datastore:
         self._cand_dirty = None
 
     def _next_history_marker(self) -> int:
-        hist = self._store.history()
-        return (hist[0].id + 1) if hist else 1
+        return self._next_hid
 
     def _arm_timer(self, secs: int) -> None:
         assert self._pending is not None
@@ -488,7 +643,7 @@ class Datastore:
         timer.start()
 
     def _timeout(self, pending: _Pending) -> None:
-        with self._lock:
+        with self._locked():
             if self._pending is not pending or self._closed:
                 return
             self._cancel_pending_locked(
@@ -508,7 +663,7 @@ class Datastore:
                 self._rollback_locked(p.rollback_id, 0, "escnc")
             self._candidate = None
             self._candidate_index.clear()
-        self._store.write("running", [], [], meta={"pending_confirm": None})
+        self._enqueue(Write("running", [], [], meta={"pending_confirm": None}))
         self._notify_cc(kind, session_id, username, 0, p.persist)
 
     def _notify_cc(self, kind: str, sid: int, user: str, timeout: int, persist: str | None) -> None:
@@ -521,14 +676,18 @@ class Datastore:
     # ------------------------------------------------------------------ rollback history
 
     def history(self) -> list[tuple[int, str, str, int, int]]:
+        with self._q:
+            last = self._version
+        self._wait_durable(last)
         return [(h.id, h.time, h.username, h.session_id, h.nchanges) for h in self._store.history()]
 
     def rollback(self, commit_id: int, session_id: int, username: str) -> None:
-        with self._lock:
+        with self._locked():
             self.check_writable("running", session_id)
             self._rollback_locked(commit_id, session_id, username)
 
     def _rollback_locked(self, commit_id: int, session_id: int, username: str) -> None:
+        self._flush_locked()
         hist = self._store.history()
         if not any(h.id == commit_id for h in hist) and not (hist and commit_id > hist[0].id):
             raise RpcError(
@@ -644,15 +803,21 @@ class Datastore:
                 self._next_seq += 1
             new_seq[key] = seq
             upserts.append(UnitRow(key, seq, raw))
+        if self._broken is not None:
+            raise _write_failed(self._broken)
         if self._cand_dirty is not None:  # running moved under an open candidate
             self._cand_dirty.update(changed)
-        hid = self._store.write(
+        hid = self._next_hid
+        self._next_hid += 1
+        write = Write(
             "running",
             upserts,
             deletes,
             history=(_now(), username, session_id, len(changes), undo),
+            hid=hid,
             keep=self.settings.rollback_history,
         )
+        event = None
         keys = self._context_keys(changed) if self._listeners else []
         old_view = {k: self._units[k] for k in keys if k in self._units}
         for key, raw in changed.items():
@@ -673,11 +838,7 @@ class Datastore:
             event = CommitEvent(
                 old=old, new=new, changes=tuple(changes), session_id=session_id, username=username
             )
-            for cb in list(self._listeners):
-                try:
-                    cb(event)
-                except Exception:
-                    log.exception("commit listener failed")
+        self._enqueue(write, event)
         return hid
 
     def _context_keys(self, changed: dict[UnitKey, bytes | None] | set[UnitKey]) -> list[UnitKey]:
@@ -758,6 +919,10 @@ class Datastore:
         units = {k: shell(el, k) for k, el in all_units(self._startup).items()}
         rows = [UnitRow(k, i, raw) for i, (k, raw) in enumerate(units.items())]
         self._store.write("startup", rows, [], replace_all=True)
+
+
+def _write_failed(exc: BaseException | None) -> RpcError:
+    return RpcError("operation-failed", f"the datastore could not be written: {exc}")
 
 
 def _raise_collected(errors: list[RpcError]) -> None:
