@@ -21,8 +21,10 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lxml import etree
@@ -93,30 +95,31 @@ def _libvirt():  # type: ignore[no-untyped-def]
     return libvirt
 
 
-def our_domains(prefix: str) -> list[str]:
-    libvirt = _libvirt()
-    conn = libvirt.open(URI)
+@contextmanager
+def hypervisor() -> Iterator[Any]:
+    """A short-lived connection to the test hypervisor."""
+    conn = _libvirt().open(URI)
     try:
-        return sorted(d.name() for d in conn.listAllDomains(0) if d.name().startswith(prefix))
+        yield conn
     finally:
         conn.close()
+
+
+def our_domains(prefix: str) -> list[str]:
+    with hypervisor() as conn:
+        return sorted(d.name() for d in conn.listAllDomains(0) if d.name().startswith(prefix))
 
 
 def domain_running(name: str) -> bool:
-    libvirt = _libvirt()
-    conn = libvirt.open(URI)
-    try:
+    with hypervisor() as conn:
         state, _ = conn.lookupByName(name).state()
-        return bool(state == libvirt.VIR_DOMAIN_RUNNING)
-    finally:
-        conn.close()
+        return bool(state == _libvirt().VIR_DOMAIN_RUNNING)
 
 
 def _cleanup_libvirt(env: Env) -> None:
     """Remove whatever a failed test left: our domains, our network, a stale pool."""
     libvirt = _libvirt()
-    conn = libvirt.open(URI)
-    try:
+    with hypervisor() as conn:
         for dom in conn.listAllDomains(0):
             if dom.name().startswith(env.deployment + "_"):
                 try:
@@ -138,8 +141,6 @@ def _cleanup_libvirt(env: Env) -> None:
                 except libvirt.libvirtError:
                     pass
         _drop_stale_pool(conn)
-    finally:
-        conn.close()
 
 
 def _drop_stale_pool(conn) -> None:  # type: ignore[no-untyped-def]
@@ -168,21 +169,13 @@ def env() -> Iterator[Env]:
     state = STATE_ROOT / f"state-{tag}"
     state.mkdir(mode=0o755)
     e = Env(tag, state, f"qemu-{tag}", f"qn{tag}", int(tag, 16) % 10000)
-    libvirt = _libvirt()
-    conn = libvirt.open(URI)
-    try:
+    with hypervisor() as conn:
         _drop_stale_pool(conn)
-    finally:
-        conn.close()
     yield e
     _cleanup_libvirt(e)
     shutil.rmtree(state, ignore_errors=True)
-    libvirt = _libvirt()
-    conn = libvirt.open(URI)
-    try:
+    with hypervisor() as conn:
         _drop_stale_pool(conn)
-    finally:
-        conn.close()
 
 
 # --- payloads and events --------------------------------------------------------------
