@@ -132,6 +132,33 @@ INVALID = [
     ),
     ("bad operation", vg("", ' nc:operation="frob"'), "bad-attribute", None, None),
     (
+        "flavor vcpus range",
+        f'<esc_datamodel xmlns="{E}"><flavors><flavor><name>f3</name><vcpus>0</vcpus>'
+        "<memory_mb>1</memory_mb></flavor></flavors></esc_datamodel>",
+        "invalid-value",
+        "/esc:esc_datamodel/esc:flavors/esc:flavor[esc:name='f3']/esc:vcpus",
+        None,
+    ),
+    (
+        "subnet unique address",
+        f'<esc_datamodel xmlns="{E}"><networks><network><name>n2</name>'
+        "<subnet><name>a</name><address>10.1.0.0</address></subnet>"
+        "<subnet><name>b</name><address>10.1.0.0</address></subnet>"
+        "</network></networks></esc_datamodel>",
+        "operation-failed",
+        None,
+        "data-not-unique",
+    ),
+    (
+        "change used flavor name away",
+        f'<esc_datamodel xmlns="{E}"><flavors><flavor nc:operation="replace"><name>fl2</name>'
+        '<vcpus>1</vcpus><memory_mb>1</memory_mb></flavor><flavor nc:operation="delete">'
+        "<name>fl</name></flavor></flavors></esc_datamodel>",
+        "data-missing",
+        VG + "/esc:flavor",
+        "instance-required",
+    ),
+    (
         "config false",
         f'<esc_datamodel xmlns="{E}"><opdata><system_status><status>ACTIVE</status>'
         "</system_status></opdata></esc_datamodel>",
@@ -278,3 +305,88 @@ def test_persistence_round_trip(tmp_path: Path) -> None:
     again = Datastore(Settings(state_dir=tmp_path), SCHEMA)
     assert dump(again) == before
     again.close()
+
+
+def many_globals(n: int) -> str:
+    return (
+        f'<esc_datamodel xmlns="{E}"><flavors>'
+        + "".join(
+            f"<flavor><name>x{i}</name><vcpus>1</vcpus><memory_mb>8</memory_mb></flavor>"
+            for i in range(n)
+        )
+        + "</flavors><images>"
+        + "".join(f"<image><name>i{i}</name><src>/i{i}.qcow2</src></image>" for i in range(n))
+        + "</images></esc_datamodel>"
+    )
+
+
+# (body, expected error tag or None) with 40 extra flavors/images in running:
+# incremental validation sees only the changed/referenced top-level entries
+WIDE = [
+    (vg("<flavor>x17</flavor><image>i33</image>"), None),
+    (vg("<flavor>x99</flavor>"), "data-missing"),
+    (vg("<image>i99</image>"), "data-missing"),
+    (
+        f'<esc_datamodel xmlns="{E}"><flavors><flavor><name>x5</name><vcpus>2000</vcpus>'
+        "</flavor></flavors></esc_datamodel>",
+        "invalid-value",
+    ),
+    (
+        f'<esc_datamodel xmlns="{E}"><flavors><flavor><name>x5</name><vcpus>2</vcpus>'
+        "</flavor></flavors></esc_datamodel>",
+        None,
+    ),
+    (
+        f'<esc_datamodel xmlns="{E}"><images><image nc:operation="delete"><name>img</name>'
+        "</image></images></esc_datamodel>",
+        "data-missing",
+    ),
+    (
+        f'<esc_datamodel xmlns="{E}"><images><image nc:operation="delete"><name>i3</name>'
+        "</image></images></esc_datamodel>",
+        None,
+    ),
+    (
+        f'<esc_datamodel xmlns="{E}"><flavors><flavor><name>new</name><vcpus>1</vcpus>'
+        "</flavor></flavors></esc_datamodel>",
+        "missing-element",
+    ),
+]
+
+
+@pytest.mark.parametrize("body,tag", WIDE)
+def test_wide_root_incremental_agrees_with_whole_tree(ds: Datastore, body: str, tag: str) -> None:
+    ds.edit("running", cfg(many_globals(40)), EditOptions(), 1, "u")
+    before = dump(ds)
+    if tag is None:
+        ds.edit("running", cfg(body), EditOptions(), 1, "u")
+        assert dump(ds) != before
+    else:
+        with pytest.raises(RpcError) as err:
+            ds.edit("running", cfg(body), EditOptions(), 1, "u")
+        assert err.value.tag == tag
+        assert dump(ds) == before
+
+
+def test_prune_keeps_changed_and_referenced_entries() -> None:
+    from escnc.datastore import pruning
+
+    lists = pruning.analyse(SCHEMA.dm.schema, {m.name: m.namespace for m in SCHEMA.modules()})
+    assert {etree.QName(pl.tag).localname for pl in lists} >= {"image", "flavor", "network"}
+    data = etree.fromstring(
+        f'<data xmlns="{NC}">{many_globals(5)}</data>'.replace(
+            "</esc_datamodel>",
+            "<tenants><tenant><name>t</name><deployments><deployment><name>d</name><vm_group>"
+            "<name>g</name><image>i2</image><flavor>x4</flavor></vm_group></deployment>"
+            "</deployments></tenant></tenants></esc_datamodel>",
+        ),
+        P,
+    )
+    before = etree.tostring(data)
+    flavor = f"{{{E}}}flavor"
+    cut = pruning.prune(data, lists, {(flavor, "x1")})
+    names = [n.text for n in data.iter(f"{{{E}}}name")]
+    assert "x1" in names and "x4" in names and "i2" in names
+    assert "x0" not in names and "i0" not in names
+    cut.restore()
+    assert etree.tostring(data) == before

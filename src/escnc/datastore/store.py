@@ -43,6 +43,7 @@ from escnc.datastore.edit import (
     UnitKey,
 )
 from escnc.datastore.persistence import Store, UnitRow, Write
+from escnc.datastore.pruning import EntryKey, analyse, entries, prune
 from escnc.datastore.references import check_references
 from escnc.datastore.schema import Schema
 from escnc.datastore.units import all_units, assemble, empty_data, find_unit, shell
@@ -126,6 +127,9 @@ class Datastore:
         self._flush_lock = threading.Lock()
         self._notify_lock = threading.Lock()
         self._tls = threading.local()
+        self._prunable = analyse(schema.dm.schema, {m.name: m.namespace for m in schema.modules()})
+        # serialized top-level list entries of recent root units (see pruning.py)
+        self._root_entries: dict[bytes, dict[EntryKey, bytes] | None] = {}
         self._next_hid = self._store.next_history_id()
 
         rows = self._store.load("running")
@@ -897,12 +901,44 @@ class Datastore:
             if el is not None:
                 present[k] = shell(el, k)
         pruned = assemble(present, sorted(present, key=lambda k: (self._seq.get(k, 1 << 60), k)))
-        self.schema.validate_config(pruned)
+        changed = self._changed_entries(pruned, present.get(ROOT_UNIT), keys, old_units)
+        cut = prune(pruned, self._prunable, changed)
+        try:
+            self.schema.validate_config(pruned)
+        finally:
+            cut.restore()
         if ROOT_UNIT in keys:
             old_root = None if old_units is None else old_units.get(ROOT_UNIT)
             check_references(data, present.get(ROOT_UNIT), old_root)
         for v in self._validators:
             v(pruned)
+
+    def _changed_entries(
+        self,
+        pruned: etree._Element,
+        new_root: bytes | None,
+        keys: set[UnitKey],
+        old_units: dict[UnitKey, bytes] | None,
+    ) -> set[EntryKey] | None:
+        """Top-level list entries that differ from the validated root (None: all)."""
+        if not self._prunable:
+            return None
+        if ROOT_UNIT not in keys:
+            return set()
+        old_root = None if old_units is None else old_units.get(ROOT_UNIT)
+        if old_root is None or new_root is None:
+            return None
+        old = self._root_entries.get(old_root)
+        if old is None and old_root not in self._root_entries:
+            old = entries(etree.fromstring(old_root, _PARSER), self._prunable)
+        new = entries(pruned, self._prunable)
+        if len(self._root_entries) > 4:
+            self._root_entries.clear()
+        self._root_entries[old_root] = old
+        self._root_entries[new_root] = new
+        if old is None or new is None:
+            return None
+        return {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
 
     def _full_validate(self, data: etree._Element, syntax_only: bool = False) -> None:
         if syntax_only:
@@ -919,6 +955,9 @@ class Datastore:
         units = {k: shell(el, k) for k, el in all_units(self._startup).items()}
         rows = [UnitRow(k, i, raw) for i, (k, raw) in enumerate(units.items())]
         self._store.write("startup", rows, [], replace_all=True)
+
+
+_PARSER = etree.XMLParser(remove_blank_text=True, resolve_entities=False, huge_tree=True)
 
 
 def _write_failed(exc: BaseException | None) -> RpcError:
