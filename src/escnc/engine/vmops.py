@@ -252,11 +252,10 @@ class VmOps:
                 dom.destroy()
             dom.create()
             return
-        if force:
-            dom.destroy()
-            dom.create()
-        else:
-            dom.reboot(0)
+        # ESC reboots by stopping and starting: an in-guest reboot (dom.reboot) returns
+        # before the guest goes down, so its old self would answer the first ping.
+        self.stop(vm, force=force)
+        dom.create()
 
     def _require(self, vm: VmRecord) -> libvirt.virDomain:
         dom = self.domain(vm)

@@ -29,10 +29,21 @@ REMOTE_POOL_DIR = "/var/lib/escnc/pool"
 def ensure_pool(host: Host, local_dir: Path) -> libvirt.virStoragePool:
     conn = host.connection()
     with host.lock:
+        path = str(local_dir) if host.is_local or host.is_test else REMOTE_POOL_DIR
         try:
-            pool = conn.storagePoolLookupByName(POOL_NAME)
+            pool: libvirt.virStoragePool | None = conn.storagePoolLookupByName(POOL_NAME)
         except libvirt.libvirtError:
-            path = str(local_dir) if host.is_local or host.is_test else REMOTE_POOL_DIR
+            pool = None
+        if pool is not None and host.is_local and not host.is_test:
+            stale = pool_path(pool)
+            if stale != path and not Path(stale).is_dir():
+                # left behind by a state directory that no longer exists: take it over
+                log.info("host %s: pool %s pointed at missing %s", host.name, POOL_NAME, stale)
+                if pool.isActive():
+                    pool.destroy()
+                pool.undefine()
+                pool = None
+        if pool is None:
             if host.is_local and not host.is_test:
                 local_dir.mkdir(parents=True, exist_ok=True)
             xml = (
