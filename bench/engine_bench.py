@@ -9,6 +9,7 @@ usage: python bench/engine_bench.py [N ...]
 
 from __future__ import annotations
 
+import argparse
 import gc
 import sys
 import tempfile
@@ -62,8 +63,12 @@ def run(n: int) -> None:
 
 
 def main() -> None:
-    sizes = [int(a) for a in sys.argv[1:]] or [1, 100, 1000]
-    for n in sizes:
+    parser = argparse.ArgumentParser(
+        description="Engine: commit -> SERVICE_ALIVE time and RSS per VM on the test driver."
+    )
+    parser.add_argument("sizes", nargs="*", type=int, default=[1, 100, 1000],
+                        help="VM counts to deploy (default: 1 100 1000)")
+    for n in parser.parse_args().sizes:
         run(n)
 
 

@@ -12,6 +12,7 @@ usage: python bench/monitor_bench.py [N] [poll_seconds] [window_seconds]
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import tempfile
@@ -36,9 +37,12 @@ def window(h: Harness, seconds: float) -> tuple[float, int]:
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
-    poll = int(sys.argv[2]) if len(sys.argv) > 2 else 1
-    secs = float(sys.argv[3]) if len(sys.argv) > 3 else 10.0
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("vms", nargs="?", type=int, default=1000, help="monitored VMs")
+    parser.add_argument("poll_seconds", nargs="?", type=int, default=1)
+    parser.add_argument("window_seconds", nargs="?", type=float, default=10.0)
+    args = parser.parse_args()
+    n, poll, secs = args.vms, args.poll_seconds, args.window_seconds
     with tempfile.TemporaryDirectory(prefix="escnc-monbench-") as tmp:
         h = Harness(Path(tmp)).start()
         try:
