@@ -390,3 +390,117 @@ def test_prune_keeps_changed_and_referenced_entries() -> None:
     assert "x0" not in names and "i0" not in names
     cut.restore()
     assert etree.tostring(data) == before
+
+
+def base_with(old: str, new: str) -> str:
+    assert old in BASE
+    return BASE.replace(old, new)
+
+
+TWO_DEPS = base_with(
+    "</deployment></deployments>",
+    "</deployment><deployment><name>d2</name><vm_group><name>g</name><image>img</image>"
+    "<flavor>fl</flavor></vm_group></deployment></deployments>",
+)
+# copy-config sources (whole configurations): (name, source, error tag or None, error path)
+COPY = [
+    ("unchanged", BASE, None, None),
+    (
+        "one deployment changed",
+        base_with("<flavor>fl</flavor>", "<flavor>fl</flavor><bootup_time>30</bootup_time>"),
+        None,
+        None,
+    ),
+    ("deployment added", TWO_DEPS, None, None),
+    (
+        "unknown image",
+        base_with("<image>img</image>", "<image>nope</image>"),
+        "data-missing",
+        VG + "/esc:image",
+    ),
+    (
+        "range",
+        base_with("<flavor>fl</flavor>", "<flavor>fl</flavor><bootup_time>0</bootup_time>"),
+        "invalid-value",
+        VG + "/esc:bootup_time",
+    ),
+    (
+        "unknown element in deployment",
+        base_with("<name>d</name>", "<name>d</name><bogus/>"),
+        "unknown-element",
+        None,
+    ),
+    (
+        "unknown element among deployments",
+        base_with("<deployments>", "<deployments><bogus/>"),
+        "unknown-element",
+        None,
+    ),
+    (
+        "unknown element among tenants",
+        base_with("<tenants>", "<tenants><bogus/>"),
+        "unknown-element",
+        None,
+    ),
+    (
+        "unknown top-level element",
+        base_with("<images>", "<bogus/><images>"),
+        "unknown-element",
+        None,
+    ),
+    (
+        "flavor in use removed",
+        base_with(
+            "<flavors><flavor><name>fl</name><vcpus>1</vcpus><memory_mb>64</memory_mb>"
+            "</flavor></flavors>",
+            "",
+        ),
+        "data-missing",
+        VG + "/esc:flavor",
+    ),
+    (
+        "tenant entry outside tenants",
+        base_with("<tenants>", "<tenant><name>x</name></tenant><tenants>"),
+        "unknown-element",
+        None,
+    ),
+]
+
+
+def copy_source(body: str) -> etree._Element:
+    return etree.fromstring(f'<config xmlns="{NC}">{body}</config>', P)
+
+
+@pytest.mark.parametrize("name,body,tag,path", COPY, ids=[c[0] for c in COPY])
+def test_copy_config_incremental_agrees_with_whole_tree(
+    ds: Datastore, name: str, body: str, tag: str | None, path: str | None
+) -> None:
+    ds.edit("running", cfg(TWO_DEPS), EditOptions(), 1, "u")  # d2 exists
+    ds.edit("running", cfg(many_globals(10)), EditOptions(), 1, "u")
+    before = dump(ds)
+    if tag is None:
+        ds.copy_config("running", copy_source(body), 1, "u")
+        got = dump(ds)
+        expect = etree.tostring(etree.fromstring(f'<data xmlns="{NC}">{body}</data>', P))
+        assert etree.tostring(etree.fromstring(got, P)) == expect
+        return
+    with pytest.raises((RpcError, RpcErrors)) as err:
+        ds.copy_config("running", copy_source(body), 1, "u")
+    first = err.value.errors[0] if isinstance(err.value, RpcErrors) else err.value
+    assert first.tag == tag, first
+    if path is not None:
+        assert first.path == path
+    assert dump(ds) == before
+
+
+def test_copy_config_duplicate_deployment_is_rejected(ds: Datastore) -> None:
+    dup = base_with(
+        "</deployment></deployments>",
+        "</deployment><deployment><name>d</name>"
+        "<vm_group><name>g</name><image>img</image><flavor>fl</flavor></vm_group>"
+        "</deployment></deployments>",
+    )
+    before = dump(ds)
+    with pytest.raises((RpcError, RpcErrors)):
+        ds.copy_config("running", copy_source(dup), 1, "u")
+    assert dump(ds) == before

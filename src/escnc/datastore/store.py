@@ -46,7 +46,14 @@ from escnc.datastore.persistence import Store, UnitRow, Write
 from escnc.datastore.pruning import EntryKey, analyse, entries, prune
 from escnc.datastore.references import check_references
 from escnc.datastore.schema import Schema
-from escnc.datastore.units import all_units, assemble, empty_data, find_unit, shell
+from escnc.datastore.units import (
+    all_units,
+    assemble,
+    empty_data,
+    find_unit,
+    shell,
+    well_formed,
+)
 from escnc.errors import RpcError, RpcErrors
 from escnc.ns import ESC
 from escnc.services import Change, CommitEvent, CommitListener, ConfigValidator
@@ -481,19 +488,33 @@ class Datastore:
     # ------------------------------------------------------------------ copy/delete/validate
 
     def copy_config(
-        self, target: str, source: etree._Element, session_id: int, username: str
+        self,
+        target: str,
+        source: etree._Element,
+        session_id: int,
+        username: str,
+        owned: bool = False,
     ) -> None:
-        """Replace datastore ``target`` with the <data>/<config> tree ``source``."""
+        """Replace datastore ``target`` with the <data>/<config> tree ``source``.
+
+        ``owned``: the caller hands ``source`` over (its children are moved, not copied).
+        """
         with self._locked():
             self._tree(target)
             self.check_writable(target, session_id)
             data = empty_data()
-            for ch in source:
+            for ch in list(source):
                 if isinstance(ch.tag, str):
-                    data.append(copy.deepcopy(ch))
+                    data.append(ch if owned else copy.deepcopy(ch))
+            if target == "running" and self.incremental and well_formed(data):
+                # units equal to running's are valid; _commit_tree validates the rest
+                self._commit_tree(data, session_id, username, keep_tree=False)
+                return
             self._check_known(data)
             if target == "running":
-                self._commit_tree(data, session_id, username)
+                if self.incremental:  # not well formed: units would not show it all
+                    self._full_validate(data)
+                self._commit_tree(data, session_id, username, keep_tree=False)
             elif target == "candidate":
                 self._full_validate(data, syntax_only=True)
                 self._candidate = data
@@ -743,6 +764,7 @@ class Datastore:
         tracking); None compares every unit.
         """
         changed: dict[UnitKey, bytes | None]
+        elements: dict[UnitKey, etree._Element] | None = None
         if dirty is not None:
             changed = {}
             for k in dirty:
@@ -751,14 +773,15 @@ class Datastore:
                 if raw != self._units.get(k):
                     changed[k] = raw
         else:
-            new_units = {k: shell(el, k) for k, el in all_units(data).items()}
+            elements = all_units(data)
+            new_units = {k: shell(el, k) for k, el in elements.items()}
             changed = {k: v for k, v in new_units.items() if self._units.get(k) != v}
             for k in self._units:
                 if k not in new_units:
                     changed[k] = None
         if not changed:
             return None
-        self._validate_units(data, set(changed), self._units)
+        self._validate_units(data, set(changed), self._units, elements)
         new_tree = data if not keep_tree else copy.deepcopy(data)
         changes = [
             Change(
@@ -885,7 +908,11 @@ class Datastore:
     # ------------------------------------------------------------------ validation
 
     def _validate_units(
-        self, data: etree._Element, keys: set[UnitKey], old_units: dict[UnitKey, bytes] | None
+        self,
+        data: etree._Element,
+        keys: set[UnitKey],
+        old_units: dict[UnitKey, bytes] | None,
+        elements: dict[UnitKey, etree._Element] | None = None,
     ) -> None:
         """Validate a proposed tree; incrementally (touched units) when enabled."""
         if not self.incremental:
@@ -897,7 +924,7 @@ class Datastore:
             if k[0] == "d":
                 ctx.add(("t", k[1]))
         for k in ctx:
-            el = self._find_unit(data, k)
+            el = elements.get(k) if elements is not None else self._find_unit(data, k)
             if el is not None:
                 present[k] = shell(el, k)
         pruned = assemble(present, sorted(present, key=lambda k: (self._seq.get(k, 1 << 60), k)))

@@ -76,6 +76,53 @@ def _deep(el: etree._Element) -> etree._Element:
     return copy.deepcopy(el)
 
 
+def _elements(parent: etree._Element) -> list[etree._Element]:
+    return [ch for ch in parent if isinstance(ch.tag, str)]
+
+
+def well_formed(data: etree._Element) -> bool:
+    """True if splitting ``data`` into units loses nothing: one esc_datamodel, one
+    tenants and one deployments container per level, only entries (with unique
+    names) inside those, no tenant/deployment entries elsewhere on the way. Units
+    of such a tree that equal running's need no new validation; anything else
+    gets the whole-tree check."""
+    top = _elements(data)
+    if sum(ch.tag == _ROOT for ch in top) > 1 or any(ch.tag == TENANT for ch in top):
+        return False
+    root = data.find(_ROOT)
+    if root is None:
+        return True
+    below = _elements(root)
+    if sum(ch.tag == _TENANTS for ch in below) > 1 or any(ch.tag == TENANT for ch in below):
+        return False
+    tenants = root.find(_TENANTS)
+    if tenants is None:
+        return True
+    names: set[str] = set()
+    for ten in _elements(tenants):
+        name = ten.findtext(NAME)
+        if ten.tag != TENANT or name is None or name in names:
+            return False
+        names.add(name)
+        parts = _elements(ten)
+        if sum(ch.tag == _DEPLOYMENTS for ch in parts) > 1 or any(
+            ch.tag in (TENANT, DEPLOYMENT) for ch in parts
+        ):
+            return False
+        deps = ten.find(_DEPLOYMENTS)
+        if deps is None:
+            continue
+        dnames: set[str] = set()
+        for dep in deps:
+            if not isinstance(dep.tag, str):
+                continue
+            dname = dep.findtext(NAME)
+            if dep.tag != DEPLOYMENT or dname is None or dname in dnames:
+                return False
+            dnames.add(dname)
+    return True
+
+
 def all_units(data: etree._Element) -> dict[UnitKey, etree._Element]:
     out: dict[UnitKey, etree._Element] = {ROOT_UNIT: data}
     tenants = data.find(f"{_ROOT}/{_TENANTS}")

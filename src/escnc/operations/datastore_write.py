@@ -88,11 +88,9 @@ def copy_config(ctx: RpcContext, request: etree._Element) -> None:
         for el in source:
             if isinstance(el.tag, str):
                 tree_copy.append(etree.fromstring(etree.tostring(el)))
-    store.copy_config(target, tree_copy, ctx.session.session_id, ctx.session.username)
+    store.copy_config(target, tree_copy, ctx.session.session_id, ctx.session.username, owned=True)
 
 
 def delete_config(ctx: RpcContext, request: etree._Element) -> None:
     target = datastore_name(request, "target")
-    ctx.services.datastore.delete_config(
-        target, ctx.session.session_id, ctx.session.username
-    )
+    ctx.services.datastore.delete_config(target, ctx.session.session_id, ctx.session.username)
