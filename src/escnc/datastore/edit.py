@@ -88,7 +88,7 @@ class EntryIndex:
                     if ch.tag == sn.tag and entry_key(ch, sn) == key:
                         return ch
                 return None
-            m = {entry_key(ch, sn): ch for ch in parent if ch.tag == sn.tag}
+            m = _build_map(parent, sn)
             self._maps[(parent, sn.tag)] = m
         return m.get(key)
 
@@ -109,6 +109,13 @@ class EntryIndex:
         if len(child):
             for key in [k for k in self._maps if k[0] is child]:
                 del self._maps[key]
+
+
+def _build_map(parent: etree._Element, sn: SNode) -> dict[tuple[str, ...], etree._Element]:
+    if len(sn.keys) != 1:
+        return {entry_key(ch, sn): ch for ch in parent.iterchildren(sn.tag)}
+    ktag = f"{{{sn.ns}}}{sn.keys[0]}"
+    return {((ch.findtext(ktag) or "").strip(),): ch for ch in parent.iterchildren(sn.tag)}
 
 
 def entry_key(el: etree._Element, sn: SNode) -> tuple[str, ...]:

@@ -9,6 +9,8 @@ unit changed and a referenced name disappeared.
 
 from __future__ import annotations
 
+import functools
+
 from lxml import etree
 
 from escnc.datastore.lxmltypes import xpath_elements, xpath_texts
@@ -32,13 +34,14 @@ _REFS = (
 _PARSER = etree.XMLParser(remove_blank_text=True, resolve_entities=False)
 
 
-def _names(root_bytes: bytes | None, target: str) -> set[str]:
+@functools.lru_cache(maxsize=32)  # the same root bytes are asked about repeatedly
+def _names(root_bytes: bytes | None, target: str) -> frozenset[str]:
     if not root_bytes:
-        return set()
+        return frozenset()
     root = etree.fromstring(root_bytes, _PARSER)
-    return {
+    return frozenset(
         t.strip() for t in xpath_texts(root, f"esc:esc_datamodel/esc:{target}/esc:name/text()", _NS)
-    }
+    )
 
 
 def check_references(data: etree._Element, new_root: bytes | None, old_root: bytes | None) -> None:
