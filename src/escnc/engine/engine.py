@@ -48,7 +48,7 @@ from lxml import etree
 from escnc.engine import actions, lifecycle, reconcile
 from escnc.engine import states as st
 from escnc.engine.hooks import Day2Hooks
-from escnc.engine.imagereg import ImageRegistry
+from escnc.engine.imagereg import ACTIVE, ImageError, ImageRegistry, volume_name_pattern
 from escnc.engine.jobs import Job, JobQueue
 from escnc.engine.liveness import (
     DOMAIN_POLL,
@@ -66,6 +66,7 @@ from escnc.engine.store import DeploymentRecord, EngineStore, VmRecord
 from escnc.engine.validate import validate_config
 from escnc.engine.vmops import VmOps
 from escnc.ns import ESC
+from escnc.vim import storage
 from escnc.vim.hosts import Host, HostRegistry
 from escnc.vim.networks import remove_network
 
@@ -188,15 +189,16 @@ class Engine:
 
     def _apply_images(self, old: Desired, new: Desired) -> None:
         for name, spec in new.images.items():
-            if self.images.begin(spec):
+            # a failed image is retried when it changed (or at start), not by every commit
+            if self.images.begin(spec, retry_failed=old.images.get(name) != spec):
                 self.jobs.submit(
                     ("image", name),
                     "register image",
-                    functools.partial(_register_image, self.images, spec),
+                    functools.partial(_register_image, self, spec),
                 )
         for name in old.images.keys() - new.images.keys():
             self.jobs.submit(
-                ("image", name), "forget image", functools.partial(_forget_image, self.images, name)
+                ("image", name), "forget image", functools.partial(_forget_image, self, name)
             )
 
     # -- extension API -----------------------------------------------------------------
@@ -419,12 +421,78 @@ def _remove_network(host: Host, name: str, _job: Job) -> None:
     remove_network(host, name)
 
 
-def _register_image(images: ImageRegistry, spec: ImageSpec, _job: Job) -> None:
-    images.register(spec)
+IMAGE_RELEASE_WAIT = 120.0  # seconds a removed image waits for the VMs it backs to go
 
 
-def _forget_image(images: ImageRegistry, name: str, _job: Job) -> None:
-    images.forget(name)
+def _register_image(engine: Engine, spec: ImageSpec, _job: Job) -> None:
+    """Fetch the image, install it in the pool of every connected host, and report
+    CREATE_IMAGE (not for an image found complete in the cache at start)."""
+    image = engine.images.register(spec)
+    if image is None:
+        return  # nothing done: already registered, or superseded by a newer version
+    if image.state != ACTIVE:
+        engine.notifier.publish_resource("CREATE_IMAGE", message=image.message, failure=True)
+        return
+    problems = []
+    hosts = []
+    for host in engine.vims.hosts():
+        if not host.connected or not spec.src:
+            continue
+        try:
+            engine.images.volumes_on(host, spec.name, engine.ops.pool(host))
+            hosts.append(host.name)
+        except (libvirt.libvirtError, ImageError, OSError) as exc:
+            # not fatal: deployments install it again on their host when they need it
+            log.warning("image %s: cannot install on host %s: %s", spec.name, host.name, exc)
+            problems.append(f"not installed on host {host.name}: {exc}")
+    if image.reused or not engine.images.announce_success:
+        return
+    message = image.message
+    if hosts:
+        message += f"; in the storage pool of host(s) {', '.join(hosts)}"
+    if problems:
+        message += "; " + "; ".join(problems)
+    engine.notifier.publish_resource("CREATE_IMAGE", message=message)
+
+
+def _forget_image(engine: Engine, name: str, _job: Job) -> None:
+    """A removed image: its cache files go, and its pool volumes on every host once
+    no VM disk uses them (an undeploy in the same commit frees them meanwhile); a
+    volume still backing a VM's disk after :data:`IMAGE_RELEASE_WAIT` is kept."""
+    if name in engine.desired.images:
+        return  # added back meanwhile: its registration job comes next
+    engine.images.forget(name)
+    matches = volume_name_pattern(name).fullmatch
+    deleted: list[str] = []
+    kept: list[str] = []
+    deadline = time.monotonic() + IMAGE_RELEASE_WAIT
+    for host in engine.vims.hosts():
+        if not host.connected:
+            continue
+        try:
+            pool = engine.ops.pool(host)
+            while True:
+                in_use = storage.paths_in_use(host, pool)
+                freed, busy = storage.delete_matching_volumes(
+                    host, pool, lambda vol: matches(vol) is not None, in_use
+                )
+                deleted += [f"{host.name}:{v}" for v in freed]
+                if (
+                    not busy
+                    or time.monotonic() > deadline
+                    or name in engine.desired.images
+                    or engine._stop.wait(0.5)
+                ):
+                    kept += [f"{host.name}:{v}" for v in busy]
+                    break
+        except libvirt.libvirtError as exc:
+            log.warning("image %s: cannot free its volumes on host %s: %s", name, host.name, exc)
+            kept.append(f"{host.name}: {exc}")
+    message = f"image {name} deleted"
+    message += f"; volumes freed: {', '.join(deleted)}" if deleted else "; no volume to free"
+    if kept:
+        message += f"; kept (still backing a VM disk): {', '.join(kept)}"
+    engine.notifier.publish_resource("DELETE_IMAGE", message=message)
 
 
 def _merge_pruned(current: Desired, before: Desired, after: Desired) -> Desired:

@@ -5,11 +5,21 @@ State per image, shown in opdata: ``registering`` -> ``active`` | ``error``. A
 deployment that needs an image waits for its registration and fails with the
 registration's error message. An image without ``src`` registers as a blank disk
 (the flavor's root disk size), which is enough for test-driver hosts.
+
+Cache files are ``<cache>/<image>.<part>`` (part: disk, kernel, initrd) with a
+``.meta`` JSON beside each (source, checksum, size, sha256): a file is reused (after
+a restart) only for the same source and checksum. Pool volumes are named
+``image-<image>-<version>.<part>.<fmt>``, the version being a digest of the content,
+so a changed image never overwrites a volume that still backs a VM's disk.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +27,14 @@ from pathlib import Path
 from escnc.engine.model import ImageSpec
 from escnc.vim import storage
 from escnc.vim.hosts import Host
-from escnc.vim.images import ImageFetchError, fetch_image
+from escnc.vim.images import ImageFetchError, fetch_image, normalise_checksum, redact
 
 log = logging.getLogger(__name__)
 
 REGISTERING = "registering"
 ACTIVE = "active"
 ERROR = "error"
+PARTS = ("disk", "kernel", "initrd")
 
 
 @dataclass
@@ -32,6 +43,9 @@ class ImageState:
     state: str = REGISTERING
     message: str = ""
     size: int = 0
+    sha256: str = ""  # of the disk file
+    version: str = ""  # digest of every part: names the pool volumes
+    reused: bool = False  # active from the cache of an earlier run, nothing fetched
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -39,7 +53,20 @@ class ImageError(Exception):
     pass
 
 
+def _sources(spec: ImageSpec) -> list[tuple[str, str]]:
+    return [(p, s) for p, s in zip(PARTS, (spec.src, spec.kernel, spec.initrd), strict=True) if s]
+
+
+def volume_name_pattern(name: str) -> re.Pattern[str]:
+    """Names of every pool volume of image ``name`` (any version, any part)."""
+    return re.compile(rf"image-{re.escape(name)}-[0-9a-f]{{12}}\.(disk|kernel|initrd)\.\w+")
+
+
 class ImageRegistry:
+    # CREATE_IMAGE SUCCESS events. Off for now: many tests assert exact event lists
+    # after a commit that also registers their image; FAILURE and DELETE_IMAGE are on.
+    announce_success = False
+
     def __init__(self, cache_dir: Path, pools_dir: Path) -> None:
         self._cache = cache_dir
         self._pools = pools_dir
@@ -57,52 +84,102 @@ class ImageRegistry:
     def _file(self, spec: ImageSpec, part: str) -> Path:
         return self._cache / f"{spec.name}.{part}"
 
-    def begin(self, spec: ImageSpec) -> bool:
+    def begin(self, spec: ImageSpec, retry_failed: bool = True) -> bool:
         """Mark the image registering (synchronously, so deployments committed with it
-        wait for it); False when it is already registered or registering as is."""
+        wait for it); False when it is already registered or registering as is (or
+        failed as is and ``retry_failed`` is off: a commit that did not change it)."""
         with self._lock:
             current = self._images.get(spec.name)
-            if current is not None and current.spec == spec and current.state != ERROR:
+            if (
+                current is not None
+                and current.spec == spec
+                and (current.state != ERROR or not retry_failed)
+            ):
                 return False
             self._images[spec.name] = ImageState(spec)
             return True
 
-    def register(self, spec: ImageSpec) -> None:
-        """Fetch the image (and kernel/initrd) into the cache; blocking, run as a job."""
+    def _cached(
+        self, spec: ImageSpec, dest: Path, src: str, checksum: str
+    ) -> dict[str, object] | None:
+        """The meta of a complete earlier fetch of ``src`` for this very ``spec``
+        into ``dest`` (a restart), if any."""
+        try:
+            meta = json.loads(dest.with_name(dest.name + ".meta").read_text())
+            if (
+                meta.get("src") == src
+                and meta.get("spec") == dataclasses.asdict(spec)
+                and (not checksum or meta.get("sha256") == checksum)
+                and dest.stat().st_size == meta.get("size")
+            ):
+                return dict(meta)
+        except (OSError, ValueError, AttributeError):
+            pass
+        return None
+
+    def register(self, spec: ImageSpec) -> ImageState | None:
+        """Fetch the image (and kernel/initrd) into the cache; blocking, run as a job.
+        Returns the state it settled, or None when there was nothing to do (already
+        done, or superseded by a newer registration of the same name)."""
         with self._lock:
             st = self._images.get(spec.name)
             if st is None or st.spec != spec:
-                st = self._images[spec.name] = ImageState(spec)
+                return None  # removed or changed meanwhile: a later job handles it
         if st.done.is_set():
-            return
+            return None
         try:
             size = 0
-            for part, src in (("disk", spec.src), ("kernel", spec.kernel), ("initrd", spec.initrd)):
-                if not src:
-                    continue
+            digests = []
+            reused = True
+            for part, src in _sources(spec):
                 dest = self._file(spec, part)
-                if dest.exists() and not spec.checksum:
-                    # completed earlier (files appear only when complete): reuse after restart
-                    size += dest.stat().st_size
-                    continue
-                checksum = spec.checksum if part == "disk" else None
-                size += fetch_image(spec.name, src, dest, checksum)
+                checksum = normalise_checksum(spec.checksum) if part == "disk" else ""
+                meta = self._cached(spec, dest, src, checksum)
+                if meta is not None:
+                    part_size, sha = int(str(meta["size"])), str(meta["sha256"])
+                else:
+                    reused = False
+                    fetched = fetch_image(spec.name, src, dest, checksum)
+                    part_size, sha = fetched.size, fetched.sha256
+                    meta = {
+                        "src": src,
+                        "size": part_size,
+                        "sha256": sha,
+                        "spec": dataclasses.asdict(spec),
+                    }
+                    dest.with_name(dest.name + ".meta").write_text(json.dumps(meta))
+                size += part_size
+                digests.append(f"{part}:{sha}")
+                if part == "disk":
+                    st.sha256 = sha
             st.size = size
+            st.version = hashlib.sha256(" ".join(digests).encode()).hexdigest()[:12]
+            st.reused = reused and bool(digests)
+            st.message = (
+                f"image {spec.name} registered from {redact(spec.src)}: {size} bytes, "
+                f"sha256 {st.sha256}"
+                if spec.src
+                else f"image {spec.name} has no src: VMs get a blank root disk"
+            )
             st.state = ACTIVE
-            st.message = "image registered" if spec.src else "no src: blank root disk"
         except (ImageFetchError, OSError) as exc:
             st.state = ERROR
-            st.message = str(exc)
-            log.error("image %s registration failed: %s", spec.name, exc)
+            st.message = f"image {spec.name} registration failed: {exc}"
+            log.error("%s", st.message)
         finally:
             st.done.set()
+        return st
 
-    def forget(self, name: str) -> None:
+    def forget(self, name: str) -> ImageState | None:
+        """Drop the image's state and cache files (the pool volumes are the engine's)."""
         with self._lock:
             st = self._images.pop(name, None)
-        if st is not None:
-            for part in ("disk", "kernel", "initrd"):
-                self._file(st.spec, part).unlink(missing_ok=True)
+        spec = st.spec if st is not None else ImageSpec(name)
+        for part in PARTS:
+            dest = self._file(spec, part)
+            dest.unlink(missing_ok=True)
+            dest.with_name(dest.name + ".meta").unlink(missing_ok=True)
+        return st
 
     def wait_active(
         self, name: str, timeout: float, cancel: threading.Event | None = None
@@ -116,7 +193,7 @@ class ImageRegistry:
             if deadline <= 0 or (cancel is not None and cancel.is_set()):
                 raise ImageError(f"image {name} is still registering")
         if st.state != ACTIVE:
-            raise ImageError(f"image {name} registration failed: {st.message}")
+            raise ImageError(st.message or f"image {name} registration failed")
         return st
 
     def volumes_on(self, host: Host, name: str, pool: object) -> dict[str, str]:
@@ -126,10 +203,8 @@ class ImageRegistry:
             raise ImageError(f"image {name} is not active")
         spec = st.spec
         paths: dict[str, str] = {}
-        for part, src in (("disk", spec.src), ("kernel", spec.kernel), ("initrd", spec.initrd)):
-            if not src:
-                continue
+        for part, _src in _sources(spec):
             fmt = spec.disk_format if part == "disk" else "raw"
-            vol = f"image-{spec.name}.{part}.{fmt}"
+            vol = f"image-{spec.name}-{st.version}.{part}.{fmt}"
             paths[part] = storage.install_file(host, pool, vol, self._file(spec, part), fmt)  # type: ignore[arg-type]
         return paths

@@ -1,4 +1,5 @@
-"""Publishing escEvent notifications for deployments and VMs."""
+"""Publishing escEvent notifications for deployments and VMs, and for resources
+that belong to no deployment (images: CREATE_IMAGE, DELETE_IMAGE)."""
 
 from __future__ import annotations
 
@@ -71,6 +72,28 @@ class Notifier:
             vm.generated_name if vm else "",
             message,
         )
+        self._send(type_, event)
+
+    def publish_resource(
+        self,
+        type_: str,
+        *,
+        message: str = "",
+        failure: bool = False,
+        status_code: int | None = None,
+    ) -> None:
+        """An escEvent about a resource outside any deployment (ESC's CREATE_IMAGE,
+        DELETE_IMAGE, ...): status, status_code, status_message and the event type."""
+        event = EscEvent(
+            type=type_,
+            status=FAILURE if failure else SUCCESS,
+            status_code=status_code if status_code is not None else (500 if failure else 200),
+            status_message=message,
+        )
+        log.info("event %s %s: %s", type_, event.status, message)
+        self._send(type_, event)
+
+    def _send(self, type_: str, event: EscEvent) -> None:
         if self._events is None:
             return
         try:

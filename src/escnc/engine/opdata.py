@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import libvirt
 from lxml import etree
 
+from escnc.engine.imagereg import ACTIVE
 from escnc.ns import ESC
 from escnc.vim.stats import domain_stats, host_stats
 
@@ -89,7 +90,8 @@ def build_opdata(engine: Engine) -> etree._Element:
         _leaf(i, "name", img.spec.name)
         _leaf(i, "state", img.state)
         _leaf(i, "status_message", img.message)
-        _leaf(i, "size_bytes", img.size)
+        if img.state == ACTIVE:  # a size only for a complete image
+            _leaf(i, "size_bytes", img.size)
     return root
 
 

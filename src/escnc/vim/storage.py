@@ -12,6 +12,7 @@ Volume names: ``image-<image>.<fmt>``, ``<generated vm name>-root.qcow2``,
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
@@ -161,3 +162,53 @@ def delete_vm_volumes(host: Host, pool: libvirt.virStoragePool, generated_name: 
                     vol.delete(0)
                 except libvirt.libvirtError as exc:
                     log.warning("host %s: cannot delete volume %s: %s", host.name, vol.name(), exc)
+
+
+def paths_in_use(host: Host, pool: libvirt.virStoragePool) -> set[str]:
+    """Paths some domain has as a disk, or some volume of the pool has as its backing
+    file (a copy-on-write root disk): those volumes must stay."""
+    used: set[str] = set()
+    conn = host.connection()
+    for dom in conn.listAllDomains(0):
+        try:
+            root = etree.fromstring(dom.XMLDesc(0).encode())
+        except libvirt.libvirtError:
+            continue  # vanished meanwhile
+        for src in root.iterfind("devices/disk/source"):
+            path = src.get("file") or src.get("dev")
+            if path:
+                used.add(path)
+    with host.lock:
+        for vol in pool.listAllVolumes(0):
+            try:
+                root = etree.fromstring(vol.XMLDesc(0).encode())
+            except libvirt.libvirtError:
+                continue
+            path = root.findtext("backingStore/path")
+            if path:
+                used.add(path)
+    return used
+
+
+def delete_matching_volumes(
+    host: Host, pool: libvirt.virStoragePool, match: Callable[[str], bool], keep: set[str]
+) -> tuple[list[str], list[str]]:
+    """Delete the pool's volumes whose name ``match``es unless their path is in ``keep``;
+    returns (deleted names, kept names)."""
+    deleted: list[str] = []
+    kept: list[str] = []
+    with host.lock:
+        for vol in pool.listAllVolumes(0):
+            name = vol.name()
+            if not match(name):
+                continue
+            if vol.path() in keep:
+                kept.append(name)
+                continue
+            try:
+                vol.delete(0)
+                deleted.append(name)
+            except libvirt.libvirtError as exc:
+                log.warning("host %s: cannot delete volume %s: %s", host.name, name, exc)
+                kept.append(name)
+    return deleted, kept
