@@ -9,7 +9,7 @@ registration's error message. An image without ``src`` registers as a blank disk
 Cache files are ``<cache>/<image>.<part>`` (part: disk, kernel, initrd) with a
 ``.meta`` JSON beside each (source, checksum, size, sha256): a file is reused (after
 a restart) only for the same source and checksum. Pool volumes are named
-``image-<image>-<version>.<part>.<fmt>``, the version being a digest of the content,
+``image-<image>.<version>.<part>.<fmt>``, the version being a digest of the content,
 so a changed image never overwrites a volume that still backs a VM's disk.
 """
 
@@ -59,7 +59,7 @@ def _sources(spec: ImageSpec) -> list[tuple[str, str]]:
 
 def volume_name_pattern(name: str) -> re.Pattern[str]:
     """Names of every pool volume of image ``name`` (any version, any part)."""
-    return re.compile(rf"image-{re.escape(name)}-[0-9a-f]{{12}}\.(disk|kernel|initrd)\.\w+")
+    return re.compile(rf"image-{re.escape(name)}\.[0-9a-f]{{12}}\.(disk|kernel|initrd)\.\w+")
 
 
 class ImageRegistry:
@@ -205,6 +205,6 @@ class ImageRegistry:
         paths: dict[str, str] = {}
         for part, _src in _sources(spec):
             fmt = spec.disk_format if part == "disk" else "raw"
-            vol = f"image-{spec.name}-{st.version}.{part}.{fmt}"
+            vol = f"image-{spec.name}.{st.version}.{part}.{fmt}"
             paths[part] = storage.install_file(host, pool, vol, self._file(spec, part), fmt)  # type: ignore[arg-type]
         return paths

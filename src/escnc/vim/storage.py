@@ -5,7 +5,7 @@ directory is under escnc's state directory and files are copied in; on a remote
 one the pool lives in ``/var/lib/escnc/pool`` and bytes are uploaded through a
 libvirt stream. On test-driver hosts volumes are bookkeeping only (the driver keeps
 no bytes), so volumes are created with the right capacity and nothing is copied.
-Volume names: ``image-<image>.<fmt>``, ``<generated vm name>-root.qcow2``,
+Volume names: ``image-<image>.<version>.<part>.<fmt>``, ``<generated vm name>-root.qcow2``,
 ``<generated vm name>-day0.<iso|raw>``.
 """
 
