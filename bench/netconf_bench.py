@@ -8,7 +8,9 @@ then measures from this process over loopback:
 * SSH connect + hello (raw paramiko client and ncclient)
 * get-config and edit-config + get-config round trips per second on a small
   datastore, with a raw paramiko client and with ncclient (TICK lowered)
-* edit-config + get-config with 4 and 32 parallel sessions (raw clients, threads)
+* edit-config + get-config, edit-config alone and get-config alone with 4 and 32
+  parallel sessions (raw clients, one thread each; the client process shares the
+  machine, so the figures include its own CPU use)
 * server memory (RSS) per idle session
 
 Reference (DESIGN.md): Netopeer2 2.4.5 connects in 59-68 ms and does 533-690
@@ -137,6 +139,33 @@ def rate(fn, seconds: float) -> tuple[float, int]:  # type: ignore[no-untyped-de
     return n / (time.perf_counter() - start), n
 
 
+def parallel(port: int, n: int, secs: float, fn) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """n sessions, one thread each, calling fn(i, client, session) for secs seconds."""
+    clients = [RawClient(port) for _ in range(n)]
+    counts = [0] * n
+    stop = threading.Event()
+
+    def worker(k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            fn(i, clients[k], k + 1)
+            i += 1
+        counts[k] = i
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(n)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(secs)
+    stop.set()
+    for t in threads:
+        t.join()
+    total = sum(counts) / (time.perf_counter() - t0)
+    for cl in clients:
+        cl.close()
+    return total, min(counts) / secs
+
+
 def rss_kb(pid: int) -> int:
     text = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+)", text).group(1))  # type: ignore[union-attr]
@@ -229,32 +258,17 @@ def run(port: int, pid: int, args: argparse.Namespace) -> None:
         r, _ = rate(nc_edit_get, secs)
         print(f"ncclient edit+get round trips   {r:8.0f} /s")
 
-    for n in (4, 32):
-        clients = [RawClient(port) for _ in range(n)]
-        counts = [0] * n
-        stop = threading.Event()
+    def edit_only(i: int, cl: RawClient, s: int) -> None:
+        cl.rpc(edit_config(i, s))
 
-        def worker(k: int, clients: list[RawClient] = clients, counts: list[int] = counts,
-                   stop: threading.Event = stop) -> None:
-            i = 0
-            while not stop.is_set():
-                edit_get(i, clients[k], k + 1)
-                i += 1
-            counts[k] = i
+    def get_only(i: int, cl: RawClient, s: int) -> None:
+        cl.rpc(GET_CONFIG)
 
-        threads = [threading.Thread(target=worker, args=(k,)) for k in range(n)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        time.sleep(secs)
-        stop.set()
-        for t in threads:
-            t.join()
-        total = sum(counts) / (time.perf_counter() - t0)
-        print(f"raw     edit+get, {n:2d} sessions  {total:8.0f} /s total"
-              f"  (slowest session {min(counts) / secs:.0f} /s)")
-        for cl in clients:
-            cl.close()
+    for label, fn in (("edit+get", edit_get), ("edit    ", edit_only), ("get     ", get_only)):
+        for n in (4, 32):
+            total, slowest = parallel(port, n, secs, fn)
+            print(f"raw     {label}, {n:2d} sessions  {total:8.0f} /s total"
+                  f"  (slowest session {slowest:.0f} /s)")
 
     time.sleep(0.5)
     before = rss_kb(pid)

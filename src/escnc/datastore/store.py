@@ -82,6 +82,10 @@ def unit_path(key: UnitKey) -> str:
     return path
 
 
+class _Unrepresentable(Exception):
+    """The overlay cannot be applied to running (its tenant is gone)."""
+
+
 @dataclass
 class _Pending:
     """A confirmed commit waiting for its confirming commit."""
@@ -103,10 +107,17 @@ class _Queued:
 
 
 class Datastore:
-    def __init__(self, settings: Settings, schema: Schema, incremental: bool = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        schema: Schema,
+        incremental: bool = True,
+        overlay_candidate: bool = True,
+    ) -> None:
         self.settings = settings
         self.schema = schema
         self.incremental = incremental
+        self.overlay_candidate = overlay_candidate
         self._lock = threading.RLock()
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self._store = Store(settings.state_dir / "datastore.sqlite3")
@@ -121,6 +132,10 @@ class Datastore:
         # units that may differ between candidate and running: touched by candidate
         # edits or changed in running since the candidate was made (None: unknown)
         self._cand_dirty: set[UnitKey] | None = None
+        # copy-on-write candidate: while the candidate differs from running only in
+        # deployment units it is running plus this overlay (deployment unit key ->
+        # serialized deployment, None: absent), not a copy of running
+        self._overlay: dict[UnitKey, bytes | None] | None = None
         self._pending: _Pending | None = None
         self._closed = False
         # group commit (see the module docstring); _q guards the fields below it
@@ -351,22 +366,28 @@ class Datastore:
             yield self._tree(name)
 
     def _tree(self, name: str) -> etree._Element:
+        self._check_name(name)
         if name == "running":
             return self._running
         if name == "candidate":
+            if self._overlay is not None:
+                self._materialize()
             return self._candidate if self._candidate is not None else self._running
-        if name == "startup":
-            return self._startup
-        raise RpcError("invalid-value", f"unknown datastore {name!r}", type="protocol")
+        return self._startup
+
+    @staticmethod
+    def _check_name(name: str) -> None:
+        if name not in DATASTORES:
+            raise RpcError("invalid-value", f"unknown datastore {name!r}", type="protocol")
 
     def candidate_dirty(self) -> bool:
-        return self._candidate is not None
+        return self._candidate is not None or self._overlay is not None
 
     # ------------------------------------------------------------------ locks
 
     def lock(self, name: str, session_id: int) -> None:
         with self._locked():
-            self._tree(name)
+            self._check_name(name)
             held = self._locks.get(name)
             if held is not None:
                 raise RpcError(
@@ -375,7 +396,7 @@ class Datastore:
                     type="protocol",
                     info={"session-id": str(held[0])},
                 )
-            if name == "candidate" and self._candidate is not None:
+            if name == "candidate" and self.candidate_dirty():
                 raise RpcError(
                     "lock-denied",
                     "candidate has uncommitted changes",
@@ -397,7 +418,7 @@ class Datastore:
 
     def unlock(self, name: str, session_id: int) -> None:
         with self._locked():
-            self._tree(name)
+            self._check_name(name)
             held = self._locks.get(name)
             if held is None or held[0] != session_id:
                 raise RpcError(
@@ -432,7 +453,7 @@ class Datastore:
         test_option: str = "test-then-set",
     ) -> None:
         with self._locked():
-            self._tree(target)
+            self._check_name(target)
             if target == "startup":
                 raise RpcError(
                     "operation-not-supported",
@@ -462,7 +483,12 @@ class Datastore:
         self, config: etree._Element, options: EditOptions, test_option: str
     ) -> None:
         materialized = self._candidate is None
+        before = self._overlay
         if materialized:
+            if self.overlay_candidate and self._overlay_edit(config, options, test_option):
+                return
+            self._materialize()
+        if self._candidate is None:
             self._candidate = copy.deepcopy(self._running)
             self._candidate_index.clear()
             self._cand_dirty = set()
@@ -482,8 +508,130 @@ class Datastore:
             if materialized:
                 self._candidate = None
                 self._cand_dirty = None
+                self._overlay = before
             raise
         _raise_collected(editor.errors)
+
+    # ------------------------------------------------------------------ copy-on-write candidate
+
+    def _overlay_edit(self, config: etree._Element, options: EditOptions, test_option: str) -> bool:
+        """Edit the candidate as running plus the overlay; False (nothing changed)
+        if the edit reaches beyond deployment units (then the candidate is copied)."""
+        ov = dict(self._overlay or {})
+        try:
+            swap = self._swap_in(ov)
+        except _Unrepresentable:
+            return False
+        journal = Journal(self._index)
+        editor = Editor(self.schema, journal, options)
+        try:
+            editor.apply(self._running, config)
+            touched = set(journal.units)
+            if any(k[0] != "d" for k in touched):
+                return False
+            if test_option != "set":
+                self._validate_units(self._running, touched, None)
+            if test_option != "test-only":
+                for k in touched:
+                    el = self._find_unit(self._running, k)
+                    ov[k] = None if el is None else shell(el, k)
+                self._overlay = ov
+        finally:
+            journal.undo()
+            swap.undo()
+        _raise_collected(editor.errors)
+        return True
+
+    def _swap_in(self, ov: dict[UnitKey, bytes | None]) -> Journal:
+        """Put the overlay's deployments into running (undo with the journal)."""
+        journal = Journal(self._index)
+        try:
+            for k, raw in ov.items():
+                tenants = self._running.find(f"{{{ESC}}}esc_datamodel/{{{ESC}}}tenants")
+                ten = (
+                    None
+                    if tenants is None
+                    else self._index.lookup(tenants, self._tenant_sn, (k[1],))
+                )
+                deps = None if ten is None else ten.find(f"{{{ESC}}}deployments")
+                if deps is None:
+                    raise _Unrepresentable
+                cur = self._index.lookup(deps, self._dep_sn, (k[2],))
+                pos = len(deps) if cur is None else deps.index(cur)
+                if cur is not None:
+                    journal.remove(cur, self._dep_sn)
+                if raw is not None:
+                    journal.insert(deps, pos, etree.fromstring(raw, _PARSER), self._dep_sn)
+        except BaseException:
+            journal.undo()
+            raise
+        return journal
+
+    def _materialize(self) -> None:
+        """Turn the overlay into a separate candidate tree."""
+        ov = self._overlay
+        if ov is None:
+            return
+        try:
+            swap = self._swap_in(ov)
+        except _Unrepresentable:
+            tree = self._assemble_candidate(ov)
+        else:
+            try:
+                tree = copy.deepcopy(self._running)
+            finally:
+                swap.undo()
+        self._candidate = tree
+        self._candidate_index.clear()
+        self._cand_dirty = set(ov)
+        self._overlay = None
+
+    def _assemble_candidate(self, ov: dict[UnitKey, bytes | None]) -> etree._Element:
+        """The candidate from running's stored units plus the overlay."""
+        units = dict(self._units)
+        for k, raw in ov.items():
+            if raw is None:
+                units.pop(k, None)
+            else:
+                units[k] = raw
+        return assemble(units, sorted(units, key=lambda k: (self._seq.get(k, 1 << 60), k)))
+
+    def _commit_overlay(self, session_id: int, username: str) -> int | None:
+        ov = self._overlay
+        assert ov is not None
+        try:
+            swap = self._swap_in(ov)
+        except _Unrepresentable:
+            self._materialize()
+            assert self._candidate is not None
+            return self._commit_tree(
+                self._candidate, session_id, username, keep_tree=False, dirty=self._cand_dirty
+            )
+        self._overlay = None
+        try:
+            changed: dict[UnitKey, bytes | None] = {}
+            for k in ov:
+                el = self._find_unit(self._running, k)
+                raw = None if el is None else shell(el, k)
+                if raw != self._units.get(k):
+                    changed[k] = raw
+            if not changed:
+                swap.undo()
+                return None
+            self._validate_units(self._running, set(changed), self._units)
+            changes = [
+                Change(
+                    "create" if k not in self._units else "delete" if v is None else "replace",
+                    unit_path(k),
+                    {"esc": ESC},
+                )
+                for k, v in changed.items()
+            ]
+            return self._finish(changed, changes, session_id, username)
+        except BaseException:
+            swap.undo()
+            self._overlay = ov
+            raise
 
     # ------------------------------------------------------------------ copy/delete/validate
 
@@ -500,7 +648,7 @@ class Datastore:
         ``owned``: the caller hands ``source`` over (its children are moved, not copied).
         """
         with self._locked():
-            self._tree(target)
+            self._check_name(target)
             self.check_writable(target, session_id)
             data = empty_data()
             for ch in list(source):
@@ -518,6 +666,7 @@ class Datastore:
             elif target == "candidate":
                 self._full_validate(data, syntax_only=True)
                 self._candidate = data
+                self._overlay = None
                 self._candidate_index.clear()
                 self._cand_dirty = None
             else:
@@ -532,7 +681,7 @@ class Datastore:
                 raise RpcError(
                     "operation-not-supported", "running cannot be deleted", type="protocol"
                 )
-            self._tree(target)
+            self._check_name(target)
             self.check_writable(target, session_id)
             if target == "startup":
                 self._startup = empty_data()
@@ -540,6 +689,7 @@ class Datastore:
                 self._notify_startup("delete", session_id, username)
             else:
                 self._candidate = empty_data()
+                self._overlay = None
                 self._candidate_index.clear()
                 self._cand_dirty = None
 
@@ -604,6 +754,9 @@ class Datastore:
                     self._candidate, session_id, username, keep_tree=False, dirty=self._cand_dirty
                 )
                 self._discard_locked()
+            elif self._overlay is not None:
+                hid = self._commit_overlay(session_id, username)
+                self._discard_locked()
             if confirmed:
                 secs = int(timeout if timeout is not None else 600)
                 if p is None:
@@ -652,6 +805,7 @@ class Datastore:
             self._discard_locked()
 
     def _discard_locked(self) -> None:
+        self._overlay = None
         self._candidate = None
         self._candidate_index.clear()
         self._cand_dirty = None
@@ -687,6 +841,7 @@ class Datastore:
             with contextlib.suppress(RpcError, RpcErrors):
                 self._rollback_locked(p.rollback_id, 0, "escnc")
             self._candidate = None
+            self._overlay = None
             self._candidate_index.clear()
         self._enqueue(Write("running", [], [], meta={"pending_confirm": None}))
         self._notify_cc(kind, session_id, username, 0, p.persist)
@@ -834,6 +989,15 @@ class Datastore:
             raise _write_failed(self._broken)
         if self._cand_dirty is not None:  # running moved under an open candidate
             self._cand_dirty.update(changed)
+        if self._overlay is not None:  # keep the candidate as it was
+            if all(k[0] == "d" for k in changed):
+                for k in changed:
+                    self._overlay.setdefault(k, self._units.get(k))
+            else:
+                self._candidate = self._assemble_candidate(self._overlay)
+                self._candidate_index.clear()
+                self._cand_dirty = set(self._overlay) | set(changed)
+                self._overlay = None
         hid = self._next_hid
         self._next_hid += 1
         write = Write(
