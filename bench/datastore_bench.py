@@ -132,7 +132,7 @@ def run(size: int, edits: int, schema: Schema, commit: bool = False) -> None:
                 assert fl is not None
                 fl.text = "fl2" if fl.text == "fl" else "fl"
                 t = time.perf_counter()
-                ds.copy_config("running", src, 1, "bench")
+                ds.copy_config("running", src, 1, "bench", owned=True)  # as the operation does
                 copy_cfg.append((time.perf_counter() - t) * 1000)
             extra = (
                 f"\n        candidate edit {statistics.median(cand_edit):7.1f} ms  "

@@ -52,7 +52,7 @@ from escnc.datastore.units import (
     empty_data,
     find_unit,
     shell,
-    well_formed,
+    split_units,
 )
 from escnc.errors import RpcError, RpcErrors
 from escnc.ns import ESC
@@ -654,9 +654,10 @@ class Datastore:
             for ch in list(source):
                 if isinstance(ch.tag, str):
                     data.append(ch if owned else copy.deepcopy(ch))
-            if target == "running" and self.incremental and well_formed(data):
+            units = split_units(data) if target == "running" and self.incremental else None
+            if units is not None:
                 # units equal to running's are valid; _commit_tree validates the rest
-                self._commit_tree(data, session_id, username, keep_tree=False)
+                self._commit_tree(data, session_id, username, keep_tree=False, elements=units)
                 return
             self._check_known(data)
             if target == "running":
@@ -912,6 +913,7 @@ class Datastore:
         keep_tree: bool = True,
         seq_hint: dict[UnitKey, int] | None = None,
         dirty: set[UnitKey] | None = None,
+        elements: dict[UnitKey, etree._Element] | None = None,
     ) -> int | None:
         """Make ``data`` the new running (used by commit, copy-config, rollback).
 
@@ -919,7 +921,6 @@ class Datastore:
         tracking); None compares every unit.
         """
         changed: dict[UnitKey, bytes | None]
-        elements: dict[UnitKey, etree._Element] | None = None
         if dirty is not None:
             changed = {}
             for k in dirty:
@@ -928,7 +929,8 @@ class Datastore:
                 if raw != self._units.get(k):
                     changed[k] = raw
         else:
-            elements = all_units(data)
+            if elements is None:
+                elements = all_units(data)
             new_units = {k: shell(el, k) for k, el in elements.items()}
             changed = {k: v for k, v in new_units.items() if self._units.get(k) != v}
             for k in self._units:

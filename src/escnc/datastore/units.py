@@ -80,47 +80,51 @@ def _elements(parent: etree._Element) -> list[etree._Element]:
     return [ch for ch in parent if isinstance(ch.tag, str)]
 
 
-def well_formed(data: etree._Element) -> bool:
-    """True if splitting ``data`` into units loses nothing: one esc_datamodel, one
-    tenants and one deployments container per level, only entries (with unique
-    names) inside those, no tenant/deployment entries elsewhere on the way. Units
-    of such a tree that equal running's need no new validation; anything else
-    gets the whole-tree check."""
+def split_units(data: etree._Element) -> dict[UnitKey, etree._Element] | None:
+    """``all_units``, or None unless splitting ``data`` into units loses nothing:
+    one esc_datamodel, one tenants and one deployments container per level, only
+    entries (with unique names) inside those, no tenant/deployment entries
+    elsewhere on the way. Units of such a tree that equal running's need no new
+    validation; anything else gets the whole-tree check."""
+    out: dict[UnitKey, etree._Element] = {ROOT_UNIT: data}
     top = _elements(data)
     if sum(ch.tag == _ROOT for ch in top) > 1 or any(ch.tag == TENANT for ch in top):
-        return False
+        return None
     root = data.find(_ROOT)
     if root is None:
-        return True
+        return out
     below = _elements(root)
     if sum(ch.tag == _TENANTS for ch in below) > 1 or any(ch.tag == TENANT for ch in below):
-        return False
+        return None
     tenants = root.find(_TENANTS)
     if tenants is None:
-        return True
-    names: set[str] = set()
+        return out
     for ten in _elements(tenants):
-        name = ten.findtext(NAME)
-        if ten.tag != TENANT or name is None or name in names:
-            return False
-        names.add(name)
+        tname = ten.findtext(NAME)
+        if ten.tag != TENANT or tname is None or ("t", tname) in out:
+            return None
+        out[("t", tname)] = ten
         parts = _elements(ten)
         if sum(ch.tag == _DEPLOYMENTS for ch in parts) > 1 or any(
             ch.tag in (TENANT, DEPLOYMENT) for ch in parts
         ):
-            return False
+            return None
         deps = ten.find(_DEPLOYMENTS)
         if deps is None:
             continue
-        dnames: set[str] = set()
-        for dep in deps:
-            if not isinstance(dep.tag, str):
-                continue
+        before = len(out)
+        n = 0
+        for dep in deps.iterchildren(DEPLOYMENT):
             dname = dep.findtext(NAME)
-            if dep.tag != DEPLOYMENT or dname is None or dname in dnames:
-                return False
-            dnames.add(dname)
-    return True
+            if dname is None:
+                return None
+            out[("d", tname, dname)] = dep
+            n += 1
+        if len(out) - before != n:  # a duplicate name
+            return None
+        if n != len(deps) and n != len(_elements(deps)):  # something else in there
+            return None
+    return out
 
 
 def all_units(data: etree._Element) -> dict[UnitKey, etree._Element]:
