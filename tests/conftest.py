@@ -94,3 +94,18 @@ def connect(srv: Server, user: str = USER, password: str | None = PASSWORD, **kw
 def nc(server: Server) -> Iterator[manager.Manager]:
     with connect(server) as m:
         yield m
+
+
+# escEvents about resources (images) rather than deployments: flow tests that assert
+# exact per-deployment event lists leave them out.
+RESOURCE_EVENT_TYPES = frozenset({"CREATE_IMAGE", "DELETE_IMAGE"})
+
+
+def is_resource_event(escevent: object) -> bool:
+    """True for an escEvent element (lxml) whose event/type is a resource event."""
+    from escnc.ns import ESC
+
+    findtext = getattr(escevent, "findtext", None)
+    if findtext is None:
+        return False
+    return findtext(f"{{{ESC}}}event/{{{ESC}}}type") in RESOURCE_EVENT_TYPES

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from conftest import is_resource_event
 from escnc.engine.engine import Engine
 from escnc.events.bus import EventBus
 from escnc.netconf.dispatch import RpcRegistry
@@ -57,6 +58,8 @@ class Events:
 
     def _on(self, stored: object) -> None:
         el = etree.fromstring(stored.body)  # type: ignore[attr-defined]
+        if is_resource_event(el):
+            return
         item = (
             el.findtext(f"{E}event/{E}type") or "",
             el.findtext(f"{E}status") or "",

@@ -389,8 +389,10 @@ def test_cli_public_key_login(server: Server, tmp_path: Path) -> None:
 def test_cli_notify_replays_from_start_time(server: Server) -> None:
     r = cli(server, "edit-config", str(EXAMPLES / "deployment.xml"), "--wait")
     assert r.returncode == 0, r.stderr
-    r = cli(server, "--json", "notify", "--start-time", "1970-01-01T00:00:00Z", "--count", "3",
+    # the image registration, then the deployment's three events
+    r = cli(server, "--json", "notify", "--start-time", "1970-01-01T00:00:00Z", "--count", "4",
             "--for", "60")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count('"escEvent"') == 3
-    assert '"VM_DEPLOYED"' in r.stdout and '"SERVICE_ALIVE"' in r.stdout
+    assert r.stdout.count('"escEvent"') == 4
+    for event in ("CREATE_IMAGE", "VM_DEPLOYED", "VM_ALIVE", "SERVICE_ALIVE"):
+        assert f'"{event}"' in r.stdout

@@ -12,7 +12,7 @@ import pytest
 from lxml import etree
 from ncclient.operations.rpc import RPCError
 
-from conftest import connect
+from conftest import connect, is_resource_event
 from conftest import test_host_uri as host_uri
 from escnc.ns import ESC
 
@@ -66,7 +66,7 @@ class Events:
             if n is None:
                 continue
             ev = etree.fromstring(n.notification_xml.encode()).find(".//e:escEvent", NS)
-            if ev is not None:
+            if ev is not None and not is_resource_event(ev):
                 got.append(ev)
         self.seen += got
         return got

@@ -20,7 +20,7 @@ from lxml import etree
 from ncclient import manager
 
 import conftest
-from conftest import PASSWORD, USER, add_user
+from conftest import PASSWORD, USER, add_user, is_resource_event
 from engine_support import config, deployment
 from escnc.ns import ESC
 
@@ -63,7 +63,7 @@ def collect(m, until: str, timeout: float) -> list[tuple[str, str]]:  # type: ig
         if n is None:
             continue
         ev = etree.fromstring(n.notification_xml.encode()).find(f".//{E}escEvent")
-        if ev is None:
+        if ev is None or is_resource_event(ev):
             continue
         out.append(
             (

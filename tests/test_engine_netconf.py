@@ -11,7 +11,7 @@ import pytest
 from lxml import etree
 from ncclient.operations import RPCError
 
-from conftest import connect
+from conftest import connect, is_resource_event
 from engine_support import config, deployment
 from escnc.app import Server
 from escnc.ns import ESC
@@ -36,7 +36,7 @@ def wait_events(m, want: str, count: int = 1, timeout: float = 20) -> list[etree
             continue
         el = etree.fromstring(n.notification_xml.encode())
         ev = el.find(f".//{E}escEvent")
-        if ev is None:
+        if ev is None or is_resource_event(ev):
             continue
         seen.append(ev)
         if sum(1 for e in seen if e.findtext(f"{E}event/{E}type") == want) >= count:

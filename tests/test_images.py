@@ -105,7 +105,6 @@ def web() -> Iterator[str]:
 
 @pytest.fixture
 def srv(server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
-    server.services.engine.images.announce_success = True  # type: ignore[union-attr]
     monkeypatch.delenv("http_proxy", raising=False)
     monkeypatch.delenv("HTTP_PROXY", raising=False)
     return server

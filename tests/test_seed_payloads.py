@@ -18,7 +18,7 @@ import pytest
 from lxml import etree
 from ncclient.operations.rpc import RPCError
 
-from conftest import connect
+from conftest import connect, is_resource_event
 from conftest import test_host_uri as host_uri
 from escnc.cli import client as esc_nc_cli
 from escnc.ns import ESC
@@ -226,7 +226,7 @@ class Events:
             if n is None:
                 continue
             ev = etree.fromstring(n.notification_xml.encode()).find(".//e:escEvent", NS)
-            if ev is not None:
+            if ev is not None and not is_resource_event(ev):
                 got.append(ev)
         return got
 
@@ -237,7 +237,7 @@ class Events:
             n = self.m.take_notification(block=True, timeout=min(left, 0.2))
             if n is not None:
                 ev = etree.fromstring(n.notification_xml.encode()).find(".//e:escEvent", NS)
-                if ev is not None:
+                if ev is not None and not is_resource_event(ev):
                     got.append(ev)
         return got
 

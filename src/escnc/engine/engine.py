@@ -445,7 +445,7 @@ def _register_image(engine: Engine, spec: ImageSpec, _job: Job) -> None:
             # not fatal: deployments install it again on their host when they need it
             log.warning("image %s: cannot install on host %s: %s", spec.name, host.name, exc)
             problems.append(f"not installed on host {host.name}: {exc}")
-    if image.reused or not engine.images.announce_success:
+    if image.reused:
         return
     message = image.message
     if hosts:

@@ -63,10 +63,6 @@ def volume_name_pattern(name: str) -> re.Pattern[str]:
 
 
 class ImageRegistry:
-    # CREATE_IMAGE SUCCESS events. Off for now: many tests assert exact event lists
-    # after a commit that also registers their image; FAILURE and DELETE_IMAGE are on.
-    announce_success = False
-
     def __init__(self, cache_dir: Path, pools_dir: Path) -> None:
         self._cache = cache_dir
         self._pools = pools_dir
