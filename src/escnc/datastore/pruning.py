@@ -197,7 +197,7 @@ def prune(data: etree._Element, lists: list[PrunableList], changed: set[EntryKey
     pruned = Pruned()
     if changed is None or not lists:
         return pruned
-    taken: list[tuple[PrunableList, etree._Element, list[etree._Element]]] = []
+    taken: list[tuple[PrunableList, list[etree._Element]]] = []
     for pl in lists:
         parent = _parent(data, pl)
         if parent is None:
@@ -205,22 +205,28 @@ def prune(data: etree._Element, lists: list[PrunableList], changed: set[EntryKey
         children = list(parent)
         pruned._parents.append((parent, children))
         parent[:] = [el for el in children if el.tag != pl.tag]
-        taken.append((pl, parent, [el for el in children if el.tag == pl.tag]))
-    texts = {t.strip() for t in data.itertext()}
+        taken.append((pl, [el for el in children if el.tag == pl.tag]))
+    by_key: dict[str, list[etree._Element]] = {}
     keep: set[etree._Element] = set()
-    grew = True
-    while grew:  # a kept entry may name entries of another list
-        grew = False
-        for pl, _, out in taken:
-            for el in out:
-                if el in keep:
-                    continue
-                k = _key(el, pl.key)
-                if (pl.tag, k) in changed or k in texts:
-                    keep.add(el)
-                    texts.update(t.strip() for t in el.itertext())
-                    grew = True
-    dropped = {el for _, _, out in taken for el in out} - keep
+    pending: set[str] = {str(t).strip() for t in data.itertext()}
+    for pl, out in taken:
+        for el in out:
+            k = _key(el, pl.key)
+            if (pl.tag, k) in changed:
+                keep.add(el)
+                pending.update(str(t).strip() for t in el.itertext())
+            else:
+                by_key.setdefault(k, []).append(el)
+    seen: set[str] = set()
+    while pending:  # entries named by kept content, transitively
+        t = pending.pop()
+        if t in seen:
+            continue
+        seen.add(t)
+        for el in by_key.pop(t, ()):
+            keep.add(el)
+            pending.update(str(u).strip() for u in el.itertext())
+    dropped = {el for _, out in taken for el in out} - keep
     for parent, children in pruned._parents:
         parent[:] = [el for el in children if el not in dropped]
     return pruned

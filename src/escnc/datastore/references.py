@@ -31,6 +31,8 @@ _REFS = (
         "//esc:deployment/esc:vm_group/esc:scaling/esc:static_ip_address_pool/esc:network",
     ),
 )
+# entry tags of the target lists: removing none of these needs no check
+REFERENCED = frozenset(f"{{{ESC}}}{target.split(':')[-1]}" for target, _ in _REFS)
 _PARSER = etree.XMLParser(remove_blank_text=True, resolve_entities=False)
 
 

@@ -44,7 +44,7 @@ from escnc.datastore.edit import (
 )
 from escnc.datastore.persistence import Store, UnitRow, Write
 from escnc.datastore.pruning import EntryKey, analyse, entries, prune
-from escnc.datastore.references import check_references
+from escnc.datastore.references import REFERENCED, check_references
 from escnc.datastore.schema import Schema
 from escnc.datastore.units import (
     all_units,
@@ -1094,13 +1094,13 @@ class Datastore:
             if el is not None:
                 present[k] = shell(el, k)
         pruned = assemble(present, sorted(present, key=lambda k: (self._seq.get(k, 1 << 60), k)))
-        changed = self._changed_entries(pruned, present.get(ROOT_UNIT), keys, old_units)
+        changed, gone = self._changed_entries(pruned, present.get(ROOT_UNIT), keys, old_units)
         cut = prune(pruned, self._prunable, changed)
         try:
             self.schema.validate_config(pruned)
         finally:
             cut.restore()
-        if ROOT_UNIT in keys:
+        if ROOT_UNIT in keys and (gone is None or any(tag in REFERENCED for tag, _ in gone)):
             old_root = None if old_units is None else old_units.get(ROOT_UNIT)
             check_references(data, present.get(ROOT_UNIT), old_root)
         for v in self._validators:
@@ -1112,15 +1112,16 @@ class Datastore:
         new_root: bytes | None,
         keys: set[UnitKey],
         old_units: dict[UnitKey, bytes] | None,
-    ) -> set[EntryKey] | None:
-        """Top-level list entries that differ from the validated root (None: all)."""
+    ) -> tuple[set[EntryKey] | None, set[EntryKey] | None]:
+        """Top-level list entries that differ from the validated root, and those
+        it no longer has (None: unknown, all)."""
         if not self._prunable:
-            return None
+            return None, None
         if ROOT_UNIT not in keys:
-            return set()
+            return set(), set()
         old_root = None if old_units is None else old_units.get(ROOT_UNIT)
         if old_root is None or new_root is None:
-            return None
+            return None, None
         old = self._root_entries.get(old_root)
         if old is None and old_root not in self._root_entries:
             old = entries(etree.fromstring(old_root, _PARSER), self._prunable)
@@ -1130,8 +1131,9 @@ class Datastore:
         self._root_entries[old_root] = old
         self._root_entries[new_root] = new
         if old is None or new is None:
-            return None
-        return {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+            return None, None
+        changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+        return changed, {k for k in changed if k not in new}
 
     def _full_validate(self, data: etree._Element, syntax_only: bool = False) -> None:
         if syntax_only:
