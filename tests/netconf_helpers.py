@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import threading
 import time
 from pathlib import Path
@@ -55,9 +56,11 @@ def _errors(ctx: RpcContext, request: etree._Element) -> None:
 
 
 def _notify(ctx: RpcContext, request: etree._Element) -> None:
-    """Queue <count> notifications to the calling session from another thread."""
+    """Queue <count> notifications to the calling session from another thread;
+    with <close/> that thread then closes the session (SessionHandle.close())."""
     count = int(request.findtext(f"{{{TEST_NS}}}count") or "1")
     session = ctx.session
+    close = request.find(f"{{{TEST_NS}}}close") is not None
 
     def send() -> None:
         for i in range(count):
@@ -66,6 +69,8 @@ def _notify(ctx: RpcContext, request: etree._Element) -> None:
                              ).text = "2024-01-01T00:00:00Z"
             etree.SubElement(n, f"{{{TEST_NS}}}tick").text = str(i)
             session.send_notification(n)
+        if close:
+            session.close()
 
     if request.find(f"{{{TEST_NS}}}after-reply") is not None:
         ctx.session.after_reply(send)  # type: ignore[attr-defined]
@@ -112,13 +117,16 @@ class RawClient:
 
     def __init__(self, port: int, user: str = USER, password: str | None = PASSWORD,
                  pkey: paramiko.PKey | None = None, host: str = "127.0.0.1",
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, source_address: str | None = None) -> None:
         self.client = paramiko.SSHClient()
         self.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
         try:
+            sock = (socket.create_connection((host, port), timeout,
+                                             source_address=(source_address, 0))
+                    if source_address else None)
             self.client.connect(host, port=port, username=user, password=password, pkey=pkey,
                                 allow_agent=False, look_for_keys=False, timeout=timeout,
-                                banner_timeout=timeout, auth_timeout=timeout)
+                                banner_timeout=timeout, auth_timeout=timeout, sock=sock)
         except BaseException:
             self.client.close()
             raise

@@ -22,9 +22,14 @@ class Settings:
 
     # NETCONF limits and hygiene
     max_message_size: int = 64 * 1024 * 1024
-    max_sessions: int = 64
+    max_sessions: int = 64  # authenticated sessions
+    # connections that have not authenticated yet (like sshd MaxStartups): beyond this,
+    # new connections are refused at once; they do not count against max_sessions
+    max_startups: int = 10
+    max_startups_per_source: int = 0  # unauthenticated connections per address; 0 = no limit
     idle_timeout: float = 3600.0  # seconds without any message from the client; 0 = none
     max_auth_attempts: int = 3
+    auth_failure_delay: float = 0.3  # a failed password attempt is answered after this long
     auth_timeout: float = 30.0
     hello_timeout: float = 30.0
 

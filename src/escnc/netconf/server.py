@@ -1,11 +1,22 @@
-"""The NETCONF/SSH listener: one thread per connection, bounded handshakes."""
+"""The NETCONF/SSH listener: one thread per connection, bounded handshakes.
+
+Two limits, like sshd's MaxStartups and MaxSessions: connections that have not yet
+authenticated ("startups": banner, key exchange, authentication, all bounded by
+``auth_timeout``) are capped by ``max_startups`` (and optionally per source address by
+``max_startups_per_source``); beyond that a new connection is closed at once. An
+authenticated client takes a session slot (``max_sessions``) when it opens its session
+channel, so a flood of connections that never log in cannot lock real users out of
+the session slots.
+"""
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import paramiko
@@ -33,6 +44,7 @@ class _Connection:
         self.peer = (str(addr[0]), int(addr[1]))
         self.transport: paramiko.Transport | None = None
         self.session: NetconfSession | None = None
+        self.authenticated = False  # holds a session slot rather than a startup slot
         self.thread = threading.Thread(
             target=self.run, name=f"nc-conn-{self.peer[0]}:{self.peer[1]}", daemon=True
         )
@@ -51,7 +63,9 @@ class _Connection:
             assert srv.host_key is not None
             transport.add_server_key(srv.host_key)
             iface = NetconfSshInterface(
-                srv.services.users, settings.max_auth_attempts, f"{self.peer[0]}:{self.peer[1]}"
+                srv.services.users, settings.max_auth_attempts, f"{self.peer[0]}:{self.peer[1]}",
+                failure_delay=settings.auth_failure_delay,
+                admit=lambda user: srv._admit(self, user),
             )
             iface.transport = transport
             if srv.stopping.is_set():
@@ -84,7 +98,7 @@ class _Connection:
 
     def stop(self) -> None:
         if self.session is not None:
-            self.session.terminate("other")
+            self.session.terminate("other", flush=False)
         if self.transport is not None:
             self.transport.close()
         else:
@@ -108,6 +122,10 @@ class NetconfServer:
         self._accept_thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._conns: set[_Connection] = set()
+        # connections not yet holding a session slot, in total and per source address
+        self._startups = 0
+        self._startups_by_host: dict[str, int] = {}
+        self._refusals = _RefusalLog()
 
     def start(self) -> None:
         self.host_key = load_or_create_host_key(self.settings.state_dir)
@@ -131,33 +149,77 @@ class NetconfServer:
                     log.warning("accept failed: %s", exc)
                     self.stopping.wait(0.1)
                 continue
-            sock = _tune(sock)
+            host = str(addr[0])
+            why = None
+            conn = None
             with self._lock:
-                if self.stopping.is_set() or len(self._conns) >= self.settings.max_sessions:
-                    full = not self.stopping.is_set()
-                    conn = None
+                if self.stopping.is_set():
+                    why = ""
+                elif self._startups >= max(1, self.settings.max_startups):
+                    why = (f"{self._startups} connections not yet authenticated "
+                           "(max-startups)")
+                elif (
+                    self.settings.max_startups_per_source > 0
+                    and self._startups_by_host.get(host, 0)
+                    >= self.settings.max_startups_per_source
+                ):
+                    why = (f"{self._startups_by_host[host]} connections from it not yet "
+                           "authenticated (max-startups-per-source)")
                 else:
-                    full = False
-                    conn = _Connection(self, sock, addr)
+                    conn = _Connection(self, _tune(sock), addr)
                     self._conns.add(conn)
+                    self._startups += 1
+                    self._startups_by_host[host] = self._startups_by_host.get(host, 0) + 1
             if conn is None:
-                if full:
-                    log.warning(
-                        "refusing connection from %s: %d sessions (max-sessions)",
-                        addr[0], self.settings.max_sessions,
-                    )
-                sock.close()
+                if why:
+                    self._refusals.refused(host, why)
+                _drop_now(sock)
                 continue
             conn.thread.start()
 
+    def _admit(self, conn: _Connection, user: str) -> bool:
+        """An authenticated connection asks for a session slot (max-sessions)."""
+        with self._lock:
+            if conn.authenticated:
+                return True
+            sessions = len(self._conns) - self._startups
+            if sessions < self.settings.max_sessions:
+                conn.authenticated = True
+                self._release_startup(conn.peer[0])
+                return True
+        log.warning(
+            "refusing session for user %s from %s: %d sessions (max-sessions)",
+            user, conn.peer[0], sessions,
+        )
+        return False
+
+    def _release_startup(self, host: str) -> None:
+        self._startups -= 1
+        left = self._startups_by_host.get(host, 0) - 1
+        if left > 0:
+            self._startups_by_host[host] = left
+        else:
+            self._startups_by_host.pop(host, None)
+
     def _forget(self, conn: _Connection) -> None:
         with self._lock:
+            if conn not in self._conns:
+                return
             self._conns.discard(conn)
+            if not conn.authenticated:
+                self._release_startup(conn.peer[0])
 
     @property
     def connections(self) -> int:
+        """Open connections, authenticated or not."""
         with self._lock:
             return len(self._conns)
+
+    @property
+    def startups(self) -> int:
+        """Connections that do not hold a session slot yet."""
+        with self._lock:
+            return self._startups
 
     def stop(self) -> None:
         self.stopping.set()
@@ -177,6 +239,37 @@ class NetconfServer:
             conn.thread.join(10.0)
             if conn.thread.is_alive():
                 log.warning("connection thread %s did not stop", conn.thread.name)
+
+
+class _RefusalLog:
+    """One log line per refused connection, but at most one per second in a flood
+    (the next line says how many were refused meanwhile)."""
+
+    INTERVAL = 1.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = -self.INTERVAL
+        self._suppressed = 0
+
+    def refused(self, host: str, why: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < self.INTERVAL:
+                self._suppressed += 1
+                return
+            self._last, suppressed, self._suppressed = now, self._suppressed, 0
+        log.warning(
+            "refusing connection from %s: %s%s", host, why,
+            f" ({suppressed} more refused in the last second)" if suppressed else "",
+        )
+
+
+def _drop_now(sock: socket.socket) -> None:
+    try:
+        sock.close()
+    except OSError:
+        pass
 
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
@@ -225,13 +318,21 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.listen(128)
     except OSError as exc:
         sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            why = "address already in use"
-        elif exc.errno == errno.EACCES:
-            why = "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
-        elif exc.errno == errno.EADDRNOTAVAIL:
-            why = "address not available on this machine"
-        else:
-            why = exc.strerror or str(exc)
+        why = bind_error_reason(exc.errno, port, exc.strerror or str(exc))
         raise ListenError(f"cannot listen on {host} port {port}: {why}") from exc
     return sock
+
+
+def bind_error_reason(err: int | None, port: int, strerror: str = "") -> str:
+    """Why binding the listening socket failed, in words an operator can act on."""
+    if err == errno.EADDRINUSE:
+        return "address already in use"
+    if err in (errno.EACCES, errno.EPERM):
+        if 0 < port < 1024:
+            return "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        return "permission denied (a security policy forbids binding this address)"
+    if err == errno.EADDRNOTAVAIL:
+        return "address not available on this machine"
+    if strerror:
+        return strerror
+    return os.strerror(err) if err else "unknown error"

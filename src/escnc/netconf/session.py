@@ -46,6 +46,13 @@ _RECV_SIZE = 256 * 1024
 _POLL = 5.0
 # how long a closing session waits for queued output to drain
 _FLUSH_TIMEOUT = 2.0
+
+
+class _FlushMark:
+    """Queued by a close from another thread: everything before it has been written."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
 # A successful subscription makes the session exempt from the idle timeout
 # (ietf-netconf-server idle-timeout semantics).
 _SUBSCRIBE_OPS = {
@@ -77,7 +84,7 @@ class NetconfSession:
         self.framing = Framing.EOM
         self.subscribed = False
 
-        self._out: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._out: queue.SimpleQueue[bytes | _FlushMark | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._reader_thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -108,7 +115,12 @@ class NetconfSession:
             self._out.put(framing.encode(data, self.framing))
 
     def close(self) -> None:
-        """End the session: after the current reply when called from inside an RPC."""
+        """End the session: after the current reply when called from inside an RPC.
+
+        From another thread (e.g. the event layer after a subscription-terminated
+        notification) the output queued so far is written first, for at most
+        ``_FLUSH_TIMEOUT`` seconds (a client that does not read cannot hold it).
+        Blocks the caller until then."""
         if threading.current_thread() is self._reader_thread:
             self._close_after_reply = True
         else:
@@ -135,12 +147,39 @@ class NetconfSession:
             termination_reason=self._reason,
         )
 
-    def terminate(self, reason: TerminationReason, killed_by: int | None = None) -> None:
-        """End the session from another thread (kill-session, server stop)."""
+    def terminate(
+        self, reason: TerminationReason, killed_by: int | None = None, flush: bool = True
+    ) -> None:
+        """End the session from another thread (close, kill-session, server stop).
+
+        With ``flush`` the output already queued is written first (bounded by
+        ``_FLUSH_TIMEOUT``); nothing queued after this call is sent."""
         with self._lock:
             if self._reason is None:
                 self._reason = reason
                 self._killed_by = killed_by
+            # the reader's _finish has already begun: it flushes on its own
+            finishing = self._ending
+            self._ending = True
+        writer = self._writer
+        if (
+            flush
+            and not finishing
+            and writer is not None
+            and writer.is_alive()
+            and threading.current_thread() is not writer
+        ):
+            mark = _FlushMark()
+            self._out.put(mark)
+            if mark.done.wait(_FLUSH_TIMEOUT):
+                # EOF and close after the data; wakes the reader (recv returns b"")
+                try:
+                    self.channel.close()
+                except Exception:  # the peer is already gone
+                    pass
+                return
+            log.info("session %d: client did not read its pending output; closing",
+                     self.session_id)
         # Closing the transport wakes the reader (recv returns b"") and the writer.
         self.transport.close()
 
@@ -315,18 +354,30 @@ class NetconfSession:
                 item = out.get()
                 if item is None:
                     return
+                if isinstance(item, _FlushMark):
+                    with self._send_lock:  # a reply being written directly ends first
+                        item.done.set()
+                    continue
                 batch = [item]
+                stop: _FlushMark | None = None
                 # Coalesce what is already queued into one write.
                 while len(batch) < 64:
                     try:
                         nxt = out.get_nowait()
                     except queue.Empty:
                         break
-                    if nxt is None:
+                    if nxt is None or isinstance(nxt, _FlushMark):
                         with self._send_lock:
                             self.channel.sendall(b"".join(batch))
-                        return
+                            if nxt is not None:
+                                nxt.done.set()
+                        if nxt is None:
+                            return
+                        stop = nxt
+                        break
                     batch.append(nxt)
+                if stop is not None:
+                    continue
                 with self._send_lock:
                     self.channel.sendall(b"".join(batch) if len(batch) > 1 else item)
         except Exception as exc:  # peer gone: wake the reader so the session ends

@@ -64,7 +64,9 @@ class ManagedSession(Protocol):
     username: str
 
     def info(self) -> SessionInfo: ...
-    def terminate(self, reason: TerminationReason, killed_by: int | None = None) -> None: ...
+    def terminate(
+        self, reason: TerminationReason, killed_by: int | None = None, flush: bool = True
+    ) -> None: ...
     def wait_ended(self, timeout: float) -> bool: ...
 
 
@@ -182,7 +184,7 @@ class SessionManager:
         with self._lock:
             live = list(self._sessions.values())
         for s in live:
-            s.terminate("other")
+            s.terminate("other", flush=False)
         for s in live:
             s.wait_ended(5.0)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import paramiko
@@ -17,6 +18,7 @@ from paramiko.common import (
     AUTH_FAILED,
     AUTH_SUCCESSFUL,
     OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED,
+    OPEN_FAILED_RESOURCE_SHORTAGE,
     OPEN_SUCCEEDED,
 )
 
@@ -45,16 +47,35 @@ logging.getLogger(TRANSPORT_LOG).addFilter(_RoutineDisconnects())
 
 
 class NetconfSshInterface(paramiko.ServerInterface):
-    def __init__(self, users: UserStore | None, max_auth_attempts: int, peer: str) -> None:
+    """Callbacks of one connection's paramiko transport (they run in its own thread).
+
+    ``failure_delay``: a failed password attempt is answered no sooner than this many
+    seconds after it arrived (slows guessing; the same for unknown users and wrong
+    passwords). ``admit``: asked once, when the authenticated client opens its session
+    channel, whether a session slot is free (max-sessions); if not, the channel open
+    fails with "resource shortage" and :attr:`refused` is set.
+    """
+
+    def __init__(
+        self,
+        users: UserStore | None,
+        max_auth_attempts: int,
+        peer: str,
+        failure_delay: float = 0.0,
+        admit: Callable[[str], bool] | None = None,
+    ) -> None:
         self.users = users
         self.max_auth_attempts = max(1, max_auth_attempts)
         self.peer = peer
+        self.failure_delay = max(0.0, failure_delay)
+        self.admit = admit
         self.username: str | None = None
         self.failures = 0
         self.transport: paramiko.Transport | None = None
         self.channel_id: int | None = None
         self.subsystem_ready = threading.Event()
         self.auth_exhausted = threading.Event()
+        self.refused = threading.Event()
 
     def get_allowed_auths(self, username: str) -> str:
         return "password,publickey"
@@ -63,11 +84,16 @@ class NetconfSshInterface(paramiko.ServerInterface):
         return AUTH_FAILED
 
     def check_auth_password(self, username: str, password: str) -> int:
+        started = time.monotonic()
         if self.auth_exhausted.is_set():
             return AUTH_FAILED
         if self.users is not None and self.users.check_password(username, password):
             self.username = username
             return AUTH_SUCCESSFUL
+        # Only this connection's transport thread waits; other connections go on.
+        wait = self.failure_delay - (time.monotonic() - started)
+        if wait > 0:
+            time.sleep(wait)
         return self._failed(username, "password")
 
     def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
@@ -88,6 +114,10 @@ class NetconfSshInterface(paramiko.ServerInterface):
         )
         if self.failures >= self.max_auth_attempts:
             self.auth_exhausted.set()
+            log.warning(
+                "dropping connection from %s: %d failed authentication attempts (last user %r)",
+                self.peer, self.failures, username,
+            )
             # paramiko disconnects after sending this failure once its own counter
             # reaches 10; push it there so the client is cut off now.
             handler = getattr(self.transport, "auth_handler", None)
@@ -97,6 +127,11 @@ class NetconfSshInterface(paramiko.ServerInterface):
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
         if kind == "session" and self.channel_id is None and self.username is not None:
+            if self.refused.is_set():
+                return OPEN_FAILED_RESOURCE_SHORTAGE
+            if self.admit is not None and not self.admit(self.username):
+                self.refused.set()
+                return OPEN_FAILED_RESOURCE_SHORTAGE
             self.channel_id = chanid
             return OPEN_SUCCEEDED
         return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
@@ -119,7 +154,12 @@ def open_netconf_channel(
     chan: paramiko.Channel | None = None
     while chan is None:
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or stopping.is_set() or iface.auth_exhausted.is_set():
+        if (
+            remaining <= 0
+            or stopping.is_set()
+            or iface.auth_exhausted.is_set()
+            or iface.refused.is_set()
+        ):
             return None
         if not transport.is_active():
             return None
