@@ -1,7 +1,8 @@
 """edit-config latency for a one-deployment change with 10 / 1,000 / 10,000
 deployments already in running, get-config time for the whole tree and with a
 one-deployment subtree filter, and (``--commit``) candidate commit and
-copy-config of a one-deployment change.
+copy-config of a one-deployment change, and (``--writers``) edit throughput of
+concurrent writer threads (group commit).
 
 Measures the datastore path a NETCONF edit-config takes (edit, incremental YANG
 validation, durable SQLite commit), without SSH. Usage:
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -85,7 +87,34 @@ def timed(fn, n: int) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(out)
 
 
-def run(size: int, edits: int, schema: Schema, commit: bool = False) -> None:
+def writers(ds: Datastore, size: int, n: int, secs: float = 2.0) -> float:
+    """Edits/s of ``n`` threads each editing its own deployments (no SSH, no engine)."""
+    counts = [0] * n
+    stop = threading.Event()
+
+    def work(k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            dep = (k + n * i) % size
+            cfg = config(tenant(deployment(dep, "fl2" if (i // max(1, size // n)) % 2 else "fl")))
+            ds.edit("running", cfg, EditOptions(), k + 1, "bench")
+            i += 1
+        counts[k] = i
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(n)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(secs)
+    stop.set()
+    for t in threads:
+        t.join()
+    return sum(counts) / (time.perf_counter() - t0)
+
+
+def run(
+    size: int, edits: int, schema: Schema, commit: bool = False, threads: tuple[int, ...] = ()
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ds = Datastore(Settings(state_dir=Path(tmp)), schema)
         ds.edit("running", config(GLOBALS), EditOptions(), 1, "bench")
@@ -139,6 +168,10 @@ def run(size: int, edits: int, schema: Schema, commit: bool = False) -> None:
                 f"commit {statistics.median(cand_commit):7.1f} ms  "
                 f"| copy-config running {statistics.median(copy_cfg):7.1f} ms"
             )
+        if threads:
+            extra += "\n        concurrent writers: " + "  ".join(
+                f"{n} threads {writers(ds, size, n):6.0f} edits/s" for n in threads
+            )
         ds.close()
     lat.sort()
     p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
@@ -154,10 +187,14 @@ def main() -> None:
     ap.add_argument("--sizes", default="10,1000,10000")
     ap.add_argument("--edits", type=int, default=200)
     ap.add_argument("--commit", action="store_true", help="also candidate commit, copy-config")
+    ap.add_argument(
+        "--writers", default="", help="also edits/s with these numbers of threads, e.g. 1,4,32"
+    )
     args = ap.parse_args()
     schema = Schema.load()
+    threads = tuple(int(n) for n in args.writers.split(",") if n)
     for size in (int(s) for s in args.sizes.split(",")):
-        run(size, args.edits, schema, args.commit)
+        run(size, args.edits, schema, args.commit, threads)
 
 
 if __name__ == "__main__":

@@ -92,3 +92,78 @@ def test_sigkill_during_edits_keeps_exactly_acked_state(tmp_path: Path) -> None:
         # the in-flight iteration may have committed its create but not yet its delete
         allowed = (done, done | {f"t{acked + 1}"}, expected(acked + 2))
         assert names in allowed, (round_no, acked, sorted(names ^ done))
+
+
+THREADED_CHILD = r"""
+import sys, threading
+from pathlib import Path
+from lxml import etree
+from escnc.datastore.edit import EditOptions
+from escnc.datastore.schema import Schema
+from escnc.datastore.store import Datastore
+from escnc.settings import Settings
+E = "http://www.cisco.com/esc/esc"
+NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
+ds = Datastore(Settings(state_dir=Path(sys.argv[1])), Schema.load())
+out = threading.Lock()
+
+def writer(k):
+    i = 0
+    while True:
+        cfg = etree.fromstring(
+            f'<config xmlns="{NC}"><esc_datamodel xmlns="{E}"><tenants><tenant>'
+            f"<name>w{k}</name><description>{i}</description></tenant></tenants>"
+            "</esc_datamodel></config>")
+        ds.edit("running", cfg, EditOptions(), k + 1, "u")
+        with out:
+            print(f"ack {k} {i}", flush=True)
+        i += 1
+
+for k in range(6):
+    threading.Thread(target=writer, args=(k,), daemon=True).start()
+threading.Event().wait()
+"""
+
+
+def test_sigkill_with_concurrent_writers_keeps_every_ack(tmp_path: Path) -> None:
+    """Group commit: with six threads committing at once, every acknowledged edit
+    survives SIGKILL (each writer's tenant holds its last ack or the one after)."""
+    rng = random.Random(99)
+    schema = Schema.load()
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    for round_no in range(3):
+        state = tmp_path / f"w{round_no}"
+        state.mkdir()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", THREADED_CHILD, str(state)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert proc.stdout is not None
+        acked: dict[int, int] = {}
+        target = rng.randint(30, 150)
+        deadline = time.time() + 60
+        n = 0
+        while n < target and time.time() < deadline:
+            line = proc.stdout.readline()
+            if line.startswith("ack "):
+                _, k, i = line.split()
+                acked[int(k)] = int(i)
+                n += 1
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for line in proc.stdout:
+            if line.startswith("ack "):
+                _, k, i = line.split()
+                acked[int(k)] = max(acked.get(int(k), -1), int(i))
+        ds = Datastore(Settings(state_dir=state), schema)
+        with ds.reading("running") as tree:
+            got = {
+                t.findtext(f"{{{E}}}name"): int(t.findtext(f"{{{E}}}description") or -1)
+                for t in tree.iter(f"{{{E}}}tenant")
+            }
+        ds.close()
+        assert acked, round_no
+        for k, i in acked.items():
+            assert got.get(f"w{k}") in (i, i + 1), (round_no, k, i, got)
