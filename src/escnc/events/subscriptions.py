@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 MAX_SESSION_BACKLOG = 512
 # seconds a lagging subscriber gets to read the termination notice before it is closed
 TERMINATE_GRACE = 30.0
-FLUSH_GRACE = 0.5
 
 
 @dataclass
@@ -197,13 +196,12 @@ class Subscriptions:
         session.send_notification(
             base.subscription_terminated(session.session_id, consumer.last_event_time)
         )
-        # give a client that reads again the chance to see why it is closed
+        # give a client that reads again the chance to see why it is closed; close()
+        # from this thread then writes what is still queued or in flight (bounded)
         backlog = consumer.backlog
         deadline = time.monotonic() + self.terminate_grace
         while backlog is not None and backlog() > 0 and time.monotonic() < deadline:
             time.sleep(0.01)
-        if backlog is not None and backlog() == 0:
-            time.sleep(FLUSH_GRACE)  # the last write may still be in flight
         session.close()
 
     def _drop(self, sid: int, consumer: Consumer) -> None:
