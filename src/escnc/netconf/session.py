@@ -94,6 +94,7 @@ class NetconfSession:
         self._close_callbacks: list[Callable[[], None]] = []
         self._callbacks_done = False
         self._ending = False  # no more output accepted
+        self._flush_mark: _FlushMark | None = None
         self._close_after_reply = False
         self._reason: TerminationReason | None = None
         self._killed_by: int | None = None
@@ -154,32 +155,36 @@ class NetconfSession:
 
         With ``flush`` the output already queued is written first (bounded by
         ``_FLUSH_TIMEOUT``); nothing queued after this call is sent."""
+        writer = self._writer
         with self._lock:
             if self._reason is None:
                 self._reason = reason
                 self._killed_by = killed_by
-            # the reader's _finish has already begun: it flushes on its own
-            finishing = self._ending
+            mark = self._flush_mark  # another thread's terminate is flushing already
+            first = mark is None
+            if (
+                first
+                and flush
+                and not self._ending  # else the reader's _finish flushes on its own
+                and writer is not None
+                and writer.is_alive()
+                and threading.current_thread() is not writer
+            ):
+                mark = self._flush_mark = _FlushMark()
+                self._out.put(mark)
             self._ending = True
-        writer = self._writer
-        if (
-            flush
-            and not finishing
-            and writer is not None
-            and writer.is_alive()
-            and threading.current_thread() is not writer
-        ):
-            mark = _FlushMark()
-            self._out.put(mark)
+        if flush and mark is not None:
             if mark.done.wait(_FLUSH_TIMEOUT):
-                # EOF and close after the data; wakes the reader (recv returns b"")
-                try:
-                    self.channel.close()
-                except Exception:  # the peer is already gone
-                    pass
+                if first:
+                    # EOF and close after the data; wakes the reader (recv returns b"")
+                    try:
+                        self.channel.close()
+                    except Exception:  # the peer is already gone
+                        pass
                 return
-            log.info("session %d: client did not read its pending output; closing",
-                     self.session_id)
+            if first:
+                log.info("session %d: client did not read its pending output; closing",
+                         self.session_id)
         # Closing the transport wakes the reader (recv returns b"") and the writer.
         self.transport.close()
 
