@@ -396,3 +396,19 @@ def test_cli_notify_replays_from_start_time(server: Server) -> None:
     assert r.stdout.count('"escEvent"') == 4
     for event in ("CREATE_IMAGE", "VM_DEPLOYED", "VM_ALIVE", "SERVICE_ALIVE"):
         assert f'"{event}"' in r.stdout
+
+
+def test_readme_configuration_reference_loads(tmp_path: Path) -> None:
+    """The TOML block in the README's configuration reference is a working --config file
+    that sets every documented key (and nothing unknown)."""
+    from escnc.cli.server import load_config
+    from escnc.settings import Settings
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "escnc.toml"
+    path.write_text(block.replace('max_sessions = 64', 'max_sessions = 7'))
+    settings = load_config(path, Settings())
+    assert settings.max_sessions == 7
+    assert settings.vims == {"default": "test:///default"}
+    assert settings.max_startups == 10 and settings.auth_failure_delay == 0.3
