@@ -377,6 +377,24 @@ VALID_RPCS = {
     "recoveryVmAction": "<actionType>DO</actionType><vmName>v</vmName>",
     "vmRevertSnapshot": "<vmName>v</vmName><snapshot>s1</snapshot>",
     "rollback": "<id>3</id>",
+    "queryComputeCapacity": "<zoneId>h1</zoneId><resourceDescriptor>"
+    "<computeResourceTypeId>vcInstances</computeResourceTypeId></resourceDescriptor>"
+    "<timePeriod><startTime>2015-09-21T00:00:00Z</startTime>"
+    "<stopTime>2015-09-21T00:05:30Z</stopTime></timePeriod>",
+    "subscribeComputeCapacity": "<zoneId>12345</zoneId><resourceDescriptor>"
+    "<computeResourceTypeId>vcInstances</computeResourceTypeId></resourceDescriptor>"
+    "<threshold><capacity_info>available</capacity_info><condition>lt</condition>"
+    "<value>5</value></threshold>",
+    "unsubscribeComputeCapacity": "<capacityChangeSubscriptionId>a</capacityChangeSubscriptionId>",
+    "createComputeReservation": "<startTime>2015-09-21T01:00:00Z</startTime>"
+    "<computePoolReservation><numCpuCores>20</numCpuCores><numVcInstances>5</numVcInstances>"
+    "<virtualMemSize>10</virtualMemSize></computePoolReservation>",
+    "queryComputeReservation": "<queryReservationFilter><reservationId>x</reservationId>"
+    "</queryReservationFilter>",
+    "updateComputeReservation": "<startTime>2015-09-14T16:00:00Z</startTime>"
+    "<reservationId>xxxx-yyyy-zzzz</reservationId>",
+    "terminateComputeReservation": "<reservationId>x</reservationId>"
+    "<reservationId>y</reservationId>",
 }
 # (rpc, body, error-tag, error-path, bad-element)
 INVALID_RPCS = [

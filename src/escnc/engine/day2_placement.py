@@ -8,12 +8,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from escnc.engine.model import DeploymentSpec
     from escnc.engine.store import VmRecord
+
+# (vm, candidate hosts) -> the hosts it may take; engine/capacity.py registers one per
+# server to keep reserved capacity out of migrations' reach
+HostFilter = Callable[["VmRecord", list[str]], list[str]]
+_host_filters: list[HostFilter] = []
+
+
+def register_host_filter(f: HostFilter) -> None:
+    _host_filters.append(f)
+
+
+def unregister_host_filter(f: HostFilter) -> None:
+    if f in _host_filters:
+        _host_filters.remove(f)
 
 
 def allowed_hosts(
@@ -24,6 +38,8 @@ def allowed_hosts(
 ) -> tuple[list[str], list[str]]:
     """(strictly allowed hosts, preferred subset) for moving ``vm``; its own host excluded."""
     allowed = [h for h in hosts if h != vm.host]
+    for host_filter in list(_host_filters):
+        allowed = host_filter(vm, allowed)
     if spec is None:
         return allowed, allowed
     group = spec.groups.get(vm.group)

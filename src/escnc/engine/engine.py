@@ -47,6 +47,7 @@ from lxml import etree
 
 from escnc.engine import actions, lifecycle, reconcile
 from escnc.engine import states as st
+from escnc.engine.capacity import CapacityManager
 from escnc.engine.hooks import Day2Hooks
 from escnc.engine.imagereg import ACTIVE, ImageError, ImageRegistry, volume_name_pattern
 from escnc.engine.jobs import Job, JobQueue
@@ -92,6 +93,7 @@ class Engine:
         self.notifier = Notifier(services.events, self.vims)
         self.hooks = Day2Hooks()
         self.monitor = Monitor(self)
+        self.capacity = CapacityManager(self)  # reservations, capacity (engine/capacity.py)
         self.desired = Desired()
         self._desired_lock = threading.Lock()
         self.started = False
@@ -116,6 +118,7 @@ class Engine:
         # after reconcile's jobs are queued: a down VM found now is handled after them
         self.store.add_vm_listener(self.monitor.on_vm)
         self.monitor.start()
+        self.capacity.start()
         self.started = True
         if self.settings.reconcile_interval > 0:
             self._ticker = threading.Thread(target=self._tick, name="engine-reconcile", daemon=True)
@@ -125,6 +128,7 @@ class Engine:
         self._stop.set()
         self.monitor.stop()
         self.jobs.shutdown()
+        self.capacity.stop()
         self.store.close()
 
     def _tick(self) -> None:

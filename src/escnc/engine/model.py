@@ -125,6 +125,7 @@ class GroupSpec:
     placement_host: str = ""
     vim_id: str = ""
     vim_project: str = ""
+    reservation_id: str = ""  # compute reservation consumed (engine/capacity.py)
     # fingerprint of everything that changes an existing VM: not scaling, not flavor
     # (day-2 resize) and not image (ESC: a new image applies at the next redeployment)
     fingerprint: str = ""
@@ -241,7 +242,8 @@ def parse_group(el: etree._Element) -> GroupSpec:
         placement_host=_text(placement, "host"),
         vim_id=_text(locator, "vim_id"),
         vim_project=_text(locator, "vim_project"),
-        fingerprint=_canonical(el, skip=("scaling", "flavor", "image")),
+        reservation_id=_text(el, "reservation_id"),
+        fingerprint=_canonical(el, skip=("scaling", "flavor", "image", "reservation_id")),
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+import weakref
+from typing import Protocol
 
 from escnc.engine.model import DeploymentSpec, GroupSpec
 from escnc.engine.states import VM_DEPLOYING
@@ -15,6 +17,20 @@ class PlacementError(Exception):
     pass
 
 
+class CapacityCheck(Protocol):
+    """Reservation-aware admission (engine/capacity.py registers one per host registry)."""
+
+    def reservation_zone(self, group: GroupSpec) -> str: ...
+    def refusal(self, group: GroupSpec, host: str) -> str: ...
+
+
+_capacity: weakref.WeakKeyDictionary[HostRegistry, CapacityCheck] = weakref.WeakKeyDictionary()
+
+
+def register_capacity(vims: HostRegistry, check: CapacityCheck) -> None:
+    _capacity[vims] = check
+
+
 def generated_name(deployment: str, group: str, index: int) -> str:
     return f"{deployment}_{group}_{index}_{uuid.uuid4()}"
 
@@ -22,12 +38,23 @@ def generated_name(deployment: str, group: str, index: int) -> str:
 def choose_host(
     vims: HostRegistry, spec: DeploymentSpec, group: GroupSpec, existing: list[VmRecord]
 ) -> str:
-    """zone_host placement or locator vim_id first; then affinity / anti-affinity
-    placement groups across hosts; otherwise the default host."""
-    for wanted in (group.placement_host, group.vim_id):
+    """zone_host placement, locator vim_id or the zone of the group's reservation first;
+    then affinity / anti-affinity placement groups across hosts; otherwise the default
+    host. Hosts holding reservations take a VM only if it fits outside them (or in the
+    reservation its group names); then another host that fits is chosen."""
+    cap = _capacity.get(vims)
+
+    def refusal(host: str) -> str:
+        return cap.refusal(group, host) if cap is not None else ""
+
+    zone = cap.reservation_zone(group) if cap is not None and group.reservation_id else ""
+    for wanted in (group.placement_host, group.vim_id, zone):
         if wanted:
             if wanted not in vims:
                 raise PlacementError(f"host {wanted} of vm_group {group.name} is not configured")
+            why = refusal(wanted)
+            if why:
+                raise PlacementError(f"vm_group {group.name}: {why}")
             return wanted
     hosts = sorted(h.name for h in vims.hosts() if h.connected) or [vims.default_name]
     for pg in spec.placement_groups:
@@ -51,8 +78,16 @@ def choose_host(
     if group.placement_type == "anti_affinity":
         used = {v.host for v in existing if v.group == group.name}
         free = [h for h in hosts if h not in used]
+        if cap is not None:
+            free = [h for h in free if not refusal(h)]
         if free:
             return free[0]
+    why = refusal(vims.default_name)
+    if why:
+        fitting = [h for h in hosts if h != vims.default_name and not refusal(h)]
+        if not fitting:
+            raise PlacementError(f"vm_group {group.name}: no host has capacity left ({why})")
+        return fitting[0]
     return vims.default_name
 
 

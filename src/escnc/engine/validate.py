@@ -4,6 +4,8 @@ References (image, flavor, network, VIM/host) must exist, scaling bounds must ho
 against what is running (max_active below the VMs running is rejected), and a
 stopped service cannot be scaled out or in (ESC: start it first), a static IP pool
 must hold an address for every VM, and a persistent image backs one VM only.
+VMs to be created must fit outside capacity held by reservations, or in the
+reservation their vm_group names (engine/capacity.py).
 Errors carry an error-path.
 """
 
@@ -118,6 +120,7 @@ def validate_config(engine: Engine, tree: etree._Element) -> None:
                     group_path(tenant, dname, g.name, "scaling") + "/esc:min_active",
                 )
     _persistent_images(engine, desired, err)
+    engine.capacity.check_desired(desired, err, group_path)
     if len(errors) == 1:
         raise errors[0]
     if errors:
