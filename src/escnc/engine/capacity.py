@@ -528,8 +528,11 @@ class CapacityManager:
 
     def migration_hosts(self, vm: VmRecord, hosts: list[str]) -> list[str]:
         """Hosts among ``hosts`` where ``vm`` fits without taking reserved capacity."""
-        if self.engine.store.vm(vm.generated_name) is None:
-            return hosts  # another server's VM
+        try:
+            if self.engine.store.vm(vm.generated_name) is None:
+                return hosts  # another server's VM
+        except Exception:  # a stopped server's store
+            return hosts
         adm = Admission(self)
         if not adm.holding:
             return hosts
