@@ -49,6 +49,7 @@ class Settings:
     snapshot_timeout_mins: float = 20.0
     volume_poll_secs: float = 15.0
     volume_timeout_mins: float = 20.0
+    capacity_poll_secs: float = 5.0  # how often capacity thresholds are checked
 
     @property
     def db_path(self) -> Path:

@@ -166,6 +166,16 @@ class Schema:
             raise self.validation_error(exc, rpc=qname) from exc
         except yx.YangsonException as exc:
             raise self.raw_error(exc, request, rpc=qname) from exc
+        except (TypeError, AttributeError, KeyError) as exc:
+            # yangson 1.7.9 trips over some inputs (e.g. an empty input of an RPC with a
+            # mandatory choice): still a precise refusal, never an internal error
+            prefix = self.prefixes.get(qname.namespace or "", "x")
+            raise RpcError(
+                "invalid-value",
+                f"input of {qname.localname} does not match its YANG definition ({exc})",
+                path=f"/{prefix}:{qname.localname}",
+                path_nsmap={prefix: qname.namespace or ""},
+            ) from exc
 
     def validate_notification(self, body: etree._Element) -> None:
         qname = etree.QName(body)

@@ -330,7 +330,7 @@ class CapacityManager:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.poll_seconds = float(getattr(engine.settings, "capacity_poll_secs", 5.0))
+        self.poll_seconds = float(engine.settings.capacity_poll_secs)
 
     # -- lifecycle
 
