@@ -157,7 +157,9 @@ class Engine:
         """Turn a commit into jobs; never does VM work on the committing thread."""
         with self._desired_lock:
             old = self.desired
-            new = _merge_pruned(old, parse_desired(event.old), parse_desired(event.new))
+            # of the old tree only its tenants and deployments matter (_merge_pruned)
+            was = parse_desired(event.old, root_entries=False)
+            new = _merge_pruned(old, was, parse_desired(event.new))
             self.desired = new
         self._apply_vims(old, new)
         self._apply_images(old, new)

@@ -6,7 +6,9 @@ leaf takes ESC's default, so partial payloads from the seeds work as written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from lxml import etree
 
@@ -14,6 +16,7 @@ from escnc.ns import ESC
 from escnc.vim.networks import NetworkSpec, SubnetSpec
 
 DEFAULT_POLL_SECONDS = 3.0
+_T = TypeVar("_T")
 
 
 def _q(name: str) -> str:
@@ -261,32 +264,109 @@ def parse_deployment(tenant: str, el: etree._Element) -> DeploymentSpec:
     return DeploymentSpec(tenant, _text(el, "name"), groups, pgs, _canonical(el))
 
 
-def parse_desired(tree: etree._Element | None) -> Desired:
+_NS = f"{{{ESC}}}"
+_NSLEN = len(_NS)
+
+
+def _leaves(el: etree._Element) -> dict[str, str]:
+    """localname -> stripped text of ``el``'s ESC children, the first of each name
+    (what ``_text`` finds), in one pass over the children."""
+    out: dict[str, str] = {}
+    for c in el:
+        tag = c.tag
+        if isinstance(tag, str) and tag.startswith(_NS):
+            name = tag[_NSLEN:]
+            if name not in out:
+                out[name] = (c.text or "").strip()
+    return out
+
+
+def _lint(leaves: dict[str, str], name: str, default: int) -> int:
+    try:
+        return int(leaves.get(name, str(default)))
+    except ValueError:
+        return default
+
+
+def _lbool(leaves: dict[str, str], name: str) -> bool:
+    value = leaves.get(name, "")
+    return value.lower() == "true" if value else False
+
+
+def _image(el: etree._Element) -> ImageSpec:
+    v = _leaves(el)
+    return ImageSpec(
+        name=v.get("name", ""),
+        src=v.get("src", ""),
+        disk_format=v.get("disk_format", "qcow2") or "qcow2",
+        persistent=_lbool(v, "persistent"),
+        checksum=v.get("checksum", ""),
+        kernel=v.get("kernel", ""),
+        initrd=v.get("initrd", ""),
+        cmdline=v.get("cmdline", ""),
+    )
+
+
+def _flavor(el: etree._Element) -> FlavorSpec:
+    v = _leaves(el)
+    return FlavorSpec(
+        name=v.get("name", ""),
+        vcpus=_lint(v, "vcpus", 1),
+        memory_mb=_lint(v, "memory_mb", 512),
+        root_disk_mb=_lint(v, "root_disk_mb", 0),
+        ephemeral_disk_mb=_lint(v, "ephemeral_disk_mb", 0),
+        swap_disk_mb=_lint(v, "swap_disk_mb", 0),
+    )
+
+
+# Specs of root-level list entries (images, flavors) by a fingerprint of the entry's
+# children (tag, text): every commit hands over the whole root, and re-parsing
+# hundreds of unchanged flavors per commit showed up in profiles. Specs are frozen.
+_SPEC_CACHE: dict[tuple[object, ...], object] = {}
+_SPEC_CACHE_MAX = 8192
+
+
+def _cached(el: etree._Element, parse: Callable[[etree._Element], _T]) -> _T:
+    if len(el) > 32:  # not a flat entry of a few leaves: parse it
+        return parse(el)
+    key: tuple[object, ...] = (parse,)
+    for c in el:
+        if len(c):  # nested content: the fingerprint would not cover it
+            return parse(el)
+        key += (c.tag, c.text)
+    hit = _SPEC_CACHE.get(key)
+    if hit is None:
+        hit = parse(el)
+        if len(_SPEC_CACHE) >= _SPEC_CACHE_MAX:
+            _SPEC_CACHE.clear()
+        _SPEC_CACHE[key] = hit
+    return hit  # type: ignore[return-value]
+
+
+def parse_desired(tree: etree._Element | None, root_entries: bool = True) -> Desired:
+    """The desired state of ``tree``; ``root_entries=False`` skips images, flavors,
+    networks and VIM connectors (only tenants and deployments are wanted)."""
     root = find_root(tree)
     desired = Desired()
     if root is None:
         return desired
+    if root_entries:
+        _parse_root_entries(root, desired)
+    for tenant in _children(root, "tenants", "tenant"):
+        tname = _text(tenant, "name")
+        desired.tenants.add(tname)
+        for dep in _children(tenant, "deployments", "deployment"):
+            dspec = parse_deployment(tname, dep)
+            desired.deployments[dspec.key] = dspec
+    return desired
+
+
+def _parse_root_entries(root: etree._Element, desired: Desired) -> None:
     for el in _children(root, "images", "image"):
-        spec = ImageSpec(
-            name=_text(el, "name"),
-            src=_text(el, "src"),
-            disk_format=_text(el, "disk_format", "qcow2") or "qcow2",
-            persistent=_bool(el, "persistent"),
-            checksum=_text(el, "checksum"),
-            kernel=_text(el, "kernel"),
-            initrd=_text(el, "initrd"),
-            cmdline=_text(el, "cmdline"),
-        )
+        spec = _cached(el, _image)
         desired.images[spec.name] = spec
     for el in _children(root, "flavors", "flavor"):
-        fl = FlavorSpec(
-            name=_text(el, "name"),
-            vcpus=_int(el, "vcpus", 1),
-            memory_mb=_int(el, "memory_mb", 512),
-            root_disk_mb=_int(el, "root_disk_mb", 0),
-            ephemeral_disk_mb=_int(el, "ephemeral_disk_mb", 0),
-            swap_disk_mb=_int(el, "swap_disk_mb", 0),
-        )
+        fl = _cached(el, _flavor)
         desired.flavors[fl.name] = fl
     for el in _children(root, "networks", "network"):
         subnets = tuple(
@@ -302,10 +382,3 @@ def parse_desired(tree: etree._Element | None) -> Desired:
         desired.networks[_text(el, "name")] = NetworkSpec(_text(el, "name"), subnets)
     for el in _children(root, "vim_connectors", "vim_connector"):
         desired.vims[_text(el, "name")] = (_text(el, "uri"), _bool(el, "default"))
-    for tenant in _children(root, "tenants", "tenant"):
-        tname = _text(tenant, "name")
-        desired.tenants.add(tname)
-        for dep in _children(tenant, "deployments", "deployment"):
-            dspec = parse_deployment(tname, dep)
-            desired.deployments[dspec.key] = dspec
-    return desired
