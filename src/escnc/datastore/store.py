@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as _dt
-import functools
 import logging
 import threading
 from collections import deque
@@ -219,28 +218,7 @@ class Datastore:
         if upto:
             self._wait_durable(upto)
         if mine:
-            later = getattr(tls, "later", None)
-            if later is not None and not getattr(tls, "delivering", False):
-                # after the reply: the commit is durable; listeners still run in
-                # commit order (whoever delivers next drains the queue up to itself)
-                later(functools.partial(self._deliver, mine))
-            else:
-                self._deliver(mine)
-
-    @contextlib.contextmanager
-    def listeners_after(self, later: Callable[[Callable[[], None]], None] | None) -> Iterator[None]:
-        """Within this block, commit listeners for this thread's commits are handed
-        to ``later`` (e.g. a session's after-reply hook) instead of run before
-        returning: the commit is durable and visible either way, and listeners
-        keep commit order. ``later`` must run the callback on this thread before
-        this thread's next request (so its next RPC sees their effects)."""
-        tls = self._tls
-        prev = getattr(tls, "later", None)
-        tls.later = later
-        try:
-            yield
-        finally:
-            tls.later = prev
+            self._deliver(mine)
 
     def _enqueue(self, write: Write, event: CommitEvent | None = None) -> int:
         """Queue a commit already applied in memory (datastore lock held)."""

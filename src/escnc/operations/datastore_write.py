@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import TYPE_CHECKING
 
 from lxml import etree
@@ -63,20 +62,14 @@ def edit_config(ctx: RpcContext, request: etree._Element) -> None:
             type="protocol",
             info={"bad-element": "config"},
         )
-    store = ctx.services.datastore
-    # commit listeners (RFC 6470 config-change, engine) run once <ok/> is sent: the
-    # commit is durable before the reply, they need not delay it
-    later = getattr(ctx.session, "after_reply", None)
-    deferring = getattr(store, "listeners_after", None)
-    with deferring(later) if deferring is not None else contextlib.nullcontext():
-        store.edit(
-            target,
-            config,
-            options,
-            session_id=ctx.session.session_id,
-            username=ctx.session.username,
-            test_option=test_option,
-        )
+    ctx.services.datastore.edit(
+        target,
+        config,
+        options,
+        session_id=ctx.session.session_id,
+        username=ctx.session.username,
+        test_option=test_option,
+    )
 
 
 def copy_config(ctx: RpcContext, request: etree._Element) -> None:
