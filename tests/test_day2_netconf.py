@@ -54,6 +54,7 @@ class Events:
         self.m = m
         m.create_subscription(stream_name="escEvent")
         self.seen: list[etree._Element] = []
+        self.resources: list[etree._Element] = []  # CREATE_IMAGE, DELETE_IMAGE
 
     def until(self, last: str, timeout: float = 30.0, count: int = 1) -> list[etree._Element]:
         """Collect events until ``last`` has arrived ``count`` times; return them."""
@@ -66,7 +67,9 @@ class Events:
             if n is None:
                 continue
             ev = etree.fromstring(n.notification_xml.encode()).find(".//e:escEvent", NS)
-            if ev is not None and not is_resource_event(ev):
+            if ev is not None and is_resource_event(ev):
+                self.resources.append(ev)
+            elif ev is not None:
                 got.append(ev)
         self.seen += got
         return got
@@ -405,6 +408,68 @@ def test_export_and_volume_from_snapshot(srv, nc, ev, image):  # type: ignore[no
     assert "not found" in str(
         refused(nc, rpc("createVolumeFromSnapshot", snapshot="zzz", name="v"))
     )
+
+
+def test_export_registers_image_for_restore(srv, nc, ev, image):  # type: ignore[no-untyped-def]
+    (vm,) = deploy(nc, ev, image)
+    host = where(srv, vm)[0]
+    nc.dispatch(
+        etree.fromstring(rpc("vmBackupAction", vmName=vm, backupName="bk1", actionType="EXPORT"))
+    )
+    got = ev.until("VM_BACKUP_COMPLETE")
+    assert types(got) == ["VM_BACKUP_INIT", "VM_BACKUP_CREATED", "VM_BACKUP_COMPLETE"]
+    msg = got[-1].findtext("e:status_message", namespaces=NS) or ""
+    assert status(got[-1]) == "SUCCESS", msg
+    assert "Registered as image [bk1]" in msg
+    # CREATE_IMAGE SUCCESS came before VM_BACKUP_COMPLETE
+    created = [
+        e
+        for e in ev.resources
+        if etype(e) == "CREATE_IMAGE" and "bk1" in etree.tostring(e).decode()
+    ]
+    assert created and status(created[-1]) == "SUCCESS"
+    # the configuration holds the image, its src the exported volume
+    flt = f'<esc_datamodel xmlns="{ESC}"><images/></esc_datamodel>'
+    cfg = etree.fromstring(
+        nc.get_config(source="running", filter=("subtree", flt)).data_xml.encode()
+    )
+    imgs = {i.findtext("e:name", namespaces=NS): i for i in cfg.iterfind(".//e:images/e:image", NS)}
+    src = imgs["bk1"].findtext("e:src", namespaces=NS) or ""
+    vol = conn(srv, host).storageVolLookupByPath(src)
+    assert vol.name().startswith("image-bk1-")
+    assert vol.storagePoolLookupByVolume().name() == "escnc"
+    assert imgs["bk1"].findtext("e:disk_format", namespaces=NS) == "qcow2"
+    assert imgs["bk1"].findtext("e:persistent", namespaces=NS) == "false"
+    (state,) = [
+        i.findtext("e:state", namespaces=NS)
+        for i in opdata(nc).iterfind(".//e:images/e:image", NS)
+        if i.findtext("e:name", namespaces=NS) == "bk1"
+    ]
+    assert state == "active"
+    # a clashing name is refused before VM_BACKUP_INIT, with no snapshot left
+    n_snaps = len(snapshots(nc))
+    for clash in ("bk1", "img"):
+        err = refused(nc, rpc("vmBackupAction", vmName=vm, backupName=clash, actionType="EXPORT"))
+        assert "already exists" in str(err)
+    assert "not a valid image name" in str(
+        refused(nc, rpc("vmBackupAction", vmName=vm, backupName="a/b", actionType="EXPORT"))
+    )
+    assert len(snapshots(nc)) == n_snaps
+    # restore flow: a service update of the same group to the exported image
+    edit(nc, config_xml("small", 2, image).replace("<image>img</image>", "<image>bk1</image>"))
+    got = ev.until("SERVICE_UPDATED")
+    assert status(got[-1]) == "SUCCESS", etree.tostring(got[-1])
+    assert "VM_BACKUP_INIT" not in types(got)
+    (new_vm,) = [v for v in vm_names(nc) if v != vm]
+    assert vm_field(nc, new_vm, "image") == "bk1"
+    (new_host,) = where(srv, new_vm)
+    dom = conn(srv, new_host).lookupByName(new_vm)
+    root = etree.fromstring(dom.XMLDesc(0)).find("devices/disk/source").get("file")
+    backing = conn(srv, new_host).storageVolLookupByPath(root).XMLDesc(0)
+    if new_host == host:
+        assert f"<path>{src}</path>" in backing
+    else:  # another host: a copy of the exported volume backs it
+        assert "image-bk1." in backing
 
 
 def test_revert_to_snapshot_in_place(srv, nc, ev, image):  # type: ignore[no-untyped-def]

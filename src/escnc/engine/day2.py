@@ -22,6 +22,7 @@ overlaps another job of the same deployment. Notification order is DESIGN.md's:
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
@@ -39,7 +40,7 @@ from escnc.engine.day2_store import (
     VolumeRecord,
     now_iso,
 )
-from escnc.errors import RpcError
+from escnc.errors import RpcError, RpcErrors
 from escnc.ns import ESC, NC, qn
 from escnc.vim import day2_migrate, day2_resize, day2_snapshots, day2_volumes
 from escnc.vim.day2_common import Day2Error, libvirt_message, run_polled
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 
 BACKUP_STATES = (states.VM_ALIVE, states.VM_STOPPED)
 BUSY_STATES = (states.VM_VERIFY_RESIZE, states.VM_MIGRATING)
+IMAGE_NAME = re.compile(r"[^/\s]+")  # the YANG name-type of images/image/name
 
 
 def _err(exc: BaseException) -> str:
@@ -434,6 +436,8 @@ class Day2Manager:
                 "Snapshot names must be at most 255 characters",
                 info={"bad-element": "backupName"},
             )
+        if action == "EXPORT":
+            self._check_image_name(name)
         snap_id = str(uuid.uuid4())
         host = self.link.host(vm.host)
         self.store.put_snapshot(
@@ -453,6 +457,47 @@ class Day2Manager:
         )
         self.link.submit(self._key(vm), f"backup {vm_name}", lambda job: self._backup(snap_id))
         return snap_id
+
+    def _check_image_name(self, name: str) -> None:
+        """An EXPORT registers an image named after the backup: the name must be a
+        valid image name that no image (nor another EXPORT under way) has."""
+        if not IMAGE_NAME.fullmatch(name):
+            raise RpcError(
+                "invalid-value",
+                f"backupName [{name}] is not a valid image name (an EXPORT registers "
+                "an image of that name): no whitespace and no slash",
+                info={"bad-element": "backupName"},
+            )
+        exporting = any(
+            r.kind == "EXPORT" and r.name == name and r.status == "creating"
+            for r in self.store.snapshots()
+        )
+        if exporting or name in self.link.image_names():
+            raise RpcError(
+                "data-exists",
+                f"Image [{name}] already exists: an EXPORT registers an image named "
+                "after backupName; choose another name",
+                app_tag="409",
+                info={"bad-element": "backupName"},
+            )
+
+    def _register_export(self, name: str, vol: day2_volumes.VolumeInfo, fmt: str) -> str:
+        """Add the exported volume as image ``name`` to the configuration and wait
+        for the engine to register it (in place, no copy); its registration message."""
+        config = etree.fromstring(
+            f"""<config xmlns="{NC}"><esc_datamodel xmlns="{ESC}"><images><image>
+            <name></name><src></src><disk_format></disk_format>
+            <persistent>false</persistent></image></images></esc_datamodel></config>"""
+        )
+        for leaf, value in (("name", name), ("src", vol.path), ("disk_format", fmt)):
+            next(config.iter(qn(ESC, leaf))).text = value
+        try:
+            self.services.datastore.system_edit(config)
+        except (RpcError, RpcErrors) as exc:
+            raise RpcError(
+                "operation-failed", f"image {name} not added to the configuration: {exc}"
+            ) from exc
+        return self.link.wait_image(name, self._poll("snapshot")[1])
 
     def _backup(self, snap_id: str) -> None:
         rec = self.store.snapshot(snap_id)
@@ -491,6 +536,9 @@ class Day2Manager:
                 )
                 self.store.update_snapshot(snap_id, image_volume=f"{vol.pool}/{vol.name}")
                 message += f" Exported to volume {vol.pool}/{vol.name} ({vol.path})."
+                fmt = day2_volumes.volume_format(conn, vol) or "qcow2"
+                registered = self._register_export(rec.name, vol, fmt)
+                message += f" Registered as image [{rec.name}]: {registered}."
         except (Day2Error, RpcError, libvirt.libvirtError) as exc:
             self.store.update_snapshot(
                 snap_id, status="error", status_message=_err(exc), creation_end_date=now_iso()

@@ -64,6 +64,23 @@ class EngineLink:
     def desired(self) -> Desired:
         return parse_desired(self.services.datastore.running_xml())
 
+    def image_names(self) -> set[str]:
+        """Images in the configuration or known to the engine's image registry."""
+        known = {st.spec.name for st in self.engine.images.states()}
+        return known | set(self.engine.desired.images)
+
+    def wait_image(self, name: str, timeout: float) -> str:
+        """Wait for image ``name`` to be active; its registration message. Raises
+        RpcError with the registration's error."""
+        from escnc.engine.imagereg import ImageError
+
+        try:
+            st = self.engine.images.wait_active(name, timeout)
+        except ImageError as exc:
+            raise RpcError("operation-failed", str(exc)) from exc
+        st.reported.wait(timeout)  # CREATE_IMAGE published before the caller's event
+        return str(st.message)
+
     # -- jobs and events -------------------------------------------------------------
 
     def submit(self, key: object, name: str, fn: Callable[[Any], None]) -> None:

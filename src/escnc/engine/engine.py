@@ -49,7 +49,13 @@ from escnc.engine import actions, lifecycle, reconcile
 from escnc.engine import states as st
 from escnc.engine.capacity import CapacityManager
 from escnc.engine.hooks import Day2Hooks
-from escnc.engine.imagereg import ACTIVE, ImageError, ImageRegistry, volume_name_pattern
+from escnc.engine.imagereg import (
+    ACTIVE,
+    ImageError,
+    ImageRegistry,
+    ImageState,
+    volume_name_pattern,
+)
 from escnc.engine.jobs import Job, JobQueue
 from escnc.engine.liveness import (
     DOMAIN_POLL,
@@ -433,9 +439,16 @@ IMAGE_RELEASE_WAIT = 120.0  # seconds a removed image waits for the VMs it backs
 def _register_image(engine: Engine, spec: ImageSpec, _job: Job) -> None:
     """Fetch the image, install it in the pool of every connected host, and report
     CREATE_IMAGE (not for an image found complete in the cache at start)."""
-    image = engine.images.register(spec)
+    image = engine.images.register(spec, functools.partial(_locate_volume, engine))
     if image is None:
         return  # nothing done: already registered, or superseded by a newer version
+    try:
+        _install_image(engine, spec, image)
+    finally:
+        image.reported.set()
+
+
+def _install_image(engine: Engine, spec: ImageSpec, image: ImageState) -> None:
     if image.state != ACTIVE:
         engine.notifier.publish_resource("CREATE_IMAGE", message=image.message, failure=True)
         return
@@ -444,6 +457,8 @@ def _register_image(engine: Engine, spec: ImageSpec, _job: Job) -> None:
     for host in engine.vims.hosts():
         if not host.connected or not spec.src:
             continue
+        if image.volume_host is not None and host.name != image.volume_host.name:
+            continue  # an in-place volume: other hosts get a copy when they need one
         try:
             engine.images.volumes_on(host, spec.name, engine.ops.pool(host))
             hosts.append(host.name)
@@ -459,6 +474,22 @@ def _register_image(engine: Engine, spec: ImageSpec, _job: Job) -> None:
     if problems:
         message += "; " + "; ".join(problems)
     engine.notifier.publish_resource("CREATE_IMAGE", message=message)
+
+
+def _locate_volume(engine: Engine, path: str) -> tuple[Host, int] | None:
+    """The connected host whose escnc pool holds ``path`` as a volume, and its
+    capacity (an image registered in place, e.g. a VM disk exported by day-2)."""
+    for host in engine.vims.hosts():
+        if not host.connected:
+            continue
+        try:
+            pool = engine.ops.pool(host)
+            vol = host.connection().storageVolLookupByPath(path)
+            if vol.storagePoolLookupByVolume().name() == pool.name():
+                return host, int(vol.info()[1])
+        except libvirt.libvirtError:
+            continue
+    return None
 
 
 def _forget_image(engine: Engine, name: str, _job: Job) -> None:

@@ -11,6 +11,11 @@ Cache files are ``<cache>/<image>.<part>`` (part: disk, kernel, initrd) with a
 a restart) only for the same source and checksum. Pool volumes are named
 ``image-<image>.<version>.<part>.<fmt>``, the version being a digest of the content,
 so a changed image never overwrites a volume that still backs a VM's disk.
+
+An image whose ``src`` already is a volume of a host's escnc pool (an EXPORT of a VM's
+disk, ``engine/day2.py``) is registered in place: nothing is fetched or copied, the
+volume itself backs the VMs of that host; another host gets a copy when a deployment
+first needs it there.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,11 +52,18 @@ class ImageState:
     sha256: str = ""  # of the disk file
     version: str = ""  # digest of every part: names the pool volumes
     reused: bool = False  # active from the cache of an earlier run, nothing fetched
+    volume_host: Host | None = None  # src is a volume of this host's pool: no copy
     done: threading.Event = field(default_factory=threading.Event)
+    # set once the engine has installed it and published CREATE_IMAGE (or not)
+    reported: threading.Event = field(default_factory=threading.Event)
 
 
 class ImageError(Exception):
     pass
+
+
+# src path -> (host whose escnc pool holds it as a volume, its capacity), or None
+VolumeLocator = Callable[[str], "tuple[Host, int] | None"]
 
 
 def _sources(spec: ImageSpec) -> list[tuple[str, str]]:
@@ -113,7 +126,7 @@ class ImageRegistry:
             pass
         return None
 
-    def register(self, spec: ImageSpec) -> ImageState | None:
+    def register(self, spec: ImageSpec, locate: VolumeLocator | None = None) -> ImageState | None:
         """Fetch the image (and kernel/initrd) into the cache; blocking, run as a job.
         Returns the state it settled, or None when there was nothing to do (already
         done, or superseded by a newer registration of the same name)."""
@@ -127,7 +140,14 @@ class ImageRegistry:
             size = 0
             digests = []
             reused = True
+            found = locate(spec.src) if locate is not None and spec.src.startswith("/") else None
             for part, src in _sources(spec):
+                if part == "disk" and found is not None:
+                    st.volume_host, part_size = found
+                    size += part_size
+                    digests.append(f"disk:volume:{src}")
+                    reused = False
+                    continue
                 dest = self._file(spec, part)
                 checksum = normalise_checksum(spec.checksum) if part == "disk" else ""
                 meta = self._cached(spec, dest, src, checksum)
@@ -152,7 +172,10 @@ class ImageRegistry:
             st.version = hashlib.sha256(" ".join(digests).encode()).hexdigest()[:12]
             st.reused = reused and bool(digests)
             st.message = (
-                f"image {spec.name} registered from {redact(spec.src)}: {size} bytes, "
+                f"image {spec.name} registered in place from volume {spec.src} of host "
+                f"{st.volume_host.name} (no copy): {size} bytes"
+                if st.volume_host is not None
+                else f"image {spec.name} registered from {redact(spec.src)}: {size} bytes, "
                 f"sha256 {st.sha256}"
                 if spec.src
                 else f"image {spec.name} has no src: VMs get a blank root disk"
@@ -201,6 +224,26 @@ class ImageRegistry:
         paths: dict[str, str] = {}
         for part, _src in _sources(spec):
             fmt = spec.disk_format if part == "disk" else "raw"
+            if part == "disk" and st.volume_host is not None:
+                if host.name == st.volume_host.name:
+                    paths[part] = spec.src  # the volume itself
+                    continue
+                self._copy_volume(st)  # another host: a copy, as of any image
             vol = f"image-{spec.name}.{st.version}.{part}.{fmt}"
             paths[part] = storage.install_file(host, pool, vol, self._file(spec, part), fmt)  # type: ignore[arg-type]
         return paths
+
+    def _copy_volume(self, st: ImageState) -> None:
+        """The cache file of an image registered from a pool volume (once)."""
+        owner = st.volume_host
+        dest = self._file(st.spec, "disk")
+        if owner is None or dest.exists():
+            return
+        try:
+            storage.download_volume(owner, st.spec.src, dest, st.size)
+        except Exception as exc:
+            dest.unlink(missing_ok=True)
+            raise ImageError(
+                f"image {st.spec.name}: cannot copy volume {st.spec.src} from host "
+                f"{owner.name}: {exc}"
+            ) from exc

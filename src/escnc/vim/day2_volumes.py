@@ -207,6 +207,14 @@ def copy_disk_to_volume(
     return _info(pool, vol)
 
 
+def volume_format(conn: libvirt.virConnect, vol: VolumeInfo) -> str:
+    """The format (qcow2, raw) of a volume made by :func:`copy_disk_to_volume`."""
+    try:
+        return _vol_format(conn.storagePoolLookupByName(vol.pool).storageVolLookupByName(vol.name))
+    except libvirt.libvirtError:
+        return ""
+
+
 def delete_volume(conn: libvirt.virConnect, pool_name: str, vol_name: str) -> None:
     try:
         conn.storagePoolLookupByName(pool_name).storageVolLookupByName(vol_name).delete(0)

@@ -105,6 +105,25 @@ def _upload(host: Host, vol: libvirt.virStorageVol, local: Path, size: int) -> N
     stream.finish()
 
 
+def download_volume(host: Host, path: str, local: Path, capacity: int) -> None:
+    """The bytes of volume ``path`` of ``host`` into the file ``local``. A test-driver
+    volume holds no bytes: ``local`` becomes a sparse file of its capacity."""
+    tmp = local.with_name(local.name + ".part")
+    if host.is_test:
+        with tmp.open("wb") as fh:
+            fh.truncate(max(capacity, 1))
+    elif host.is_local and Path(path).exists():
+        copy_file(Path(path), tmp)
+    else:
+        vol = host.connection().storageVolLookupByPath(path)
+        stream = host.connection().newStream(0)
+        vol.download(stream, 0, 0, 0)
+        with tmp.open("wb") as fh:
+            stream.recvAll(lambda _s, data, f: f.write(data), fh)
+        stream.finish()
+    tmp.replace(local)
+
+
 def volume_capacity(host: Host, path: str) -> int:
     try:
         return int(host.connection().storageVolLookupByPath(path).info()[1])
