@@ -200,14 +200,20 @@ def test_reconcile_after_restart_recreates_and_removes_orphans(tmp_path: Path) -
     # restart: the test driver host is empty again; define an orphan with escnc metadata
     h2 = Harness(tmp_path)
     h2.ds.running = running
-    orphan_xml = (
-        "<domain type='test'><name>dep9_g_0_x</name><memory>1024</memory><os><type>hvm</type></os>"
-        f"<metadata><e:vm xmlns:e='{META_NS}'><e:tenant>t1</e:tenant>"
-        "<e:deployment>dep9</e:deployment>"
-        "<e:deployment_id>x</e:deployment_id><e:group>g</e:group><e:index>0</e:index><e:vm_id>x</e:vm_id>"
-        "<e:generated_name>dep9_g_0_x</e:generated_name></e:vm></metadata></domain>"
-    )
-    h2.conn().defineXML(orphan_xml)
+    def tagged(name: str, owner: str) -> str:
+        return (
+            f"<domain type='test'><name>{name}</name><memory>1024</memory>"
+            f"<os><type>hvm</type></os><metadata><e:vm xmlns:e='{META_NS}'>"
+            "<e:tenant>t1</e:tenant><e:deployment>dep9</e:deployment>"
+            "<e:deployment_id>x</e:deployment_id><e:group>g</e:group><e:index>0</e:index>"
+            f"<e:vm_id>x</e:vm_id><e:generated_name>{name}</e:generated_name>"
+            f"<e:owner>{owner}</e:owner></e:vm></metadata></domain>"
+        )
+
+    # ours (same state directory, so the same instance id) but wanted by nobody
+    h2.conn().defineXML(tagged("dep9_g_0_x", h1.engine.instance_id))
+    # another escnc instance's VM on the same host: not ours to remove
+    h2.conn().defineXML(tagged("dep9_g_0_y", "another-escnc-instance"))
     h2.start()
     assert h2.engine.wait_idle(20)
     h2.events.wait_for("VM_UNDEPLOYED")
@@ -216,5 +222,6 @@ def test_reconcile_after_restart_recreates_and_removes_orphans(tmp_path: Path) -
     assert types.count("VM_RECOVERY_DEPLOYED") == 2
     assert "VM_ALIVE" not in types and "SERVICE_ALIVE" not in types and "VM_DEPLOYED" not in types
     assert types.count("VM_UNDEPLOYED") == 1
-    assert sorted(d.name() for d in escnc_domains(h2)) == names
+    assert h2.engine.instance_id == h1.engine.instance_id
+    assert sorted(d.name() for d in escnc_domains(h2)) == sorted([*names, "dep9_g_0_y"])
     h2.stop()

@@ -38,8 +38,10 @@ import functools
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import libvirt
@@ -95,7 +97,8 @@ class Engine:
         self.store = EngineStore(state_dir / "engine.sqlite3")
         self.jobs = JobQueue()
         self.images = ImageRegistry(state_dir / "images", state_dir / "pools")
-        self.ops = VmOps(self.vims, self.images, state_dir)
+        self.instance_id = _instance_id(state_dir)
+        self.ops = VmOps(self.vims, self.images, state_dir, self.instance_id)
         self.notifier = Notifier(services.events, self.vims)
         self.hooks = Day2Hooks()
         self.monitor = Monitor(self)
@@ -542,3 +545,17 @@ def _merge_pruned(current: Desired, before: Desired, after: Desired) -> Desired:
     tenants = (current.tenants - before.tenants) | after.tenants
     tenants |= {tenant for tenant, _ in deployments}
     return replace(after, tenants=tenants, deployments=deployments)
+
+
+def _instance_id(state_dir: Path) -> str:
+    """This escnc instance's identity, kept in the state directory: domains it creates
+    carry it, and reconcile adopts or removes only domains that carry it."""
+    path = state_dir / "instance-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        ident = str(uuid.uuid4())
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(ident + "\n")
+        tmp.replace(path)
+        return ident

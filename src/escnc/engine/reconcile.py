@@ -35,15 +35,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def escnc_domains(host: Host) -> list[tuple[str, VmMeta]]:
-    """(domain name, metadata) of every domain on the host that escnc created."""
+def escnc_domains(host: Host, owner: str) -> list[tuple[str, VmMeta]]:
+    """(domain name, metadata) of every domain on the host that this escnc instance
+    (``owner``) created; other instances' domains on a shared host are left alone."""
     result = []
     for dom in host.connection().listAllDomains(0):
         try:
             meta = VmMeta.from_xml(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, META_NS, 0))
         except libvirt.libvirtError:
             continue  # no escnc metadata: not ours (e.g. the test driver's `test` domain)
-        if meta is not None:
+        if meta is not None and meta.owner == owner:
             result.append((dom.name(), meta))
     return result
 
@@ -55,7 +56,7 @@ def reconcile(engine: Engine) -> None:
         if not host.connected:
             continue
         try:
-            domains = escnc_domains(host)
+            domains = escnc_domains(host, engine.instance_id)
         except libvirt.libvirtError as exc:
             log.warning("reconcile: cannot list domains of %s: %s", host.name, exc)
             continue

@@ -98,10 +98,13 @@ def _read_small(src: str) -> str:
 
 
 class VmOps:
-    def __init__(self, vims: HostRegistry, images: ImageRegistry, state_dir: Path) -> None:
+    def __init__(
+        self, vims: HostRegistry, images: ImageRegistry, state_dir: Path, owner: str
+    ) -> None:
         self.vims = vims
         self.images = images
         self.state_dir = state_dir
+        self.owner = owner  # written into every domain's escnc metadata
 
     def host(self, vm: VmRecord) -> Host:
         try:
@@ -161,7 +164,14 @@ class VmOps:
         for _nicid, network, _ip, mac in vm.interfaces:
             nics.append(NicSpec(ensure_network(host, desired.networks.get(network), network), mac))
         meta = VmMeta(
-            vm.tenant, vm.deployment, deployment_id, vm.group, vm.index, vm.vm_id, vm.generated_name
+            vm.tenant,
+            vm.deployment,
+            deployment_id,
+            vm.group,
+            vm.index,
+            vm.vm_id,
+            vm.generated_name,
+            owner=self.owner,
         )
         return DomainSpec(
             name=vm.generated_name,

@@ -42,6 +42,9 @@ class VmMeta:
     index: int
     vm_id: str
     generated_name: str
+    # the escnc instance (state directory) that created the domain: several escnc
+    # servers may share one libvirtd, and each reconciles only its own domains
+    owner: str = ""
 
     def to_xml(self) -> etree._Element:
         root = etree.Element(f"{{{META_NS}}}vm", nsmap={META_PREFIX: META_NS})
@@ -53,6 +56,7 @@ class VmMeta:
             "index",
             "vm_id",
             "generated_name",
+            "owner",
         ):
             etree.SubElement(root, f"{{{META_NS}}}{name}").text = str(getattr(self, name))
         return root
@@ -74,6 +78,7 @@ class VmMeta:
                 index=int(values["index"]),
                 vm_id=values["vm_id"],
                 generated_name=values["generated_name"],
+                owner=values.get("owner", ""),
             )
         except (KeyError, ValueError):
             return None
