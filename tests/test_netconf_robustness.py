@@ -86,7 +86,10 @@ def test_oversize_chunked_message(mini: MiniServer) -> None:
     base = ResourceBaseline()
     c = new_session(mini)
     big = b"x" * (mini.settings.max_message_size // 2)
-    c.send_raw(b"\n#%d\n%s" % (len(big), big) * 3)
+    try:
+        c.send_raw(b"\n#%d\n%s" % (len(big), big) * 3)
+    except (OSError, EOFError):
+        pass  # the server may refuse and close before the client has sent it all
     reply = c.read_xml()
     assert [e["error-tag"] for e in errors(reply)] == ["too-big"]
     assert c.closed_by_server()

@@ -110,16 +110,19 @@ class SessionManager:
 
     def ended(self, session: ManagedSession, info: SessionInfo) -> None:
         with self._lock:
-            self._sessions.pop(info.session_id, None)
             was_started = info.session_id in self._started
+        if was_started:
+            # before the session disappears from the list: whoever sees it gone finds its
+            # session-end already in the event log (ordered before later events)
+            self._notify("end", info)
+        with self._lock:
+            self._sessions.pop(info.session_id, None)
             self._started.discard(info.session_id)
             self._finished.add(info.counters)
             if info.termination_reason == "bad-hello":
                 self._stats.in_bad_hellos += 1
             elif was_started and info.termination_reason not in ("closed", "killed"):
                 self._stats.dropped_sessions += 1
-        if was_started:
-            self._notify("end", info)
 
     def _notify(self, kind: str, info: SessionInfo) -> None:
         for listener in list(self._listeners):
