@@ -176,14 +176,8 @@ class Day2Manager:
 
     def confirm_hook(self, job: Any, vm: VmRecord) -> None:
         """``engine.hooks.vm_actions["CONFIRM_RESIZE"]`` (a job; state already checked)."""
-        pending = self.store.pending(vm.generated_name)
+        pending = self._pending_or_fail(vm, "VM_CONFIRM_RESIZE_COMPLETE", "confirm")
         if pending is None:
-            self.link.publish(
-                "VM_CONFIRM_RESIZE_COMPLETE",
-                vm,
-                failure=True,
-                message=f"VM {vm.generated_name} has no resize to confirm",
-            )
             return
         self.link.publish("VM_CONFIRM_RESIZE_INIT", vm, message="Confirm resize accepted")
         self.store.delete_pending(vm.generated_name)
@@ -200,14 +194,8 @@ class Day2Manager:
 
     def revert_hook(self, job: Any, vm: VmRecord) -> None:
         """``engine.hooks.vm_actions["REVERT_RESIZE"]`` (a job; state already checked)."""
-        pending = self.store.pending(vm.generated_name)
+        pending = self._pending_or_fail(vm, "VM_REVERT_RESIZE_COMPLETE", "revert")
         if pending is None:
-            self.link.publish(
-                "VM_REVERT_RESIZE_COMPLETE",
-                vm,
-                failure=True,
-                message=f"VM {vm.generated_name} has no resize to revert",
-            )
             return
         self.link.publish("VM_REVERT_RESIZE_INIT", vm, message="Revert resize accepted")
         try:
@@ -233,6 +221,15 @@ class Day2Manager:
             for name in pending.done:
                 self._resize_back_confirmed(job, name, pending)
             self._restore_flavor_config(vm, pending.old_flavor)
+
+    def _pending_or_fail(self, vm: VmRecord, event: str, verb: str) -> PendingResize | None:
+        """The VM's pending resize/migration, or a FAILURE ``event`` saying there is none."""
+        pending = self.store.pending(vm.generated_name)
+        if pending is None:
+            self.link.publish(
+                event, vm, failure=True, message=f"VM {vm.generated_name} has no resize to {verb}"
+            )
+        return pending
 
     def _unresize(self, host: str, pending: PendingResize) -> None:
         assert pending.resize is not None
