@@ -35,6 +35,15 @@ libvirtd_pid() {
     printf '%s' "$pid"
 }
 
+# pgrep is in procps, which a minimal root lacks: read /proc directly
+virtlogd_running() {
+    local d
+    for d in /proc/[0-9]*; do
+        [ "$(cat "$d/comm" 2>/dev/null)" = "virtlogd" ] && return 0
+    done
+    return 1
+}
+
 # the network namespace a pid lives in (inode number), empty when unknown
 pid_netns_inode() { stat -L -c %i "/proc/$1/ns/net" 2>/dev/null || true; }
 
@@ -52,7 +61,20 @@ start() {
         chmod 0660 /dev/kvm 2>/dev/null || true
     fi
 
-    if ! pgrep -x virtlogd >/dev/null; then
+    # Directories libvirtd writes into but no Debian package creates (dnsmasq/ is made
+    # only when libvirt itself starts a DHCP network; a fresh machine lacks it and the
+    # first network start fails with "Failed to create file .../virbr1.macs.new").
+    mkdir -p /var/lib/libvirt/dnsmasq /var/lib/libvirt/qemu /var/lib/libvirt/images \
+        /var/lib/libvirt/boot /var/cache/libvirt/qemu /var/log/libvirt/qemu /run/libvirt
+
+    # a systemd-managed libvirtd (libvirt-daemon-system's postinst starts it where
+    # systemd is PID 1) runs outside the namespace: in CI stop its units first
+    if [ "${CI:-}" = "true" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+        systemctl stop libvirtd.service libvirtd.socket libvirtd-ro.socket \
+            libvirtd-admin.socket >/dev/null 2>&1 || true
+    fi
+
+    if ! virtlogd_running; then
         virtlogd -d
         log "started virtlogd"
     fi
