@@ -21,6 +21,7 @@ import pkgutil
 import threading
 from typing import TYPE_CHECKING
 
+from escnc import statedir
 from escnc.netconf.dispatch import RpcRegistry
 from escnc.services import Services
 from escnc.settings import Settings
@@ -31,8 +32,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def needs_traversable_state_dir(settings: Settings) -> bool:
+    """A local libvirtd's QEMU (its own user) must reach VM disks below the state dir."""
+    return any(uri.split("?", 1)[0].startswith(("qemu:///", "qemu+unix:///"))
+               for uri in settings.vims.values())
+
+
 def build_services(settings: Settings) -> Services:
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    """Build every component; the caller holds the state directory's lock."""
     services = Services(settings=settings, registry=RpcRegistry())
 
     from escnc.datastore.schema import Schema
@@ -58,6 +65,7 @@ def build_services(settings: Settings) -> Services:
         register = getattr(module, "register", None)
         if register is not None:
             register(services.registry, services)
+    statedir.make_files_private(settings.state_dir)
     return services
 
 
@@ -68,12 +76,20 @@ class Server:
         self.settings = settings
         self.services: Services | None = None
         self._netconf: NetconfServer | None = None
+        self._state_lock: statedir.StateDirLock | None = None
         self._stopped = threading.Event()
 
     def start(self) -> None:
         from escnc.netconf.server import NetconfServer
 
-        self.services = build_services(self.settings)
+        self._state_lock = statedir.prepare(
+            self.settings.state_dir, traversable=needs_traversable_state_dir(self.settings)
+        )
+        try:
+            self.services = build_services(self.settings)
+        except BaseException:
+            self._state_lock.release()
+            raise
         self.services.engine.start()
         self._netconf = NetconfServer(self.services)
         self._netconf.start()
@@ -107,4 +123,7 @@ class Server:
                 close = getattr(closer, "close", None)
                 if close is not None:
                     close()
+        if self._state_lock is not None:
+            self._state_lock.release()
+            self._state_lock = None
         self._stopped.set()

@@ -23,13 +23,22 @@ class Settings:
     # NETCONF limits and hygiene
     max_message_size: int = 64 * 1024 * 1024
     max_sessions: int = 64  # authenticated sessions
-    # connections that have not authenticated yet (like sshd MaxStartups): beyond this,
-    # new connections are refused at once; they do not count against max_sessions
-    max_startups: int = 10
-    max_startups_per_source: int = 0  # unauthenticated connections per address; 0 = no limit
+    max_sessions_per_user: int = 16  # 0 = no per-user limit (the recovery user has none)
+    reserved_sessions: int = 4  # the last session slots, kept for the recovery user
+    # connections that have not authenticated yet (like sshd MaxStartups 10:30:100):
+    # from max_startups_begin on a new one is dropped with probability
+    # max_startups_rate %, rising to 100 % at max_startups; they do not count against
+    # max_sessions
+    max_startups: int = 100
+    max_startups_begin: int = 10
+    max_startups_rate: int = 30
+    max_startups_per_source: int = 10  # unauthenticated connections per address; 0 = none
     idle_timeout: float = 3600.0  # seconds without any message from the client; 0 = none
     max_auth_attempts: int = 3
-    auth_failure_delay: float = 0.3  # a failed password attempt is answered after this long
+    # a failed password attempt is answered after this long, doubled for each failure
+    # from the same address in the last 10 minutes, up to auth_failure_delay_max
+    auth_failure_delay: float = 0.3
+    auth_failure_delay_max: float = 10.0
     auth_timeout: float = 30.0
     hello_timeout: float = 30.0
 

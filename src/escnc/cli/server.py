@@ -187,7 +187,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.start()
     except Exception as exc:
         server.stop()
-        if type(exc).__name__ == "ListenError" or isinstance(exc, OSError):
+        if type(exc).__name__ in ("ListenError", "StateDirBusy") or isinstance(exc, OSError):
             raise CliError(str(exc)) from exc
         raise
     users = server.services.users if server.services is not None else None

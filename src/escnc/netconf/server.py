@@ -1,12 +1,14 @@
 """The NETCONF/SSH listener: one thread per connection, bounded handshakes.
 
-Two limits, like sshd's MaxStartups and MaxSessions: connections that have not yet
-authenticated ("startups": banner, key exchange, authentication, all bounded by
-``auth_timeout``) are capped by ``max_startups`` (and optionally per source address by
-``max_startups_per_source``); beyond that a new connection is closed at once. An
-authenticated client takes a session slot (``max_sessions``) when it opens its session
-channel, so a flood of connections that never log in cannot lock real users out of
-the session slots.
+Limits like sshd's MaxStartups and MaxSessions (see admission.py): connections that
+have not yet authenticated ("startups": banner, key exchange, authentication, all
+bounded by ``auth_timeout``) face random early drop from ``max_startups_begin`` on, a
+hard cap at ``max_startups`` and a per-source cap (``max_startups_per_source``); a
+refused connection is closed at once. An authenticated client takes a session slot
+(``max_sessions``, ``max_sessions_per_user``, the last ``reserved_sessions`` kept for the
+recovery user) when it opens its session channel, so a flood of connections that never
+log in cannot lock real users out of the session slots. Failed passwords slow down
+further attempts from the same address; a removed user's sessions end.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import os
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import paramiko
+from paramiko.common import AUTH_SUCCESSFUL
 
 from escnc.errors import EscncError
+from escnc.netconf.admission import AuthPenalty, StartupGate, session_refusal
 from escnc.netconf.hostkey import load_or_create_host_key
 from escnc.netconf.session import NetconfSession
 from escnc.netconf.sessions import SessionManager
@@ -45,6 +49,7 @@ class _Connection:
         self.transport: paramiko.Transport | None = None
         self.session: NetconfSession | None = None
         self.authenticated = False  # holds a session slot rather than a startup slot
+        self.username: str | None = None
         self.thread = threading.Thread(
             target=self.run, name=f"nc-conn-{self.peer[0]}:{self.peer[1]}", daemon=True
         )
@@ -62,9 +67,10 @@ class _Connection:
             transport.auth_timeout = settings.auth_timeout
             assert srv.host_key is not None
             transport.add_server_key(srv.host_key)
-            iface = NetconfSshInterface(
+            iface = _PenalisedInterface(
+                srv.penalty, self.peer[0],
                 srv.services.users, settings.max_auth_attempts, f"{self.peer[0]}:{self.peer[1]}",
-                failure_delay=settings.auth_failure_delay,
+                failure_delay=srv.penalty.delay(self.peer[0]),
                 admit=lambda user: srv._admit(self, user),
             )
             iface.transport = transport
@@ -122,10 +128,13 @@ class NetconfServer:
         self._accept_thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._conns: set[_Connection] = set()
+        st = self.settings
         # connections not yet holding a session slot, in total and per source address
-        self._startups = 0
-        self._startups_by_host: dict[str, int] = {}
+        self._gate = StartupGate(st.max_startups_begin, st.max_startups_rate,
+                                 st.max_startups, st.max_startups_per_source)
+        self.penalty = AuthPenalty(st.auth_failure_delay, st.auth_failure_delay_max)
         self._refusals = _RefusalLog()
+        self._users_watch: threading.Thread | None = None
 
     def start(self) -> None:
         self.host_key = load_or_create_host_key(self.settings.state_dir)
@@ -135,6 +144,9 @@ class NetconfServer:
             target=self._accept_loop, name="nc-accept", daemon=True
         )
         self._accept_thread.start()
+        self._users_watch = threading.Thread(target=self._watch_users, name="nc-users",
+                                             daemon=True)
+        self._users_watch.start()
         log.info("NETCONF/SSH listening on %s port %d", self.settings.listen_host, self.port)
 
     def _accept_loop(self) -> None:
@@ -150,26 +162,16 @@ class NetconfServer:
                     self.stopping.wait(0.1)
                 continue
             host = str(addr[0])
-            why = None
+            why: str | None = None
             conn = None
             with self._lock:
                 if self.stopping.is_set():
                     why = ""
-                elif self._startups >= max(1, self.settings.max_startups):
-                    why = (f"{self._startups} connections not yet authenticated "
-                           "(max-startups)")
-                elif (
-                    self.settings.max_startups_per_source > 0
-                    and self._startups_by_host.get(host, 0)
-                    >= self.settings.max_startups_per_source
-                ):
-                    why = (f"{self._startups_by_host[host]} connections from it not yet "
-                           "authenticated (max-startups-per-source)")
                 else:
-                    conn = _Connection(self, _tune(sock), addr)
-                    self._conns.add(conn)
-                    self._startups += 1
-                    self._startups_by_host[host] = self._startups_by_host.get(host, 0) + 1
+                    why = self._gate.refusal(host)
+                    if why is None:
+                        conn = _Connection(self, _tune(sock), addr)
+                        self._conns.add(conn)
             if conn is None:
                 if why:
                     self._refusals.refused(host, why)
@@ -178,28 +180,27 @@ class NetconfServer:
             conn.thread.start()
 
     def _admit(self, conn: _Connection, user: str) -> bool:
-        """An authenticated connection asks for a session slot (max-sessions)."""
+        """An authenticated connection asks for a session slot (max-sessions, per user,
+        slots reserved for the recovery user)."""
+        st = self.settings
         with self._lock:
             if conn.authenticated:
                 return True
-            sessions = len(self._conns) - self._startups
-            if sessions < self.settings.max_sessions:
+            by_user: dict[str, int] = {}
+            for c in self._conns:
+                if c.authenticated and c.username is not None:
+                    by_user[c.username] = by_user.get(c.username, 0) + 1
+            why = session_refusal(
+                user, by_user, max_sessions=st.max_sessions, per_user=st.max_sessions_per_user,
+                reserved=st.reserved_sessions, recovery_user=_recovery_user(st),
+            )
+            if why is None:
                 conn.authenticated = True
-                self._release_startup(conn.peer[0])
+                conn.username = user
+                self._gate.release(conn.peer[0])
                 return True
-        log.warning(
-            "refusing session for user %s from %s: %d sessions (max-sessions)",
-            user, conn.peer[0], sessions,
-        )
+        log.warning("refusing session for user %s from %s: %s", user, conn.peer[0], why)
         return False
-
-    def _release_startup(self, host: str) -> None:
-        self._startups -= 1
-        left = self._startups_by_host.get(host, 0) - 1
-        if left > 0:
-            self._startups_by_host[host] = left
-        else:
-            self._startups_by_host.pop(host, None)
 
     def _forget(self, conn: _Connection) -> None:
         with self._lock:
@@ -207,7 +208,35 @@ class NetconfServer:
                 return
             self._conns.discard(conn)
             if not conn.authenticated:
-                self._release_startup(conn.peer[0])
+                self._gate.release(conn.peer[0])
+
+    def _watch_users(self) -> None:
+        """End the sessions of users removed from the user store (by ``escnc user
+        remove`` in another process, too) within about a second."""
+        users = self.services.users
+        if users is None:
+            return
+        seen: tuple[int, int] | None = None
+        while not self.stopping.wait(USERS_POLL_SECS):
+            try:
+                version = users.version()
+                if version == seen:
+                    continue
+                seen = version
+                names = users.names()
+            except Exception as exc:  # a store being replaced: try again next tick
+                log.debug("user store check failed: %s", exc)
+                continue
+            with self._lock:
+                gone = [c for c in self._conns if c.authenticated and c.username is not None
+                        and c.username not in names]
+            for c in gone:
+                log.warning("user %s was removed: ending its session from %s",
+                            c.username, c.peer[0])
+                if c.session is not None:
+                    c.session.terminate("other")
+                elif c.transport is not None:
+                    c.transport.close()
 
     @property
     def connections(self) -> int:
@@ -219,7 +248,7 @@ class NetconfServer:
     def startups(self) -> int:
         """Connections that do not hold a session slot yet."""
         with self._lock:
-            return self._startups
+            return self._gate.total
 
     def stop(self) -> None:
         self.stopping.set()
@@ -231,6 +260,8 @@ class NetconfServer:
             self._sock.close()
         if self._accept_thread is not None:
             self._accept_thread.join(5.0)
+        if self._users_watch is not None:
+            self._users_watch.join(5.0)
         with self._lock:
             conns = list(self._conns)
         for conn in conns:
@@ -239,6 +270,31 @@ class NetconfServer:
             conn.thread.join(10.0)
             if conn.thread.is_alive():
                 log.warning("connection thread %s did not stop", conn.thread.name)
+
+
+USERS_POLL_SECS = 1.0
+
+
+def _recovery_user(settings: object) -> str:
+    return str(getattr(settings, "nacm_recovery_user", "admin"))
+
+
+class _PenalisedInterface(NetconfSshInterface):
+    """Failed passwords count against the source address (AuthPenalty): the next failed
+    attempt from it, on this connection or another, waits longer."""
+
+    def __init__(self, penalty: AuthPenalty, host: str, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self._penalty = penalty
+        self._host = host
+
+    def check_auth_password(self, username: str, password: str) -> int:
+        exhausted = self.auth_exhausted.is_set()
+        result = super().check_auth_password(username, password)
+        if result != AUTH_SUCCESSFUL and not exhausted:
+            self._penalty.failed(self._host)
+            self.failure_delay = self._penalty.delay(self._host)
+        return result
 
 
 class _RefusalLog:

@@ -98,6 +98,7 @@ class UserStore:
         self._lock = threading.Lock()
         self._cache_key = os.urandom(32)
         self._verified: dict[str, tuple[str, bytes]] = {}
+        self._writes = 0  # own commits (data_version counts only other connections')
         with self._lock:
             self._db.execute("PRAGMA foreign_keys = ON")
             self._db.execute("PRAGMA journal_mode = WAL")
@@ -132,6 +133,7 @@ class UserStore:
                     [(name, t, b, c) for t, b, c in keys],
                 )
                 self._db.execute("COMMIT")
+                self._writes += 1
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -139,6 +141,8 @@ class UserStore:
     def remove_user(self, name: str) -> None:
         with self._lock:
             cur = self._db.execute("DELETE FROM users WHERE name = ?", (name,))
+            self._writes += 1
+            self._verified.pop(name, None)
         if cur.rowcount == 0:
             raise UserError(f"no such user {name!r}")
 
@@ -154,6 +158,17 @@ class UserStore:
         for name, key_type, blob, comment in keys:
             by_user.setdefault(name, []).append(f"{key_type} {blob} {comment}".rstrip())
         return [UserInfo(n, bool(h), tuple(by_user.get(n, ()))) for n, h in users]
+
+    def version(self) -> tuple[int, int]:
+        """Changes whenever the store changed, through this object or another process
+        (SQLite's data_version counts other connections' commits)."""
+        with self._lock:
+            row = self._db.execute("PRAGMA data_version").fetchone()
+            return (int(row[0]), self._writes)
+
+    def names(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(r[0] for r in self._db.execute("SELECT name FROM users"))
 
     def has_users(self) -> bool:
         with self._lock:
