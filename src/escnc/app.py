@@ -45,6 +45,7 @@ def build_services(settings: Settings) -> Services:
     from escnc.datastore.schema import Schema
     from escnc.datastore.store import Datastore
     from escnc.engine.engine import Engine
+    from escnc.engine.names import check_names
     from escnc.events.bus import EventBus
     from escnc.netconf.sessions import SessionManager
     from escnc.netconf.users import UserStore
@@ -56,6 +57,7 @@ def build_services(settings: Settings) -> Services:
     services.events = EventBus(settings)
     services.vims = HostRegistry(settings)
     services.engine = Engine(services)
+    services.datastore.add_validator(check_names)
     services.sessions = SessionManager(services)
 
     import escnc.operations as ops_pkg

@@ -49,6 +49,8 @@ class Settings:
     # events
     event_retention_days: float = 7.0
     event_retention_count: int = 1_000_000
+    # bytes of stored notifications; beyond it the oldest go first (0 = no byte budget)
+    event_retention_bytes: int = 256 * 1024 * 1024
     subscriber_max_lag: int = 100_000  # events a subscriber may fall behind before it is closed
 
     # engine

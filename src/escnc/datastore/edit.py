@@ -25,6 +25,10 @@ YANG_NS = "urn:ietf:params:xml:ns:yang:1"
 INSERT = f"{{{YANG_NS}}}insert"
 KEY_ATTR = f"{{{YANG_NS}}}key"
 VALUE_ATTR = f"{{{YANG_NS}}}value"
+# RFC 6243 lets a client echo wd:default="true" from a report-all-tagged reply
+WD_DEFAULT = "{urn:ietf:params:xml:ns:netconf:default:1.0}default"
+# attributes edit-config content may carry; anything else is refused (unknown-attribute)
+_KNOWN_ATTRIBUTES = frozenset({OPERATION, INSERT, KEY_ATTR, VALUE_ATTR, WD_DEFAULT})
 OPERATIONS = ("merge", "replace", "create", "delete", "remove", "none")
 
 TENANT = f"{{{ESC}}}tenant"
@@ -243,6 +247,21 @@ class Editor:
                 info={"bad-element": qn.localname}
                 | ({} if known_ns else {"bad-namespace": qn.namespace or ""}),
             )
+        for attr in e.attrib:
+            if attr not in _KNOWN_ATTRIBUTES:
+                aq = etree.QName(attr)
+                raise RpcError(
+                    "unknown-attribute",
+                    f"unknown attribute {aq.localname!r}"
+                    + (f" in namespace {aq.namespace!r}" if aq.namespace else
+                       " (not namespace-qualified: write nc:operation with the base:1.0 "
+                       "namespace)")
+                    + f" on {qn.localname!r}",
+                    type="application",
+                    path=path or "/",
+                    path_nsmap=self._nsmap(),
+                    info={"bad-attribute": aq.localname, "bad-element": qn.localname},
+                )
         op = e.get(OPERATION, parent_op)
         if op not in OPERATIONS or (OPERATION in e.attrib and op == "none"):
             raise RpcError(

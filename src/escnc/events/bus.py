@@ -70,7 +70,8 @@ class EventBus:
         self.settings = settings
         # escnc.events.subscriptions.Subscriptions, set by operations.notifications
         self.subscriptions: Any = None
-        self.log = EventLog(settings.state_dir / "events.sqlite3")
+        self.log = EventLog(settings.state_dir / "events.sqlite3",
+                            max_bytes=settings.event_retention_bytes)
         self.streams = dict(STREAMS)
         self._publish_lock = threading.Lock()
         self._cond = threading.Condition(threading.Lock())

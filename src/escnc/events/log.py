@@ -92,8 +92,11 @@ class StoredEvent:
 class EventLog:
     """Append-only (apart from retention) SQLite log. Thread safe."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_bytes: int | None = None) -> None:
+        """``max_bytes``: budget for the stored bodies; beyond it the oldest events are
+        dropped on append (down to 90 % of it), so the log cannot fill the disk."""
         self.path = path
+        self.max_bytes = max_bytes if max_bytes and max_bytes > 0 else None
         path.parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
         self._writer = self._connect()
@@ -110,6 +113,9 @@ class EventLog:
                     "SELECT value FROM meta WHERE key='created'"
                 ).fetchone()
             self.created = str(row[0])
+            # bytes of all stored bodies: one scan at open, then kept up to date
+            total = self._writer.execute("SELECT TOTAL(LENGTH(body)) FROM events").fetchone()
+            self._bytes = int(total[0] or 0)
         # a pool, not per-thread connections: sessions and consumers come and go
         self._pool: list[sqlite3.Connection] = []
         self._all: list[sqlite3.Connection] = []
@@ -156,27 +162,61 @@ class EventLog:
                 "INSERT INTO events(stream, ts_ms, event_time, body) VALUES(?, ?, ?, ?)",
                 (stream, ts_ms, event_time, body),
             )
+            self._bytes += len(body)
+            if self.max_bytes is not None and self._bytes > self.max_bytes:
+                self._drop_oldest_locked(self._bytes - self.max_bytes * 9 // 10)
             self._writer.commit()
             return int(cur.lastrowid or 0)
+
+    def _drop_oldest_locked(self, at_least: int) -> int:
+        """Delete the oldest events whose bodies add up to ``at_least`` bytes (the newest
+        event always stays). Costs the rows deleted, not the log's size."""
+        freed, upto, removed = 0, 0, 0
+        last = self._writer.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0
+        rows = self._writer.execute(
+            "SELECT seq, LENGTH(body) FROM events WHERE seq < ? ORDER BY seq", (last,)
+        )
+        for seq, size in rows:
+            freed += int(size)
+            upto = int(seq)
+            removed += 1
+            if freed >= at_least:
+                break
+        rows.close()
+        if removed:
+            self._writer.execute("DELETE FROM events WHERE seq <= ?", (upto,))
+            self._bytes -= freed
+        return removed
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes of the stored notification bodies."""
+        with self._write_lock:
+            return self._bytes
 
     def prune(self, max_age_seconds: float | None, max_count: int | None) -> int:
         """Drop events older than ``max_age_seconds`` and beyond the newest ``max_count``."""
         removed = 0
         with self._write_lock:
             if max_age_seconds is not None:
-                cur = self._writer.execute(
-                    "DELETE FROM events WHERE ts_ms < ?",
-                    (now_ms() - int(max_age_seconds * 1000),),
-                )
+                cutoff = now_ms() - int(max_age_seconds * 1000)
+                self._bytes -= self._bytes_where("ts_ms < ?", (cutoff,))
+                cur = self._writer.execute("DELETE FROM events WHERE ts_ms < ?", (cutoff,))
                 removed += cur.rowcount
             if max_count is not None:
-                cur = self._writer.execute(
-                    "DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?",
-                    (max(0, max_count),),
-                )
+                where = "seq <= (SELECT MAX(seq) FROM events) - ?"
+                self._bytes -= self._bytes_where(where, (max(0, max_count),))
+                cur = self._writer.execute(f"DELETE FROM events WHERE {where}",
+                                           (max(0, max_count),))
                 removed += cur.rowcount
             self._writer.commit()
         return removed
+
+    def _bytes_where(self, where: str, args: tuple[object, ...]) -> int:
+        row = self._writer.execute(
+            f"SELECT TOTAL(LENGTH(body)) FROM events WHERE {where}", args
+        ).fetchone()
+        return int(row[0] or 0)
 
     # -- reading ------------------------------------------------------------------
 

@@ -29,6 +29,10 @@ def register(registry: RpcRegistry, services: Services) -> None:
             services.capabilities.append(cap)
 
 
+# ietf-netconf: confirm-timeout is uint32 { range "1..max"; }
+MAX_CONFIRM_TIMEOUT = 2**32 - 1
+
+
 def _text(request: etree._Element, name: str) -> str | None:
     el = child(request, name)
     return None if el is None else (el.text or "").strip()
@@ -39,10 +43,12 @@ def commit(ctx: RpcContext, request: etree._Element) -> None:
     timeout_text = _text(request, "confirm-timeout")
     timeout = None
     if timeout_text is not None:
-        if not timeout_text.isdigit() or int(timeout_text) == 0:
+        if (not timeout_text.isascii() or not timeout_text.isdigit()
+                or not 1 <= int(timeout_text) <= MAX_CONFIRM_TIMEOUT):
             raise RpcError(
                 "invalid-value",
-                "confirm-timeout must be a positive integer",
+                f"confirm-timeout must be an integer from 1 to {MAX_CONFIRM_TIMEOUT} "
+                "(seconds, YANG uint32)",
                 type="protocol",
                 info={"bad-element": "confirm-timeout"},
             )
