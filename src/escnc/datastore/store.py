@@ -45,6 +45,7 @@ from escnc.datastore.edit import (
 from escnc.datastore.persistence import Store, UnitRow, Write
 from escnc.datastore.pruning import EntryKey, analyse, entries, prune
 from escnc.datastore.references import REFERENCED, check_references
+from escnc.datastore.rwlock import RWLock
 from escnc.datastore.schema import Schema
 from escnc.datastore.units import (
     all_units,
@@ -118,7 +119,7 @@ class Datastore:
         self.schema = schema
         self.incremental = incremental
         self.overlay_candidate = overlay_candidate
-        self._lock = threading.RLock()
+        self._lock = RWLock()
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self._store = Store(settings.state_dir / "datastore.sqlite3")
         self._index = EntryIndex()
@@ -182,21 +183,32 @@ class Datastore:
     # ------------------------------------------------------------------ API (services)
 
     def running_xml(self) -> etree._Element:
-        with self._locked(read=True):
-            return copy.deepcopy(self._running)
+        with self.reading("running") as tree:
+            return copy.deepcopy(tree)
 
     # ------------------------------------------------------------------ group commit
 
     @contextlib.contextmanager
     def _locked(self, read: bool = False) -> Iterator[None]:
-        """The datastore lock; on leaving the outermost level, wait until every
-        commit this thread made (or, ``read``, saw) is durable, then run the
-        commit listeners up to it (outside the lock)."""
+        """The datastore lock (``read``: shared with other readers, see rwlock.py);
+        on leaving the outermost level, wait until every commit this thread made (or,
+        ``read``, saw) is durable, then run the commit listeners up to it (outside the
+        lock). Nested use keeps the outermost mode; a write inside a read section is a
+        programming error (it could deadlock two readers upgrading)."""
         tls = self._tls
         depth = getattr(tls, "depth", 0)
+        if depth == 0:
+            shared = read and self._broken is None
+            if shared:
+                self._lock.acquire_read()
+            else:
+                self._lock.acquire_write()
+            tls.shared = shared
+        elif tls.shared and not read:
+            raise RuntimeError("datastore write inside a read-only section")
         try:
-            with self._lock:
-                if self._broken is not None:
+            try:
+                if depth == 0 and not tls.shared and self._broken is not None:
                     self._recover_locked()
                 tls.depth = depth + 1
                 try:
@@ -205,6 +217,12 @@ class Datastore:
                     yield
                 finally:
                     tls.depth = depth
+            finally:
+                if depth == 0:
+                    if tls.shared:
+                        self._lock.release_read()
+                    else:
+                        self._lock.release_write()
         finally:
             if depth == 0:
                 self._settle()
@@ -360,10 +378,20 @@ class Datastore:
     @contextlib.contextmanager
     def reading(self, name: str) -> Iterator[etree._Element]:
         """Hold the datastore stable while the caller reads (never modify the tree).
+        Other readers read at the same time; edits wait until the caller is done.
 
         On leaving, waits (outside the lock) until what was read is durable."""
-        with self._locked(read=True):
-            yield self._tree(name)
+        self._check_name(name)
+        while True:
+            if name == "candidate" and self._overlay is not None:
+                with self._locked():  # building the candidate tree is a write
+                    if self._overlay is not None:
+                        self._materialize()
+            with self._locked(read=True):
+                if name == "candidate" and self._overlay is not None:
+                    continue  # a commit and a new overlay came in between: again
+                yield self._tree(name)
+                return
 
     def _tree(self, name: str) -> etree._Element:
         self._check_name(name)
