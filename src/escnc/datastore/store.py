@@ -52,6 +52,7 @@ from escnc.datastore.units import (
     assemble,
     empty_data,
     find_unit,
+    find_units,
     shell,
     split_units,
 )
@@ -924,8 +925,9 @@ class Datastore:
 
     def _commit_journal(self, journal: Journal, session_id: int, username: str) -> None:
         changed: dict[UnitKey, bytes | None] = {}
+        found = self._find_units(self._running, journal.units)
         for key in journal.units:
-            el = self._find_unit(self._running, key)
+            el = found[key]
             raw = None if el is None else shell(el, key)
             if raw != self._units.get(key):
                 changed[key] = raw
@@ -1070,6 +1072,13 @@ class Datastore:
         keys.add(ROOT_UNIT)
         return sorted(keys, key=lambda k: (self._seq.get(k, 1 << 60), k))
 
+    def _find_units(
+        self, data: etree._Element, keys: set[UnitKey] | list[UnitKey]
+    ) -> dict[UnitKey, etree._Element | None]:
+        if len(keys) <= 8:  # a few lookups: the key index is cheaper than a map
+            return {k: self._find_unit(data, k) for k in keys}
+        return find_units(data, keys)
+
     def _find_unit(self, data: etree._Element, key: UnitKey) -> etree._Element | None:
         return find_unit(data, key) if key[0] != "d" else self._find_dep(data, key)
 
@@ -1117,8 +1126,9 @@ class Datastore:
         for k in list(ctx):
             if k[0] == "d":
                 ctx.add(("t", k[1]))
+        found = self._find_units(data, ctx) if elements is None else elements
         for k in ctx:
-            el = elements.get(k) if elements is not None else self._find_unit(data, k)
+            el = found.get(k)
             if el is not None:
                 present[k] = shell(el, k)
         pruned = assemble(present, sorted(present, key=lambda k: (self._seq.get(k, 1 << 60), k)))

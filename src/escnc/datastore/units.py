@@ -40,6 +40,42 @@ def find_unit(data: etree._Element, key: UnitKey) -> etree._Element | None:
     return None if deps is None else _child_by_name(deps, DEPLOYMENT, key[2])
 
 
+def find_units(
+    data: etree._Element, keys: Iterable[UnitKey]
+) -> dict[UnitKey, etree._Element | None]:
+    """:func:`find_unit` for many keys in one pass over the tenant (and deployment)
+    lists: an edit that adds N tenants must not scan the list N times."""
+    out: dict[UnitKey, etree._Element | None] = {}
+    tenants = data.find(f"{_ROOT}/{_TENANTS}")
+    by_tenant: dict[str, etree._Element] | None = None
+    deps: dict[str, dict[str, etree._Element]] = {}
+    for key in keys:
+        if key == ROOT_UNIT:
+            out[key] = data
+            continue
+        if tenants is None:
+            out[key] = None
+            continue
+        if by_tenant is None:
+            by_tenant = {}
+            for ch in tenants.iterchildren(TENANT):
+                by_tenant.setdefault(ch.findtext(NAME) or "", ch)
+        ten = by_tenant.get(key[1])
+        if ten is None or key[0] == "t":
+            out[key] = ten
+            continue
+        dmap = deps.get(key[1])
+        if dmap is None:
+            dmap = {}
+            holder = ten.find(_DEPLOYMENTS)
+            if holder is not None:
+                for ch in holder.iterchildren(DEPLOYMENT):
+                    dmap.setdefault(ch.findtext(NAME) or "", ch)
+            deps[key[1]] = dmap
+        out[key] = dmap.get(key[2])
+    return out
+
+
 def _child_by_name(parent: etree._Element, tag: str, name: str) -> etree._Element | None:
     for ch in parent.iterchildren(tag):
         if ch.findtext(NAME) == name:
