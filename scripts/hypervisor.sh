@@ -9,7 +9,7 @@
 # mount namespace inside the same network namespace) is the target host for real live
 # migration: `start-peer` starts it, `peer-uri` prints its URI.
 #
-# Usage: scripts/hypervisor.sh start|start-peer|status|netns-name|peer-uri
+# Usage: scripts/hypervisor.sh start|start-peer|status|dirs|netns-name|peer-uri
 # Idempotent: a second `start` only checks that everything is up.
 set -euo pipefail
 
@@ -47,6 +47,14 @@ virtlogd_running() {
 # the network namespace a pid lives in (inode number), empty when unknown
 pid_netns_inode() { stat -L -c %i "/proc/$1/ns/net" 2>/dev/null || true; }
 
+# Directories libvirtd writes into but no Debian package is sure to create (dnsmasq/ is
+# made only when libvirt itself starts a DHCP network; a fresh machine lacks it and the
+# first network start fails with "Failed to create file .../virbr1.macs.new").
+make_dirs() {
+    mkdir -p /var/lib/libvirt/dnsmasq /var/lib/libvirt/qemu /var/lib/libvirt/images \
+        /var/lib/libvirt/boot /var/cache/libvirt/qemu /var/log/libvirt/qemu /run/libvirt
+}
+
 start() {
     if [ ! -e "/run/netns/$NETNS" ]; then
         ip netns add "$NETNS"
@@ -61,11 +69,7 @@ start() {
         chmod 0660 /dev/kvm 2>/dev/null || true
     fi
 
-    # Directories libvirtd writes into but no Debian package creates (dnsmasq/ is made
-    # only when libvirt itself starts a DHCP network; a fresh machine lacks it and the
-    # first network start fails with "Failed to create file .../virbr1.macs.new").
-    mkdir -p /var/lib/libvirt/dnsmasq /var/lib/libvirt/qemu /var/lib/libvirt/images \
-        /var/lib/libvirt/boot /var/cache/libvirt/qemu /var/log/libvirt/qemu /run/libvirt
+    make_dirs
 
     # a systemd-managed libvirtd (libvirt-daemon-system's postinst starts it where
     # systemd is PID 1) runs outside the namespace: in CI stop its units first
@@ -160,9 +164,10 @@ status() {
 
 case "${1:-start}" in
     start) start ;;
+    dirs) make_dirs ;;
     start-peer) start_peer ;;
     status) status ;;
     netns-name) printf '%s\n' "$NETNS" ;;
     peer-uri) printf '%s\n' "$PEER_URI" ;;
-    *) die "usage: $0 start|start-peer|status|netns-name|peer-uri" ;;
+    *) die "usage: $0 start|start-peer|status|dirs|netns-name|peer-uri" ;;
 esac
