@@ -60,6 +60,14 @@ class Settings:
     volume_timeout_mins: float = 20.0
     capacity_poll_secs: float = 5.0  # how often capacity thresholds are checked
 
+    # sources a client names: VIM URIs, image src, day-0 file (docs/security.md)
+    allow_test_vims: bool = False  # vim_connector test:/// URIs (the test suite only)
+    image_import_dirs: list[Path] | None = None  # local image files; None: <state_dir>/import
+    day0_dirs: list[Path] | None = None  # local day-0 files; None: <state_dir>/day0
+    url_allow_loopback: bool = False  # URLs to loopback, link-local, 169.254.169.254
+    image_max_bytes: int = 64 * 1024**3  # per image file, enforced while downloading
+    day0_max_bytes: int = 1024**2  # per day-0 file, enforced while reading
+
     @property
     def db_path(self) -> Path:
         return self.state_dir / "escnc.sqlite3"
