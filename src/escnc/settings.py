@@ -68,6 +68,10 @@ class Settings:
     image_max_bytes: int = 64 * 1024**3  # per image file, enforced while downloading
     day0_max_bytes: int = 1024**2  # per day-0 file, enforced while reading
 
+    # access control (escnc/nacm, docs/access-control.md): this user's sessions are
+    # RFC 8341 recovery sessions and bypass NACM; "" = no recovery user
+    nacm_recovery_user: str = "admin"
+
     @property
     def db_path(self) -> Path:
         return self.state_dir / "escnc.sqlite3"

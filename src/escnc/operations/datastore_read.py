@@ -106,6 +106,12 @@ def _apply_filter(
     )
 
 
+def filter_data(ctx: RpcContext, filt: etree._Element, data: etree._Element) -> etree._Element:
+    """Apply a get/get-config ``<filter>`` to a complete ``<data>`` reply (used by
+    access control, which prunes before a content-matching filter runs)."""
+    return _apply_filter(ctx, filt, _tops(data))
+
+
 def _tops(el: etree._Element) -> list[etree._Element]:
     return [d for d in el if isinstance(d.tag, str)]
 
