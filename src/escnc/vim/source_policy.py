@@ -51,6 +51,8 @@ class SourcePolicy:
 
 
 def _dirs(configured: list[Path] | None, default: Path) -> tuple[Path, ...]:
+    if isinstance(configured, (str, Path)):  # one directory where a list was expected
+        configured = [Path(configured)]
     paths = [default] if configured is None else [Path(str(d)).expanduser() for d in configured]
     return tuple(Path(os.path.abspath(p)) for p in paths)
 
