@@ -68,6 +68,16 @@ class Settings:
     image_max_bytes: int = 64 * 1024**3  # per image file, enforced while downloading
     day0_max_bytes: int = 1024**2  # per day-0 file, enforced while reading
 
+    # clients and daemon (datastore/filters.py, cli/logging_setup.py): an XPath filter
+    # stops with operation-failed / filter-limit-exceeded beyond these (0 = no limit);
+    # log_file: also log there, rotated at log_max_bytes, log_backups files kept
+    filter_max_seconds: float = 5.0
+    filter_max_nodes: int = 1_000_000
+    log_file: str = ""
+    log_format: str = "text"  # text | json (JSON lines)
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 5
+
     # access control (escnc/nacm, docs/access-control.md): this user's sessions are
     # RFC 8341 recovery sessions and bypass NACM; "" = no recovery user
     nacm_recovery_user: str = "admin"
