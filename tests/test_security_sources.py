@@ -575,6 +575,14 @@ def test_every_resolved_address_is_checked_and_the_checked_one_is_used(
             f"http://mixed.example:{port}/img.qcow2",
             "address 127.0.0.1 (of host mixed.example) is not allowed: loopback",
         )
+        for spelled in ("2130706433", "0x7f000001"):  # loopback the resolver understands
+            failed_image(
+                strict,
+                m,
+                f"num{spelled[-1]}",
+                f"http://{spelled}:{port}/img.qcow2",
+                f"address 127.0.0.1 (of host {spelled}) is not allowed: loopback",
+            )
     assert hits == [] and lookups == ["mixed.example"]
     allowed = server_factory(url_allow_loopback=True)
     with connect(allowed) as m:
