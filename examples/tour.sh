@@ -47,7 +47,7 @@ if [ -z "${ESCNC_PORT:-}" ]; then
     export ESCNC_PASSWORD=${ESCNC_PASSWORD:-$("$PY" -c 'import secrets; print(secrets.token_urlsafe(16))')}
     printf '%s\n' "$ESCNC_PASSWORD" | escnc user add "$ESCNC_USER" --password-stdin --state-dir "$state/state"
     step "   start escnc with two test-driver hosts"
-    escnc serve --state-dir "$state/state" --listen 127.0.0.1:0 --log-level WARNING \
+    escnc serve --config "$here/escnc.toml" --state-dir "$state/state" --listen 127.0.0.1:0 --log-level WARNING \
         --vim "default=test://$state/hosts/default.xml" \
         --vim "Host-24=test://$state/hosts/host24.xml" >"$state/serve.log" 2>&1 &
     server_pid=$!

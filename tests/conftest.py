@@ -40,6 +40,9 @@ def test_host_uri(directory: Path, name: str = "host") -> str:
 def make_settings(state_dir: Path, **overrides: object) -> Settings:
     settings = Settings(state_dir=state_dir, listen_host="127.0.0.1", listen_port=0)
     settings.vims = {"default": test_host_uri(state_dir.parent / "hosts")}
+    # test-driver VIM connectors; image files beside the state dir (tmp_path) importable
+    settings.allow_test_vims = True
+    settings.image_import_dirs = [state_dir / "import", state_dir.parent]
     for key, value in overrides.items():
         setattr(settings, key, value)
     return settings

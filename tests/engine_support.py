@@ -105,6 +105,7 @@ class Harness:
             vims[name] = f"test://{f}"
         self.settings = Settings(state_dir=tmp / state, vims=vims, reconcile_interval=0)
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.settings.image_import_dirs = [tmp]  # config()'s image files live in tmp
         self.services = Services(settings=self.settings, registry=RpcRegistry())
         self.ds = FeedDatastore()
         self.services.datastore = self.ds

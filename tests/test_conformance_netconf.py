@@ -510,14 +510,14 @@ def test_yang_library_features_and_import_only(a: RawClient) -> None:
     assert mset is not None
     mods = {m.findtext(f"{{{yl}}}name"): m for m in mset.iterfind(f"{{{yl}}}module")}
     imports = [m.findtext(f"{{{yl}}}name") for m in mset.iterfind(f"{{{yl}}}import-only-module")]
-    # no NACM is enforced, so ietf-netconf-acm is import-only, not implemented
-    assert "ietf-netconf-acm" in imports and "ietf-netconf-acm" not in mods
+    # NACM is enforced (escnc.nacm), so ietf-netconf-acm is implemented
+    assert "ietf-netconf-acm" in mods and "ietf-netconf-acm" not in imports
     feats = {f.text for f in mods["ietf-netconf"].iterfind(f"{{{yl}}}feature")}
     assert {"candidate", "confirmed-commit", "validate", "startup", "xpath"} <= feats
     assert "url" not in feats
     state = {m.findtext(f"{{{yl}}}name"): m
              for m in reply.iterfind(f".//{{{yl}}}modules-state/{{{yl}}}module")}
-    assert state["ietf-netconf-acm"].findtext(f"{{{yl}}}conformance-type") == "import"
+    assert state["ietf-netconf-acm"].findtext(f"{{{yl}}}conformance-type") == "implement"
     assert a.server_hello is not None
     caps = [c.text or "" for c in a.server_hello.iter(f"{{{NC}}}capability")]
     base = [c for c in caps if "module=ietf-netconf&" in c]

@@ -14,7 +14,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -23,7 +23,7 @@ import pytest
 from lxml import etree
 from ncclient.operations import RPCError
 
-from conftest import connect
+from conftest import connect, make_settings
 from engine_support import (
     config,
     deployment,
@@ -39,6 +39,7 @@ from escnc.engine import engine as engine_mod
 from escnc.engine.imagereg import volume_name_pattern
 from escnc.ns import ESC
 from escnc.vim import images as vim_images
+from escnc.vim.source_policy import image_policy
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -104,10 +105,17 @@ def web() -> Iterator[str]:
 
 
 @pytest.fixture
-def srv(server: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
-    monkeypatch.delenv("http_proxy", raising=False)
-    monkeypatch.delenv("HTTP_PROXY", raising=False)
-    return server
+def srv(server_factory: Callable[..., Server]) -> Server:
+    """A server whose image URLs may reach the loopback web server (off by default)."""
+    return server_factory(url_allow_loopback=True)
+
+
+def imported(srv: Server, name: str, data: bytes = DATA) -> Path:
+    """A file in the server's image import directory (local images come from there)."""
+    path = srv.settings.state_dir / "import" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
 
 
 def image_xml(name: str, src: str, checksum: str = "", persistent: bool = False) -> str:
@@ -209,7 +217,7 @@ def test_credentials_in_url_are_used_but_never_shown(
         events = nc_events(m, "CREATE_IMAGE", count=2)
         assert image_op(m, "priv")["state"] == "active"
         nopw = image_op(m, "nopw")
-        assert nopw["state"] == "error" and "HTTP 401" in nopw["status_message"]
+        assert nopw["state"] == "error" and "HTTP status 401" in nopw["status_message"]
         op_text = etree.tostring(nc_opdata(m)).decode()
     shown = caplog.text + op_text + "".join(etree.tostring(e).decode() for e in events)
     assert "s3cret-pw" not in shown and "***@127.0.0.1" in shown
@@ -218,7 +226,7 @@ def test_credentials_in_url_are_used_but_never_shown(
 @pytest.mark.parametrize(
     ("path", "reason"),
     [
-        ("/missing.qcow2", "HTTP 404 Not Found"),
+        ("/missing.qcow2", "HTTP status 404 (Not Found)"),
         ("/truncated.qcow2", f"incomplete: got 1000 of {len(DATA)} bytes"),
         ("/hop/9", "more than 5 redirects"),
     ],
@@ -283,16 +291,15 @@ def test_checksum_mismatch_names_both_digests_and_match_is_active(srv: Server, w
         assert len(image_volumes(srv, "sum")) == 1
 
 
-def test_local_path_and_file_url(srv: Server, tmp_path: Path) -> None:
-    local = tmp_path / "local.qcow2"
-    local.write_bytes(DATA)
+def test_local_path_and_file_url(srv: Server) -> None:
+    local = imported(srv, "local.qcow2")
     with connect(srv) as m:
         m.create_subscription(stream_name="escEvent")
         add_images(
             m,
             image_xml("local", str(local), checksum=SHA),
             image_xml("furl", f"file://{local}"),
-            image_xml("gone", str(tmp_path / "no-such.qcow2")),
+            image_xml("gone", str(local.parent / "no-such.qcow2")),
         )
         events = [e for e in nc_events(m, "CREATE_IMAGE", count=3) if ev_type(e) == "CREATE_IMAGE"]
         by_state = sorted(status(e)[0] for e in events)
@@ -317,9 +324,10 @@ def test_unsupported_scheme_is_rejected_by_the_model(srv: Server) -> None:
 
 
 def test_unsupported_scheme_in_the_fetcher(tmp_path: Path) -> None:
+    policy = image_policy(make_settings(tmp_path / "state"))
     for src in ("ftp://127.0.0.1/x", "gopher://h/x"):
-        with pytest.raises(vim_images.ImageFetchError, match="unsupported image source scheme"):
-            vim_images.fetch_image("x", src, tmp_path / "x")
+        with pytest.raises(vim_images.ImageFetchError, match=r"scheme .* is not allowed"):
+            vim_images.fetch_image("x", src, tmp_path / "x", policy=policy)
     assert vim_images.redact("https://u:p@h:1/a?sig=1") == "https://***@h:1/a?***"
 
 
@@ -341,8 +349,20 @@ def test_image_removal_frees_its_volume(srv: Server, web: str) -> None:
 
 
 def test_deployment_on_a_failed_image_fails_naming_it(
-    srv: Server, web: str, tmp_path: Path
+    srv: Server, web: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The race this once lost: the image job marks the image failed, then publishes
+    # CREATE_IMAGE; the deployment waiting on it must not report before that event.
+    # Widen the window so a regression fails every time, not once in three runs.
+    notifier = srv.services.engine.notifier  # type: ignore[union-attr]
+    publish = notifier.publish_resource
+
+    def late_publish(type_: str, **kw: object) -> object:
+        if type_ == "CREATE_IMAGE":
+            time.sleep(0.5)
+        return publish(type_, **kw)
+
+    monkeypatch.setattr(notifier, "publish_resource", late_publish)
     with connect(srv) as m:
         m.create_subscription(stream_name="escEvent")
         nc_edit(m, config(tmp_path, deployment(), image_src=f"{web}/missing.qcow2"))
@@ -351,7 +371,7 @@ def test_deployment_on_a_failed_image_fails_naming_it(
         assert created and status(created[0])[0] == "FAILURE"
         st, code, msg = status(events[-1])
         assert (st, code) == ("FAILURE", "500")
-        assert "image img registration failed" in msg and "HTTP 404" in msg, msg
+        assert "image img registration failed" in msg and "HTTP status 404" in msg, msg
         dep = nc_opdata(m).find(f".//{E}deployment")
         assert dep is not None and dep.findtext(f"{E}state") == "SERVICE_ERROR_STATE"
 

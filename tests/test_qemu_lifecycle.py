@@ -160,6 +160,11 @@ def env() -> Iterator[Env]:
 
 
 def config_xml(env: Env, disk: Path, vms: int) -> str:
+    imported = env.state / "import" / disk.name  # escnc reads images from its import dir
+    if not imported.exists():
+        imported.parent.mkdir(exist_ok=True)
+        shutil.copyfile(disk, imported)
+    disk = imported
     ips = "".join(f"<ip_address>{env.ip(i)}</ip_address>" for i in range(vms))
     return f"""<config xmlns="{NC}"><esc_datamodel xmlns="{ESC}">
   <images><image><name>tiny-{env.tag}</name><src>{disk}</src><disk_format>raw</disk_format>

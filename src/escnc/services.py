@@ -87,6 +87,7 @@ class Services:
     vims: Any = None  # escnc.vim.hosts.HostRegistry
     engine: Any = None  # EngineAPI
     day2: Any = None  # escnc.engine.day2.Day2Manager (set by operations/esc_day2.py)
+    nacm: Any = None  # escnc.nacm.Nacm, access control (set by operations/authorize.py)
     state_providers: list[StateProvider] = field(default_factory=list)
     # capabilities advertised in <hello> beyond base and YANG modules
     capabilities: list[str] = field(default_factory=list)

@@ -62,6 +62,28 @@ class Settings:
     volume_timeout_mins: float = 20.0
     capacity_poll_secs: float = 5.0  # how often capacity thresholds are checked
 
+    # sources a client names: VIM URIs, image src, day-0 file (docs/security.md)
+    allow_test_vims: bool = False  # vim_connector test:/// URIs (the test suite only)
+    image_import_dirs: list[Path] | None = None  # local image files; None: <state_dir>/import
+    day0_dirs: list[Path] | None = None  # local day-0 files; None: <state_dir>/day0
+    url_allow_loopback: bool = False  # URLs to loopback, link-local, 169.254.169.254
+    image_max_bytes: int = 64 * 1024**3  # per image file, enforced while downloading
+    day0_max_bytes: int = 1024**2  # per day-0 file, enforced while reading
+
+    # clients and daemon (datastore/filters.py, cli/logging_setup.py): an XPath filter
+    # stops with operation-failed / filter-limit-exceeded beyond these (0 = no limit);
+    # log_file: also log there, rotated at log_max_bytes, log_backups files kept
+    filter_max_seconds: float = 5.0
+    filter_max_nodes: int = 1_000_000
+    log_file: str = ""
+    log_format: str = "text"  # text | json (JSON lines)
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 5
+
+    # access control (escnc/nacm, docs/access-control.md): this user's sessions are
+    # RFC 8341 recovery sessions and bypass NACM; "" = no recovery user
+    nacm_recovery_user: str = "admin"
+
     @property
     def db_path(self) -> Path:
         return self.state_dir / "escnc.sqlite3"

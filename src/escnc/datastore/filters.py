@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Union
 
 from lxml import etree
@@ -29,6 +30,8 @@ from escnc.datastore.lxmltypes import (
     shallow_copy,
     sub_element,
 )
+from escnc.datastore.xpath_names import NameIndex
+from escnc.datastore.xpath_rewrite import BUDGET_NS, FilterBudget, rewrite
 from escnc.errors import RpcError
 from escnc.ns import NC
 
@@ -307,9 +310,23 @@ def apply_xpath_filter(
     xpath: str,
     nsmap: NsMap,
     keys: KeyResolver = _no_keys,
+    env: XPathEnv | None = None,
 ) -> etree._Element:
     """Select with an XPath 1.0 expression evaluated against each top-level tree."""
-    return xpath_nodes([d for d in data_el if isinstance(d.tag, str)], xpath, nsmap, keys)
+    return xpath_nodes([d for d in data_el if isinstance(d.tag, str)], xpath, nsmap, keys, env)
+
+
+@dataclass
+class XPathEnv:
+    """What one request's XPath filter evaluations share.
+
+    ``names``: resolve unprefixed names and undeclared prefixes against the served
+    modules (and refuse names no module defines); None keeps plain XPath 1.0.
+    ``budget``: the request's node/time limit; None: unlimited.
+    """
+
+    names: NameIndex | None = None
+    budget: FilterBudget | None = None
 
 
 def _compile(xpath: str, nsmap: NsMap) -> etree.XPath:
@@ -323,43 +340,75 @@ def _compile(xpath: str, nsmap: NsMap) -> etree.XPath:
         ) from exc
 
 
+def _failed(xpath: str, exc: Exception) -> RpcError:
+    return RpcError(
+        "invalid-value",
+        f"XPath {xpath!r} failed: {exc}",
+        info={"bad-attribute": "select", "bad-element": "filter"},
+    )
+
+
+Evaluator = Callable[[etree._Element], object]
+
+
+def compile_filter(xpath: str, nsmap: NsMap, env: XPathEnv | None = None) -> Evaluator:
+    """The client's expression, checked, names resolved and budgeted per ``env``.
+
+    Returns a function evaluating it with a given element as the document root.
+    """
+    _compile(xpath, nsmap)  # syntax errors -> invalid-value, in the client's own terms
+    env = env or XPathEnv()
+    budget = env.budget if env.budget is not None and env.budget.active else None
+    rw = rewrite(xpath, prefixes(nsmap), env.names, budget is not None)
+    expr, namespaces = rw.xpath, rw.namespaces
+    extensions = {(BUDGET_NS, "budget"): budget.tick} if budget is not None else None
+    try:
+        etree.XPath(expr, namespaces=namespaces, extensions=extensions)
+    except etree.XPathSyntaxError as exc:
+        raise _failed(xpath, exc) from exc
+
+    def evaluate(top: etree._Element) -> object:
+        # an ElementTree over ``top`` evaluates with ``top`` as document root; lxml
+        # builds a shallow fake root for that (XPathDocumentEvaluator), no copy
+        tree = etree.ElementTree(top)
+        return etree.XPathDocumentEvaluator(
+            tree, namespaces=namespaces, extensions=extensions
+        )(expr)
+
+    try:
+        # undefined prefixes and functions surface only when evaluated: evaluate once
+        # on an empty document, so the error does not depend on the datastore's content
+        evaluate(make_element(DATA))
+    except etree.XPathEvalError as exc:
+        raise _failed(xpath, exc) from exc
+    return evaluate
+
+
 def xpath_nodes(
     tops: Iterable[etree._Element],
     xpath: str,
     nsmap: NsMap,
     keys: KeyResolver = _no_keys,
+    env: XPathEnv | None = None,
 ) -> etree._Element:
     """XPath-filter top-level data nodes (read only) into a new <data> element.
 
     Each top node is evaluated as the root of its own tree, so absolute paths
     start at it (``/esc:esc_datamodel/...``) without copying it out of its parent.
+    With ``env.budget``, evaluation stops with operation-failed /
+    filter-limit-exceeded when the budget runs out.
     """
-    _compile(xpath, nsmap)  # syntax errors -> invalid-value
-    ns = prefixes(nsmap)
-    try:
-        # undefined prefixes and functions surface only when evaluated: evaluate once
-        # on an empty document, so the error does not depend on the datastore's content
-        etree.XPathDocumentEvaluator(etree.ElementTree(make_element(DATA)), namespaces=ns)(xpath)
-    except etree.XPathEvalError as exc:
-        raise RpcError(
-            "invalid-value",
-            f"XPath {xpath!r} failed: {exc}",
-            info={"bad-attribute": "select", "bad-element": "filter"},
-        ) from exc
+    compiled = compile_filter(xpath, nsmap, env)
+    budget = env.budget if env is not None else None
     out = make_element(DATA, nsmap={None: NC})
+    grafter = _Grafter(out, keys)
     for top in tops:
         if not isinstance(top.tag, str):
             continue
         try:
-            # an ElementTree over ``top`` evaluates with ``top`` as document root;
-            # lxml builds a shallow fake root for that, it does not copy the tree
-            found = etree.XPathDocumentEvaluator(etree.ElementTree(top), namespaces=ns)(xpath)
+            found = compiled(top)
         except etree.XPathEvalError as exc:
-            raise RpcError(
-                "invalid-value",
-                f"XPath {xpath!r} failed: {exc}",
-                info={"bad-attribute": "select", "bad-element": "filter"},
-            ) from exc
+            raise _failed(xpath, exc) from exc
         if not isinstance(found, list):
             continue
         for node in found:
@@ -368,61 +417,64 @@ def xpath_nodes(
                 getparent = getattr(node, "getparent", None)
                 target = getparent() if getparent is not None else None
             if isinstance(target, etree._Element) and isinstance(target.tag, str):
-                _graft(out, target, top, keys)
+                grafter.add(target, top)
+        if budget is not None:
+            budget.check_time()
     return out
 
 
-def _graft(
-    out: etree._Element, node: etree._Element, top: etree._Element, keys: KeyResolver
-) -> None:
-    """Copy ``node`` (whole subtree) into ``out`` under copies of its ancestors up to ``top``."""
-    chain: list[etree._Element] = []
-    if node is not top:
-        anc = node.getparent()
+class _Grafter:
+    """Copies selected nodes into ``out`` under copies of their ancestors, each once.
+
+    Linear in the selection: the copies are indexed by their source element, so a
+    thousand selected list entries do not compare against each other. A node inside
+    a subtree already copied whole is skipped; list entries on the way carry their
+    key leaves (which then count as selected).
+    """
+
+    def __init__(self, out: etree._Element, keys: KeyResolver) -> None:
+        self.out = out
+        self.keys = keys
+        self.copies: dict[etree._Element, etree._Element] = {}  # source -> copy
+        self.full: set[etree._Element] = set()  # sources copied with their subtree
+
+    def add(self, node: etree._Element, top: etree._Element) -> None:
+        chain: list[etree._Element] = []  # ancestors of node, up to top
+        anc: etree._Element | None = node
         while anc is not None:
-            chain.append(anc)
+            if anc in self.full:
+                return
             if anc is top:
                 break
             anc = anc.getparent()
-    chain.reverse()
-    here = out
-    for a in chain:
-        here = _child_like(here, a, keys)
-    # avoid duplicates when several selected nodes overlap
-    for existing in here:
-        if existing.tag == node.tag and _same_entry(existing, node, keys):
-            if (len(node) == 0 and existing.text == node.text) or len(existing) >= len(node):
-                return
-            here.remove(existing)
-            break
-    here.append(copy.deepcopy(node))
+            if anc is not None:
+                chain.append(anc)
+        here = self.out
+        for a in reversed(chain):
+            done = self.copies.get(a)
+            here = done if done is not None else self._shell(here, a)
+        new = copy.deepcopy(node)
+        old = self.copies.get(node)
+        if old is not None:  # was an ancestor of an earlier selection: now whole
+            parent = old.getparent()
+            if parent is not None:
+                parent.replace(old, new)
+        else:
+            here.append(new)
+        self.copies[node] = new
+        self.full.add(node)
 
-
-def _same_entry(a: etree._Element, b: etree._Element, keys: KeyResolver) -> bool:
-    ks = keys(b)
-    if ks:
-        return all(a.findtext(k) == b.findtext(k) for k in ks)
-    if len(b) == 0:
-        return a.text == b.text
-    return (
-        len(a) > 0
-        and a.find("*") is not None
-        and b.find("*") is not None
-        and etree.tostring(a) == etree.tostring(b)
-    )
-
-
-def _child_like(here: etree._Element, a: etree._Element, keys: KeyResolver) -> etree._Element:
-    ks = keys(a)
-    for ch in here.iterchildren(a.tag):
-        if all(ch.findtext(k) == a.findtext(k) for k in ks):
-            return ch
-    new = sub_element(here, a.tag, nsmap=a.nsmap)
-    for k in ks:
-        kel = a.find(k)
-        if kel is not None:
-            new.append(copy.deepcopy(kel))
-    return new
+    def _shell(self, here: etree._Element, a: etree._Element) -> etree._Element:
+        new = sub_element(here, a.tag, nsmap=a.nsmap)
+        self.copies[a] = new
+        for k in self.keys(a):
+            kel = a.find(k)
+            if kel is not None:
+                kcopy = copy.deepcopy(kel)
+                new.append(kcopy)
+                self.copies[kel] = kcopy
+                self.full.add(kel)
+        return new
 
 
 # ---------------------------------------------------------------- notifications

@@ -29,6 +29,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from lxml import etree
 
@@ -68,6 +69,21 @@ ConfirmedCommitListener = Callable[[str, int, str, int, "str | None"], None]
 # (operation "replace"|"delete", session_id, username): startup was written by a
 # session (copy-config / delete-config), for RFC 6470 netconf-config-change
 StartupListener = Callable[[str, int, str], None]
+# Unit changes of one write: key -> (old serialized unit or None, new or None)
+UnitChanges = dict[UnitKey, tuple[bytes | None, bytes | None]]
+
+
+class WriteAuthorizer(Protocol):
+    """Access control for writes by sessions (NACM, installed by operations/authorize.py).
+
+    ``applies`` says whether the user is subject to it at all (cheap); ``check``
+    raises an RpcError when a change is not permitted (nothing has been changed
+    for good then: the datastore undoes the edit)."""
+
+    def applies(self, session_id: int, username: str) -> bool: ...
+    def check(
+        self, session_id: int, username: str, operation: str, changes: UnitChanges
+    ) -> None: ...
 
 
 def _now() -> str:
@@ -128,6 +144,7 @@ class Datastore:
         self._validators: list[ConfigValidator] = []
         self._cc_listeners: list[ConfirmedCommitListener] = []
         self._startup_listeners: list[StartupListener] = []
+        self._authorizer: WriteAuthorizer | None = None
         self._locks: dict[str, tuple[int, str]] = {}
         self._candidate: etree._Element | None = None  # None: candidate equals running
         self._candidate_index = EntryIndex()
@@ -334,6 +351,59 @@ class Datastore:
     def add_startup_listener(self, listener: StartupListener) -> None:
         self._startup_listeners.append(listener)
 
+    def set_write_authorizer(self, authorizer: WriteAuthorizer | None) -> None:
+        self._authorizer = authorizer
+
+    def _authorizes(self, session_id: int, username: str) -> bool:
+        a = self._authorizer
+        return a is not None and session_id != 0 and a.applies(session_id, username)
+
+    def _authorize(
+        self,
+        session_id: int,
+        username: str,
+        operation: str,
+        new: dict[UnitKey, bytes | None],
+        old: dict[UnitKey, bytes] | Callable[[UnitKey], bytes | None],
+        complete: bool = False,
+    ) -> None:
+        """Hand the changed units (old and new bytes) to the write authorizer; a
+        vanished tenant brings its deployments as deletions. ``complete``: ``new``
+        holds every unit of the new tree (units only in ``old`` are deleted)."""
+        if not self._authorizes(session_id, username):
+            return
+        get = old.get if isinstance(old, dict) else old
+        changes: UnitChanges = {}
+        for k, raw in new.items():
+            before = get(k)
+            if before != raw:
+                changes[k] = (before, raw)
+        if isinstance(old, dict) and complete:
+            for k, before in old.items():
+                if k not in new:
+                    changes[k] = (before, None)
+        if isinstance(old, dict):
+            for k, pair in list(changes.items()):
+                if k[0] == "t" and pair[1] is None:
+                    for dk, dv in old.items():
+                        if dk[0] == "d" and dk[1] == k[1] and dk not in changes:
+                            changes[dk] = (dv, new.get(dk))
+        if changes:
+            assert self._authorizer is not None
+            self._authorizer.check(session_id, username, operation, changes)
+
+    def _unit_bytes(self, tree: etree._Element) -> dict[UnitKey, bytes]:
+        return {k: shell(el, k) for k, el in all_units(tree).items()}
+
+    def _journal_bytes(
+        self, tree: etree._Element, keys: set[UnitKey]
+    ) -> dict[UnitKey, bytes | None]:
+        out: dict[UnitKey, bytes | None] = {}
+        for k in keys:
+            el = self._find_unit(tree, k)
+            out[k] = None if el is None else shell(el, k)
+        return out
+
     def _notify_startup(self, operation: str, session_id: int, username: str) -> None:
         for cb in list(self._startup_listeners):
             try:
@@ -491,12 +561,17 @@ class Datastore:
                 )
             self.check_writable(target, session_id)
             if target == "candidate":
-                self._edit_candidate(config, options, test_option)
+                self._edit_candidate(config, options, test_option, session_id, username)
                 return
             journal = Journal(self._index)
             editor = Editor(self.schema, journal, options)
             try:
                 editor.apply(self._running, config)
+                if self._authorizes(session_id, username):
+                    self._authorize(
+                        session_id, username, "edit-config",
+                        self._journal_bytes(self._running, journal.units), self._units,
+                    )
                 if test_option != "set":
                     self._validate_units(self._running, journal.units, self._units)
                 if test_option == "test-only":
@@ -509,12 +584,19 @@ class Datastore:
             _raise_collected(editor.errors)
 
     def _edit_candidate(
-        self, config: etree._Element, options: EditOptions, test_option: str
+        self,
+        config: etree._Element,
+        options: EditOptions,
+        test_option: str,
+        session_id: int = 0,
+        username: str = "",
     ) -> None:
         materialized = self._candidate is None
         before = self._overlay
         if materialized:
-            if self.overlay_candidate and self._overlay_edit(config, options, test_option):
+            if self.overlay_candidate and self._overlay_edit(
+                config, options, test_option, session_id, username
+            ):
                 return
             self._materialize()
         if self._candidate is None:
@@ -526,6 +608,16 @@ class Datastore:
         editor = Editor(self.schema, journal, options)
         try:
             editor.apply(self._candidate, config)
+            if self._authorizes(session_id, username):
+                # the old units are gone from the edited tree: undo, read, redo
+                new = self._journal_bytes(self._candidate, journal.units)
+                journal.undo()
+                old = self._journal_bytes(self._candidate, set(new))
+                self._authorize(
+                    session_id, username, "edit-config", new, lambda k: old.get(k)
+                )
+                editor = Editor(self.schema, journal, options)
+                editor.apply(self._candidate, config)
             if test_option != "set":
                 self._validate_units(self._candidate, journal.units, None)
             if test_option == "test-only":
@@ -543,7 +635,14 @@ class Datastore:
 
     # ------------------------------------------------------------------ copy-on-write candidate
 
-    def _overlay_edit(self, config: etree._Element, options: EditOptions, test_option: str) -> bool:
+    def _overlay_edit(
+        self,
+        config: etree._Element,
+        options: EditOptions,
+        test_option: str,
+        session_id: int = 0,
+        username: str = "",
+    ) -> bool:
         """Edit the candidate as running plus the overlay; False (nothing changed)
         if the edit reaches beyond deployment units (then the candidate is copied)."""
         ov = dict(self._overlay or {})
@@ -558,6 +657,12 @@ class Datastore:
             touched = set(journal.units)
             if any(k[0] != "d" for k in touched):
                 return False
+            if self._authorizes(session_id, username):
+                self._authorize(
+                    session_id, username, "edit-config",
+                    self._journal_bytes(self._running, touched),
+                    lambda k: ov[k] if k in ov else self._units.get(k),
+                )
             if test_option != "set":
                 self._validate_units(self._running, touched, None)
             if test_option != "test-only":
@@ -647,6 +752,7 @@ class Datastore:
             if not changed:
                 swap.undo()
                 return None
+            self._authorize(session_id, username, "commit", changed, self._units)
             self._validate_units(self._running, set(changed), self._units)
             changes = [
                 Change(
@@ -686,14 +792,25 @@ class Datastore:
             units = split_units(data) if target == "running" and self.incremental else None
             if units is not None:
                 # units equal to running's are valid; _commit_tree validates the rest
-                self._commit_tree(data, session_id, username, keep_tree=False, elements=units)
+                self._commit_tree(
+                    data, session_id, username, keep_tree=False, elements=units,
+                    operation="copy-config",
+                )
                 return
             self._check_known(data)
             if target == "running":
                 if self.incremental:  # not well formed: units would not show it all
                     self._full_validate(data)
-                self._commit_tree(data, session_id, username, keep_tree=False)
-            elif target == "candidate":
+                self._commit_tree(
+                    data, session_id, username, keep_tree=False, operation="copy-config"
+                )
+                return
+            if self._authorizes(session_id, username):
+                self._authorize(
+                    session_id, username, "copy-config", dict(self._unit_bytes(data)),
+                    self._unit_bytes(self._tree(target)), complete=True,
+                )
+            if target == "candidate":
                 self._full_validate(data, syntax_only=True)
                 self._candidate = data
                 self._overlay = None
@@ -713,6 +830,11 @@ class Datastore:
                 )
             self._check_name(target)
             self.check_writable(target, session_id)
+            if self._authorizes(session_id, username):
+                self._authorize(
+                    session_id, username, "delete-config", {},
+                    self._unit_bytes(self._tree(target)), complete=True,
+                )
             if target == "startup":
                 self._startup = empty_data()
                 self._write_startup()
@@ -919,7 +1041,7 @@ class Datastore:
                     seq[key] = s
         order = sorted(units, key=lambda k: seq.get(k, 0))
         tree = assemble({k: units[k] for k in order})
-        self._commit_tree(tree, session_id, username, seq_hint=seq)
+        self._commit_tree(tree, session_id, username, seq_hint=seq, operation="rollback")
 
     # ------------------------------------------------------------------ commit machinery
 
@@ -944,6 +1066,7 @@ class Datastore:
         seq_hint: dict[UnitKey, int] | None = None,
         dirty: set[UnitKey] | None = None,
         elements: dict[UnitKey, etree._Element] | None = None,
+        operation: str = "commit",
     ) -> int | None:
         """Make ``data`` the new running (used by commit, copy-config, rollback).
 
@@ -968,6 +1091,7 @@ class Datastore:
                     changed[k] = None
         if not changed:
             return None
+        self._authorize(session_id, username, operation, changed, self._units)
         self._validate_units(data, set(changed), self._units, elements)
         new_tree = data if not keep_tree else copy.deepcopy(data)
         changes = [

@@ -78,6 +78,7 @@ from escnc.ns import ESC
 from escnc.vim import storage
 from escnc.vim.hosts import Host, HostRegistry
 from escnc.vim.networks import remove_network
+from escnc.vim.source_policy import day0_policy, image_policy
 
 if TYPE_CHECKING:
     from escnc.services import CommitEvent, Services
@@ -96,9 +97,13 @@ class Engine:
         state_dir = self.settings.state_dir
         self.store = EngineStore(state_dir / "engine.sqlite3")
         self.jobs = JobQueue()
-        self.images = ImageRegistry(state_dir / "images", state_dir / "pools")
+        self.images = ImageRegistry(
+            state_dir / "images", state_dir / "pools", image_policy(self.settings)
+        )
         self.instance_id = _instance_id(state_dir)
-        self.ops = VmOps(self.vims, self.images, state_dir, self.instance_id)
+        self.ops = VmOps(
+            self.vims, self.images, state_dir, self.instance_id, day0_policy(self.settings)
+        )
         self.notifier = Notifier(services.events, self.vims)
         self.hooks = Day2Hooks()
         self.monitor = Monitor(self)

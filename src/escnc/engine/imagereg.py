@@ -8,7 +8,8 @@ registration's error message. An image without ``src`` registers as a blank disk
 
 Cache files are ``<cache>/<image>.<part>`` (part: disk, kernel, initrd) with a
 ``.meta`` JSON beside each (source, checksum, size, sha256): a file is reused (after
-a restart) only for the same source and checksum. Pool volumes are named
+a restart) only for the same source and checksum, and only while the source still
+passes the operator's policy (``vim/source_policy.py``); both are mode 0600. Pool volumes are named
 ``image-<image>.<version>.<part>.<fmt>``, the version being a digest of the content,
 so a changed image never overwrites a volume that still backs a VM's disk.
 
@@ -32,8 +33,16 @@ from pathlib import Path
 
 from escnc.engine.model import ImageSpec
 from escnc.vim import storage
+from escnc.vim.fetch import FetchError, check_source
 from escnc.vim.hosts import Host
-from escnc.vim.images import ImageFetchError, fetch_image, normalise_checksum, redact
+from escnc.vim.images import (
+    ImageFetchError,
+    fetch_image,
+    normalise_checksum,
+    redact,
+    write_private,
+)
+from escnc.vim.source_policy import SourcePolicy, SourceRefused
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +85,10 @@ def volume_name_pattern(name: str) -> re.Pattern[str]:
 
 
 class ImageRegistry:
-    def __init__(self, cache_dir: Path, pools_dir: Path) -> None:
+    def __init__(self, cache_dir: Path, pools_dir: Path, policy: SourcePolicy) -> None:
         self._cache = cache_dir
         self._pools = pools_dir
+        self._policy = policy  # which local files and URLs an image src may name
         self._lock = threading.Lock()
         self._images: dict[str, ImageState] = {}
 
@@ -150,12 +160,15 @@ class ImageRegistry:
                     continue
                 dest = self._file(spec, part)
                 checksum = normalise_checksum(spec.checksum) if part == "disk" else ""
+                check_source(self._policy, src)  # a cached file too: the policy may be newer
                 meta = self._cached(spec, dest, src, checksum)
                 if meta is not None:
+                    for cached in (dest, dest.with_name(dest.name + ".meta")):
+                        cached.chmod(0o600)  # cached by an older escnc: 0644
                     part_size, sha = int(str(meta["size"])), str(meta["sha256"])
                 else:
                     reused = False
-                    fetched = fetch_image(spec.name, src, dest, checksum)
+                    fetched = fetch_image(spec.name, src, dest, checksum, policy=self._policy)
                     part_size, sha = fetched.size, fetched.sha256
                     meta = {
                         "src": src,
@@ -163,7 +176,8 @@ class ImageRegistry:
                         "sha256": sha,
                         "spec": dataclasses.asdict(spec),
                     }
-                    dest.with_name(dest.name + ".meta").write_text(json.dumps(meta))
+                    # 0600 like the image: the src may hold a URL's credentials
+                    write_private(dest.with_name(dest.name + ".meta"), json.dumps(meta).encode())
                 size += part_size
                 digests.append(f"{part}:{sha}")
                 if part == "disk":
@@ -181,7 +195,7 @@ class ImageRegistry:
                 else f"image {spec.name} has no src: VMs get a blank root disk"
             )
             st.state = ACTIVE
-        except (ImageFetchError, OSError) as exc:
+        except (ImageFetchError, SourceRefused, FetchError, OSError) as exc:
             st.state = ERROR
             st.message = f"image {spec.name} registration failed: {exc}"
             log.error("%s", st.message)
@@ -212,6 +226,9 @@ class ImageRegistry:
             if deadline <= 0 or (cancel is not None and cancel.is_set()):
                 raise ImageError(f"image {name} is still registering")
         if st.state != ACTIVE:
+            # the image job publishes CREATE_IMAGE FAILURE right after ``done``: a
+            # deployment failing on this image reports after it, never before
+            st.reported.wait(min(max(deadline, 0.0), 10.0))
             raise ImageError(st.message or f"image {name} registration failed")
         return st
 

@@ -19,6 +19,7 @@ from lxml import etree
 
 from escnc.engine import states as st
 from escnc.engine.model import Desired, parse_desired
+from escnc.engine.sources import source_errors
 from escnc.errors import RpcError, RpcErrors, invalid_value
 from escnc.ns import ESC
 
@@ -121,6 +122,7 @@ def validate_config(engine: Engine, tree: etree._Element) -> None:
                 )
     _persistent_images(engine, desired, err)
     engine.capacity.check_desired(desired, err, group_path)
+    errors += source_errors(engine.settings, desired)  # VIM URIs, image URLs, day-0 files
     if len(errors) == 1:
         raise errors[0]
     if errors:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-import urllib.request
 from pathlib import Path
 
 import libvirt
@@ -18,8 +17,10 @@ from escnc.engine.store import VmRecord
 from escnc.vim import storage
 from escnc.vim.configdrive import build_config_drive
 from escnc.vim.domain_xml import DiskSpec, DomainSpec, NicSpec, VmMeta, build_domain_xml
+from escnc.vim.fetch import FetchError, read_bounded
 from escnc.vim.hosts import Host, HostRegistry
 from escnc.vim.networks import ensure_network
+from escnc.vim.source_policy import SourcePolicy, SourceRefused
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,16 @@ def _netmask(group: GroupSpec, desired: Desired, nicid: int, network: str) -> st
     return "255.255.255.0"
 
 
-def day0_files(vm: VmRecord, group: GroupSpec, desired: Desired) -> dict[str, bytes]:
+DAY0_TIMEOUT = 30.0  # seconds, to connect and for every read of a day-0 URL
+
+
+def day0_files(
+    vm: VmRecord, group: GroupSpec, desired: Desired, policy: SourcePolicy
+) -> dict[str, bytes]:
     """The config drive's files: NoCloud meta-data/user-data/network-config, escnc/nics,
-    and every config_data entry at its dst (``--user-data`` style names accepted)."""
+    and every config_data entry at its dst (``--user-data`` style names accepted). A
+    ``file`` is read under ``policy`` (operator's directories or allowed URLs, at most
+    ``day0_max_bytes``); a refused one is a :class:`VmOpError` naming the reason."""
     files: dict[str, bytes] = {
         "meta-data": f"instance-id: {vm.vm_id}\nlocal-hostname: {vm.generated_name}\n".encode()
     }
@@ -81,7 +89,7 @@ def day0_files(vm: VmRecord, group: GroupSpec, desired: Desired) -> dict[str, by
         if cfg.data:
             content = cfg.data
         elif cfg.file:
-            content = _read_small(cfg.file)
+            content = read_day0(policy, cfg.file)
         else:
             continue
         name = cfg.dst.lstrip("-") or "user-data"
@@ -90,21 +98,33 @@ def day0_files(vm: VmRecord, group: GroupSpec, desired: Desired) -> dict[str, by
     return files
 
 
-def _read_small(src: str) -> str:
-    if src.startswith(("http://", "https://")):
-        with urllib.request.urlopen(src, timeout=30) as resp:  # day-0 template files are small
-            return str(resp.read(1 << 20).decode())
-    return Path(src.removeprefix("file://")).read_text()
+def read_day0(policy: SourcePolicy, src: str) -> str:
+    """A day-0 template: bounded read (a ``/dev/zero`` or an endless URL fails at the
+    limit, never grows memory), UTF-8 text."""
+    try:
+        data = read_bounded(policy, src, DAY0_TIMEOUT)
+    except (SourceRefused, FetchError) as exc:
+        raise VmOpError(str(exc)) from exc
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise VmOpError(f"day-0 file {src} is not UTF-8 text (byte {exc.start})") from exc
 
 
 class VmOps:
     def __init__(
-        self, vims: HostRegistry, images: ImageRegistry, state_dir: Path, owner: str
+        self,
+        vims: HostRegistry,
+        images: ImageRegistry,
+        state_dir: Path,
+        owner: str,
+        day0: SourcePolicy,
     ) -> None:
         self.vims = vims
         self.images = images
         self.state_dir = state_dir
         self.owner = owner  # written into every domain's escnc metadata
+        self.day0 = day0  # where config_data files may come from
 
     def host(self, vm: VmRecord) -> Host:
         try:
@@ -154,8 +174,9 @@ class VmOps:
             root_fmt = "qcow2"
         disks = [DiskSpec(root, "vda", root_fmt)]
         if group.config_data or any(ip for _n, _net, ip, _m in vm.interfaces):
-            files = day0_files(vm, group, desired)
-            local = self.state_dir / "day0" / vm.generated_name
+            files = day0_files(vm, group, desired, self.day0)
+            # not <state_dir>/day0: that is the operator's day-0 source directory
+            local = self.state_dir / "configdrives" / vm.generated_name
             fmt = build_config_drive(files, local)
             path = storage.install_file(host, pool, f"{vm.generated_name}-day0.{fmt}", local, "raw")
             local.unlink(missing_ok=True)

@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Per session: a predicate an event must pass before delivery and on replay
+# (access control, RFC 8341 3.4.6), or None when every event may be delivered.
+EventAuthorizer = Callable[["SessionHandle"], "Callable[[StoredEvent], bool] | None"]
+
 # notifications a session may have queued before delivery pauses
 MAX_SESSION_BACKLOG = 512
 # seconds a lagging subscriber gets to read the termination notice before it is closed
@@ -116,9 +120,12 @@ class Subscriptions:
 
     terminate_grace = TERMINATE_GRACE
 
-    def __init__(self, bus: EventBus, settings: Settings) -> None:
+    def __init__(
+        self, bus: EventBus, settings: Settings, authorize: EventAuthorizer | None = None
+    ) -> None:
         self.bus = bus
         self.settings = settings
+        self.authorize = authorize
         self._lock = threading.Lock()
         self._active: dict[int, Consumer] = {}
 
@@ -156,8 +163,11 @@ class Subscriptions:
             if req.start_ms is not None else head + 1
         )
         predicate = req.predicate
+        allowed = self.authorize(session) if self.authorize is not None else None
 
         def accept(event: StoredEvent) -> bool:
+            if allowed is not None and not allowed(event):
+                return False
             return predicate is None or predicate(event.body_element())
 
         def deliver(event: StoredEvent) -> None:
@@ -171,7 +181,7 @@ class Subscriptions:
             deliver,
             stream=req.stream,
             start_seq=start_seq,
-            accept=accept if predicate is not None else None,
+            accept=accept if predicate is not None or allowed is not None else None,
             stop_ms=req.stop_ms,
             replay_until=head if replay else None,
             on_replay_complete=(lambda: session.send_notification(base.replay_complete()))

@@ -103,9 +103,8 @@ def _process(data: bytes, session: SessionHandle, services: Services) -> RpcOutc
         session=session, services=services, message_id=message_id, rpc_attributes=attrs
     )
     try:
-        if registration.validate_input and services.schema is not None:
-            services.schema.validate_rpc_input(op)
-        result = registration.handler(ctx, op)
+        validate = services.schema.validate_rpc_input if services.schema is not None else None
+        result = services.registry.invoke(registration, ctx, op, validate)
     except RpcError as exc:
         outcome.errors = [exc]
     except RpcErrors as exc:

@@ -293,6 +293,8 @@ class NetconfSession:
         if outcome.errors:
             self.counters.out_rpc_errors += 1
             for err in outcome.errors:
+                if err.tag == "access-denied":
+                    continue  # escnc.nacm logged it, with the path
                 log.info(
                     "session %d user %s: %s -> rpc-error %s/%s: %s",
                     self.session_id, self.username,

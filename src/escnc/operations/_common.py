@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
+from escnc.datastore.filters import XPathEnv
+from escnc.datastore.xpath_names import index_for_directory
+from escnc.datastore.xpath_rewrite import FilterBudget
 from escnc.errors import RpcError
 from escnc.ns import NC, WITH_DEFAULTS, qn
+
+if TYPE_CHECKING:
+    from escnc.netconf.dispatch import RpcContext
 
 DATASTORES = ("running", "candidate", "startup")
 
@@ -43,11 +49,46 @@ PARAMETERS: dict[str, frozenset[str]] = {
 }
 
 
+# parameters whose own children are NETCONF base elements too (datastore names, config)
+_NESTED_BASE = frozenset({"target", "source"})
+
+
+def _qualify_unqualified(request: etree._Element, allowed: frozenset[str]) -> None:
+    """Read a parameter written without any namespace as the base element it names.
+
+    RFC 6241 defines the parameters in the base namespace; clients such as Ansible's
+    netconf_config write ``<config xmlns:xc="urn:...:base:1.0">`` (a prefix declared,
+    the element itself unqualified), and ``<target><running/></target>`` likewise. An
+    element with no namespace at all cannot mean anything else, so it is taken as the
+    base element of that name (ConfD and netopeer2 do the same); elements in another
+    namespace are still refused.
+    """
+    for el in request:
+        if not isinstance(el.tag, str) or not _unqualified(el):
+            continue
+        tag = qn(NC, el.tag)
+        if tag not in allowed:
+            continue
+        el.tag = tag
+        if el.tag in _NESTED:
+            for sub in el:
+                if isinstance(sub.tag, str) and _unqualified(sub):
+                    sub.tag = qn(NC, sub.tag)
+
+
+def _unqualified(el: etree._Element) -> bool:
+    return isinstance(el.tag, str) and not el.tag.startswith("{")
+
+
+_NESTED = frozenset(qn(NC, n) for n in _NESTED_BASE)
+
+
 def check_parameters(request: etree._Element) -> None:
     """Reject children a base operation does not define."""
     allowed = PARAMETERS.get(etree.QName(request).localname)
     if allowed is None:
         return
+    _qualify_unqualified(request, allowed)
     for el in request:
         if not isinstance(el.tag, str) or el.tag in allowed:
             continue
@@ -57,6 +98,14 @@ def check_parameters(request: etree._Element) -> None:
             raise RpcError(
                 "unknown-element",
                 f"<{etree.QName(request).localname}> has no parameter {q.localname!r}",
+                type="protocol",
+                info={"bad-element": q.localname},
+            )
+        if not q.namespace:
+            raise RpcError(
+                "unknown-element",
+                f"<{etree.QName(request).localname}> has no parameter {q.localname!r} "
+                "(an element without namespace)",
                 type="protocol",
                 info={"bad-element": q.localname},
             )
@@ -145,3 +194,14 @@ def checked(handler: Callable[[Any, etree._Element], Any]) -> Callable[[Any, etr
 
     run.__name__ = getattr(handler, "__name__", "handler")
     return run
+
+
+def xpath_env(ctx: RpcContext) -> XPathEnv:
+    """One request's XPath filter environment: ConfD-style names resolved against the
+    modules escnc serves, and the filter_max_nodes / filter_max_seconds budget."""
+    settings = ctx.services.settings
+    yang_dir = getattr(ctx.services.schema, "yang_dir", None)
+    return XPathEnv(
+        names=index_for_directory(yang_dir) if yang_dir is not None else None,
+        budget=FilterBudget(settings.filter_max_nodes, settings.filter_max_seconds),
+    )

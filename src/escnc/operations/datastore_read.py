@@ -11,7 +11,7 @@ from escnc.datastore import defaults, filters
 from escnc.datastore.schema import Schema, SNode
 from escnc.errors import RpcError
 from escnc.ns import NC, WITH_DEFAULTS, qn
-from escnc.operations._common import checked, child, datastore_name
+from escnc.operations._common import checked, child, datastore_name, xpath_env
 
 if TYPE_CHECKING:
     from escnc.netconf.dispatch import RpcContext, RpcRegistry
@@ -81,7 +81,10 @@ def merge_into(dst: etree._Element, src: etree._Element, sn: SNode | None) -> No
 
 
 def _apply_filter(
-    ctx: RpcContext, filt: etree._Element, tops: list[etree._Element]
+    ctx: RpcContext,
+    filt: etree._Element,
+    tops: list[etree._Element],
+    env: filters.XPathEnv | None = None,
 ) -> etree._Element:
     """Filter top-level data nodes (only read) into a new <data> holding copies."""
     keys = key_resolver(ctx.services.schema)
@@ -97,13 +100,19 @@ def _apply_filter(
                 type="protocol",
                 info={"bad-attribute": "select", "bad-element": "filter"},
             )
-        return filters.xpath_nodes(tops, select, filt.nsmap, keys)
+        return filters.xpath_nodes(tops, select, filt.nsmap, keys, env or xpath_env(ctx))
     raise RpcError(
         "bad-attribute",
         f"unknown filter type {ftype!r}",
         type="protocol",
         info={"bad-attribute": "type", "bad-element": "filter"},
     )
+
+
+def filter_data(ctx: RpcContext, filt: etree._Element, data: etree._Element) -> etree._Element:
+    """Apply a get/get-config ``<filter>`` to a complete ``<data>`` reply (used by
+    access control, which prunes before a content-matching filter runs)."""
+    return _apply_filter(ctx, filt, _tops(data))
 
 
 def _tops(el: etree._Element) -> list[etree._Element]:
@@ -165,13 +174,14 @@ def get(ctx: RpcContext, request: etree._Element) -> etree._Element:
     store = ctx.services.datastore
     schema = ctx.services.schema
     filt = child(request, "filter")
+    env = xpath_env(ctx)  # one XPath budget for the whole request
     if filt is not None and _wd_mode(request) not in ("report-all", "trim"):
         with store.reading("running") as tree:
-            data = _apply_filter(ctx, filt, _tops(tree))
+            data = _apply_filter(ctx, filt, _tops(tree), env)
         for provider in list(ctx.services.state_providers):
             nodes = [n for n in provider() if isinstance(n.tag, str)]
             if nodes:
-                merge_into(data, _apply_filter(ctx, filt, nodes), schema.root)
+                merge_into(data, _apply_filter(ctx, filt, nodes, env), schema.root)
         return _with_defaults(ctx, request, data, config_only=False)
     with store.reading("running") as tree:
         data = copy.deepcopy(tree)
@@ -181,4 +191,4 @@ def get(ctx: RpcContext, request: etree._Element) -> etree._Element:
             holder.append(copy.deepcopy(node))
             merge_into(data, holder, schema.root)
     data = _with_defaults(ctx, request, data, config_only=False)
-    return data if filt is None else _apply_filter(ctx, filt, _tops(data))
+    return data if filt is None else _apply_filter(ctx, filt, _tops(data), env)

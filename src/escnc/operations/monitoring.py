@@ -126,6 +126,13 @@ def get_schema(ctx: RpcContext, request: etree._Element) -> etree._Element:
 
 def register(registry: RpcRegistry, services: Services) -> None:
     registry.register(MONITORING, "get-schema", get_schema)
+    if services.nacm is not None:
+        # other users' sessions are hidden unless a NACM rule lets the user read them
+        services.nacm.add_private_entries(
+            [qn(MONITORING, "netconf-state"), qn(MONITORING, "sessions"),
+             qn(MONITORING, "session")],
+            lambda el: (el.findtext(qn(MONITORING, "username")) or "").strip(),
+        )
     services.state_providers.append(lambda: [netconf_state(services)])
     module_caps = getattr(services.schema, "module_capabilities", None)
     listed = module_caps() if module_caps is not None else []

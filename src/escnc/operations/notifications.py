@@ -12,11 +12,16 @@ from lxml import etree
 from escnc.events import base
 from escnc.events.esc_event import NETCONF_STREAM
 from escnc.events.subscriptions import Subscriptions
+from escnc.nacm import Principal
 from escnc.ns import ESC, NC_NOTIFICATIONS, NOTIF, qn
+from escnc.operations.authorize import deployment_chain
 from escnc.services import Change
 
 if TYPE_CHECKING:
-    from escnc.netconf.dispatch import RpcContext, RpcRegistry
+    from collections.abc import Callable
+
+    from escnc.events.log import StoredEvent
+    from escnc.netconf.dispatch import RpcContext, RpcRegistry, SessionHandle
     from escnc.services import CommitEvent, Services
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,49 @@ def streams_state(services: Services) -> list[etree._Element]:
             stream, qn(NC_NOTIFICATIONS, "replayLogCreationTime")
         ).text = bus.log_creation_time
     return [root]
+
+
+_ESC_EVENT = qn(ESC, "escEvent")
+
+
+def event_resource(body: etree._Element) -> list[etree._Element] | None:
+    """The data node a notification is about, which its receiver must be able to
+    read: an escEvent's deployment (or tenant)."""
+    if body.tag != _ESC_EVENT:
+        return None
+    tenant = (body.findtext(qn(ESC, "tenant")) or "").strip()
+    if not tenant:
+        return None
+    dep = (body.findtext(qn(ESC, "depname")) or "").strip()
+    return deployment_chain(tenant, dep or None)
+
+
+def event_authorizer(
+    services: Services,
+) -> Callable[[SessionHandle], Callable[[StoredEvent], bool] | None]:
+    """Per subscribing session: may this event be delivered (RFC 8341 3.4.6)?
+    Decided per event, so rules changed during a subscription apply at once."""
+
+    def for_session(session: SessionHandle) -> Callable[[StoredEvent], bool] | None:
+        nacm = services.nacm
+        if nacm is None:
+            return None
+        who = Principal(session.username, session.session_id)
+
+        def allowed(event: StoredEvent) -> bool:
+            if nacm.view(who) is None:
+                return True
+            body = event.body_element()
+            q = etree.QName(body)
+            return bool(
+                nacm.notification_allowed(
+                    who, q.namespace or "", q.localname, event_resource(body)
+                )
+            )
+
+        return allowed
+
+    return for_session
 
 
 class BaseNotifier:
@@ -128,7 +176,9 @@ class BaseNotifier:
 def register(registry: RpcRegistry, services: Services) -> None:
     if services.events is None:
         return
-    subscriptions = Subscriptions(services.events, services.settings)
+    subscriptions = Subscriptions(
+        services.events, services.settings, authorize=event_authorizer(services)
+    )
 
     def create_subscription(ctx: RpcContext, request: etree._Element) -> None:
         subscriptions.create(ctx.session, request)

@@ -5,11 +5,15 @@ Files (``name -> bytes``) are written into an ISO 9660 image with volume label
 ``genisoimage`` or ``mkisofs``. Without either tool the same files go into a raw
 disk image holding a POSIX tar archive (read it in the guest with
 ``tar -x < /dev/vdb``), so day-0 data never silently disappears.
+
+Day-0 data often holds secrets: the drive is written mode 0600. Its contents were
+read under the operator's day-0 policy before they get here (``engine/vmops.py``).
 """
 
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import subprocess
 import tarfile
@@ -26,8 +30,19 @@ def _iso_tool() -> str | None:
 
 
 def build_config_drive(files: dict[str, bytes], out: Path) -> str:
-    """Write the drive to ``out``; return its format: ``iso`` or ``raw``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Write the drive to ``out`` (mode 0600); return its format: ``iso`` or ``raw``."""
+    out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    out.unlink(missing_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    os.close(os.open(out, flags, 0o600))  # the tool writes into a file only we can read
+    try:
+        return _build(files, out)
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+
+
+def _build(files: dict[str, bytes], out: Path) -> str:
     tool = _iso_tool()
     if tool is not None:
         with tempfile.TemporaryDirectory(prefix="escnc-day0-") as tmp:
@@ -51,5 +66,6 @@ def build_config_drive(files: dict[str, bytes], out: Path) -> str:
             tar.addfile(info, io.BytesIO(data))
     raw = buf.getvalue()
     pad = (-len(raw)) % (1 << 20)  # whole MiB: block devices like round sizes
-    out.write_bytes(raw + b"\0" * pad)
+    with out.open("r+b") as fh:
+        fh.write(raw + b"\0" * pad)
     return "raw"

@@ -14,6 +14,11 @@ Lifecycle events (started, stopped, crashed) reach listeners registered with
 registered before the first connection is opened. A lost connection is reopened
 by a watchdog thread; :meth:`add_reconnect_listener` callbacks then run so the
 engine can reconcile that host.
+
+Hosts from the settings are the operator's (trusted). A host from the configuration
+is opened only if its URI passes ``vim/uri_policy.py`` (checked again here, right
+before ``libvirt.open``, whatever the validator said), it never replaces a settings
+host of the same name, and libvirt's error text about it is cut to its first line.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from dataclasses import dataclass, field
 import libvirt
 
 from escnc.settings import Settings
+from escnc.vim.uri_policy import UriRefused, check_vim_uri
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +73,8 @@ class Host:
     uri: str
     conn: libvirt.virConnect | None = None
     error: str = ""
+    trusted: bool = True  # from the operator's settings; False: from the configuration
+    refused: bool = False  # the URI policy refused it: never opened
     # serialises storage/network setup on this host; domain calls need no lock
     lock: threading.RLock = field(default_factory=threading.RLock)
     _callback_ids: list[int] = field(default_factory=list)
@@ -130,7 +138,7 @@ class HostRegistry:
         self._default = next(iter(settings.vims), "")
         start_event_loop()
         for name, uri in settings.vims.items():
-            self.add_host(name, uri)
+            self.add_host(name, uri, trusted=True)
         self._watchdog = threading.Thread(
             target=self._watch, args=(reconnect_interval,), name="vim-watchdog", daemon=True
         )
@@ -138,16 +146,30 @@ class HostRegistry:
 
     # -- hosts -----------------------------------------------------------------------
 
-    def add_host(self, name: str, uri: str, default: bool = False) -> Host:
+    def add_host(
+        self, name: str, uri: str, default: bool = False, *, trusted: bool = False
+    ) -> Host:
+        """A host (``trusted``: from the settings; otherwise from the configuration,
+        which cannot change a settings host's URI)."""
         with self._lock:
             existing = self._hosts.get(name)
+            if existing is not None and not trusted and name in self._static:
+                if existing.uri != uri:
+                    log.warning(
+                        "vim_connector %s: the operator's VIM of that name is kept "
+                        "(its URI cannot be changed from the configuration)",
+                        name,
+                    )
+                if default:
+                    self._default = name
+                return existing
             if existing is not None and existing.uri == uri:
                 if default:
                     self._default = name
                 return existing
             if existing is not None:
                 self._disconnect(existing)
-            host = Host(name=name, uri=uri)
+            host = Host(name=name, uri=uri, trusted=trusted)
             self._hosts[name] = host
             if default or not self._default:
                 self._default = name
@@ -203,11 +225,20 @@ class HostRegistry:
     # -- connections -----------------------------------------------------------------
 
     def _connect(self, host: Host) -> bool:
+        if not host.trusted:
+            try:
+                check_vim_uri(host.uri, allow_test=self._settings.allow_test_vims)
+            except UriRefused as exc:
+                host.refused = True
+                host.error = f"URI refused: {exc}"
+                log.warning("host %s: not connected, %s", host.name, host.error)
+                return False
         try:
             conn = libvirt.open(host.uri)
         except libvirt.libvirtError as exc:
-            host.error = str(exc)
-            log.warning("cannot connect to host %s (%s): %s", host.name, host.uri, exc)
+            # libvirt may quote what it read (a file, a remote's answer): first line only
+            host.error = (str(exc).splitlines() or [""])[0][:300]
+            log.warning("cannot connect to host %s (%s): %s", host.name, host.uri, host.error)
             return False
         host.conn = conn
         host.error = ""
@@ -255,7 +286,7 @@ class HostRegistry:
     def _watch(self, interval: float) -> None:
         while not self._closed.wait(interval):
             for host in self.hosts():
-                if host.connected:
+                if host.connected or host.refused:
                     continue
                 if host.conn is not None:
                     log.warning("lost connection to host %s (%s)", host.name, host.uri)

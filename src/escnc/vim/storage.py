@@ -47,11 +47,7 @@ def ensure_pool(host: Host, local_dir: Path) -> libvirt.virStoragePool:
         if pool is None:
             if host.is_local and not host.is_test:
                 local_dir.mkdir(parents=True, exist_ok=True)
-            xml = (
-                f"<pool type='dir'><name>{POOL_NAME}</name>"
-                f"<target><path>{path}</path></target></pool>"
-            )
-            pool = conn.storagePoolDefineXML(xml, 0)
+            pool = conn.storagePoolDefineXML(pool_xml(POOL_NAME, path), 0)
             if not host.is_test:
                 pool.build(0)
                 pool.setAutostart(1)
@@ -59,6 +55,36 @@ def ensure_pool(host: Host, local_dir: Path) -> libvirt.virStoragePool:
         if not pool.isActive():
             pool.create(0)
         return pool
+
+
+def pool_xml(name: str, path: str) -> str:
+    """A ``dir`` pool definition (built with lxml: any name or path is escaped)."""
+    root = etree.Element("pool", type="dir")
+    etree.SubElement(root, "name").text = name
+    etree.SubElement(etree.SubElement(root, "target"), "path").text = path
+    return etree.tostring(root, encoding="unicode")
+
+
+def volume_xml(
+    name: str,
+    capacity: int,
+    fmt: str,
+    *,
+    allocation: int | None = None,
+    backing: tuple[str, str] | None = None,
+) -> str:
+    """A volume definition; ``backing`` is (path, format) of a copy-on-write base."""
+    root = etree.Element("volume")
+    etree.SubElement(root, "name").text = name
+    etree.SubElement(root, "capacity", unit="bytes").text = str(int(capacity))
+    if allocation is not None:
+        etree.SubElement(root, "allocation").text = str(int(allocation))
+    etree.SubElement(etree.SubElement(root, "target"), "format", type=fmt)
+    if backing is not None:
+        store = etree.SubElement(root, "backingStore")
+        etree.SubElement(store, "path").text = backing[0]
+        etree.SubElement(store, "format", type=backing[1])
+    return etree.tostring(root, encoding="unicode")
 
 
 def pool_path(pool: libvirt.virStoragePool) -> str:
@@ -87,11 +113,7 @@ def install_file(
             pool.refresh(0)
             vol = pool.storageVolLookupByName(vol_name)
             return str(vol.path())
-        xml = (
-            f"<volume><name>{vol_name}</name><capacity unit='bytes'>{max(size, 1)}</capacity>"
-            f"<target><format type='{fmt}'/></target></volume>"
-        )
-        vol = pool.createXML(xml, 0)
+        vol = pool.createXML(volume_xml(vol_name, max(size, 1), fmt), 0)
         if not host.is_test:
             _upload(host, vol, local, size)
         return str(vol.path())
@@ -147,16 +169,14 @@ def create_cow_disk(
         capacity = max(
             capacity_bytes, volume_capacity(host, backing_path) if backing_path else 0, 1
         )
-        backing = (
-            f"<backingStore><path>{backing_path}</path>"
-            f"<format type='{backing_format}'/></backingStore>"
-            if backing_path
-            else ""  # blank disk
-        )
-        xml = (
-            # allocation 0: qcow2 is thin, and the test driver's synthetic pool is finite
-            f"<volume><name>{vol_name}</name><capacity unit='bytes'>{capacity}</capacity>"
-            f"<allocation>0</allocation><target><format type='qcow2'/></target>{backing}</volume>"
+        # allocation 0: qcow2 is thin, and the test driver's synthetic pool is finite;
+        # no backing path: a blank disk
+        xml = volume_xml(
+            vol_name,
+            capacity,
+            "qcow2",
+            allocation=0,
+            backing=(backing_path, backing_format) if backing_path else None,
         )
         return str(pool.createXML(xml, 0).path())
 
