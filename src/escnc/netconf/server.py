@@ -192,7 +192,7 @@ class NetconfServer:
                     by_user[c.username] = by_user.get(c.username, 0) + 1
             why = session_refusal(
                 user, by_user, max_sessions=st.max_sessions, per_user=st.max_sessions_per_user,
-                reserved=st.reserved_sessions, recovery_user=_recovery_user(st),
+                reserved=st.reserved_sessions, recovery_user=st.nacm_recovery_user,
             )
             if why is None:
                 conn.authenticated = True
@@ -273,10 +273,6 @@ class NetconfServer:
 
 
 USERS_POLL_SECS = 1.0
-
-
-def _recovery_user(settings: object) -> str:
-    return str(getattr(settings, "nacm_recovery_user", "admin"))
 
 
 class _PenalisedInterface(NetconfSshInterface):
