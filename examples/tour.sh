@@ -5,7 +5,8 @@
 #   second host, stop and start the service, and undeploy.
 #
 # With ESCNC_PORT set it uses that running server (ESCNC_HOST, ESCNC_USER and
-# ESCNC_PASSWORD too; the server needs a second VIM named Host-24 for the migration).
+# ESCNC_PASSWORD too; the server needs a second VIM named Host-24 for the migration,
+# and ESCNC_STATE_DIR names its state directory so the image lands in its import dir).
 # Otherwise it starts its own server on 127.0.0.1 (a free port) with two libvirt
 # test-driver hosts, default and Host-24, in a temporary state directory, and stops it
 # at the end. Exits non-zero at the first step that fails.
@@ -19,8 +20,6 @@ command -v escnc-cli >/dev/null || { echo "tour: escnc-cli not found (run script
 PY=$(dirname "$(command -v escnc-cli)")/python
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-
-"$here/make-image.sh" >/dev/null
 
 server_pid=""
 sub_pid=""
@@ -47,7 +46,8 @@ if [ -z "${ESCNC_PORT:-}" ]; then
     export ESCNC_PASSWORD=${ESCNC_PASSWORD:-$("$PY" -c 'import secrets; print(secrets.token_urlsafe(16))')}
     printf '%s\n' "$ESCNC_PASSWORD" | escnc user add "$ESCNC_USER" --password-stdin --state-dir "$state/state"
     step "   start escnc with two test-driver hosts"
-    escnc serve --config "$here/escnc.toml" --state-dir "$state/state" --listen 127.0.0.1:0 --log-level WARNING \
+    "$here/make-image.sh" "$state/state/import" >/dev/null
+    escnc serve --state-dir "$state/state" --listen 127.0.0.1:0 --log-level WARNING \
         --vim "default=test://$state/hosts/default.xml" \
         --vim "Host-24=test://$state/hosts/host24.xml" >"$state/serve.log" 2>&1 &
     server_pid=$!
@@ -61,6 +61,8 @@ if [ -z "${ESCNC_PORT:-}" ]; then
     export ESCNC_HOST=127.0.0.1 ESCNC_PORT=$port
     echo "escnc listens on 127.0.0.1:$port"
 fi
+
+[ -n "${state:-}" ] || "$here/make-image.sh" >/dev/null  # a running server's import dir
 
 step "2. watch the notifications (examples/subscriber.py, in the background)"
 "$PY" -u "$here/subscriber.py" --duration 600 > >(sed -u 's/^/   [subscriber] /') 2>&1 &

@@ -304,7 +304,7 @@ def test_cli_rpc_error_exit_code(server: Server) -> None:
 
 def test_cli_failure_event_exit_code(server: Server) -> None:
     payload = (EXAMPLES / "deployment.xml").read_text().replace(
-        "file:///tmp/escnc-examples/cirros.qcow2", "file:///nonexistent/image.qcow2"
+        "<src>cirros.qcow2</src>", "<src>not-there/image.qcow2</src>"
     )
     f = Path(server.settings.state_dir) / "broken.xml"
     f.write_text(payload)
