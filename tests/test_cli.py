@@ -415,4 +415,4 @@ def test_readme_configuration_reference_loads(tmp_path: Path) -> None:
     settings = load_config(path, Settings())
     assert settings.max_sessions == 7
     assert settings.vims == {"default": "test:///default"}
-    assert settings.max_startups == 100 and settings.auth_failure_delay == 0.3
+    assert settings.max_startups == 256 and settings.auth_failure_delay == 0.3

@@ -116,8 +116,8 @@ def test_removed_user_sessions_end_at_once(tmp_path: Path) -> None:
 
 
 def test_silent_connections_from_one_address_do_not_lock_out_others(tmp_path: Path) -> None:
-    """The issue's case: twelve connections that never send a banner (defaults)."""
-    srv = MiniServer(tmp_path / "s")
+    """The issue's case: connections that never send a banner, from one address."""
+    srv = MiniServer(tmp_path / "s", max_startups_per_source=10)
     try:
         mute = []
         for _ in range(12):
@@ -240,3 +240,31 @@ def test_second_server_on_one_state_dir_is_refused(tmp_path: Path) -> None:
     again = Server(make_settings(state))
     again.start()
     again.stop()
+
+
+def test_a_burst_of_32_connections_is_served_with_the_defaults(tmp_path: Path) -> None:
+    """Orchestrators reconnecting at once: the default limits let 32 in together."""
+    import threading
+
+    srv = MiniServer(tmp_path / "s")
+    try:
+        results: list[object] = []
+        gate = threading.Barrier(32)
+
+        def one() -> None:
+            gate.wait()
+            try:
+                c = _session(srv.port)
+                results.append(c.rpc(ECHO, 1).get("message-id"))
+                c.close()
+            except Exception as exc:  # noqa: BLE001 - recorded and asserted below
+                results.append(exc)
+
+        threads = [threading.Thread(target=one) for _ in range(32)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert results == ["1"] * 32
+    finally:
+        srv.stop()

@@ -25,14 +25,15 @@ class Settings:
     max_sessions: int = 64  # authenticated sessions
     max_sessions_per_user: int = 16  # 0 = no per-user limit (the recovery user has none)
     reserved_sessions: int = 4  # the last session slots, kept for the recovery user
-    # connections that have not authenticated yet (like sshd MaxStartups 10:30:100):
-    # from max_startups_begin on a new one is dropped with probability
+    # connections that have not authenticated yet (like sshd's MaxStartups, here
+    # 64:30:256): from max_startups_begin on a new one is dropped with probability
     # max_startups_rate %, rising to 100 % at max_startups; they do not count against
-    # max_sessions
-    max_startups: int = 100
-    max_startups_begin: int = 10
+    # max_sessions. The defaults let a burst of 32 reconnecting orchestrators from one
+    # address in at once while one address alone cannot fill the table.
+    max_startups: int = 256
+    max_startups_begin: int = 64
     max_startups_rate: int = 30
-    max_startups_per_source: int = 10  # unauthenticated connections per address; 0 = none
+    max_startups_per_source: int = 32  # unauthenticated connections per address; 0 = none
     idle_timeout: float = 3600.0  # seconds without any message from the client; 0 = none
     max_auth_attempts: int = 3
     # a failed password attempt is answered after this long, doubled for each failure
