@@ -423,3 +423,23 @@ def test_rfc_defaults_without_nacm_config(plain: Server, tmp_path: Path) -> None
                                    "</tenant></tenants></esc_datamodel>"))  # write-default deny
         alice.dispatch(etree.fromstring(f'<get-schema xmlns="{NCM}"><identifier>escnc'
                                         "</identifier></get-schema>"))  # exec-default permit
+
+
+def test_cli_prints_access_denied(srv: Server, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    payload = tmp_path / "other.xml"
+    payload.write_text(f'<esc_datamodel xmlns="{ESC}"><tenants><tenant><name>tenant-b</name>'
+                       "<description>x</description></tenant></tenants></esc_datamodel>")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCNC_")}
+    env.update(ESCNC_HOST="127.0.0.1", ESCNC_PORT=str(srv.port), ESCNC_USER="alice",
+               ESCNC_PASSWORD=PASSWORDS["alice"])
+    done = subprocess.run(
+        [sys.executable, "-m", "escnc.cli.client", "edit-config", str(payload)],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=env,
+    )
+    assert done.returncode == 1
+    assert "escnc-cli: access denied:" in done.stderr
+    assert "tenant[esc:name='tenant-b']" in done.stderr

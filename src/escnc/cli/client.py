@@ -264,8 +264,21 @@ def _reply_el(reply: Any) -> etree._Element:
     return etree.fromstring(raw, _PARSER)
 
 
+def _note_denied(el: etree._Element) -> None:
+    """One clear line on stderr per access-denied error (NACM, RFC 8341)."""
+    for err in el.iter(f"{{{NC_NS}}}rpc-error"):
+        if (err.findtext(f"{{{NC_NS}}}error-tag") or "").strip() != "access-denied":
+            continue
+        msg = (err.findtext(f"{{{NC_NS}}}error-message") or "").strip()
+        path = (err.findtext(f"{{{NC_NS}}}error-path") or "").strip()
+        print(f"escnc-cli: access denied: {msg}" + (f" (path {path})" if path else ""),
+              file=sys.stderr)
+
+
 def _print_reply(reply: Any, args: argparse.Namespace) -> int:
     el = _reply_el(reply)
+    if not reply.ok:
+        _note_denied(el)
     if args.json and reply.ok:
         data = el.find(f"{{{NC_NS}}}data")
         print(render(data if data is not None else el, True))
@@ -621,6 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return int(args.func(m, args))
         except RpcFailed as exc:
+            _note_denied(_reply_el(exc.reply))
             print(render(_reply_el(exc.reply), args.json))
             return EXIT_RPC_ERROR
         finally:

@@ -362,7 +362,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="create a user or replace its credentials",
         description="Create a user or replace its password and keys. The password is read "
         "from stdin with --password-stdin, else from $ESCNC_PASSWORD, else asked on the "
-        "terminal; with --key only, the user logs in by public key alone.",
+        "terminal; with --key only, the user logs in by public key alone. Access control: "
+        "the recovery user (setting nacm_recovery_user, default admin) bypasses NACM "
+        "(RFC 8341); every other user is subject to the /nacm rules, and with none "
+        "configured may read and call RPCs but change nothing (docs/access-control.md).",
     )
     add.add_argument("name", metavar="NAME")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
