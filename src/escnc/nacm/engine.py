@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,7 @@ from escnc.nacm.config import (
     rules_for,
 )
 from escnc.nacm.extensions import Extensions, scan
+from escnc.nacm.paths import BadPath, parse_path
 from escnc.nacm.walk import (
     READ_EXT,
     WRITE_EXT,
@@ -311,6 +312,21 @@ class Nacm:
             c = c.child(el)
         return c.allowed()
 
+    def chain_of(self, path: str, nsmap: Mapping[str | None, str]) -> list[etree._Element] | None:
+        """Elements (tag and key leaves) for an instance-identifier such as an RFC 6470
+        edit target; None when it cannot be parsed."""
+        try:
+            steps = parse_path(path, nsmap, self.modules.names)
+        except BadPath:
+            return None
+        chain = []
+        for st in steps:
+            el = etree.Element(st.tag)
+            for key, value in st.preds:
+                etree.SubElement(el, key).text = value
+            chain.append(el)
+        return chain
+
     def check_node(
         self, who: Principal, chain: Sequence[etree._Element], access: str, operation: str
     ) -> None:
@@ -448,17 +464,17 @@ class Nacm:
         who: Principal,
         namespace: str,
         name: str,
-        resource: Sequence[etree._Element] | None = None,
+        resources: Iterable[Sequence[etree._Element]] = (),
     ) -> bool:
-        """May ``who`` receive this notification? ``resource``: a data node the
-        notification is about (e.g. an escEvent's deployment) that ``who`` must
-        also be able to read. Counts and logs a denial."""
+        """May ``who`` receive this notification? ``resources``: data nodes the
+        notification is about (an escEvent's deployment, the targets of a config
+        change) that ``who`` must also be able to read. Counts a denial."""
         v = self.view(who)
         if v is None or name in _ALWAYS_NOTIFICATIONS:
             return True
         allowed = self._notification_rule(v, namespace, name)
-        if allowed and resource:
-            allowed = self.readable(who, resource)
+        if allowed:
+            allowed = all(self.readable(who, chain) for chain in resources)
         if not allowed:
             with self._lock:
                 self.counters.denied_notifications += 1
