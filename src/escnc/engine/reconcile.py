@@ -51,36 +51,38 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Observed:
-    """What one pass saw: domain name -> (host, running), for the hosts it could list."""
+    """What one pass saw: the domains on each host it could list."""
 
-    domains: dict[str, tuple[str, bool]] = field(default_factory=dict)
-    hosts: set[str] = field(default_factory=set)
+    domains: dict[str, set[str]] = field(default_factory=dict)  # host -> domain names
 
     def seen(self, vm: VmRecord) -> bool:
-        return vm.host in self.hosts
+        return vm.host in self.domains
 
-    def running(self, vm: VmRecord) -> bool | None:
-        """True/False when the domain exists on the VM's host, None when it does not."""
-        where = self.domains.get(vm.generated_name)
-        if where is None or where[0] != vm.host:
-            return None
-        return where[1]
+    def present(self, vm: VmRecord) -> bool:
+        return vm.generated_name in self.domains.get(vm.host, ())
 
 
-def escnc_domains(host: Host, owner: str) -> list[tuple[str, VmMeta, bool]]:
-    """(domain name, metadata, running) of every domain on the host that this escnc
-    instance (``owner``) created; other instances' domains on a shared host are left
-    alone."""
-    result = []
+def scan(host: Host, owner: str, known: dict[str, VmRecord]) -> tuple[set[str], list[VmMeta]]:
+    """(names of every domain on the host, metadata of this instance's orphans).
+
+    A domain a VM record places on this host is ours by name; the metadata of any
+    other domain is read: one that this escnc instance (``owner``) created is an
+    orphan, other instances' domains on a shared host are left alone."""
+    names: set[str] = set()
+    orphans = []
     for dom in host.connection().listAllDomains(0):
+        name = dom.name()
+        names.add(name)
+        vm = known.get(name)
+        if vm is not None and vm.host == host.name:
+            continue
         try:
             meta = VmMeta.from_xml(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, META_NS, 0))
-            running = dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
         except libvirt.libvirtError:
             continue  # no escnc metadata: not ours (e.g. the test driver's `test` domain)
         if meta is not None and meta.owner == owner:
-            result.append((dom.name(), meta, running))
-    return result
+            orphans.append(meta)
+    return names, orphans
 
 
 def reconcile(engine: Engine) -> None:
@@ -92,21 +94,20 @@ def reconcile(engine: Engine) -> None:
         if not host.connected:
             continue
         try:
-            domains = escnc_domains(host, engine.instance_id)
+            names, strays = scan(host, engine.instance_id, known)
         except libvirt.libvirtError as exc:
             log.warning("reconcile: cannot list domains of %s: %s", host.name, exc)
             continue
-        observed.hosts.add(host.name)
-        for name, meta, running in domains:
-            observed.domains[name] = (host.name, running)
-            vm = known.get(name)
-            if vm is None or vm.host != host.name:
-                orphans.append((host, meta))
+        observed.domains[host.name] = names
+        orphans += [(host, meta) for meta in strays]
+    by_deployment: dict[tuple[str, str], list[VmRecord]] = {}
+    for vm in known.values():
+        by_deployment.setdefault(vm.dep_key, []).append(vm)
     for key, spec in desired.deployments.items():
         if engine.jobs.busy(key):
             continue  # its jobs act on the latest state; the next pass looks again
         dep = engine.store.deployment(*key)
-        why = unfinished(engine, spec, dep, engine.store.vms(*key), observed)
+        why = unfinished(engine, spec, dep, by_deployment.get(key, []), observed)
         if why:
             log.info("reconcile %s/%s: %s", key[0], key[1], why)
             engine.jobs.submit(
@@ -152,10 +153,9 @@ def unfinished(
     for vm in vms:
         if not observed.seen(vm) or vm.group not in spec.groups:
             continue
-        running = observed.running(vm)
         if vm.state in converge.UNFINISHED:  # no job waits for it: the start was cut short
             return f"VM {vm.generated_name} was being started"
-        elif monitored(vm) and running is None:
+        elif monitored(vm) and not observed.present(vm):
             # (a domain that exists but does not answer is the monitor's to judge,
             # with the group's metric_occurrences_false)
             return f"VM {vm.generated_name} has no domain on host {vm.host}"
