@@ -686,3 +686,24 @@ def test_stream_without_length_counts_only_when_it_ends_cleanly(
         # an unframed answer whose checksum matches is complete by definition
         nc_edit(m, image_xml("summed", f"{url}/unframed", checksum=SHA))
         assert image_state(m, "summed")["state"] == "active"
+
+
+# -- libvirt XML built with lxml -----------------------------------------------------
+
+
+def test_image_names_with_markup_characters_make_valid_volumes(strict: Server) -> None:
+    imports = strict.settings.state_dir / "import"
+    imports.mkdir()
+    (imports / "odd.qcow2").write_bytes(DATA)
+    name = "a<b&c"
+    with connect(strict) as m:
+        m.create_subscription(stream_name="escEvent")
+        nc_edit(m, image_xml("a&lt;b&amp;c", str(imports / "odd.qcow2")))
+        assert image_state(m, name)["state"] == "active"
+        ev = [e for e in nc_events(m, "CREATE_IMAGE") if ev_type(e) == "CREATE_IMAGE"][-1]
+        msg = ev.findtext(f"{E}status_message") or ""
+        assert ev.findtext(f"{E}status") == "SUCCESS" and "not installed" not in msg, msg
+    conn = strict.services.vims.default.connection()  # type: ignore[union-attr]
+    pool = conn.storagePoolLookupByName("escnc")
+    vols = [v.name() for v in pool.listAllVolumes(0)]
+    assert any(v.startswith("image-a<b&c.") for v in vols), vols
