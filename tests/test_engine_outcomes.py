@@ -23,7 +23,7 @@ from engine_support import E, Harness, config, deployment, monitored_deployment
 from escnc.engine import states as st
 from escnc.engine.clock import ManualClock
 from escnc.engine.errors import Refused
-from escnc.engine.jobs import Job, JobQueue
+from escnc.engine.jobs import Job, JobQueue, waiting
 from escnc.engine.liveness import Probe, wait_alive
 from escnc.engine.store import VmRecord
 from test_day2_netconf import (  # noqa: F401  (fixtures: srv, nc, ev, image, hosts_dir)
@@ -447,3 +447,22 @@ def test_queued_job_of_the_same_kind_is_replaced() -> None:
 
 def _record(ran: list[int], i: int) -> Callable[[Job], None]:
     return lambda job: ran.append(i)
+
+
+def test_jobs_waiting_for_a_registration_leave_it_a_slot() -> None:
+    """Deploys waiting for their image (lifecycle wraps the wait in jobs.waiting) do
+    not keep the image registration job from running on a full queue."""
+    queue = JobQueue(workers=2)
+    registered = threading.Event()
+
+    def deploy(job: Job) -> bool:
+        with waiting():
+            return registered.wait(10)
+
+    try:
+        deploys = [queue.submit(k, "deploy", deploy) for k in ("a", "b", "c")]
+        queue.submit(("image", "img"), "register image", lambda job: registered.set())
+        assert all(d.future.result(5) for d in deploys)
+    finally:
+        registered.set()
+        queue.shutdown()

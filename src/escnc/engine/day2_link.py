@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import libvirt
 
+from escnc.engine.jobs import waiting
 from escnc.engine.model import Desired, parse_desired
 from escnc.errors import RpcError
 from escnc.vim import storage
@@ -75,10 +76,11 @@ class EngineLink:
         from escnc.engine.imagereg import ImageError
 
         try:
-            st = self.engine.images.wait_active(name, timeout)
+            with waiting():  # a day-2 job waiting for a registration holds no slot
+                st = self.engine.images.wait_active(name, timeout)
+                st.reported.wait(timeout)  # CREATE_IMAGE published before the caller's event
         except ImageError as exc:
             raise RpcError("operation-failed", str(exc)) from exc
-        st.reported.wait(timeout)  # CREATE_IMAGE published before the caller's event
         return str(st.message)
 
     # -- jobs and events -------------------------------------------------------------

@@ -6,7 +6,8 @@ run side by side. A worker thread exists only while its key has work.
 
 *Slots* bound the work done at once (``workers``, 32 by default): a job holds a
 slot while it runs, and gives it back while it waits -- for a guest to boot, an
-ACPI shutdown, a recovery_wait_time -- through :meth:`Job.wait` or :func:`idle`.
+ACPI shutdown, a recovery_wait_time, an image registration -- through
+:meth:`Job.wait`, :func:`idle` or :func:`waiting`.
 So 32 deployments waiting for slow guests do not starve a 33rd deployment or an
 image registration: a waiting job costs a parked thread, not a slot.
 
@@ -29,8 +30,9 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,20 +59,28 @@ class Job:
         return idle(seconds, self.cancel)
 
 
-def idle(seconds: float, cancel: threading.Event | None = None) -> bool:
-    """Sleep (or wait for ``cancel``) for ``seconds``; called from a job, the job's
-    slot is given back for the wait. True when ``cancel`` was set."""
+@contextmanager
+def waiting() -> Iterator[None]:
+    """Give the current job's slot back for the block (a wait on something another
+    job does, e.g. an image registration); outside a job it does nothing."""
     queue: JobQueue | None = getattr(_local, "queue", None)
     if queue is not None:
         queue._slots.release()
     try:
+        yield
+    finally:
+        if queue is not None:
+            queue._slots.acquire()
+
+
+def idle(seconds: float, cancel: threading.Event | None = None) -> bool:
+    """Sleep (or wait for ``cancel``) for ``seconds``; called from a job, the job's
+    slot is given back for the wait. True when ``cancel`` was set."""
+    with waiting():
         if cancel is not None:
             return cancel.wait(max(0.0, seconds))
         time.sleep(max(0.0, seconds))
         return False
-    finally:
-        if queue is not None:
-            queue._slots.acquire()
 
 
 class JobQueue:

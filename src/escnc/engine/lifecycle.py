@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from escnc.engine import states as st
-from escnc.engine.jobs import Job
+from escnc.engine.jobs import Job, waiting
 from escnc.engine.model import DeploymentSpec, GroupSpec
 from escnc.engine.placement import PlacementError, new_vm
 from escnc.engine.store import DeploymentRecord, VmRecord
@@ -79,7 +79,8 @@ def _create_vms(
                 # a redeployment: the group's current image (stale disks go first)
                 engine.ops.remove(vm)
                 vm = engine.set_vm_state(vm.generated_name, vm.state, image=group.image)
-            engine.images.wait_active(group.image, engine.image_wait_seconds, job.cancel)
+            with waiting():  # the registration job needs a slot, this one does not
+                engine.images.wait_active(group.image, engine.image_wait_seconds, job.cancel)
             engine.ops.create(vm, dep.deployment_id, group, engine.desired, start=not stopped)
         except Exception as exc:
             msg = f"VM {vm.generated_name} could not be deployed on host {vm.host}: {exc}"
