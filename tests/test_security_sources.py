@@ -489,6 +489,18 @@ def test_endless_day0_url_fails_the_deployment_fast(
         assert m.get_config(source="running").ok
         assert time.monotonic() - t1 < 1.0
     assert not list((srv.settings.state_dir / "configdrives").glob("*"))
+    # a restart (the crash loop: the reconciler retried at once) comes up and
+    # serves; whatever it retries is bounded by the same limit
+    srv.stop()
+    again = server_factory(
+        state_dir=srv.settings.state_dir, url_allow_loopback=True, day0_max_bytes=100_000
+    )
+    with connect(again) as m:
+        t2 = time.monotonic()
+        assert m.get_config(source="running").ok
+        dep = nc_opdata(m).find(f".//{E}deployment")
+        assert time.monotonic() - t2 < 1.0
+        assert dep is not None and dep.findtext(f"{E}state") != "SERVICE_ACTIVE_STATE"
 
 
 def test_day0_from_an_allowed_url_and_the_day0_dir_work(
