@@ -26,7 +26,9 @@ from escnc.engine.errors import Refused
 from escnc.engine.jobs import Job, JobQueue, waiting
 from escnc.engine.liveness import Probe, wait_alive
 from escnc.engine.store import VmRecord
+from escnc.ns import ESC
 from test_day2_netconf import (  # noqa: F401  (fixtures: srv, nc, ev, image, hosts_dir)
+    NC_BASE,
     Events,
     config_xml,
     edit,
@@ -466,3 +468,37 @@ def test_jobs_waiting_for_a_registration_leave_it_a_slot() -> None:
     finally:
         registered.set()
         queue.shutdown()
+
+
+def test_undeploy_with_queued_backup_over_netconf(srv, nc, ev: Events, image) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    edit(nc, config_xml("small", 1, image))
+    ev.until("SERVICE_ALIVE")
+    engine = srv.services.engine
+    (vm,) = [v.generated_name for v in engine.store.vms()]
+    gate = threading.Event()
+    engine.submit("t1", "d1", "hold", lambda job: gate.wait(20))
+    nc.dispatch(etree.fromstring(rpc("vmBackupAction", vmName=vm, backupName="b1")))
+    for _ in range(TICKS):
+        engine.reconcile()
+    edit(
+        nc,
+        f'<config xmlns="{NC_BASE}" xmlns:nc="{NC_BASE}"><esc_datamodel xmlns="{ESC}">'
+        "<tenants><tenant><name>t1</name><deployments>"
+        '<deployment nc:operation="delete"><name>d1</name></deployment>'
+        "</deployments></tenant></tenants></esc_datamodel></config>",
+    )
+    gate.set()
+    got = ev.until("SERVICE_UNDEPLOYED")
+    assert engine.wait_idle(20)
+    got += _drain(ev)
+    assert [(types([e])[0], status(e)) for e in got] == [
+        ("VM_BACKUP_COMPLETE", "FAILURE"),
+        ("VM_UNDEPLOYED", "SUCCESS"),
+        ("SERVICE_UNDEPLOYED", "SUCCESS"),
+    ]
+    assert "cancelled by undeploy" in etree.tostring(got[0]).decode()
+    assert [d.name() for d in conn_of(srv).listAllDomains() if d.name() == vm] == []
+
+
+def conn_of(server):  # type: ignore[no-untyped-def]
+    return server.services.vims.get("hostA").connection()

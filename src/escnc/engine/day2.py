@@ -445,8 +445,21 @@ class Day2Manager:
                 status_message=f"Snapshot image for [{vm_name}] is being created.",
             )
         )
-        self.link.submit(self._key(vm), f"backup {vm_name}", lambda job: self._backup(snap_id))
+        self.link.submit(
+            self._key(vm),
+            f"backup {vm_name}",
+            lambda job: self._backup(snap_id),
+            on_cancel=lambda: self._backup_cancelled(snap_id, vm),
+        )
         return snap_id
+
+    def _backup_cancelled(self, snap_id: str, vm: VmRecord) -> None:
+        """An undeploy dropped the queued backup: the request ends as a failure."""
+        message = "cancelled by undeploy"
+        self.store.update_snapshot(
+            snap_id, status="error", status_message=message, creation_end_date=now_iso()
+        )
+        self.link.publish("VM_BACKUP_COMPLETE", vm, failure=True, message=message)
 
     def _check_image_name(self, name: str) -> None:
         """An EXPORT registers an image named after the backup: the name must be a

@@ -85,9 +85,16 @@ class EngineLink:
 
     # -- jobs and events -------------------------------------------------------------
 
-    def submit(self, key: object, name: str, fn: Callable[[Any], None]) -> None:
-        """Queue ``fn(job)`` behind the deployment's other jobs."""
-        self.engine.jobs.submit(key, name, fn)
+    def submit(
+        self,
+        key: object,
+        name: str,
+        fn: Callable[[Any], None],
+        on_cancel: Callable[[], None] | None = None,
+    ) -> None:
+        """Queue ``fn(job)`` behind the deployment's other jobs; ``on_cancel`` reports
+        the request's outcome if an undeploy drops the job before it runs."""
+        self.engine.jobs.submit(key, name, fn, on_cancel=on_cancel)
 
     def settle(self, job: Any, vm: VmRecord, *, announce: bool = True) -> VmRecord | None:
         """Back to service after a day-2 operation: a running VM goes through the
