@@ -1,6 +1,6 @@
 """NETCONF/SSH throughput and latency of escnc (prints numbers; not a test).
 
-    PYTHONPATH=src python bench/netconf_bench.py [--seconds 3] [--idle 50]
+    PYTHONPATH=src python bench/netconf_bench.py [--seconds 3] [--idle 50] [--nacm]
 
 Starts a full escnc server in a child process (own state dir, libvirt test driver),
 then measures from this process over loopback:
@@ -12,6 +12,9 @@ then measures from this process over loopback:
   parallel sessions (raw clients, one thread each; the client process shares the
   machine, so the figures include its own CPU use)
 * server memory (RSS) per idle session
+* with ``--nacm`` instead: get-config and edit-config per second as a user subject
+  to NACM with 100 rules (RFC 8341; ten tenants in running, half of them hidden
+  from the user), with enable-nacm false and true
 
 Reference (DESIGN.md): Netopeer2 2.4.5 connects in 59-68 ms and does 533-690
 edit+get round trips/s with a raw client on this class of machine.
@@ -37,6 +40,8 @@ NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
 BASE_11 = "urn:ietf:params:netconf:base:1.1"
 ESC = "http://www.cisco.com/esc/esc"
 USER, PASSWORD = "bench", "bench-pw"
+ADMIN, ADMIN_PASSWORD = "admin", "admin-pw"  # the recovery user with --nacm
+NACM = "urn:ietf:params:xml:ns:yang:ietf-netconf-acm"
 
 SERVER_CODE = textwrap.dedent(
     """
@@ -49,12 +54,17 @@ SERVER_CODE = textwrap.dedent(
     state = Path(sys.argv[1])
     state.mkdir(parents=True, exist_ok=True)
     users = UserStore(state / "users.sqlite3")
-    users.add_user(sys.argv[2], password=sys.argv[3])
+    for i in range(2, len(sys.argv) - 1, 2):
+        users.add_user(sys.argv[i], password=sys.argv[i + 1])
     users.close()
+    # the first user is the NACM recovery user unless a second one is given
+    recovery = sys.argv[4] if len(sys.argv) > 4 else sys.argv[2]
     node = state.parent / "host.xml"
     node.write_text("<node></node>\\n")
     settings = Settings(state_dir=state, listen_host="127.0.0.1", listen_port=0,
-                        max_sessions=1000, vims={"default": f"test://{node}"})
+                        max_sessions=1000, max_sessions_per_user=0,
+                        vims={"default": f"test://{node}"})
+    settings.nacm_recovery_user = recovery
     srv = Server(settings)
     srv.start()
     print(srv.port, flush=True)
@@ -67,10 +77,10 @@ SERVER_CODE = textwrap.dedent(
 class RawClient:
     """Minimal NETCONF 1.1 client on paramiko (chunked framing)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, user: str = USER, password: str = PASSWORD) -> None:
         self.client = paramiko.SSHClient()
         self.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-        self.client.connect("127.0.0.1", port=port, username=USER, password=PASSWORD,
+        self.client.connect("127.0.0.1", port=port, username=user, password=password,
                             allow_agent=False, look_for_keys=False)
         transport = self.client.get_transport()
         assert transport is not None
@@ -176,6 +186,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--idle", type=int, default=50, help="idle sessions for the memory figure")
     ap.add_argument("--connects", type=int, default=20)
+    ap.add_argument("--nacm", action="store_true",
+                    help="get-config/edit-config as a user under 100 NACM rules, off and on")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="escnc-bench-"))
@@ -183,13 +195,17 @@ def main() -> None:
     src = str(Path(__file__).resolve().parent.parent / "src")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.Popen(
-        [sys.executable, "-c", SERVER_CODE, str(tmp / "state"), USER, PASSWORD],
+        [sys.executable, "-c", SERVER_CODE, str(tmp / "state"), USER, PASSWORD,
+         *((ADMIN, ADMIN_PASSWORD) if args.nacm else ())],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
     )
     try:
         assert proc.stdout is not None
         port = int(proc.stdout.readline())
-        run(port, proc.pid, args)
+        if args.nacm:
+            run_nacm(port, args)
+        else:
+            run(port, proc.pid, args)
     finally:
         if proc.stdin:
             proc.stdin.close()
@@ -279,6 +295,65 @@ def run(port: int, pid: int, args: argparse.Namespace) -> None:
           f"  ({args.idle} sessions, server RSS {before // 1024} -> {after // 1024} MiB)")
     for cl in idle:
         cl.close()
+
+
+def nacm_rules(n: int = 100) -> str:
+    """``n`` rules for the bench user: its own tenants (n - 3 of them), the others
+    hidden, flavors writable, kill-session denied."""
+
+    def rule(name: str, match: str, ops: str, action: str) -> str:
+        return (f"<rule><name>{name}</name>{match}<access-operations>{ops}"
+                f"</access-operations><action>{action}</action></rule>")
+
+    rules = [
+        rule(f"tenant-{i}", f"<path>/esc:esc_datamodel/esc:tenants/esc:tenant"
+                            f"[esc:name='tenant-{i}']</path>", "*", "permit")
+        for i in range(n - 3)
+    ]
+    rules.append(rule("other-tenants", "<path>/esc:esc_datamodel/esc:tenants</path>", "*",
+                      "deny"))
+    rules.append(rule("flavors", "<path>/esc:esc_datamodel/esc:flavors</path>",
+                      "create update", "permit"))
+    rules.append(rule("no-kill", "<rpc-name>kill-session</rpc-name>", "exec", "deny"))
+    return (f'<nacm xmlns="{NACM}" xmlns:esc="{ESC}"><enable-nacm>false</enable-nacm>'
+            f"<groups><group><name>bench</name><user-name>{USER}</user-name></group></groups>"
+            f"<rule-list><name>bench</name><group>bench</group>{''.join(rules)}</rule-list>"
+            "</nacm>")
+
+
+def set_nacm(admin: RawClient, enabled: bool) -> None:
+    admin.rpc(f"<edit-config><target><running/></target><config><nacm xmlns=\"{NACM}\">"
+              f"<enable-nacm>{'true' if enabled else 'false'}</enable-nacm></nacm>"
+              "</config></edit-config>")
+
+
+def run_nacm(port: int, args: argparse.Namespace) -> None:
+    secs = args.seconds
+    admin = RawClient(port, ADMIN, ADMIN_PASSWORD)
+    tenants = "".join(
+        f"<tenant><name>{name}</name><description>{name}</description></tenant>"
+        for name in [f"tenant-{i}" for i in range(5)] + [f"other-{i}" for i in range(5)]
+    )
+    admin.rpc("<edit-config><target><running/></target><config>"
+              f'<esc_datamodel xmlns="{ESC}"><tenants>{tenants}</tenants></esc_datamodel>'
+              f"{nacm_rules()}</config></edit-config>")
+    c = RawClient(port)
+    c.rpc(edit_config(0))
+    print(f"escnc NETCONF bench, NACM: user {USER!r} under 100 rules, {secs:g} s per figure")
+    results: dict[tuple[str, bool], float] = {}
+    for enabled in (False, True):
+        set_nacm(admin, enabled)
+        got = c.rpc(GET_CONFIG)
+        visible = got.count(b"<tenant>")
+        results[("get-config", enabled)], _ = rate(lambda i: c.rpc(GET_CONFIG), secs)
+        results[("edit-config", enabled)], _ = rate(lambda i: c.rpc(edit_config(i)), secs)
+        print(f"  enable-nacm {str(enabled).lower():5}: user sees {visible} of 10 tenants")
+    for op in ("get-config", "edit-config"):
+        off, on = results[(op, False)], results[(op, True)]
+        print(f"raw     {op:12} NACM off {off:8.0f} /s   on {on:8.0f} /s   "
+              f"({on / off * 100:.0f} %)")
+    c.close()
+    admin.close()
 
 
 if __name__ == "__main__":

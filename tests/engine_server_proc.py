@@ -32,6 +32,8 @@ def main() -> None:
     settings = Settings(
         state_dir=state, listen_host="127.0.0.1", listen_port=0, vims={"default": uri}
     )
+    settings.reconcile_interval = 1.0  # the periodic reconcile on, as in production
+    settings.image_import_dirs = [state.parent]  # the test's image is next to the state
     srv = Server(settings)
     srv.start()
     print(f"PORT {srv.port}", flush=True)

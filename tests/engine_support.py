@@ -12,6 +12,7 @@ from pathlib import Path
 from lxml import etree
 
 from conftest import is_resource_event
+from escnc.engine.clock import Clock
 from escnc.engine.engine import Engine
 from escnc.events.bus import EventBus
 from escnc.netconf.dispatch import RpcRegistry
@@ -93,7 +94,12 @@ class Events:
 
 class Harness:
     def __init__(
-        self, tmp: Path, state: str = "state", host_files: tuple[str, ...] = ("host",)
+        self,
+        tmp: Path,
+        state: str = "state",
+        host_files: tuple[str, ...] = ("host",),
+        clock: Clock | None = None,
+        reconcile_interval: float = 1.0,
     ) -> None:
         hosts_dir = tmp / "hosts"
         hosts_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +109,10 @@ class Harness:
             if not f.exists():
                 f.write_text("<node></node>\n")
             vims[name] = f"test://{f}"
-        self.settings = Settings(state_dir=tmp / state, vims=vims, reconcile_interval=0)
+        # the periodic reconcile runs as in production (1 s here, or on ``clock``)
+        self.settings = Settings(
+            state_dir=tmp / state, vims=vims, reconcile_interval=reconcile_interval
+        )
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.settings.image_import_dirs = [tmp]  # config()'s image files live in tmp
         self.services = Services(settings=self.settings, registry=RpcRegistry())
@@ -112,7 +121,7 @@ class Harness:
         self.services.events = EventBus(self.settings)
         self.events = Events(self.services.events)
         self.services.vims = HostRegistry(self.settings)
-        self.engine = Engine(self.services)
+        self.engine = Engine(self.services, clock=clock)
         self.services.engine = self.engine
 
     def start(self) -> Harness:

@@ -148,7 +148,7 @@ def vims(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def srv(server_factory, vims):  # type: ignore[no-untyped-def]
-    return server_factory(vims=vims, capacity_poll_secs=0.1)
+    return server_factory(vims=vims, capacity_poll_secs=0.1, reconcile_interval=1.0)
 
 
 @pytest.fixture
@@ -294,11 +294,11 @@ def test_deployment_needs_unreserved_capacity_or_its_reservation(srv, nc, image)
 
 def test_reservation_survives_restart(server_factory, vims, tmp_path) -> None:  # type: ignore[no-untyped-def]
     state = tmp_path / "st"
-    s1 = server_factory(state_dir=state, vims=vims)
+    s1 = server_factory(state_dir=state, vims=vims, reconcile_interval=1.0)
     with connect(s1) as m:
         rid = reserve_pool(m, 1, 1, 100, "hostB").findtext("e:reservationId", namespaces=NS)
     s1.stop()
-    s2 = server_factory(state_dir=state, vims=vims)
+    s2 = server_factory(state_dir=state, vims=vims, reconcile_interval=1.0)
     with connect(s2) as m:
         [got] = query(m, rid or "")
         assert got.findtext("e:reservationStatus", namespaces=NS) == "active"

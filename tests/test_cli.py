@@ -416,3 +416,61 @@ def test_readme_configuration_reference_loads(tmp_path: Path) -> None:
     assert settings.max_sessions == 7
     assert settings.vims == {"default": "test:///default"}
     assert settings.max_startups == 256 and settings.auth_failure_delay == 0.3
+
+
+# --- issue 13: the smaller command-line items ------------------------------------------
+
+
+def test_version_flags() -> None:
+    from escnc import __version__
+
+    r = escnc("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"escnc {__version__}"
+    r = subprocess.run([sys.executable, "-m", "escnc.cli.client", "--version"],
+                       capture_output=True, text=True, env=_env(), timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == f"escnc-cli {__version__}"
+
+
+def test_cli_without_password_says_how_to_give_one(server: Server, tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "escnc.cli.client", "get"],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        # no agent, no ~/.ssh keys: HOME is empty
+        env={k: v for k, v in _env(ESCNC_PORT=str(server.port), ESCNC_USER=USER,
+                                   HOME=str(tmp_path)).items() if k != "SSH_AUTH_SOCK"},
+    )
+    assert r.returncode == 5
+    assert "set ESCNC_PASSWORD" in r.stderr and "--password" in r.stderr and "--key" in r.stderr
+
+
+def test_wait_timeout_without_wait_is_a_usage_error(server: Server) -> None:
+    r = cli(server, "delete-dep", "admin", "nope", "--wait-timeout", "5")
+    assert r.returncode == 2 and "--wait-timeout needs --wait" in r.stderr
+
+
+def test_user_list_does_not_create_the_state_dir(tmp_path: Path) -> None:
+    missing = tmp_path / "not-there"
+    r = escnc("user", "list", "--state-dir", str(missing))
+    assert r.returncode == 0 and "no user database" in r.stderr
+    r = escnc("user", "remove", "bob", "--state-dir", str(missing))
+    assert r.returncode == 1 and "no user 'bob'" in r.stderr
+    assert not missing.exists()
+
+
+def test_invalid_enum_lists_the_valid_values(server: Server, tmp_path: Path) -> None:
+    f = tmp_path / "bad-enum.xml"
+    f.write_text(
+        '<esc_datamodel xmlns="http://www.cisco.com/esc/esc"><tenants><tenant><name>t</name>'
+        "<deployments><deployment><name>d</name><placement_group><name>p</name>"
+        "<type>sideways</type><enforcement>strict</enforcement></placement_group>"
+        "</deployment></deployments></tenant></tenants></esc_datamodel>")
+    r = cli(server, "edit-config", str(f))
+    assert r.returncode == 1
+    assert "valid values: affinity, anti_affinity" in r.stdout
+
+
+def test_cli_notify_ends_cleanly(server: Server) -> None:
+    r = cli(server, "notify", "--stream", "NETCONF", "--for", "1")
+    assert r.returncode == 0, r.stderr
+    assert "subscribed" in r.stderr
+    assert "Connection reset" not in r.stderr and "Socket exception" not in r.stderr

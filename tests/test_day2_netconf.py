@@ -98,6 +98,7 @@ def srv(server_factory, hosts_dir: Path, tmp_path: Path):  # type: ignore[no-unt
         vims={"hostA": host_uri(hosts_dir, "hostA"), "hostB": host_uri(hosts_dir, "hostB")},
         snapshot_poll_secs=0.01,
         volume_poll_secs=0.01,
+        reconcile_interval=1.0,  # the periodic reconcile on, as in production
     )
 
 

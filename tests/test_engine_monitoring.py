@@ -38,6 +38,12 @@ from escnc.app import Server
 RECOVERY = ("VM_RECOVERY_INIT", "VM_RECOVERY_REBOOT", "VM_RECOVERY_UNDEPLOYED")
 
 
+@pytest.fixture
+def server(server_factory: Callable[..., Server]) -> Server:
+    """The server with the periodic reconcile on every second, as in production."""
+    return server_factory(reconcile_interval=1.0)
+
+
 def conn(srv: Server) -> libvirt.virConnect:
     return srv.services.vims.default.connection()  # type: ignore[union-attr]
 

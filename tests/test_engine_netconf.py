@@ -59,6 +59,12 @@ def opdata(m) -> etree._Element:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def server(server_factory: Callable[..., Server]) -> Server:
+    """The server with the periodic reconcile on every second, as in production."""
+    return server_factory(reconcile_interval=1.0)
+
+
+@pytest.fixture
 def srv(server: Server) -> Server:
     return server
 
@@ -152,14 +158,14 @@ def test_restart_recreates_vms_without_duplicates(
     server_factory: Callable[..., Server], tmp_path: Path
 ) -> None:
     state = tmp_path / "st"
-    s1 = server_factory(state_dir=state)
+    s1 = server_factory(state_dir=state, reconcile_interval=1.0)
     with connect(s1) as m:
         m.create_subscription(stream_name="escEvent")
         edit(m, config(tmp_path, deployment(min_active=2)))
         wait_events(m, "SERVICE_ALIVE")
         names = sorted(v.findtext(f"{E}name") or "" for v in opdata(m).iter(f"{E}vm_instance"))
     s1.stop()
-    s2 = server_factory(state_dir=state)
+    s2 = server_factory(state_dir=state, reconcile_interval=1.0)
     with connect(s2) as m:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -179,8 +185,11 @@ def test_edit_of_one_deployment_leaves_the_others_alone(srv: Server, tmp_path: P
         edit(m, config(tmp_path, deployment(name="dep1")))
         wait_events(m, "SERVICE_ALIVE")
         second = deployment(name="dep2", group="g2").replace("10.9.0.", "10.9.1.")
-        edit(m, f'<esc_datamodel xmlns="{ESC}"><tenants><tenant><name>t1</name>'
-                f"<deployments>{second}</deployments></tenant></tenants></esc_datamodel>")
+        edit(
+            m,
+            f'<esc_datamodel xmlns="{ESC}"><tenants><tenant><name>t1</name>'
+            f"<deployments>{second}</deployments></tenant></tenants></esc_datamodel>",
+        )
         wait_events(m, "SERVICE_ALIVE")
         # an update of dep1 only
         edit(m, config(tmp_path, deployment(name="dep1", bootup_time=45)))

@@ -1,8 +1,11 @@
 """Two independent NETCONF clients besides ncclient against the real server:
-netconf-console2 (command line) and scrapli-netconf (library, paramiko transport)."""
+netconf-console2 (command line, unprefixed and module-prefixed XPath) and
+scrapli-netconf (library: its paramiko transport and its default system transport,
+which drives the OpenSSH client with a pty)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -87,15 +90,21 @@ def test_netconf_console2_get_schema(server: Server) -> None:
 # --- scrapli-netconf ------------------------------------------------------------------
 
 
-def scrapli_conn(srv: Server):  # type: ignore[no-untyped-def]
+def scrapli_conn(srv: Server, transport: str = "paramiko"):  # type: ignore[no-untyped-def]
     driver = pytest.importorskip("scrapli_netconf.driver")
+    options: dict[str, object] = {}
+    if transport == "system":
+        # the OpenSSH client; the test server's host key is new each time
+        options = {"open_cmd": ["-o", "UserKnownHostsFile=/dev/null"]}
     conn = driver.NetconfDriver(
         host="127.0.0.1",
         port=srv.port,
         auth_username=USER,
         auth_password=PASSWORD,
         auth_strict_key=False,
-        transport="paramiko",
+        transport=transport,
+        ssh_config_file=False,
+        transport_options=options,
         timeout_socket=20,
         timeout_transport=30,
         timeout_ops=30,
@@ -141,6 +150,31 @@ def test_scrapli_get_config_edit_config_rpc(server: Server) -> None:
                              "</esc_datamodel>", filter_type="subtree")
         assert not r.failed and "ACTIVE" in r.result, r.result
 
+        r = conn.rpc(filter_=f'<vmAction xmlns="{ESC}"><actionType>STOP</actionType>'
+                             "<vmName>nope</vmName></vmAction>")
+        assert r.failed and "rpc-error" in r.result
+    finally:
+        conn.close()
+
+
+def test_scrapli_system_transport_with_pty(server: Server) -> None:
+    """scrapli's default transport: ``ssh -tt`` (a pty request) then the subsystem."""
+    if shutil.which("ssh") is None:
+        pytest.fail("the OpenSSH client (package openssh-client) is not installed")
+    conn = scrapli_conn(server, transport="system")
+    try:
+        assert "urn:ietf:params:netconf:base:1.1" in conn.server_capabilities
+        r = conn.edit_config(config=f"<config>{FLAVOR}</config>", target="running")
+        assert not r.failed, r.result
+        r = conn.get_config(source="running")
+        assert not r.failed and "interop-flavor" in r.result, r.result
+        # a reply far beyond a terminal's 4 KiB line, byte for byte (chunked framing)
+        r = conn.get(filter_='<netconf-state xmlns="urn:ietf:params:xml:ns:yang:'
+                             'ietf-netconf-monitoring"/>', filter_type="subtree")
+        assert not r.failed, r.result
+        assert len(r.result) > 4096 and r.result.count("<capability>") > 10
+        reply = etree.fromstring(r.result.encode())
+        assert reply.tag.endswith("rpc-reply")
         r = conn.rpc(filter_=f'<vmAction xmlns="{ESC}"><actionType>STOP</actionType>'
                              "<vmName>nope</vmName></vmAction>")
         assert r.failed and "rpc-error" in r.result

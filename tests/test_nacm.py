@@ -423,3 +423,77 @@ def test_rfc_defaults_without_nacm_config(plain: Server, tmp_path: Path) -> None
                                    "</tenant></tenants></esc_datamodel>"))  # write-default deny
         alice.dispatch(etree.fromstring(f'<get-schema xmlns="{NCM}"><identifier>escnc'
                                         "</identifier></get-schema>"))  # exec-default permit
+
+
+def test_cli_prints_access_denied(srv: Server, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    payload = tmp_path / "other.xml"
+    payload.write_text(f'<esc_datamodel xmlns="{ESC}"><tenants><tenant><name>tenant-b</name>'
+                       "<description>x</description></tenant></tenants></esc_datamodel>")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ESCNC_")}
+    env.update(ESCNC_HOST="127.0.0.1", ESCNC_PORT=str(srv.port), ESCNC_USER="alice",
+               ESCNC_PASSWORD=PASSWORDS["alice"])
+    done = subprocess.run(
+        [sys.executable, "-m", "escnc.cli.client", "edit-config", str(payload)],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, env=env,
+    )
+    assert done.returncode == 1
+    assert "escnc-cli: access denied:" in done.stderr
+    assert "tenant[esc:name='tenant-b']" in done.stderr
+
+
+def _netconf_bodies(m, seconds: float) -> list[etree._Element]:  # type: ignore[no-untyped-def]
+    out = []
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        n = m.take_notification(block=True, timeout=min(left, 0.2))
+        if n is not None:
+            root = etree.fromstring(n.notification_xml.encode())
+            out.extend(el for el in root if etree.QName(el).localname != "eventTime")
+    return out
+
+
+def test_netconf_stream_hides_other_tenants_changes_and_sessions(srv: Server) -> None:
+    ncn = "urn:ietf:params:xml:ns:yang:ietf-netconf-notifications"
+    with as_user(srv, "alice") as alice, connect(srv) as adm:
+        alice.create_subscription()  # the NETCONF stream: RFC 6470 events too
+        edit(adm, f'<esc_datamodel xmlns="{ESC}"><tenants><tenant><name>tenant-b</name>'
+                  "<description>secret change</description></tenant></tenants>"
+                  "</esc_datamodel>")
+        edit(alice, f'<esc_datamodel xmlns="{ESC}"><tenants><tenant><name>tenant-a</name>'
+                    "<description>my change</description></tenant></tenants></esc_datamodel>")
+        with as_user(srv, "bob"):
+            pass
+        got = _netconf_bodies(alice, 1.5)
+        changes = [b for b in got if b.tag == f"{{{ncn}}}netconf-config-change"]
+        targets = [t.text or "" for b in changes for t in b.iter(f"{{{ncn}}}target")]
+        assert targets and all("tenant-b" not in t for t in targets)
+        assert any("tenant-a" in t for t in targets)
+        sessions = [b.findtext(f"{{{ncn}}}username") for b in got
+                    if etree.QName(b).localname.startswith("netconf-session")]
+        assert "bob" not in sessions
+    with connect(srv) as adm:
+        assert counters(adm)["denied-notifications"] >= 3  # change, bob's start and end
+
+
+def test_candidate_commit_checks_every_change(srv: Server) -> None:
+    with connect(srv) as adm, as_user(srv, "alice") as alice:
+        edit(alice, f'<esc_datamodel xmlns="{ESC}"><tenants><tenant><name>tenant-a</name>'
+                    "<description>via candidate</description></tenant></tenants>"
+                    "</esc_datamodel>", target="candidate")
+        alice.commit()
+        assert b"via candidate" in running(srv)
+        # the candidate is shared: with another tenant's change in it, alice's commit
+        # would write that change too
+        edit(adm, f'<esc_datamodel xmlns="{ESC}"><tenants><tenant><name>tenant-b</name>'
+                  "<description>pending b</description></tenant></tenants>"
+                  "</esc_datamodel>", target="candidate")
+        snapshot = running(srv)
+        err = denied(lambda: alice.commit())
+        assert "tenant-b" in (err.path or "")
+        assert running(srv) == snapshot
+        adm.commit()
+        assert b"pending b" in running(srv)

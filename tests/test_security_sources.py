@@ -489,6 +489,18 @@ def test_endless_day0_url_fails_the_deployment_fast(
         assert m.get_config(source="running").ok
         assert time.monotonic() - t1 < 1.0
     assert not list((srv.settings.state_dir / "configdrives").glob("*"))
+    # a restart (the crash loop: the reconciler retried at once) comes up and
+    # serves; whatever it retries is bounded by the same limit
+    srv.stop()
+    again = server_factory(
+        state_dir=srv.settings.state_dir, url_allow_loopback=True, day0_max_bytes=100_000
+    )
+    with connect(again) as m:
+        t2 = time.monotonic()
+        assert m.get_config(source="running").ok
+        dep = nc_opdata(m).find(f".//{E}deployment")
+        assert time.monotonic() - t2 < 1.0
+        assert dep is not None and dep.findtext(f"{E}state") != "SERVICE_ACTIVE_STATE"
 
 
 def test_day0_from_an_allowed_url_and_the_day0_dir_work(
@@ -686,3 +698,24 @@ def test_stream_without_length_counts_only_when_it_ends_cleanly(
         # an unframed answer whose checksum matches is complete by definition
         nc_edit(m, image_xml("summed", f"{url}/unframed", checksum=SHA))
         assert image_state(m, "summed")["state"] == "active"
+
+
+# -- libvirt XML built with lxml -----------------------------------------------------
+
+
+def test_image_names_with_markup_characters_make_valid_volumes(strict: Server) -> None:
+    imports = strict.settings.state_dir / "import"
+    imports.mkdir()
+    (imports / "odd.qcow2").write_bytes(DATA)
+    name = "a<b&c"
+    with connect(strict) as m:
+        m.create_subscription(stream_name="escEvent")
+        nc_edit(m, image_xml("a&lt;b&amp;c", str(imports / "odd.qcow2")))
+        assert image_state(m, name)["state"] == "active"
+        ev = [e for e in nc_events(m, "CREATE_IMAGE") if ev_type(e) == "CREATE_IMAGE"][-1]
+        msg = ev.findtext(f"{E}status_message") or ""
+        assert ev.findtext(f"{E}status") == "SUCCESS" and "not installed" not in msg, msg
+    conn = strict.services.vims.default.connection()  # type: ignore[union-attr]
+    pool = conn.storagePoolLookupByName("escnc")
+    vols = [v.name() for v in pool.listAllVolumes(0)]
+    assert any(v.startswith("image-a<b&c.") for v in vols), vols

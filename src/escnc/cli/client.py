@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import os
 import re
 import sys
@@ -28,11 +29,14 @@ from typing import Any
 
 from lxml import etree
 
+from escnc import __version__
+
 ESC_NS = "http://www.cisco.com/esc/esc"
 NC_NS = "urn:ietf:params:xml:ns:netconf:base:1.0"
 NOTIF_NS = "urn:ietf:params:xml:ns:netconf:notification:1.0"
 
 EXIT_OK, EXIT_RPC_ERROR, EXIT_USAGE, EXIT_FAILURE, EXIT_TIMEOUT, EXIT_CONNECT = 0, 1, 2, 3, 4, 5
+DEFAULT_WAIT_TIMEOUT = 900.0
 
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=True)
 
@@ -155,9 +159,13 @@ class Conn:
                 timeout=self.timeout,
             )
         except Exception as exc:
+            hint = ""
+            if self.password is None and self.key is None:
+                hint = (" (no password given: set ESCNC_PASSWORD, or pass --password "
+                        "or --key FILE)")
             raise CliError(
                 f"cannot connect to {self.host} port {self.port} as {self.user}: "
-                f"{type(exc).__name__}: {exc}",
+                f"{type(exc).__name__}: {exc}{hint}",
                 EXIT_CONNECT,
             ) from exc
         m.raise_mode = RaiseMode.NONE
@@ -264,8 +272,21 @@ def _reply_el(reply: Any) -> etree._Element:
     return etree.fromstring(raw, _PARSER)
 
 
+def _note_denied(el: etree._Element) -> None:
+    """One clear line on stderr per access-denied error (NACM, RFC 8341)."""
+    for err in el.iter(f"{{{NC_NS}}}rpc-error"):
+        if (err.findtext(f"{{{NC_NS}}}error-tag") or "").strip() != "access-denied":
+            continue
+        msg = (err.findtext(f"{{{NC_NS}}}error-message") or "").strip()
+        path = (err.findtext(f"{{{NC_NS}}}error-path") or "").strip()
+        print(f"escnc-cli: access denied: {msg}" + (f" (path {path})" if path else ""),
+              file=sys.stderr)
+
+
 def _print_reply(reply: Any, args: argparse.Namespace) -> int:
     el = _reply_el(reply)
+    if not reply.ok:
+        _note_denied(el)
     if args.json and reply.ok:
         data = el.find(f"{{{NC_NS}}}data")
         print(render(data if data is not None else el, True))
@@ -518,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 ok, 1 rpc-error, 2 usage, 3 FAILURE event, 4 wait timed out, "
         "5 cannot connect or log in.",
     )
+    parser.add_argument("--version", action="version", version=f"escnc-cli {__version__}")
     parser.add_argument("--host", help="server address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="server port (default 830)")
     parser.add_argument("--user", help="user name (default $USER)")
@@ -537,15 +559,15 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, func: Callable[[Any, argparse.Namespace], int], help_: str,
             wait: bool = False) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
-        p.set_defaults(func=func, wait=False, wait_timeout=900.0)
+        p.set_defaults(func=func, wait=False, wait_timeout=None)
         if wait:
             p.add_argument(
                 "--wait", action="store_true",
                 help="follow escEvent notifications until the terminal event",
             )
             p.add_argument(
-                "--wait-timeout", type=float, default=900.0, metavar="SECONDS",
-                help="give up waiting after SECONDS (default 900)",
+                "--wait-timeout", type=float, default=None, metavar="SECONDS",
+                help="with --wait: give up waiting after SECONDS (default 900)",
             )
         return p
 
@@ -604,6 +626,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.wait_timeout is not None and not args.wait:
+        parser.error("--wait-timeout needs --wait")
+    if args.wait_timeout is None:
+        args.wait_timeout = DEFAULT_WAIT_TIMEOUT
+    # ncclient logs the server closing the socket after <close-session> (or the end
+    # of a subscription) as "Socket exception: Connection reset by peer": routine here
+    logging.getLogger("ncclient").setLevel(logging.CRITICAL)
     try:
         password = args.password if args.password is not None else os.environ.get("ESCNC_PASSWORD")
         user = args.user or os.environ.get("ESCNC_USER") or getpass.getuser()
@@ -621,6 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return int(args.func(m, args))
         except RpcFailed as exc:
+            _note_denied(_reply_el(exc.reply))
             print(render(_reply_el(exc.reply), args.json))
             return EXIT_RPC_ERROR
         finally:

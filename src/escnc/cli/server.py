@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from escnc import __version__
 from escnc.settings import Settings
 
 PROG = "escnc"
@@ -279,7 +280,15 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _existing_user_db(args: argparse.Namespace) -> bool:
+    """Reading commands must not create the state directory (or a user database)."""
+    return (_state_dir(args) / "users.sqlite3").exists()
+
+
 def cmd_user_list(args: argparse.Namespace) -> int:
+    if not _existing_user_db(args):
+        print(f"{PROG}: no users: {_state_dir(args)} has no user database", file=sys.stderr)
+        return 0
     store = _user_store(args)
     try:
         users = store.list_users()
@@ -295,6 +304,8 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 def cmd_user_remove(args: argparse.Namespace) -> int:
     from escnc.netconf.users import UserError
 
+    if not _existing_user_db(args):
+        raise CliError(f"no user {args.name!r}: {_state_dir(args)} has no user database")
     store = _user_store(args)
     try:
         store.remove_user(args.name)
@@ -323,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="escnc: VNF/VM lifecycle manager with a NETCONF/YANG northbound and a "
         "libvirt southbound, in the style of Cisco ESC.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     serve = sub.add_parser(
@@ -362,7 +374,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="create a user or replace its credentials",
         description="Create a user or replace its password and keys. The password is read "
         "from stdin with --password-stdin, else from $ESCNC_PASSWORD, else asked on the "
-        "terminal; with --key only, the user logs in by public key alone.",
+        "terminal; with --key only, the user logs in by public key alone. Access control: "
+        "the recovery user (setting nacm_recovery_user, default admin) bypasses NACM "
+        "(RFC 8341); every other user is subject to the /nacm rules, and with none "
+        "configured may read and call RPCs but change nothing (docs/access-control.md).",
     )
     add.add_argument("name", metavar="NAME")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin")

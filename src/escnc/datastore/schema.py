@@ -212,7 +212,9 @@ class Schema:
             nsmap = {self.prefixes.get(rpc.namespace or "", "x"): rpc.namespace or ""}
         kw: dict[str, Any] = {"path": path, "path_nsmap": nsmap}
         if isinstance(exc, yx.YangTypeError):
-            return RpcError("invalid-value", f"invalid value at {path}: {msg or tag}", **kw)
+            return RpcError(
+                "invalid-value", f"invalid value at {path}: {msg or tag}{_valid_enums(exc)}", **kw
+            )
         if isinstance(exc, yx.SchemaError):
             if tag.endswith("member-not-allowed"):
                 member = msg.split(":")[-1]
@@ -377,6 +379,13 @@ class Schema:
                 child = self._convert(ch, node)
                 node.children[child.tag] = child
         return node
+
+
+def _valid_enums(exc: yx.ValidationError) -> str:
+    """For an enumeration leaf: the values it accepts, for the error message."""
+    sn = getattr(exc.instance, "schema_node", None)
+    names = list(getattr(getattr(sn, "type", None), "enum", None) or ())
+    return f" (valid values: {', '.join(names)})" if names else ""
 
 
 def _data_children(sn: InternalNode) -> list[SchemaNode]:

@@ -1,9 +1,12 @@
 """VM and service operations (vmAction, serviceAction, recoveryVmAction) as jobs.
 
-RPC handlers check the request against the current state first (``check_*``) and
-answer with an rpc-error when the state forbids it; the job re-checks when it runs
-(jobs of a deployment are ordered, so the state may have moved) and then ends with
-exactly one terminal event.
+The engine checks each request against the current state when it is made
+(``check_*``, raising :class:`~escnc.engine.errors.Refused`, which ``operations/``
+answers with an rpc-error): a stopped service accepts only serviceAction START (and
+undeploy); while a service or VM START/REBOOT (or a service STOP) is queued or
+running, only undeploy is accepted for it. The job re-checks when it runs and then
+ends with exactly one terminal event; a job dropped by undeploy before it ran
+reports its terminal event as FAILURE ("cancelled by undeploy").
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from escnc.engine import states as st
+from escnc.engine.errors import Refused
 from escnc.engine.jobs import Job
 from escnc.engine.store import DeploymentRecord, VmRecord
-from escnc.errors import RpcError, data_missing, operation_failed
 
 if TYPE_CHECKING:
     from escnc.engine.engine import Engine
@@ -92,15 +95,71 @@ def _to_monitor(vms: list[VmRecord]) -> list[VmRecord]:
     return [v for v in vms if not v.monitoring and v.state != st.VM_STOPPED]
 
 
-def lookup_vm(engine: Engine, name: str, path: str) -> VmRecord:
-    vm = engine.store.vm(name)
-    if vm is None:
-        raise data_missing(f"VM {name} does not exist", path=path, path_nsmap={"esc": engine.ns})
-    return vm
+def busy_reason(engine: Engine, key: tuple[str, str], vm_name: str | None) -> str | None:
+    """Why a request must wait for an operation that holds the deployment (service
+    START/REBOOT/STOP) or, for a VM request, that VM (vmAction START/REBOOT)."""
+    for job in engine.jobs.jobs(key):
+        if job.scope is None or job.future.done():
+            continue
+        if job.scope == "" or vm_name is None or job.scope == vm_name:
+            return f"{job.name} is in progress (only undeploy can interrupt it)"
+    return None
 
 
-def refuse(message: str) -> RpcError:
-    return operation_failed(message, app_tag="operation-not-allowed-in-state")
+def check_vm_action(engine: Engine, vm: VmRecord, action: str) -> None:
+    """Raise :class:`Refused` unless vmAction ``action`` is allowed on ``vm`` now."""
+    vm = engine.store.vm(vm.generated_name) or vm
+    dep = engine.store.deployment(vm.tenant, vm.deployment)
+    if dep is not None and dep.state == st.SERVICE_STOPPED:
+        raise Refused(
+            f"vmAction {action} refused: deployment {dep.name} is stopped "
+            "(it accepts only serviceAction START and undeploy)"
+        )
+    reason = busy_reason(engine, vm.dep_key, vm.generated_name) or vm_refusal(engine, vm, action)
+    if reason:
+        raise Refused(f"vmAction {action} refused: {reason}")
+
+
+def check_service_action(engine: Engine, dep: DeploymentRecord, action: str) -> None:
+    dep = engine.store.deployment(dep.tenant, dep.name) or dep
+    if dep.state == st.SERVICE_STOPPED and action != "START":
+        raise Refused(
+            f"serviceAction {action} refused: deployment {dep.name} is stopped "
+            "(it accepts only serviceAction START and undeploy)"
+        )
+    reason = busy_reason(engine, dep.key, None) or service_refusal(engine, dep, action)
+    if reason:
+        raise Refused(f"serviceAction {action} refused: {reason}")
+
+
+def check_recovery(engine: Engine, vm: VmRecord) -> None:
+    vm = engine.store.vm(vm.generated_name) or vm
+    dep = engine.store.deployment(vm.tenant, vm.deployment)
+    name = vm.generated_name
+    if dep is None or dep.state in (st.SERVICE_UNDEPLOYING, st.SERVICE_DEPLOYING):
+        raise Refused(f"recoveryVmAction refused: deployment {vm.deployment} is not deployed")
+    if dep.state == st.SERVICE_STOPPED:
+        raise Refused(f"recoveryVmAction refused: deployment {vm.deployment} is stopped")
+    if vm.state in _BUSY:
+        raise Refused(f"recoveryVmAction refused: VM {name} is in {vm.state}")
+    reason = busy_reason(engine, vm.dep_key, name)
+    if reason:
+        raise Refused(f"recoveryVmAction refused: {reason}")
+
+
+def check_vm_operation(engine: Engine, vm: VmRecord, what: str) -> None:
+    """A day-2 request on ``vm`` (migrate, backup, snapshot restore, ...)."""
+    dep = engine.store.deployment(vm.tenant, vm.deployment)
+    if dep is None or dep.state == st.SERVICE_UNDEPLOYING:
+        raise Refused(f"{what} refused: deployment {vm.deployment} is being undeployed")
+    if dep.state == st.SERVICE_STOPPED:
+        raise Refused(
+            f"{what} refused: deployment {dep.name} is stopped "
+            "(it accepts only serviceAction START and undeploy)"
+        )
+    reason = busy_reason(engine, vm.dep_key, vm.generated_name)
+    if reason:
+        raise Refused(f"{what} refused: {reason}")
 
 
 def run_vm_action(engine: Engine, job: Job, name: str, action: str, force: bool) -> None:
@@ -257,7 +316,7 @@ def run_recovery(engine: Engine, job: Job, name: str, reason: str) -> None:
         return
     vm = engine.set_vm_state(name, st.VM_ERROR, monitoring=False, status_message=reason)
     engine.publish("VM_RECOVERY_INIT", dep, vm, message=f"recovery started: {reason}")
-    if group.recovery_wait_time > 0 and job.cancel.wait(group.recovery_wait_time):
+    if group.recovery_wait_time > 0 and job.wait(group.recovery_wait_time):
         return
     policy = group.action_on_recovery.upper()
     if policy in ("REBOOT_ONLY", "REBOOT_THEN_REDEPLOY"):
@@ -302,7 +361,7 @@ def run_recovery(engine: Engine, job: Job, name: str, reason: str) -> None:
             why = f"redeploy failed: {exc}"
             log.warning("redeploy of %s failed: %s", name, exc)
             engine.publish("VM_RECOVERY_DEPLOYED", dep, vm, message=why, failure=True)
-            if job.cancel.wait(0.5):
+            if job.wait(0.5):
                 return
             continue
         if not engine.wait_alive(job, dep, [vm], event=None):

@@ -41,6 +41,7 @@ from lxml import etree
 
 from escnc.engine import day2_placement, placement
 from escnc.engine import states as st
+from escnc.engine.errors import Unavailable
 from escnc.errors import RpcError
 from escnc.ns import ESC
 
@@ -408,6 +409,14 @@ class CapacityManager:
         spec = desired.deployments.get(vm.dep_key)
         group = spec.groups.get(vm.group) if spec else None
         return group.reservation_id if group else ""
+
+    def zone_figures(self, zone: str, start: float, stop: float) -> ZoneFigures:
+        """:meth:`figures` for a request: a host that cannot be read raises
+        :class:`~escnc.engine.errors.Unavailable`."""
+        try:
+            return self.figures(zone, start, stop)
+        except libvirt.libvirtError as exc:
+            raise Unavailable(f"zone {zone} cannot be read: {exc}") from None
 
     def figures(
         self, zone: str, start: float | None = None, stop: float = INF, exclude: str = ""

@@ -40,6 +40,7 @@ from escnc.engine.day2_store import (
     VolumeRecord,
     now_iso,
 )
+from escnc.engine.errors import Conflict, Refused
 from escnc.errors import RpcError, RpcErrors
 from escnc.ns import ESC, NC, qn
 from escnc.vim import day2_migrate, day2_resize, day2_snapshots, day2_volumes
@@ -91,11 +92,7 @@ class Day2Manager:
 
     def _require_not_busy(self, vm: VmRecord) -> None:
         if vm.state in BUSY_STATES or self.store.pending(vm.generated_name):
-            raise RpcError(
-                "operation-failed",
-                f"VM [{vm.generated_name}] is in {vm.state}: confirm or revert first",
-                app_tag="409",
-            )
+            raise Conflict(f"VM [{vm.generated_name}] is in {vm.state}: confirm or revert first")
 
     # -- resize (engine hooks) -------------------------------------------------------
 
@@ -275,13 +272,10 @@ class Day2Manager:
     def migrate(self, vm_name: str, migration_type: str, block: bool, host: str | None) -> None:
         """vmMigrate: validate, choose the target, run the migration as a job."""
         vm = self.link.require_vm(vm_name)
+        self.link.engine.check_vm_operation(vm, "vmMigrate")
         self._require_not_busy(vm)
         if vm.state not in (states.VM_ALIVE, states.VM_STOPPED, states.VM_MONITOR_DISABLED):
-            raise RpcError(
-                "operation-failed",
-                f"VM [{vm_name}] cannot migrate in state {vm.state}",
-                app_tag="409",
-            )
+            raise Refused(f"VM [{vm_name}] cannot migrate in state {vm.state}")
         desired = self.link.desired()
         spec = desired.deployments.get((vm.tenant, vm.deployment))
         allowed, preferred = allowed_hosts(
@@ -420,12 +414,11 @@ class Day2Manager:
     def backup(self, vm_name: str, name: str, action: str) -> str:
         """vmBackupAction SNAPSHOT|EXPORT; returns the generated snapshot id."""
         vm = self.link.require_vm(vm_name)
+        self.link.engine.check_vm_operation(vm, f"vmBackupAction {action}")
         if vm.state not in BACKUP_STATES:
-            raise RpcError(
-                "operation-failed",
+            raise Refused(
                 f"VM [{vm_name}] is in {vm.state}: a backup needs VM_ALIVE_STATE "
-                "or VM_STOPPED_STATE",
-                app_tag="409",
+                "or VM_STOPPED_STATE"
             )
         if len(name) > day2_snapshots.MAX_NAME_LEN:
             raise RpcError(
@@ -452,8 +445,21 @@ class Day2Manager:
                 status_message=f"Snapshot image for [{vm_name}] is being created.",
             )
         )
-        self.link.submit(self._key(vm), f"backup {vm_name}", lambda job: self._backup(snap_id))
+        self.link.submit(
+            self._key(vm),
+            f"backup {vm_name}",
+            lambda job: self._backup(snap_id),
+            on_cancel=lambda: self._backup_cancelled(snap_id, vm),
+        )
         return snap_id
+
+    def _backup_cancelled(self, snap_id: str, vm: VmRecord) -> None:
+        """An undeploy dropped the queued backup: the request ends as a failure."""
+        message = "cancelled by undeploy"
+        self.store.update_snapshot(
+            snap_id, status="error", status_message=message, creation_end_date=now_iso()
+        )
+        self.link.publish("VM_BACKUP_COMPLETE", vm, failure=True, message=message)
 
     def _check_image_name(self, name: str) -> None:
         """An EXPORT registers an image named after the backup: the name must be a
@@ -474,7 +480,6 @@ class Day2Manager:
                 "data-exists",
                 f"Image [{name}] already exists: an EXPORT registers an image named "
                 "after backupName; choose another name",
-                app_tag="409",
                 info={"bad-element": "backupName"},
             )
 
@@ -571,7 +576,6 @@ class Day2Manager:
                 "invalid-value",
                 f"Snapshot name [{ref}] is not unique ({len(named)} snapshots: "
                 f"{ids}); give the snapshot id instead",
-                app_tag="409",
                 info={"bad-element": "snapshot"},
             )
         return named[0]
@@ -579,9 +583,7 @@ class Day2Manager:
     def delete_snapshot(self, ref: str) -> None:
         rec = self.resolve_snapshot(ref)
         if rec.status in ("creating", "deleting"):
-            raise RpcError(
-                "operation-failed", f"Snapshot [{rec.id}] is {rec.status}", app_tag="409"
-            )
+            raise Conflict(f"Snapshot [{rec.id}] is {rec.status}")
         self.store.update_snapshot(rec.id, status="deleting")
         vm = self.link.vm(rec.vm_name)
         key = self._key(vm) if vm else ("snapshot", rec.id)
@@ -636,11 +638,7 @@ class Day2Manager:
     ) -> str:
         rec = self.resolve_snapshot(ref)
         if rec.status != "active":
-            raise RpcError(
-                "operation-failed",
-                f"Snapshot [{rec.id}] is {rec.status}, not active",
-                app_tag="409",
-            )
+            raise Conflict(f"Snapshot [{rec.id}] is {rec.status}, not active")
         vm = self.link.vm(rec.vm_name)
         if vm is None:
             raise RpcError(
@@ -712,6 +710,7 @@ class Day2Manager:
 
     def revert_to_snapshot(self, vm_name: str, ref: str) -> None:
         vm = self.link.require_vm(vm_name)
+        self.link.engine.check_vm_operation(vm, "vmRevertSnapshot")
         rec = self.resolve_snapshot(ref)
         if rec.vm_name != vm_name:
             raise RpcError(
@@ -720,9 +719,7 @@ class Day2Manager:
                 info={"bad-element": "snapshot"},
             )
         if rec.status != "active":
-            raise RpcError(
-                "operation-failed", f"Snapshot [{rec.id}] is {rec.status}", app_tag="409"
-            )
+            raise Conflict(f"Snapshot [{rec.id}] is {rec.status}")
         self._require_not_busy(vm)
         self.link.submit(
             self._key(vm), f"restore {vm_name}", lambda job: self._restore(job, vm_name, rec)

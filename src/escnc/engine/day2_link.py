@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import libvirt
 
+from escnc.engine.jobs import waiting
 from escnc.engine.model import Desired, parse_desired
 from escnc.errors import RpcError
 from escnc.vim import storage
@@ -75,17 +76,25 @@ class EngineLink:
         from escnc.engine.imagereg import ImageError
 
         try:
-            st = self.engine.images.wait_active(name, timeout)
+            with waiting():  # a day-2 job waiting for a registration holds no slot
+                st = self.engine.images.wait_active(name, timeout)
+                st.reported.wait(timeout)  # CREATE_IMAGE published before the caller's event
         except ImageError as exc:
             raise RpcError("operation-failed", str(exc)) from exc
-        st.reported.wait(timeout)  # CREATE_IMAGE published before the caller's event
         return str(st.message)
 
     # -- jobs and events -------------------------------------------------------------
 
-    def submit(self, key: object, name: str, fn: Callable[[Any], None]) -> None:
-        """Queue ``fn(job)`` behind the deployment's other jobs."""
-        self.engine.jobs.submit(key, name, fn)
+    def submit(
+        self,
+        key: object,
+        name: str,
+        fn: Callable[[Any], None],
+        on_cancel: Callable[[], None] | None = None,
+    ) -> None:
+        """Queue ``fn(job)`` behind the deployment's other jobs; ``on_cancel`` reports
+        the request's outcome if an undeploy drops the job before it runs."""
+        self.engine.jobs.submit(key, name, fn, on_cancel=on_cancel)
 
     def settle(self, job: Any, vm: VmRecord, *, announce: bool = True) -> VmRecord | None:
         """Back to service after a day-2 operation: a running VM goes through the

@@ -50,6 +50,7 @@ from lxml import etree
 from escnc.engine import actions, lifecycle, reconcile
 from escnc.engine import states as st
 from escnc.engine.capacity import CapacityManager
+from escnc.engine.clock import Clock, SystemClock
 from escnc.engine.hooks import Day2Hooks
 from escnc.engine.imagereg import (
     ACTIVE,
@@ -58,7 +59,7 @@ from escnc.engine.imagereg import (
     ImageState,
     volume_name_pattern,
 )
-from escnc.engine.jobs import Job, JobQueue
+from escnc.engine.jobs import Job, JobQueue, idle
 from escnc.engine.liveness import (
     DOMAIN_POLL,
     Probe,
@@ -90,8 +91,9 @@ class Engine:
     ns = ESC
     image_wait_seconds = 3600.0
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, clock: Clock | None = None) -> None:
         self.services = services
+        self.clock: Clock = clock or SystemClock()
         self.settings = services.settings
         self.vims: HostRegistry = services.vims
         state_dir = self.settings.state_dir
@@ -114,6 +116,9 @@ class Engine:
         self.started_at = time.monotonic()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        self._admit = threading.Lock()  # check-then-queue of requests is atomic
+        self._ticks = threading.Condition()
+        self.ticks = 0  # periodic reconcile passes done (tests)
 
     # -- start / stop ----------------------------------------------------------------
 
@@ -140,17 +145,32 @@ class Engine:
 
     def stop(self) -> None:
         self._stop.set()
+        release = getattr(self.clock, "release", None)
+        if release is not None:
+            release()
+        if self._ticker is not None:
+            self._ticker.join(10)
         self.monitor.stop()
         self.jobs.shutdown()
         self.capacity.stop()
         self.store.close()
 
     def _tick(self) -> None:
-        while not self._stop.wait(self.settings.reconcile_interval):
+        while not self.clock.wait_until(
+            self.clock.now() + self.settings.reconcile_interval, self._stop
+        ):
             try:
                 self.reconcile()
             except Exception:
                 log.exception("periodic reconcile failed")
+            with self._ticks:
+                self.ticks += 1
+                self._ticks.notify_all()
+
+    def wait_ticks(self, count: int, timeout: float = 30.0) -> bool:
+        """For tests: block until ``count`` periodic reconcile passes are done."""
+        with self._ticks:
+            return self._ticks.wait_for(lambda: self.ticks >= count, timeout)
 
     def reconcile(self) -> None:
         reconcile.reconcile(self)
@@ -189,8 +209,10 @@ class Engine:
             elif before.fingerprint != spec.fingerprint:
                 self.submit(*key, "update", self.bind(lifecycle.update, before, spec))
         for key in old.deployments.keys() - new.deployments.keys():
-            self.jobs.interrupt(key)  # only undeploy interrupts deploy/start/reboot
-            self.submit(*key, "undeploy", self.bind(lifecycle.undeploy, *key))
+            # only undeploy interrupts deploy/start/reboot; queued jobs never run
+            self.jobs.cancel_queued(key)
+            self.jobs.interrupt(key)
+            self.jobs.submit(key, "undeploy", self.bind(lifecycle.undeploy, *key), kind="undeploy")
         for name in old.networks.keys() - new.networks.keys():
             for host in self.vims.hosts():
                 if host.connected:
@@ -354,33 +376,68 @@ class Engine:
 
     # -- RPC entry points (operations/esc_actions.py) --------------------------------
 
+    # Each checks the request against the current state and raises
+    # engine.errors.Refused at once when the state forbids it (operations/ maps it).
+
     def vm_action(self, vm: VmRecord, action: str, force: bool) -> Job:
-        interruptible = action in ("START", "REBOOT")
-        return self.submit(
-            vm.tenant,
-            vm.deployment,
-            f"vmAction {action}",
-            self.bind(actions.run_vm_action, vm.generated_name, action, force),
-            interruptible=interruptible,
-        )
+        power = action in ("START", "REBOOT")
+        with self._admit:
+            actions.check_vm_action(self, vm, action)
+            return self.jobs.submit(
+                vm.dep_key,
+                f"vmAction {action} of {vm.generated_name}",
+                self.bind(actions.run_vm_action, vm.generated_name, action, force),
+                interruptible=power,
+                scope=vm.generated_name if power else None,
+                on_cancel=self._cancelled(vm, actions.VM_TERMINAL.get(action)),
+            )
 
     def service_action(self, dep: DeploymentRecord, action: str) -> Job:
-        return self.submit(
-            dep.tenant,
-            dep.name,
-            f"serviceAction {action}",
-            self.bind(actions.run_service_action, dep.tenant, dep.name, action),
-            interruptible=action in ("START", "REBOOT"),
-        )
+        terminal = {"STOP": "SERVICE_STOPPED", "START": "SERVICE_STARTED"}
+        terminal["REBOOT"] = "SERVICE_REBOOTED"
+        with self._admit:
+            actions.check_service_action(self, dep, action)
+            return self.jobs.submit(
+                dep.key,
+                f"serviceAction {action}",
+                self.bind(actions.run_service_action, dep.tenant, dep.name, action),
+                interruptible=action in ("START", "REBOOT"),
+                scope="" if action in terminal else None,
+                on_cancel=self._cancelled_service(dep, terminal.get(action)),
+            )
 
     def recover(self, vm: VmRecord, reason: str) -> Job:
-        return self.submit(
-            vm.tenant,
-            vm.deployment,
-            "recovery",
-            self.bind(actions.run_recovery, vm.generated_name, reason),
-            interruptible=True,
-        )
+        with self._admit:
+            actions.check_recovery(self, vm)
+            return self.jobs.submit(
+                vm.dep_key,
+                f"recovery of {vm.generated_name}",
+                self.bind(actions.run_recovery, vm.generated_name, reason),
+                interruptible=True,
+                scope=vm.generated_name,
+            )
+
+    def check_vm_operation(self, vm: VmRecord, what: str) -> None:
+        """For day-2 requests (migrate, backup, ...): raise Refused when the VM's
+        deployment is stopped, being undeployed, or held by a start/reboot."""
+        actions.check_vm_operation(self, vm, what)
+
+    def _cancelled(self, vm: VmRecord, event: str | None) -> Callable[[], None] | None:
+        if event is None:
+            return None
+
+        def report() -> None:
+            dep = self.deployment_of(vm) or DeploymentRecord(vm.tenant, vm.deployment, "", "")
+            self.publish(event, dep, vm, message="cancelled by undeploy", failure=True)
+
+        return report
+
+    def _cancelled_service(
+        self, dep: DeploymentRecord, event: str | None
+    ) -> Callable[[], None] | None:
+        if event is None:
+            return None
+        return lambda: self.publish(event, dep, message="cancelled by undeploy", failure=True)
 
     # -- monitoring: libvirt events and the poller (engine/monitor.py) ------------------
 
@@ -397,11 +454,11 @@ class Engine:
         """A monitored VM stopped answering: handled on its deployment's queue, after
         whatever was queued before (our own stop/reboot jobs run first)."""
         log.warning("%s", reason)
-        return self.submit(
-            vm.tenant,
-            vm.deployment,
-            "vm down",
+        return self.jobs.submit(
+            vm.dep_key,
+            f"vm down {vm.generated_name}",
             self.bind(Engine._vm_down, vm.generated_name, reason),
+            kind=f"down {vm.generated_name}",
         )
 
     def _vm_down(self, job: Job, name: str, reason: str) -> None:
@@ -421,20 +478,25 @@ class Engine:
         ):
             return
         if group.recovery_type.upper() == "MANUAL":
-            vm = self.set_vm_state(
-                name,
-                st.VM_ERROR,
-                monitoring=False,
-                status_message=f"{reason}; waiting for recoveryVmAction DO",
-            )
-            self.publish(
-                "VM_MANUAL_RECOVERY_NEEDED",
-                dep,
-                vm,
-                message=f"{reason}; recovery_type MANUAL: waiting for recoveryVmAction DO",
-            )
+            self.manual_recovery_needed(dep, name, reason)
             return
         actions.run_recovery(self, job, name, reason)
+
+    def manual_recovery_needed(self, dep: DeploymentRecord, name: str, reason: str) -> None:
+        """A MANUAL-recovery VM is down: VM_ERROR, no monitoring, one
+        VM_MANUAL_RECOVERY_NEEDED; nothing happens until recoveryVmAction DO."""
+        vm = self.set_vm_state(
+            name,
+            st.VM_ERROR,
+            monitoring=False,
+            status_message=f"{reason}; waiting for recoveryVmAction DO",
+        )
+        self.publish(
+            "VM_MANUAL_RECOVERY_NEEDED",
+            dep,
+            vm,
+            message=f"{reason}; recovery_type MANUAL: waiting for recoveryVmAction DO",
+        )
 
 
 def _remove_network(host: Host, name: str, _job: Job) -> None:
@@ -526,7 +588,7 @@ def _forget_image(engine: Engine, name: str, _job: Job) -> None:
                     not busy
                     or time.monotonic() > deadline
                     or name in engine.desired.images
-                    or engine._stop.wait(0.5)
+                    or idle(0.5, engine._stop)
                 ):
                     kept += [f"{host.name}:{v}" for v in busy]
                     break

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from escnc.engine import states as st
-from escnc.engine.jobs import Job
+from escnc.engine.jobs import Job, waiting
 from escnc.engine.model import DeploymentSpec, GroupSpec
 from escnc.engine.placement import PlacementError, new_vm
 from escnc.engine.store import DeploymentRecord, VmRecord
@@ -65,11 +65,13 @@ def _create_vms(
     for vm in vms:
         if job.cancel.is_set():
             break
+        if vm.state in _SETTLED:
+            continue  # reported before (a failure, monitoring off, day-2): left as it is
         group = spec.groups[vm.group]
         dom_exists = engine.ops.domain(vm) is not None
         stopped = vm.state == st.VM_STOPPED
         if dom_exists and (stopped or engine.ops.is_running(vm)):
-            if vm.state != st.VM_ALIVE and vm.state not in st.HELD_BY_DAY2 and not stopped:
+            if vm.state in _UNFINISHED:
                 watch.append(vm)
             continue
         try:
@@ -77,7 +79,8 @@ def _create_vms(
                 # a redeployment: the group's current image (stale disks go first)
                 engine.ops.remove(vm)
                 vm = engine.set_vm_state(vm.generated_name, vm.state, image=group.image)
-            engine.images.wait_active(group.image, engine.image_wait_seconds, job.cancel)
+            with waiting():  # the registration job needs a slot, this one does not
+                engine.images.wait_active(group.image, engine.image_wait_seconds, job.cancel)
             engine.ops.create(vm, dep.deployment_id, group, engine.desired, start=not stopped)
         except Exception as exc:
             msg = f"VM {vm.generated_name} could not be deployed on host {vm.host}: {exc}"
@@ -103,11 +106,26 @@ def _create_vms(
     return watch, errors
 
 
+# a VM in one of these states is not (re)created or waited for by a deploy that
+# resumes: its outcome was reported, or an operator or day-2 operation holds it
+_SETTLED = frozenset({st.VM_ERROR, st.VM_MONITOR_DISABLED, st.VM_UNDEPLOYING}) | st.HELD_BY_DAY2
+# states of a VM whose start was under way (watched for VM_ALIVE)
+_UNFINISHED = frozenset({st.VM_DEPLOYING, st.VM_INERT})
+
+
 def deploy(engine: Engine, job: Job, spec: DeploymentSpec) -> None:
     dep = engine.store.deployment(spec.tenant, spec.name)
     if dep is None:
-        dep = DeploymentRecord(spec.tenant, spec.name, str(uuid.uuid4()), st.SERVICE_DEPLOYING)
+        dep = DeploymentRecord(
+            spec.tenant,
+            spec.name,
+            str(uuid.uuid4()),
+            st.SERVICE_DEPLOYING,
+            applied=spec.fingerprint,
+        )
         engine.store.put_deployment(dep)
+    elif dep.applied != spec.fingerprint:
+        dep = engine.store.update_deployment(dep.tenant, dep.name, applied=spec.fingerprint) or dep
     try:
         vms = _ensure_records(engine, spec)
     except PlacementError as exc:
@@ -183,7 +201,14 @@ def update(engine: Engine, job: Job, old: DeploymentSpec | None, spec: Deploymen
         deploy(engine, job, spec)
         return
     previous_state = dep.state
-    dep = engine.store.update_deployment(dep.tenant, dep.name, state=st.SERVICE_UPDATING) or dep
+    if previous_state == st.SERVICE_UPDATING:  # resumed after a restart
+        previous_state = st.SERVICE_ACTIVE
+    dep = (
+        engine.store.update_deployment(
+            dep.tenant, dep.name, state=st.SERVICE_UPDATING, applied=spec.fingerprint
+        )
+        or dep
+    )
     errors: list[str] = []
     resizes: list[tuple[VmRecord, str, str]] = []
     existing = engine.store.vms(spec.tenant, spec.name)

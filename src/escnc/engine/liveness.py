@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from escnc.engine.icmp import shared_pinger
+from escnc.engine.jobs import idle
 from escnc.engine.model import GroupSpec
 from escnc.engine.states import COLLECTOR_DOMAIN, COLLECTOR_ICMP
 from escnc.engine.store import VmRecord
@@ -107,5 +108,6 @@ def wait_alive(
                     next_check[name] = now + probe.interval
             if pending:
                 wake = min(next_check[n] for n in pending)
-                cancel.wait(max(0.0, min(wake - time.monotonic(), 0.5)))
+                # between polls the job gives its worker slot back (engine/jobs.py)
+                idle(min(wake - time.monotonic(), 0.5), cancel)
     return alive, failed, False

@@ -1,28 +1,42 @@
-"""Reconcile: make every host match the desired state and the engine's records.
+"""Reconcile, level-triggered: find what is really unfinished and queue one job for it.
 
-* A domain with escnc metadata that no VM record names is an orphan: removed, with
-  VM_UNDEPLOYED (status message says so).
-* A deployment in the desired state without a record is deployed; with a record it
-  is converged (a deploy job that recreates missing domains, restarts domains that
-  should run, resumes an interrupted deployment, and reports only what it did not
-  report before); a changed one is updated first.
-* A recorded deployment that is no longer desired is undeployed.
+A pass (at start, after a host reconnects, every ``settings.reconcile_interval``)
+observes every connected host (the domains this escnc instance created, running or
+not) and compares, per deployment, the desired state, the engine's records and what
+it observed. A deployment gets a job only when something is unfinished:
 
-Everything is submitted as jobs on the deployment queues, so it interleaves safely
-with client operations. Runs at start, after a host reconnects, and periodically.
+* desired without a record, or its record says a deploy or update was under way
+  (escnc stopped in the middle): the deploy or update resumes, reporting only
+  what it had not reported;
+* its desired spec differs from the one its last deploy/update acted on (the
+  configuration changed while escnc was down): an update;
+* a VM whose start was under way, or a monitored VM whose domain is missing: it is
+  repaired (``engine/converge.py``) -- a MANUAL recovery VM gets
+  VM_MANUAL_RECOVERY_NEEDED instead. (A domain that exists but does not answer is
+  the monitor's to judge, after metric_occurrences_false polls.)
+
+What an operator or a reported outcome settled is left alone: VM_MONITOR_DISABLED,
+VM_STOPPED, VM_ERROR (a failed deploy is not re-attempted: a retry is a new request),
+a stopped service, a failed update or scale-out, day-2 states. A busy deployment is
+skipped (its jobs act on the latest state; the next pass looks again), and the job
+is coalesced (``kind="reconcile"``): at most one is ever pending per deployment.
+A domain with escnc metadata that no VM record names is an orphan: removed, with
+VM_UNDEPLOYED. A recorded deployment that is no longer desired is undeployed.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import libvirt
 
-from escnc.engine import lifecycle
+from escnc.engine import converge, lifecycle
 from escnc.engine import states as st
 from escnc.engine.jobs import Job
 from escnc.engine.model import DeploymentSpec
+from escnc.engine.monitor import monitored
 from escnc.engine.store import DeploymentRecord, VmRecord
 from escnc.engine.vmops import remove_domain
 from escnc.vim.domain_xml import META_NS, VmMeta
@@ -35,77 +49,117 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def escnc_domains(host: Host, owner: str) -> list[tuple[str, VmMeta]]:
-    """(domain name, metadata) of every domain on the host that this escnc instance
-    (``owner``) created; other instances' domains on a shared host are left alone."""
-    result = []
+@dataclass
+class Observed:
+    """What one pass saw: the domains on each host it could list."""
+
+    domains: dict[str, set[str]] = field(default_factory=dict)  # host -> domain names
+
+    def seen(self, vm: VmRecord) -> bool:
+        return vm.host in self.domains
+
+    def present(self, vm: VmRecord) -> bool:
+        return vm.generated_name in self.domains.get(vm.host, ())
+
+
+def scan(host: Host, owner: str, known: dict[str, VmRecord]) -> tuple[set[str], list[VmMeta]]:
+    """(names of every domain on the host, metadata of this instance's orphans).
+
+    A domain a VM record places on this host is ours by name; the metadata of any
+    other domain is read: one that this escnc instance (``owner``) created is an
+    orphan, other instances' domains on a shared host are left alone."""
+    names: set[str] = set()
+    orphans = []
     for dom in host.connection().listAllDomains(0):
+        name = dom.name()
+        names.add(name)
+        vm = known.get(name)
+        if vm is not None and vm.host == host.name:
+            continue
         try:
             meta = VmMeta.from_xml(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, META_NS, 0))
         except libvirt.libvirtError:
             continue  # no escnc metadata: not ours (e.g. the test driver's `test` domain)
         if meta is not None and meta.owner == owner:
-            result.append((dom.name(), meta))
-    return result
+            orphans.append(meta)
+    return names, orphans
 
 
 def reconcile(engine: Engine) -> None:
     desired = engine.desired
+    observed = Observed()
+    orphans: list[tuple[Host, VmMeta]] = []
     known = {v.generated_name: v for v in engine.store.vms()}
     for host in engine.vims.hosts():
         if not host.connected:
             continue
         try:
-            domains = escnc_domains(host, engine.instance_id)
+            names, strays = scan(host, engine.instance_id, known)
         except libvirt.libvirtError as exc:
             log.warning("reconcile: cannot list domains of %s: %s", host.name, exc)
             continue
-        present = {name for name, _ in domains}
-        for rec in known.values():
-            lost = rec.host == host.name and rec.generated_name not in present
-            if lost and rec.state == st.VM_ALIVE:
-                # the host lost it (restart, test driver): opdata must not keep saying alive
-                engine.set_vm_state(rec.generated_name, st.VM_DEPLOYING)
-        for name, meta in domains:
-            vm = known.get(name)
-            if vm is None or vm.host != host.name:
-                engine.submit(
-                    meta.tenant,
-                    meta.deployment,
-                    f"orphan {name}",
-                    engine.bind(_remove_orphan, host, meta),
-                )
+        observed.domains[host.name] = names
+        orphans += [(host, meta) for meta in strays]
+    by_deployment: dict[tuple[str, str], list[VmRecord]] = {}
+    for vm in known.values():
+        by_deployment.setdefault(vm.dep_key, []).append(vm)
     for key, spec in desired.deployments.items():
+        if engine.jobs.busy(key):
+            continue  # its jobs act on the latest state; the next pass looks again
         dep = engine.store.deployment(*key)
-        if dep is not None:
-            vms = engine.store.vms(*key)
-            if _needs_update(engine, spec, vms):
-                engine.submit(*key, "update", engine.bind(lifecycle.update, None, spec))
-        engine.submit(*key, "deploy", engine.bind(lifecycle.deploy, spec), interruptible=True)
+        why = unfinished(engine, spec, dep, by_deployment.get(key, []), observed)
+        if why:
+            log.info("reconcile %s/%s: %s", key[0], key[1], why)
+            engine.jobs.submit(
+                key,
+                f"reconcile ({why})",
+                engine.bind(converge.converge, key),
+                kind="reconcile",
+                interruptible=True,
+            )
     for dep in engine.store.deployments():
-        if dep.key not in desired.deployments:
-            engine.submit(
-                *dep.key,
+        if dep.key not in desired.deployments and not engine.jobs.busy(dep.key):
+            engine.jobs.submit(
+                dep.key,
                 "undeploy",
                 engine.bind(lifecycle.undeploy, dep.tenant, dep.name),
+                kind="undeploy",
             )
+    for host, meta in orphans:
+        engine.jobs.submit(
+            (meta.tenant, meta.deployment),
+            f"orphan {meta.generated_name}",
+            engine.bind(_remove_orphan, host, meta),
+            kind=f"orphan {host.name} {meta.generated_name}",
+        )
 
 
-def _needs_update(engine: Engine, spec: DeploymentSpec, vms: list[VmRecord]) -> bool:
-    day2 = engine.services.day2
+def unfinished(
+    engine: Engine,
+    spec: DeploymentSpec,
+    dep: DeploymentRecord | None,
+    vms: list[VmRecord],
+    observed: Observed,
+) -> str | None:
+    """Why the deployment needs a job now, or None when it is converged."""
+    if dep is None:
+        return "not deployed"
+    if dep.state in (st.SERVICE_DEPLOYING, st.SERVICE_UPDATING, st.SERVICE_UNDEPLOYING):
+        return f"interrupted in {dep.state}"
+    if converge.changed(engine, spec, dep, vms):
+        return "configuration changed"
+    if dep.state == st.SERVICE_STOPPED:
+        return None
     for vm in vms:
-        group = spec.groups.get(vm.group)
-        if group is None or group.fingerprint != vm.fingerprint:
-            return True
-        # a flavor rollout resizes one VM at a time: the others differ on purpose
-        if group.flavor != vm.flavor and not (
-            day2 is not None and day2.resize_in_progress(vm.generated_name)
-        ):
-            return True
-    for group in spec.groups.values():  # an interrupted scale in
-        if sum(1 for v in vms if v.group == group.name) > group.min_active:
-            return True
-    return False
+        if not observed.seen(vm) or vm.group not in spec.groups:
+            continue
+        if vm.state in converge.UNFINISHED:  # no job waits for it: the start was cut short
+            return f"VM {vm.generated_name} was being started"
+        elif monitored(vm) and not observed.present(vm):
+            # (a domain that exists but does not answer is the monitor's to judge,
+            # with the group's metric_occurrences_false)
+            return f"VM {vm.generated_name} has no domain on host {vm.host}"
+    return None
 
 
 def _remove_orphan(engine: Engine, job: Job, host: Host, meta: VmMeta) -> None:

@@ -29,6 +29,9 @@ class DeploymentRecord:
     state: str
     status_message: str = ""
     alive_reported: bool = False  # SERVICE_ALIVE sent
+    # fingerprint of the desired spec the last deploy/update acted on (success or
+    # failure): reconcile updates only a deployment whose desired spec differs from it
+    applied: str = ""
 
     @property
     def key(self) -> tuple[str, str]:

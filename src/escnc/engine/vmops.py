@@ -12,6 +12,7 @@ from pathlib import Path
 import libvirt
 
 from escnc.engine.imagereg import ImageRegistry
+from escnc.engine.jobs import idle
 from escnc.engine.model import Desired, GroupSpec
 from escnc.engine.store import VmRecord
 from escnc.vim import storage
@@ -269,7 +270,7 @@ class VmOps:
             while time.monotonic() < deadline:
                 if dom.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF:
                     return
-                time.sleep(0.2)
+                idle(0.2)  # a job gives its worker slot back (engine/jobs.py)
         try:
             dom.destroy()
         except libvirt.libvirtError:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -36,7 +36,19 @@ from escnc.nacm.config import (
     rules_for,
 )
 from escnc.nacm.extensions import Extensions, scan
-from escnc.nacm.paths import Step
+from escnc.nacm.paths import BadPath, parse_path
+from escnc.nacm.walk import (
+    READ_EXT,
+    WRITE_EXT,
+    CRule,
+    Cursor,
+    TrieNode,
+    Walk,
+    by_identity,
+    key_tags,
+    remove,
+    settled,
+)
 from escnc.ns import NC
 
 if TYPE_CHECKING:
@@ -72,14 +84,6 @@ class AccessDenied(Exception):
         self.kind = kind  # "operation" | "data"
 
 
-@dataclass(frozen=True)
-class _CRule:
-    idx: int
-    steps: tuple[Step, ...]  # () matches every node of the rule's module
-    module: str
-    permit: bool
-
-
 @dataclass
 class View:
     """One user's rules under one configuration, ready for matching."""
@@ -89,10 +93,12 @@ class View:
     config: NacmConfig
     exec_rules: list[Rule]
     notif_rules: list[Rule]
-    data: dict[str, tuple[_CRule, ...]]  # access operation -> data rules in order
+    data: dict[str, tuple[CRule, ...]]  # access operation -> data rules in order
     # reads: nothing is denied by a rule (the reply pass only enforces extensions
     # and the private entries)
     read_all: bool = False
+    # access operation -> module -> rule-path trie (walk.py), built on first use
+    tries: dict[str, dict[str, TrieNode]] = field(default_factory=dict)
 
 
 @dataclass
@@ -104,113 +110,6 @@ class Counters:
 
 # A private list entry (e.g. another user's NETCONF session): its owner, from the entry
 OwnerOf = Callable[[etree._Element], str]
-
-
-class _Cursor:
-    """Where a tree walk is, for one access operation: the first rule matching the
-    node so far and the rules that may still match below it."""
-
-    __slots__ = ("best", "el", "ext", "parent", "pending", "priv", "snode", "walk")
-
-    def __init__(
-        self,
-        walk: _Walk,
-        el: etree._Element | None,
-        parent: _Cursor | None,
-        snode: SNode | None,
-        best: _CRule | None,
-        pending: tuple[tuple[_CRule, int], ...],
-        ext: bool,
-        priv: dict[str, object] | None,
-    ) -> None:
-        self.walk = walk
-        self.el = el
-        self.parent = parent
-        self.snode = snode
-        self.best = best
-        self.pending = pending
-        self.ext = ext
-        self.priv = priv
-
-    def child(self, el: etree._Element) -> _Cursor:
-        w = self.walk
-        tag = el.tag
-        if self.parent is None:  # a top-level node: its module picks the rules
-            module = w.nacm.module_of(tag)
-            cands = [r for r in w.rules if r.module == "*" or r.module == module]
-            best = next((r for r in cands if not r.steps), None)
-            pend = [(r, 0) for r in cands if r.steps and (best is None or r.idx < best.idx)]
-            snode = w.nacm.schema.root.child(tag) if isinstance(tag, str) else None
-        else:
-            best = self.best
-            pend = list(self.pending)
-            snode = self.snode.child(tag) if self.snode is not None else None
-        nxt: list[tuple[_CRule, int]] = []
-        for r, i in pend:
-            if r.steps[i].matches(el):
-                if i + 1 == len(r.steps):
-                    if best is None or r.idx < best.idx:
-                        best = r
-                else:
-                    nxt.append((r, i + 1))
-        if best is not None:
-            nxt = [p for p in nxt if p[0].idx < best.idx]
-        ext = self.ext or (snode is not None and w.nacm.ext_kind(snode) in w.ext_kinds)
-        priv: dict[str, object] | None = None
-        if self.priv is not None:
-            sub = self.priv.get(tag)
-            if callable(sub):
-                if sub(el) != w.user:
-                    ext = True
-            elif isinstance(sub, dict):
-                priv = sub
-        return _Cursor(w, el, self, snode, best, tuple(nxt), ext, priv)
-
-    def allowed(self) -> bool:
-        if self.best is not None:
-            return self.best.permit
-        if self.ext:
-            return False
-        return self.walk.default
-
-    def uniform(self) -> bool:
-        """Every descendant gets this node's decision."""
-        if self.priv is not None:
-            return False
-        decision = self.allowed()
-        if (
-            self.best is None
-            and not self.ext
-            and self.snode is not None
-            and self.walk.nacm.ext_below(self.snode, self.walk.ext_kinds)
-        ):
-            return False
-        return all(r.permit == decision for r, _ in self.pending)
-
-    def chain(self) -> list[_Cursor]:
-        out: list[_Cursor] = []
-        c: _Cursor | None = self
-        while c is not None and c.el is not None:
-            out.append(c)
-            c = c.parent
-        out.reverse()
-        return out
-
-
-@dataclass
-class _Walk:
-    nacm: Nacm
-    user: str
-    rules: tuple[_CRule, ...]
-    default: bool
-    ext_kinds: frozenset[str]
-
-    def root(self, priv: dict[str, object] | None) -> _Cursor:
-        return _Cursor(self, None, None, self.nacm.schema.root, None, (), False, priv)
-
-
-_READ_EXT = frozenset({"all"})
-_WRITE_EXT = frozenset({"all", "write"})
 
 
 @dataclass
@@ -320,13 +219,13 @@ class Nacm:
             return v
         groups = config.groups_of(who.user)
         rules = rules_for(config, groups) if groups else []
-        data: dict[str, list[_CRule]] = {op: [] for op in ("read", *WRITE_OPS)}
+        data: dict[str, list[CRule]] = {op: [] for op in ("read", *WRITE_OPS)}
         for i, r in enumerate(rules):
             if r.kind not in ("", "data"):
                 continue
             for op in data:
                 if op in r.ops:
-                    data[op].append(_CRule(i, r.path or (), r.module, r.permit))
+                    data[op].append(CRule(i, r.path or (), r.module, r.permit))
         v = View(
             user=who.user,
             groups=groups,
@@ -341,10 +240,10 @@ class Nacm:
                 self._views[who.user] = v
         return v
 
-    def _walk(self, v: View, op: str) -> _Walk:
+    def _walk(self, v: View, op: str) -> Walk:
         default = v.config.read_default if op == "read" else v.config.write_default
-        kinds = _READ_EXT if op == "read" else _WRITE_EXT
-        return _Walk(self, v.user, v.data[op], default, kinds)
+        kinds = READ_EXT if op == "read" else WRITE_EXT
+        return Walk(self, v.user, v.data[op], default, kinds, v.tries.setdefault(op, {}))
 
     # ------------------------------------------------------------------ 3.4.4 operations
 
@@ -384,13 +283,13 @@ class Nacm:
         root = self._walk(v, "read").root(self._private)
         for ch in list(data):
             if isinstance(ch.tag, str) and not self._prune(root.child(ch), ch):
-                _remove(data, ch)
+                remove(data, ch)
 
-    def _prune(self, c: _Cursor, el: etree._Element) -> bool:
+    def _prune(self, c: Cursor, el: etree._Element) -> bool:
         if c.uniform():
             return c.allowed()
         readable = c.allowed()
-        keys = _key_tags(c.snode)
+        keys = key_tags(c.snode)
         kept = False
         for ch in list(el):
             if not isinstance(ch.tag, str):
@@ -399,7 +298,7 @@ class Nacm:
                 if ch.tag not in keys:
                     kept = True
             elif readable or ch.tag not in keys:
-                _remove(el, ch)
+                remove(el, ch)
         return readable or kept
 
     def readable(self, who: Principal, chain: Sequence[etree._Element]) -> bool:
@@ -412,6 +311,21 @@ class Nacm:
         for el in chain:
             c = c.child(el)
         return c.allowed()
+
+    def chain_of(self, path: str, nsmap: Mapping[str | None, str]) -> list[etree._Element] | None:
+        """Elements (tag and key leaves) for an instance-identifier such as an RFC 6470
+        edit target; None when it cannot be parsed."""
+        try:
+            steps = parse_path(path, nsmap, self.modules.names)
+        except BadPath:
+            return None
+        chain = []
+        for st in steps:
+            el = etree.Element(st.tag)
+            for key, value in st.preds:
+                etree.SubElement(el, key).text = value
+            chain.append(el)
+        return chain
 
     def check_node(
         self, who: Principal, chain: Sequence[etree._Element], access: str, operation: str
@@ -467,8 +381,8 @@ class Nacm:
                 )
 
     def _diff_pair(
-        self, cur: dict[str, _Cursor], old: etree._Element | None, new: etree._Element | None
-    ) -> tuple[_Cursor, str] | None:
+        self, cur: dict[str, Cursor], old: etree._Element | None, new: etree._Element | None
+    ) -> tuple[Cursor, str] | None:
         holder = (old if old is not None else new)
         if holder is not None and holder.tag == f"{{{NC}}}data":
             return self._diff_children(cur, old, new)
@@ -480,7 +394,7 @@ class Nacm:
             return None
         return self._diff({op: c.child(new) for op, c in cur.items()}, old, new)
 
-    def _subtree(self, c: _Cursor, el: etree._Element, op: str) -> tuple[_Cursor, str] | None:
+    def _subtree(self, c: Cursor, el: etree._Element, op: str) -> tuple[Cursor, str] | None:
         if not c.allowed():
             return c, op
         if c.uniform():
@@ -493,8 +407,10 @@ class Nacm:
         return None
 
     def _diff(
-        self, cur: dict[str, _Cursor], old: etree._Element, new: etree._Element
-    ) -> tuple[_Cursor, str] | None:
+        self, cur: dict[str, Cursor], old: etree._Element, new: etree._Element
+    ) -> tuple[Cursor, str] | None:
+        if settled(cur, old, new):
+            return None
         sn = cur["update"].snode
         if (sn is not None and sn.kind in ("leaf", "anydata")) or (
             sn is None and len(old) == 0 and len(new) == 0
@@ -506,11 +422,11 @@ class Nacm:
         return self._diff_children(cur, old, new)
 
     def _diff_children(
-        self, cur: dict[str, _Cursor], old: etree._Element | None, new: etree._Element | None
-    ) -> tuple[_Cursor, str] | None:
+        self, cur: dict[str, Cursor], old: etree._Element | None, new: etree._Element | None
+    ) -> tuple[Cursor, str] | None:
         sn = cur["update"].snode
-        a = _by_identity(old, sn)
-        b = _by_identity(new, sn)
+        a = by_identity(old, sn)
+        b = by_identity(new, sn)
         for ident, el in a.items():
             if ident not in b:
                 d = self._subtree(cur["delete"].child(el), el, "delete")
@@ -526,7 +442,7 @@ class Nacm:
                 return d
         return None
 
-    def error_path(self, c: _Cursor) -> tuple[str, dict[str, str]]:
+    def error_path(self, c: Cursor) -> tuple[str, dict[str, str]]:
         parts: list[str] = []
         nsmap: dict[str, str] = {}
         for step in c.chain():
@@ -535,7 +451,7 @@ class Nacm:
             prefix = self.prefixes.get(q.namespace or "", "x")
             nsmap[prefix] = q.namespace or ""
             part = f"{prefix}:{q.localname}"
-            for key in _key_tags(step.snode):
+            for key in key_tags(step.snode):
                 value = (step.el.findtext(key) or "").strip()
                 part += f"[{prefix}:{etree.QName(key).localname}='{value}']"
             parts.append(part)
@@ -548,17 +464,17 @@ class Nacm:
         who: Principal,
         namespace: str,
         name: str,
-        resource: Sequence[etree._Element] | None = None,
+        resources: Iterable[Sequence[etree._Element]] = (),
     ) -> bool:
-        """May ``who`` receive this notification? ``resource``: a data node the
-        notification is about (e.g. an escEvent's deployment) that ``who`` must
-        also be able to read. Counts and logs a denial."""
+        """May ``who`` receive this notification? ``resources``: data nodes the
+        notification is about (an escEvent's deployment, the targets of a config
+        change) that ``who`` must also be able to read. Counts a denial."""
         v = self.view(who)
         if v is None or name in _ALWAYS_NOTIFICATIONS:
             return True
         allowed = self._notification_rule(v, namespace, name)
-        if allowed and resource:
-            allowed = self.readable(who, resource)
+        if allowed:
+            allowed = all(self.readable(who, chain) for chain in resources)
         if not allowed:
             with self._lock:
                 self.counters.denied_notifications += 1
@@ -602,43 +518,3 @@ class Nacm:
         ):
             etree.SubElement(root, f"{{{NACM_NS}}}{name}").text = str(value)
         return root
-
-
-def _key_tags(sn: SNode | None) -> tuple[str, ...]:
-    if sn is None or sn.kind != "list":
-        return ()
-    return tuple(f"{{{sn.ns}}}{k}" for k in sn.keys)
-
-
-def _by_identity(
-    parent: etree._Element | None, sn: SNode | None
-) -> dict[tuple[str, ...], etree._Element]:
-    out: dict[tuple[str, ...], etree._Element] = {}
-    if parent is None:
-        return out
-    seen: dict[str, int] = {}
-    for ch in parent:
-        if not isinstance(ch.tag, str):
-            continue
-        csn = sn.child(ch.tag) if sn is not None else None
-        if csn is not None and csn.kind == "list":
-            ident = (ch.tag, *((ch.findtext(k) or "").strip() for k in _key_tags(csn)))
-        elif csn is not None and csn.kind == "leaf-list":
-            ident = (ch.tag, "=", (ch.text or "").strip())
-        else:
-            n = seen.get(ch.tag, 0)
-            seen[ch.tag] = n + 1
-            ident = (ch.tag, "#", str(n))
-        out[ident] = ch
-    return out
-
-
-def _remove(parent: etree._Element, child: etree._Element) -> None:
-    tail = child.tail
-    prev = child.getprevious()
-    parent.remove(child)
-    if tail and tail.strip():
-        if prev is not None:
-            prev.tail = (prev.tail or "") + tail
-        else:
-            parent.text = (parent.text or "") + tail

@@ -136,6 +136,26 @@ class NetconfSshInterface(paramiko.ServerInterface):
             return OPEN_SUCCEEDED
         return OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
+    def check_channel_pty_request(
+        self,
+        channel: paramiko.Channel,
+        term: bytes,
+        width: int,
+        height: int,
+        pixelwidth: int,
+        pixelheight: int,
+        modes: bytes,
+    ) -> bool:
+        """Grant a pty on the session channel, but allocate none.
+
+        OpenSSH clients driven by a program (scrapli's system transport runs
+        ``ssh -tt ... -s netconf``) ask for one: without it their local terminal
+        stays cooked (echo, CR/LF mapping, 4 KiB lines) and the framing breaks.
+        Granting it changes nothing here: the channel is a paramiko byte stream, no
+        line discipline, no echo, so the netconf subsystem stays 8-bit clean.
+        """
+        return channel.get_id() == self.channel_id and not self.subsystem_ready.is_set()
+
     def check_channel_subsystem_request(self, channel: paramiko.Channel, name: str) -> bool:
         if name == "netconf" and channel.get_id() == self.channel_id:
             if self.subsystem_ready.is_set():

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from escnc.engine import actions
-from escnc.engine import states as st
-from escnc.errors import RpcError, data_missing, invalid_value
+from escnc.engine.errors import Conflict, EngineError, NotFound, Refused
+from escnc.engine.store import VmRecord
+from escnc.errors import RpcError, data_missing, invalid_value, operation_failed
 from escnc.netconf.dispatch import RpcContext
 from escnc.ns import ESC
 
@@ -43,6 +44,22 @@ def _required(request: etree._Element, name: str) -> str:
     return value
 
 
+def engine_rpc_error(exc: EngineError) -> RpcError:
+    """The rpc-error for an engine error (RFC 6241 Appendix A)."""
+    if isinstance(exc, (Refused, Conflict)):
+        return operation_failed(exc.message, app_tag="operation-not-allowed-in-state")
+    if isinstance(exc, NotFound):
+        return data_missing(exc.message)
+    return invalid_value(exc.message)
+
+
+def _lookup_vm(engine: Engine, name: str, path: str) -> VmRecord:
+    vm = engine.store.vm(name)
+    if vm is None:
+        raise data_missing(f"VM {name} does not exist", path=path, path_nsmap=NSMAP)
+    return vm
+
+
 def _engine(ctx: RpcContext) -> Engine:
     engine = ctx.services.engine
     if engine is None:
@@ -61,13 +78,13 @@ def vm_action(ctx: RpcContext, request: etree._Element) -> None:
             path="/esc:vmAction/esc:actionType",
             path_nsmap=NSMAP,
         )
-    vm = actions.lookup_vm(engine, name, "/esc:vmAction/esc:vmName")
+    vm = _lookup_vm(engine, name, "/esc:vmAction/esc:vmName")
     if action in actions.RESIZE_ACTIONS and action not in engine.hooks.vm_actions:
         raise RpcError("operation-not-supported", f"vmAction {action} is not available")
-    reason = actions.vm_refusal(engine, vm, action)
-    if reason:
-        raise actions.refuse(f"vmAction {action} refused: {reason}")
-    engine.vm_action(vm, action, force)
+    try:
+        engine.vm_action(vm, action, force)
+    except EngineError as exc:
+        raise engine_rpc_error(exc) from None
 
 
 def service_action(ctx: RpcContext, request: etree._Element) -> None:
@@ -98,10 +115,10 @@ def service_action(ctx: RpcContext, request: etree._Element) -> None:
             path="/esc:serviceAction/esc:tenantName",
             path_nsmap=NSMAP,
         )
-    reason = actions.service_refusal(engine, deps[0], action)
-    if reason:
-        raise actions.refuse(f"serviceAction {action} refused: {reason}")
-    engine.service_action(deps[0], action)
+    try:
+        engine.service_action(deps[0], action)
+    except EngineError as exc:
+        raise engine_rpc_error(exc) from None
 
 
 def recovery_vm_action(ctx: RpcContext, request: etree._Element) -> None:
@@ -114,17 +131,11 @@ def recovery_vm_action(ctx: RpcContext, request: etree._Element) -> None:
             path="/esc:recoveryVmAction/esc:actionType",
             path_nsmap=NSMAP,
         )
-    vm = actions.lookup_vm(engine, name, "/esc:recoveryVmAction/esc:vmName")
-    dep = engine.deployment_of(vm)
-    if dep is None or dep.state in (st.SERVICE_UNDEPLOYING, st.SERVICE_DEPLOYING):
-        raise actions.refuse(
-            f"recoveryVmAction refused: deployment {vm.deployment} is not deployed"
-        )
-    if dep.state == st.SERVICE_STOPPED:
-        raise actions.refuse(f"recoveryVmAction refused: deployment {vm.deployment} is stopped")
-    if vm.state in (st.VM_DEPLOYING, st.VM_UNDEPLOYING, st.VM_MIGRATING, st.VM_VERIFY_RESIZE):
-        raise actions.refuse(f"recoveryVmAction refused: VM {name} is in {vm.state}")
-    engine.recover(vm, "manual recovery requested")
+    vm = _lookup_vm(engine, name, "/esc:recoveryVmAction/esc:vmName")
+    try:
+        engine.recover(vm, "manual recovery requested")
+    except EngineError as exc:
+        raise engine_rpc_error(exc) from None
 
 
 def register(registry: RpcRegistry, services: Services) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-import libvirt
 from lxml import etree
 
 from escnc.engine.capacity import (
@@ -29,6 +28,7 @@ from escnc.engine.capacity import (
     parse_time,
     pool_leaves,
 )
+from escnc.engine.errors import Unavailable
 from escnc.errors import RpcError, data_missing, invalid_value, operation_failed
 from escnc.ns import ESC
 
@@ -195,10 +195,10 @@ def query_capacity(ctx: RpcContext, request: etree._Element) -> list[etree._Elem
     out = []
     for name in [zone] if zone else mgr.zones():
         try:
-            fig = mgr.figures(name, begin, INF if stop is None else stop)
-        except libvirt.libvirtError as exc:
+            fig = mgr.zone_figures(name, begin, INF if stop is None else stop)
+        except Unavailable as exc:
             if zone:
-                raise operation_failed(f"{rpc}: zone {name} cannot be read: {exc}") from None
+                raise operation_failed(f"{rpc}: {exc.message}") from None
             continue
         el = etree.Element(_q("zone"), nsmap={None: ESC})  # type: ignore[dict-item]
         etree.SubElement(el, _q("zoneId")).text = name

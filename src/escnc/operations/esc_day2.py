@@ -9,12 +9,15 @@ and the opdata provider for snapshots and volumes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lxml import etree
 
 from escnc.engine.day2 import Day2Manager
+from escnc.engine.errors import EngineError
 from escnc.ns import ESC, qn
+from escnc.operations.esc_actions import engine_rpc_error
 
 if TYPE_CHECKING:
     from escnc.netconf.dispatch import RpcContext, RpcRegistry
@@ -79,4 +82,18 @@ def register(registry: RpcRegistry, services: Services) -> None:
         ("createVolumeFromSnapshot", create_volume),
         ("vmRevertSnapshot", revert_snapshot),
     ):
-        registry.register(ESC, name, handler, validate_input=True)
+        registry.register(ESC, name, _mapped(handler), validate_input=True)
+
+
+def _mapped(
+    handler: Callable[[RpcContext, etree._Element], None],
+) -> Callable[[RpcContext, etree._Element], None]:
+    """The handler with engine errors (a refusal) answered as rpc-errors."""
+
+    def run(ctx: RpcContext, request: etree._Element) -> None:
+        try:
+            handler(ctx, request)
+        except EngineError as exc:
+            raise engine_rpc_error(exc) from None
+
+    return run

@@ -12,8 +12,8 @@ from lxml import etree
 from escnc.events import base
 from escnc.events.esc_event import NETCONF_STREAM
 from escnc.events.subscriptions import Subscriptions
-from escnc.nacm import Principal
-from escnc.ns import ESC, NC_NOTIFICATIONS, NOTIF, qn
+from escnc.nacm import Nacm, Principal
+from escnc.ns import ESC, MONITORING, NC_NOTIF_BASE, NC_NOTIFICATIONS, NOTIF, qn
 from escnc.operations.authorize import deployment_chain
 from escnc.services import Change
 
@@ -47,18 +47,36 @@ def streams_state(services: Services) -> list[etree._Element]:
 
 
 _ESC_EVENT = qn(ESC, "escEvent")
+_CONFIG_CHANGE = qn(NC_NOTIF_BASE, "netconf-config-change")
+_SESSION_EVENTS = (qn(NC_NOTIF_BASE, "netconf-session-start"),
+                   qn(NC_NOTIF_BASE, "netconf-session-end"))
 
 
-def event_resource(body: etree._Element) -> list[etree._Element] | None:
-    """The data node a notification is about, which its receiver must be able to
-    read: an escEvent's deployment (or tenant)."""
-    if body.tag != _ESC_EVENT:
-        return None
-    tenant = (body.findtext(qn(ESC, "tenant")) or "").strip()
-    if not tenant:
-        return None
-    dep = (body.findtext(qn(ESC, "depname")) or "").strip()
-    return deployment_chain(tenant, dep or None)
+def event_resources(nacm: Nacm, body: etree._Element) -> list[list[etree._Element]]:
+    """The data nodes a notification is about, which its receiver must be able to
+    read: an escEvent's deployment (or tenant), every target of a config change,
+    the session entry of a session start/end (other users' sessions are private)."""
+    if body.tag == _ESC_EVENT:
+        tenant = (body.findtext(qn(ESC, "tenant")) or "").strip()
+        if not tenant:
+            return []
+        dep = (body.findtext(qn(ESC, "depname")) or "").strip()
+        return [deployment_chain(tenant, dep or None)]
+    if body.tag == _CONFIG_CHANGE:
+        out = []
+        for target in body.iterfind(f"{{{NC_NOTIF_BASE}}}edit/{{{NC_NOTIF_BASE}}}target"):
+            chain = nacm.chain_of(target.text or "", target.nsmap)
+            if chain:
+                out.append(chain)
+        return out
+    if body.tag in _SESSION_EVENTS:
+        session = etree.Element(qn(MONITORING, "session"))
+        etree.SubElement(session, qn(MONITORING, "username")).text = (
+            body.findtext(qn(NC_NOTIF_BASE, "username")) or ""
+        )
+        return [[etree.Element(qn(MONITORING, "netconf-state")),
+                 etree.Element(qn(MONITORING, "sessions")), session]]
+    return []
 
 
 def event_authorizer(
@@ -80,7 +98,7 @@ def event_authorizer(
             q = etree.QName(body)
             return bool(
                 nacm.notification_allowed(
-                    who, q.namespace or "", q.localname, event_resource(body)
+                    who, q.namespace or "", q.localname, event_resources(nacm, body)
                 )
             )
 

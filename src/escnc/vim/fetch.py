@@ -23,6 +23,7 @@ import base64
 import errno
 import http
 import http.client
+import io
 import ipaddress
 import os
 import socket
@@ -31,7 +32,7 @@ import stat
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from escnc.vim.source_policy import (
     SourcePolicy,
@@ -130,6 +131,27 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
             raise
 
 
+class _Body(io.RawIOBase):
+    """A response body whose close also closes its connection (no socket left to GC)."""
+
+    def __init__(self, resp: http.client.HTTPResponse, conn: http.client.HTTPConnection) -> None:
+        super().__init__()
+        self._resp = resp
+        self._conn = conn
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._resp.read(None if size < 0 else size)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._resp.close()
+            self._conn.close()
+        super().close()
+
+
 def resolve(policy: SourcePolicy, parts: UrlParts) -> str:
     """The address to connect to: every address the host resolves to must be allowed."""
     try:
@@ -225,7 +247,7 @@ def open_url(policy: SourcePolicy, url: str, timeout: float) -> Opened:
         if length is not None:
             check_size(policy, redact(current), length)
         framed = length is not None or bool(resp.chunked)
-        return Opened(resp, length, framed, redact(url))
+        return Opened(cast(IO[bytes], _Body(resp, conn)), length, framed, redact(url))
     raise FetchError(f"cannot download {redact(url)}: more than {MAX_REDIRECTS} redirects")
 
 
