@@ -42,9 +42,7 @@ def make_settings(state_dir: Path, **overrides: object) -> Settings:
     settings.vims = {"default": test_host_uri(state_dir.parent / "hosts")}
     # test-driver VIM connectors; image files beside the state dir (tmp_path) importable
     settings.allow_test_vims = True
-    # (and examples/escnc.toml's directory: examples/deployment.xml's image is there)
-    settings.image_import_dirs = [state_dir / "import", state_dir.parent,
-                                  Path("/tmp/escnc-examples")]
+    settings.image_import_dirs = [state_dir / "import", state_dir.parent]
     for key, value in overrides.items():
         setattr(settings, key, value)
     return settings

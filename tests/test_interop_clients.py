@@ -26,9 +26,13 @@ FLAVOR = f"""<esc_datamodel xmlns="{ESC}"><flavors><flavor><name>interop-flavor<
 </esc_datamodel>"""
 
 
-@pytest.fixture(scope="module", autouse=True)
-def example_image() -> None:
-    subprocess.run(["bash", str(EXAMPLES / "make-image.sh")], check=True, capture_output=True)
+@pytest.fixture(autouse=True)
+def example_image(request: pytest.FixtureRequest) -> None:
+    """examples/deployment.xml's image, in the import directory of the test's server."""
+    if "server" in request.fixturenames:
+        srv = request.getfixturevalue("server")
+        subprocess.run(["bash", str(EXAMPLES / "make-image.sh"),
+                        str(srv.settings.state_dir / "import")], check=True, capture_output=True)
 
 
 # --- netconf-console2 -----------------------------------------------------------------
