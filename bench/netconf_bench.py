@@ -339,15 +339,21 @@ def run_nacm(port: int, args: argparse.Namespace) -> None:
               f"{nacm_rules()}</config></edit-config>")
     c = RawClient(port)
     c.rpc(edit_config(0))
-    print(f"escnc NETCONF bench, NACM: user {USER!r} under 100 rules, {secs:g} s per figure")
+    print(f"escnc NETCONF bench, NACM: user {USER!r} under 100 rules, best of 3 x "
+          f"{secs / 3:g} s per figure")
+    # off and on alternate, best of 3 rounds each: a shared machine's noise hits both
     results: dict[tuple[str, bool], float] = {}
-    for enabled in (False, True):
-        set_nacm(admin, enabled)
-        got = c.rpc(GET_CONFIG)
-        visible = got.count(b"<tenant>")
-        results[("get-config", enabled)], _ = rate(lambda i: c.rpc(GET_CONFIG), secs)
-        results[("edit-config", enabled)], _ = rate(lambda i: c.rpc(edit_config(i)), secs)
-        print(f"  enable-nacm {str(enabled).lower():5}: user sees {visible} of 10 tenants")
+    for rnd in range(3):
+        for enabled in (False, True):
+            set_nacm(admin, enabled)
+            got = c.rpc(GET_CONFIG)
+            if rnd == 0:
+                print(f"  enable-nacm {str(enabled).lower():5}: user sees "
+                      f"{got.count(b'<tenant>')} of 10 tenants")
+            for op, fn in (("get-config", lambda i: c.rpc(GET_CONFIG)),
+                           ("edit-config", lambda i: c.rpc(edit_config(i)))):
+                r, _ = rate(fn, secs / 3)
+                results[(op, enabled)] = max(results.get((op, enabled), 0.0), r)
     for op in ("get-config", "edit-config"):
         off, on = results[(op, False)], results[(op, True)]
         print(f"raw     {op:12} NACM off {off:8.0f} /s   on {on:8.0f} /s   "

@@ -85,6 +85,26 @@ def test_netconf_console2_custom_rpc_and_deployment(server: Server) -> None:
     assert "rpc-error" in r.stdout, r.stdout + r.stderr
 
 
+@pytest.mark.parametrize(
+    "xpath",
+    [
+        "/esc_datamodel/opdata/system_status",  # unprefixed, as ConfD resolves it
+        "/escnc:esc_datamodel/escnc:opdata/escnc:system_status",  # module name as prefix
+        "/esc:esc_datamodel/esc:opdata/esc:system_status",  # module prefix, undeclared
+    ],
+)
+def test_netconf_console2_xpath_names(server: Server, xpath: str) -> None:
+    r = ncc(server, "--get", "-x", xpath)
+    assert r.returncode == 0, r.stderr
+    data = etree.fromstring(r.stdout.encode())
+    assert data.xpath("//e:system_status/e:status/text()", namespaces={"e": ESC}) == ["ACTIVE"]
+
+
+def test_netconf_console2_unknown_name_is_an_error(server: Server) -> None:
+    r = ncc(server, "--get", "-x", "/esc_datamodel/opdata/no_such_thing")
+    assert "invalid-value" in r.stdout and "no_such_thing" in r.stdout, r.stdout + r.stderr
+
+
 def test_netconf_console2_get_schema(server: Server) -> None:
     r = ncc(server, "--get-schema", "escnc")
     assert r.returncode == 0, r.stderr

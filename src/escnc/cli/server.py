@@ -1,10 +1,11 @@
 """``escnc``: run the server and manage its NETCONF users.
 
     escnc serve [--state-dir DIR] [--listen HOST:PORT] [--vim NAME=URI ...]
-                [--config FILE] [--log-level LEVEL]
+                [--config FILE] [--log-level LEVEL] [--log-file PATH] [--log-format text|json]
     escnc user add NAME [--password-stdin] [--key PUBLIC_KEY_FILE] [--state-dir DIR]
     escnc user list [--state-dir DIR]
     escnc user remove NAME [--state-dir DIR]
+    escnc status [--host H] [--port P] [--user U] [--password W | --key FILE]
 
 Settings come from the embedded defaults, then the TOML ``--config`` file (keys are
 the field names of :class:`escnc.settings.Settings`, ``[vims]`` a table of
@@ -157,6 +158,10 @@ def build_settings(args: argparse.Namespace) -> Settings:
         settings.vims = dict(args.vim)
     if args.log_level is not None:
         settings.log_level = args.log_level
+    if getattr(args, "log_file", None) is not None:
+        settings.log_file = args.log_file
+    if getattr(args, "log_format", None) is not None:
+        settings.log_format = args.log_format
     return settings
 
 
@@ -165,12 +170,13 @@ def build_settings(args: argparse.Namespace) -> Settings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from escnc.app import Server
+    from escnc.cli import logging_setup
 
     settings = build_settings(args)
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        logging_setup.configure(settings)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"logging: {exc}") from exc
     for noisy in ("paramiko", "ncclient"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     log = logging.getLogger("escnc")
@@ -365,7 +371,29 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"],
         help="DEBUG, INFO (default), WARNING or ERROR",
     )
+    serve.add_argument(
+        "--log-file",
+        metavar="PATH",
+        help="also log to PATH, rotated at log_max_bytes (10 MiB) keeping log_backups (5)",
+    )
+    serve.add_argument(
+        "--log-format", choices=["text", "json"],
+        help="text (default; ESC-style [tenant=.. deployment=.. vm=..] tags) or json (lines)",
+    )
     serve.set_defaults(func=cmd_serve)
+
+    status = sub.add_parser(
+        "status",
+        help="connect to a running escnc and print its state",
+        description="Log in over NETCONF and print the version, status, uptime, libvirt "
+        "hosts and NETCONF sessions. Exit 0 when ACTIVE, 1 otherwise, 5 when it cannot "
+        "connect or log in. Connection options default to $ESCNC_HOST, $ESCNC_PORT, "
+        "$ESCNC_USER and $ESCNC_PASSWORD.",
+    )
+    from escnc.cli import status as status_cmd
+
+    status_cmd.add_arguments(status)
+    status.set_defaults(func=status_cmd.run)
 
     user = sub.add_parser("user", help="manage NETCONF users", description="Manage NETCONF users.")
     usub = user.add_subparsers(dest="user_command", metavar="ACTION", required=True)

@@ -60,9 +60,10 @@ NETCONF_FEATURES = (
     "writable-running", "candidate", "confirmed-commit", "rollback-on-error",
     "validate", "startup", "xpath",
 )
-# Modules present only because others import them (none today: ietf-netconf-acm is
-# implemented and enforced by escnc.nacm).
-IMPORT_ONLY: frozenset[str] = frozenset()
+# Modules present only because others import them (ietf-netconf-acm is implemented
+# and enforced by escnc.nacm; ietf-origin is imported by ietf-netconf-nmda, whose
+# 'origin' feature escnc does not support).
+IMPORT_ONLY: frozenset[str] = frozenset({"ietf-origin"})
 
 
 @dataclass

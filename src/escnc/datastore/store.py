@@ -567,17 +567,16 @@ class Datastore:
             editor = Editor(self.schema, journal, options)
             try:
                 editor.apply(self._running, config)
+                raws = None
                 if self._authorizes(session_id, username):
-                    self._authorize(
-                        session_id, username, "edit-config",
-                        self._journal_bytes(self._running, journal.units), self._units,
-                    )
+                    raws = self._journal_bytes(self._running, journal.units)
+                    self._authorize(session_id, username, "edit-config", raws, self._units)
                 if test_option != "set":
                     self._validate_units(self._running, journal.units, self._units)
                 if test_option == "test-only":
                     journal.undo()
                 else:
-                    self._commit_journal(journal, session_id, username)
+                    self._commit_journal(journal, session_id, username, raws)
             except BaseException:
                 journal.undo()
                 raise
@@ -1045,12 +1044,23 @@ class Datastore:
 
     # ------------------------------------------------------------------ commit machinery
 
-    def _commit_journal(self, journal: Journal, session_id: int, username: str) -> None:
+    def _commit_journal(
+        self,
+        journal: Journal,
+        session_id: int,
+        username: str,
+        raws: dict[UnitKey, bytes | None] | None = None,
+    ) -> None:
+        """``raws``: the units' new bytes, when already serialized (write authorizer)."""
         changed: dict[UnitKey, bytes | None] = {}
-        found = self._find_units(self._running, journal.units)
+        missing = [k for k in journal.units if raws is None or k not in raws]
+        found = self._find_units(self._running, missing) if missing else {}
         for key in journal.units:
-            el = found[key]
-            raw = None if el is None else shell(el, key)
+            if raws is not None and key in raws:
+                raw = raws[key]
+            else:
+                el = found[key]
+                raw = None if el is None else shell(el, key)
             if raw != self._units.get(key):
                 changed[key] = raw
         if not changed:

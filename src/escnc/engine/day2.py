@@ -309,6 +309,7 @@ class Day2Manager:
             self._key(vm),
             f"migrate {vm_name}",
             lambda job: self._migrate(job, vm_name, target, live, block),
+            on_cancel=lambda: self._cancelled("VM_MIGRATE_COMPLETE", vm),
         )
 
     def _pick(self, vm: VmRecord, candidates: list[str]) -> str | None:
@@ -453,6 +454,14 @@ class Day2Manager:
         )
         return snap_id
 
+    def _cancelled(self, event: str, vm: VmRecord) -> None:
+        """An undeploy dropped the queued request: its terminal event, as a failure."""
+        self.link.publish(event, vm, failure=True, message="cancelled by undeploy")
+
+    def _volume_cancelled(self, vol_id: str, vm: VmRecord) -> None:
+        self.store.update_volume(vol_id, status="error")
+        self._cancelled("VM_VOLUME_CREATED_EVENT", vm)
+
     def _backup_cancelled(self, snap_id: str, vm: VmRecord) -> None:
         """An undeploy dropped the queued backup: the request ends as a failure."""
         message = "cancelled by undeploy"
@@ -587,7 +596,15 @@ class Day2Manager:
         self.store.update_snapshot(rec.id, status="deleting")
         vm = self.link.vm(rec.vm_name)
         key = self._key(vm) if vm else ("snapshot", rec.id)
-        self.link.submit(key, f"delete snapshot {rec.id}", lambda job: self._delete(rec))
+        self.link.submit(
+            key,
+            f"delete snapshot {rec.id}",
+            lambda job: self._delete(rec),
+            # dropped by an undeploy: the delete still runs, on its own queue
+            on_cancel=lambda: self.link.submit(
+                ("snapshot", rec.id), f"delete snapshot {rec.id}", lambda job: self._delete(rec)
+            ),
+        )
 
     def _snapshot_vm(self, rec: SnapshotRecord) -> VmRecord:
         vm = self.link.vm(rec.vm_name)
@@ -657,7 +674,12 @@ class Day2Manager:
                 vol_name=f"volume-{vol_id}.qcow2",
             )
         )
-        self.link.submit(self._key(vm), f"volume {vol_id}", lambda job: self._volume(vol_id, rec))
+        self.link.submit(
+            self._key(vm),
+            f"volume {vol_id}",
+            lambda job: self._volume(vol_id, rec),
+            on_cancel=lambda: self._volume_cancelled(vol_id, vm),
+        )
         return vol_id
 
     def _volume(self, vol_id: str, rec: SnapshotRecord) -> None:
@@ -722,7 +744,10 @@ class Day2Manager:
             raise Conflict(f"Snapshot [{rec.id}] is {rec.status}")
         self._require_not_busy(vm)
         self.link.submit(
-            self._key(vm), f"restore {vm_name}", lambda job: self._restore(job, vm_name, rec)
+            self._key(vm),
+            f"restore {vm_name}",
+            lambda job: self._restore(job, vm_name, rec),
+            on_cancel=lambda: self._cancelled("VM_SNAPSHOT_REVERTED", vm),
         )
 
     def _restore(self, job: Any, vm_name: str, rec: SnapshotRecord) -> None:

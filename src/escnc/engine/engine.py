@@ -38,10 +38,7 @@ import functools
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import libvirt
@@ -68,11 +65,11 @@ from escnc.engine.liveness import (
     ping_target,
     wait_alive,
 )
-from escnc.engine.model import Desired, GroupSpec, ImageSpec, parse_desired
+from escnc.engine.model import Desired, GroupSpec, ImageSpec, merge_pruned, parse_desired
 from escnc.engine.monitor import Monitor, monitored
 from escnc.engine.notify import Notifier
 from escnc.engine.opdata import build_opdata
-from escnc.engine.store import DeploymentRecord, EngineStore, VmRecord
+from escnc.engine.store import DeploymentRecord, EngineStore, VmRecord, instance_id
 from escnc.engine.validate import validate_config
 from escnc.engine.vmops import VmOps
 from escnc.ns import ESC
@@ -102,7 +99,7 @@ class Engine:
         self.images = ImageRegistry(
             state_dir / "images", state_dir / "pools", image_policy(self.settings)
         )
-        self.instance_id = _instance_id(state_dir)
+        self.instance_id = instance_id(state_dir)
         self.ops = VmOps(
             self.vims, self.images, state_dir, self.instance_id, day0_policy(self.settings)
         )
@@ -193,7 +190,7 @@ class Engine:
             old = self.desired
             # of the old tree only its tenants and deployments matter (_merge_pruned)
             was = parse_desired(event.old, root_entries=False)
-            new = _merge_pruned(old, was, parse_desired(event.new))
+            new = merge_pruned(old, was, parse_desired(event.new))
             self.desired = new
         self._apply_vims(old, new)
         self._apply_images(old, new)
@@ -600,29 +597,3 @@ def _forget_image(engine: Engine, name: str, _job: Job) -> None:
     if kept:
         message += f"; kept (still backing a VM disk): {', '.join(kept)}"
     engine.notifier.publish_resource("DELETE_IMAGE", message=message)
-
-
-def _merge_pruned(current: Desired, before: Desired, after: Desired) -> Desired:
-    """The datastore hands over pruned trees: the root (images, flavors, networks, VIMs)
-    in full, but only the tenants and deployments the commit touched. A deployment in
-    neither tree was untouched and keeps its current desired state."""
-    touched = before.deployments.keys() | after.deployments.keys()
-    deployments = {k: v for k, v in current.deployments.items() if k not in touched}
-    deployments.update(after.deployments)
-    tenants = (current.tenants - before.tenants) | after.tenants
-    tenants |= {tenant for tenant, _ in deployments}
-    return replace(after, tenants=tenants, deployments=deployments)
-
-
-def _instance_id(state_dir: Path) -> str:
-    """This escnc instance's identity, kept in the state directory: domains it creates
-    carry it, and reconcile adopts or removes only domains that carry it."""
-    path = state_dir / "instance-id"
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        ident = str(uuid.uuid4())
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(ident + "\n")
-        tmp.replace(path)
-        return ident

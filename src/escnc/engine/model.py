@@ -7,7 +7,7 @@ leaf takes ESC's default, so partial payloads from the seeds work as written.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from lxml import etree
@@ -382,3 +382,15 @@ def _parse_root_entries(root: etree._Element, desired: Desired) -> None:
         desired.networks[_text(el, "name")] = NetworkSpec(_text(el, "name"), subnets)
     for el in _children(root, "vim_connectors", "vim_connector"):
         desired.vims[_text(el, "name")] = (_text(el, "uri"), _bool(el, "default"))
+
+
+def merge_pruned(current: Desired, before: Desired, after: Desired) -> Desired:
+    """The datastore hands over pruned trees: the root (images, flavors, networks, VIMs)
+    in full, but only the tenants and deployments the commit touched. A deployment in
+    neither tree was untouched and keeps its current desired state."""
+    touched = before.deployments.keys() | after.deployments.keys()
+    deployments = {k: v for k, v in current.deployments.items() if k not in touched}
+    deployments.update(after.deployments)
+    tenants = (current.tenants - before.tenants) | after.tenants
+    tenants |= {tenant for tenant, _ in deployments}
+    return replace(after, tenants=tenants, deployments=deployments)

@@ -71,6 +71,8 @@ class Notifier:
             dep.name,
             vm.generated_name if vm else "",
             message,
+            extra={"tenant": dep.tenant, "deployment": dep.name,
+                   "vm": vm.generated_name if vm else ""},  # log tags (cli/logging_setup)
         )
         self._send(type_, event)
 

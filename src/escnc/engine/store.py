@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -180,3 +181,17 @@ class EngineStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def instance_id(state_dir: Path) -> str:
+    """This escnc instance's identity, kept in the state directory: domains it creates
+    carry it, and reconcile adopts or removes only domains that carry it."""
+    path = state_dir / "instance-id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        ident = str(uuid.uuid4())
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(ident + "\n")
+        tmp.replace(path)
+        return ident

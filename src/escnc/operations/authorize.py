@@ -93,6 +93,19 @@ class WriteAuthorizer:
 
     def __init__(self, nacm: Nacm) -> None:
         self.nacm = nacm
+        # recently parsed units (the new root of one edit is the old root of the next);
+        # the trees are only read
+        self._parsed: dict[bytes, etree._Element] = {}
+
+    def _parse(self, raw: bytes) -> etree._Element:
+        el = self._parsed.get(raw)
+        if el is None:
+            el = etree.fromstring(raw, _PARSER)
+            if len(raw) > 4096:  # only big units are worth keeping
+                if len(self._parsed) >= 4:
+                    self._parsed.clear()
+                self._parsed[raw] = el
+        return el
 
     def applies(self, session_id: int, username: str) -> bool:
         return self.nacm.view(Principal(username, session_id)) is not None
@@ -103,8 +116,8 @@ class WriteAuthorizer:
         for key, (old, new) in changes.items():
             pairs.append((
                 _unit_anchor(key),
-                None if old is None else etree.fromstring(old, _PARSER),
-                None if new is None else etree.fromstring(new, _PARSER),
+                None if old is None else self._parse(old),
+                None if new is None else self._parse(new),
             ))
         # the datastore root first, then tenants, then deployments: the outermost
         # denied node is the one reported

@@ -87,7 +87,14 @@ def register(registry: RpcRegistry, services: Services) -> None:
             (m.revision for m in modules if m.name == "ietf-yang-library" and m.revision),
             "2019-01-04",
         )
+        # RFC 7950's yang-library:1.0 for clients that read modules-state (its
+        # module-set-id), RFC 8526's yang-library:1.1 for NMDA clients (get-data of
+        # /yang-library, whose content-id is the same value)
         services.capabilities.append(
             "urn:ietf:params:netconf:capability:yang-library:1.0"
             f"?revision={revision}&module-set-id={content_id(modules)}"
+        )
+        services.capabilities.append(
+            "urn:ietf:params:netconf:capability:yang-library:1.1"
+            f"?revision={revision}&content-id={content_id(modules)}"
         )

@@ -210,6 +210,8 @@ def open_url(policy: SourcePolicy, url: str, timeout: float) -> Opened:
         auth = "Basic " + base64.b64encode(creds).decode()
     auth_host = (parts.host, parts.port)
     current = url
+    shown = redact(url)  # after a redirect: the first URL and the host now asked (the
+    # rest of a Location is the remote's words, never shown)
     for _hop in range(MAX_REDIRECTS + 1):
         address = resolve(policy, parts)
         where = f"host {parts.hostport}"
@@ -223,29 +225,31 @@ def open_url(policy: SourcePolicy, url: str, timeout: float) -> Opened:
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            raise FetchError(
-                f"cannot download {redact(current)}: {reason(exc, where, timeout)}"
-            ) from exc
+            raise FetchError(f"cannot download {shown}: {reason(exc, where, timeout)}") from exc
         if resp.status in REDIRECTS:
             location = resp.getheader("Location") or ""
             conn.close()
             if not location:
                 raise FetchError(
-                    f"cannot download {redact(current)}: {_status_text(resp.status)} "
-                    "without a Location"
+                    f"cannot download {shown}: {_status_text(resp.status)} without a Location"
                 )
             current = urllib.parse.urljoin(current, location)
             try:
                 parts = parse_url(policy, current)
             except SourceRefused as exc:
                 raise SourceRefused(f"redirect from {redact(url)} refused: {exc}") from exc
+            shown = f"{redact(url)} (redirected to host {parts.hostport})"
             continue
         if resp.status != 200:
             conn.close()
-            raise FetchError(f"cannot download {redact(current)}: {_status_text(resp.status)}")
+            raise FetchError(f"cannot download {shown}: {_status_text(resp.status)}")
         length = resp.length if not resp.chunked else None
         if length is not None:
-            check_size(policy, redact(current), length)
+            try:
+                check_size(policy, shown, length)
+            except SourceRefused:
+                conn.close()
+                raise
         framed = length is not None or bool(resp.chunked)
         return Opened(cast(IO[bytes], _Body(resp, conn)), length, framed, redact(url))
     raise FetchError(f"cannot download {redact(url)}: more than {MAX_REDIRECTS} redirects")
