@@ -120,3 +120,21 @@ def test_notifications_are_valid(served, tmp_path: Path) -> None:  # type: ignor
                   str(f)], mods)
         assert r.returncode == 0 and not r.stderr.strip(), (text, r.stderr)
     assert "netconf-config-change" in names and "netconf-session-start" in names
+
+
+def test_get_data_of_the_operational_datastore_is_valid(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """RFC 8526 get-data ds:operational: the whole datastore, config and state (-t data)."""
+    from ncclient.xml_ import to_ele
+
+    srv, mods, implemented = served
+    nmda = "urn:ietf:params:xml:ns:yang:ietf-netconf-nmda"
+    with connect(srv) as m:
+        reply = m.dispatch(to_ele(
+            f'<get-data xmlns="{nmda}" xmlns:ds="urn:ietf:params:xml:ns:yang:ietf-datastores">'
+            "<datastore>ds:operational</datastore></get-data>"))
+    data = etree.fromstring(str(reply).encode()).find(f"{{{nmda}}}data")
+    assert data is not None and len(data) > 3
+    f = tmp_path / "operational.xml"
+    f.write_text("".join(etree.tostring(c).decode() for c in data))
+    r = lint(["-p", str(mods), "-t", "data", *implemented, str(f)], mods)
+    assert r.returncode == 0 and not r.stderr.strip(), r.stderr
