@@ -186,6 +186,13 @@ class Waiter:
     vms: dict[str, str] = field(default_factory=dict)
     failed: bool = False
     done: bool = False
+    # False: a FAILURE is recorded, but waiting goes on until a terminal event (an
+    # undeploy reports FAILUREs of single VMs and still ends with SERVICE_UNDEPLOYED)
+    stop_on_failure: bool = True
+    # after the terminal event, also wait for these (VM name -> event type)
+    then: dict[str, str] = field(default_factory=dict)
+    last: str = ""
+    _terminal_seen: bool = False
 
     def feed(self, event: etree._Element) -> None:
         info = event_fields(event)
@@ -202,10 +209,16 @@ class Waiter:
             file=sys.stderr,
             flush=True,
         )
+        self.last = info.get("type", "")
+        if vm and self.then.get(vm) == info.get("type"):
+            del self.then[vm]
         if info.get("status") == "FAILURE":
             self.failed = True
-            self.done = True
+            if self.stop_on_failure or info.get("type") in self.terminal:
+                self.done = True
         elif info.get("type") in self.terminal:
+            self._terminal_seen = True
+        if self._terminal_seen and not self.then:
             self.done = True
 
     def summary(self) -> None:
@@ -237,9 +250,21 @@ def subscribe(m: Any, stream: str = "escEvent", start_time: str | None = None) -
         raise RpcFailed(reply)
 
 
+PROGRESS_EVERY = 15.0  # seconds between "still waiting" lines
+
+
 def follow(m: Any, waiter: Waiter, timeout: float) -> int:
     deadline = time.monotonic() + timeout
+    next_note = time.monotonic() + PROGRESS_EVERY
     while not waiter.done:
+        now = time.monotonic()
+        if now >= next_note:
+            expected = ", ".join(f"{vm} {t}" for vm, t in sorted(waiter.then.items()))
+            print(f"[{now - waiter.started:7.1f}s] still waiting"
+                  f"{' (last event ' + waiter.last + ')' if waiter.last else ''}"
+                  f"{'; expecting ' + expected if expected else ''}",
+                  file=sys.stderr, flush=True)
+            next_note = now + PROGRESS_EVERY
         left = deadline - time.monotonic()
         if left <= 0:
             waiter.summary()
@@ -317,6 +342,9 @@ def _dep_waiter(deps: list[tuple[str, str]]) -> Waiter:
 
     def match(info: dict[str, str]) -> bool:
         key = (info.get("tenant", ""), info.get("depname", ""))
+        vm = info.get("generated_vmname") or info.get("vmname") or ""
+        if vm and vm in waiter.then:
+            return True
         hit = key in pending or ("", key[1]) in pending
         if hit and info.get("type", "").startswith("SERVICE_") and info.get("status") != "FAILURE":
             pending.discard(key)
@@ -353,9 +381,55 @@ def verb_edit_config(m: Any, args: argparse.Namespace) -> int:
         config.append(payload)
     deps = _deployments_in(config)
     waiter = _dep_waiter(deps) if deps else None
+    if waiter is not None and args.wait and args.datastore == "running":
+        # a flavor change ends with VM_VERIFY_RESIZE per VM, after SERVICE_UPDATED
+        waiter.then = {vm: "VM_VERIFY_RESIZE" for vm in _vms_to_resize(m, config)}
     return run_rpc(
         m, args, lambda: m.edit_config(config=config, target=args.datastore), waiter
     )
+
+
+def _groups_with_flavor(config: etree._Element) -> dict[tuple[str, str, str], str]:
+    """(tenant, deployment, vm_group) -> flavor, for groups that name a flavor."""
+    out = {}
+    for group in config.iter(f"{{{ESC_NS}}}vm_group"):
+        flavor = group.findtext(f"{{{ESC_NS}}}flavor")
+        dep = group.getparent()
+        if not flavor or dep is None or local(dep.tag) != "deployment":
+            continue
+        holder = dep.getparent()
+        tenant_el = holder.getparent() if holder is not None else None
+        tenant = tenant_el.findtext(f"{{{ESC_NS}}}name") if tenant_el is not None else ""
+        out[(tenant or "", dep.findtext(f"{{{ESC_NS}}}name") or "",
+             group.findtext(f"{{{ESC_NS}}}name") or "")] = flavor.strip()
+    return out
+
+
+def _vms_to_resize(m: Any, config: etree._Element) -> list[str]:
+    """The running VMs of the payload's groups whose flavor the payload changes."""
+    groups = _groups_with_flavor(config)
+    if not groups:
+        return []
+    reply = m.get(filter=("subtree", f'<esc_datamodel xmlns="{ESC_NS}"><opdata><tenants/>'
+                                     "</opdata></esc_datamodel>"))
+    if not reply.ok:
+        return []
+    vms = []
+    data = _reply_el(reply)
+    for tenant in data.iter(f"{{{ESC_NS}}}tenant"):
+        tname = tenant.findtext(f"{{{ESC_NS}}}name") or ""
+        for dep in tenant.iter(f"{{{ESC_NS}}}deployment"):
+            dname = dep.findtext(f"{{{ESC_NS}}}name") or ""
+            for group in dep.iter(f"{{{ESC_NS}}}vm_group"):
+                key = (tname, dname, group.findtext(f"{{{ESC_NS}}}name") or "")
+                want = groups.get(key) or groups.get(("", key[1], key[2]))
+                if want is None:
+                    continue
+                for vm in group.iter(f"{{{ESC_NS}}}vm_instance"):
+                    flavor = (vm.findtext(f"{{{ESC_NS}}}flavor") or "").strip()
+                    if flavor and flavor != want:
+                        vms.append(vm.findtext(f"{{{ESC_NS}}}name") or "")
+    return [v for v in vms if v]
 
 
 def _filter_for(path: str | None) -> Any:
@@ -386,6 +460,7 @@ def verb_delete_dep(m: Any, args: argparse.Namespace) -> int:
     esc("name", args.deployment, dep)
     waiter = _dep_waiter([(args.tenant, args.deployment)])
     waiter.terminal = {"SERVICE_UNDEPLOYED"}
+    waiter.stop_on_failure = False
     return run_rpc(m, args, lambda: m.edit_config(config=config, target=args.datastore), waiter)
 
 
@@ -494,6 +569,48 @@ def verb_snapshot(m: Any, args: argparse.Namespace) -> int:
     esc("snapshot", args.snapshot, rpc)
     waiter = Waiter({"VM_SNAPSHOT_DELETED"}, lambda info: True)
     return run_rpc(m, args, lambda: m.dispatch(rpc), waiter)
+
+
+def verb_recovery(m: Any, args: argparse.Namespace) -> int:
+    rpc = esc("recoveryVmAction")
+    esc("actionType", args.action.upper(), rpc)
+    esc("vmName", args.vm_name, rpc)
+    waiter = _vm_waiter(args.vm_name, "VM_RECOVERY_COMPLETE")
+    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter)
+
+
+def verb_revert_snapshot(m: Any, args: argparse.Namespace) -> int:
+    rpc = esc("vmRevertSnapshot")
+    esc("vmName", args.vm_name, rpc)
+    esc("snapshot", args.snapshot, rpc)
+    waiter = _vm_waiter(args.vm_name, "VM_ALIVE")
+    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter)
+
+
+def verb_volume_from_snapshot(m: Any, args: argparse.Namespace) -> int:
+    rpc = esc("createVolumeFromSnapshot")
+    esc("snapshot", args.snapshot, rpc)
+    esc("name", args.name, rpc)
+    if args.volume_type:
+        esc("volume_type", args.volume_type, rpc)
+    if args.multiattach:
+        esc("multiattach", "true", rpc)
+    if args.not_bootable:
+        esc("bootable", "false", rpc)
+    waiter = Waiter({"VM_VOLUME_CREATED_EVENT"}, lambda info: True)
+    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter)
+
+
+def verb_rpc(m: Any, args: argparse.Namespace) -> int:
+    """Any RPC from a file: the RPC element itself (e.g. the seeds' queryComputeCapacity,
+    createComputeReservation), or an <rpc> holding it."""
+    doc = parse_xml_file(args.file)
+    if local(doc.tag) == "rpc":
+        inner = [c for c in doc if isinstance(c.tag, str)]
+        if len(inner) != 1:
+            raise CliError(f"{args.file}: <rpc> must hold exactly one operation")
+        doc = inner[0]
+    return _print_reply(m.dispatch(doc), args)
 
 
 def verb_notify(m: Any, args: argparse.Namespace) -> int:
@@ -614,6 +731,24 @@ def build_parser() -> argparse.ArgumentParser:
             True)
     p.add_argument("action", metavar="delete")
     p.add_argument("snapshot", metavar="ID_OR_NAME")
+    p = add("recovery-vm-action", verb_recovery,
+            "recoveryVmAction: recovery-vm-action DO VM_NAME (a MANUAL-recovery VM)", True)
+    p.add_argument("action", metavar="DO")
+    p.add_argument("vm_name", metavar="VM_NAME")
+    p = add("vm-revert-snapshot", verb_revert_snapshot,
+            "vmRevertSnapshot: restore VM_NAME in place from SNAPSHOT (id or name)", True)
+    p.add_argument("vm_name", metavar="VM_NAME")
+    p.add_argument("snapshot", metavar="SNAPSHOT")
+    p = add("create-volume-from-snapshot", verb_volume_from_snapshot,
+            "createVolumeFromSnapshot: a new volume NAME from SNAPSHOT", True)
+    p.add_argument("snapshot", metavar="SNAPSHOT")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--volume-type", metavar="TYPE")
+    p.add_argument("--multiattach", action="store_true", help="attachable to several VMs")
+    p.add_argument("--not-bootable", action="store_true", help="bootable false")
+    p = add("rpc", verb_rpc, "send any RPC in FILE (e.g. queryComputeCapacity, "
+            "createComputeReservation: the seeds' payloads) and print the reply")
+    p.add_argument("file", metavar="FILE")
     p = add("notify", verb_notify, "subscribe and print notifications as they come")
     p.add_argument("--stream", default="escEvent", help="stream name (default escEvent)")
     p.add_argument("--start-time", metavar="T", help="replay from T (RFC 3339 date-time)")
