@@ -76,6 +76,19 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 
 
 @pytest.fixture
+def example_image(request: pytest.FixtureRequest) -> None:
+    """examples/deployment.xml's image (examples/make-image.sh), in the import directory
+    of the test's ``server`` (modules opt in with usefixtures)."""
+    if "server" in request.fixturenames:
+        import subprocess
+
+        srv = request.getfixturevalue("server")
+        script = Path(__file__).resolve().parent.parent / "examples" / "make-image.sh"
+        subprocess.run(["bash", str(script), str(srv.settings.state_dir / "import")],
+                       check=True, capture_output=True)
+
+
+@pytest.fixture
 def server(server_factory: Callable[..., Server]) -> Server:
     return server_factory()
 

@@ -5,7 +5,6 @@ createVolumeFromSnapshot, recoveryVmAction and any RPC from a file (capacity).""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,7 @@ from test_cli import EXAMPLES, _vm_name, cli
 ESC = "http://www.cisco.com/esc/esc"
 
 
-@pytest.fixture(autouse=True)
-def example_image(request: pytest.FixtureRequest) -> None:
-    if "server" in request.fixturenames:
-        srv = request.getfixturevalue("server")
-        subprocess.run(["bash", str(EXAMPLES / "make-image.sh"),
-                        str(srv.settings.state_dir / "import")], check=True, capture_output=True)
+pytestmark = pytest.mark.usefixtures("example_image")
 
 
 def _event(kind: str, status: str = "SUCCESS", vm: str = "vm1") -> etree._Element:

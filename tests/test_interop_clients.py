@@ -26,13 +26,7 @@ FLAVOR = f"""<esc_datamodel xmlns="{ESC}"><flavors><flavor><name>interop-flavor<
 </esc_datamodel>"""
 
 
-@pytest.fixture(autouse=True)
-def example_image(request: pytest.FixtureRequest) -> None:
-    """examples/deployment.xml's image, in the import directory of the test's server."""
-    if "server" in request.fixturenames:
-        srv = request.getfixturevalue("server")
-        subprocess.run(["bash", str(EXAMPLES / "make-image.sh"),
-                        str(srv.settings.state_dir / "import")], check=True, capture_output=True)
+pytestmark = pytest.mark.usefixtures("example_image")
 
 
 # --- netconf-console2 -----------------------------------------------------------------
