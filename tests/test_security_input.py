@@ -132,3 +132,14 @@ def test_retention_keeps_the_byte_total_exact(tmp_path: Path) -> None:
     assert log.count() == 10
     assert log.size_bytes == sum(range(41, 51))
     log.close()
+
+
+def test_day2_libvirt_xml_is_built_with_lxml() -> None:
+    """Names with quotes, & and < cannot break out of volume or snapshot XML."""
+    from escnc.vim import day2_volumes
+
+    hostile = "a'b\"c&d<e>"
+    root = etree.fromstring(day2_volumes._vol_xml(hostile, 10, hostile))
+    assert root.findtext("name") == hostile
+    assert root.find("target/format").get("type") == hostile  # type: ignore[union-attr]
+    assert root.findtext("capacity") == "10"

@@ -8,9 +8,9 @@ into the snapshot's ``<description>``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from xml.sax.saxutils import escape
 
 import libvirt
+from lxml import etree
 
 from escnc.vim.day2_common import Day2Error, libvirt_message, lookup, parse_xml
 
@@ -51,10 +51,10 @@ def create_snapshot(
     if len(description) > MAX_NAME_LEN:
         raise Day2Error(f"snapshot name longer than {MAX_NAME_LEN} characters")
     dom = lookup(conn, dom_name)
-    xml = (
-        f"<domainsnapshot><name>{escape(snap_id)}</name>"
-        f"<description>{escape(description)}</description></domainsnapshot>"
-    )
+    root = etree.Element("domainsnapshot")
+    etree.SubElement(root, "name").text = snap_id
+    etree.SubElement(root, "description").text = description
+    xml = etree.tostring(root, encoding="unicode")
     try:
         snap = dom.snapshotCreateXML(xml, 0)
     except libvirt.libvirtError as exc:

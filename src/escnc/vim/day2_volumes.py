@@ -15,9 +15,9 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
-from xml.sax.saxutils import escape
 
 import libvirt
+from lxml import etree
 
 from escnc.vim.day2_common import (
     Day2Error,
@@ -100,11 +100,12 @@ def resolve_pool(
 
 
 def _vol_xml(name: str, capacity: int, fmt: str) -> str:
-    fmt_xml = f"<target><format type='{escape(fmt)}'/></target>" if fmt else ""
-    return (
-        f"<volume><name>{escape(name)}</name>"
-        f"<capacity unit='bytes'>{capacity}</capacity>{fmt_xml}</volume>"
-    )
+    root = etree.Element("volume")
+    etree.SubElement(root, "name").text = name
+    etree.SubElement(root, "capacity", unit="bytes").text = str(capacity)
+    if fmt:
+        etree.SubElement(etree.SubElement(root, "target"), "format", type=fmt)
+    return etree.tostring(root, encoding="unicode")
 
 
 def _vol_format(vol: libvirt.virStorageVol | None) -> str:
