@@ -502,3 +502,26 @@ def test_undeploy_with_queued_backup_over_netconf(srv, nc, ev: Events, image) ->
 
 def conn_of(server):  # type: ignore[no-untyped-def]
     return server.services.vims.get("hostA").connection()
+
+
+def test_retry_of_a_failed_deploy_is_a_new_reported_attempt(
+    h: Harness, clock: ManualClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_a: object, **_kw: object) -> None:
+        raise libvirt.libvirtError("no room on the host")
+
+    monkeypatch.setattr(h.engine.ops, "create", broken)
+    h.ds.commit(config(tmp_path, deployment()))
+    h.events.wait_for("SERVICE_ALIVE")
+    monkeypatch.undo()
+    vm = h.engine.store.vms()[0]
+    h.events.clear()
+    h.engine.recover(vm, "operator retry").future.result(20)  # recoveryVmAction DO
+    h.events.wait_for("SERVICE_ALIVE")
+    got = [(t, s) for t, s, *_ in h.events.items]
+    assert got[0] == ("VM_RECOVERY_INIT", "SUCCESS")
+    assert got[-2:] == [("VM_RECOVERY_COMPLETE", "SUCCESS"), ("SERVICE_ALIVE", "SUCCESS")]
+    assert h.engine.store.deployment("t1", "dep1").state == st.SERVICE_ACTIVE  # type: ignore[union-attr]
+    h.events.clear()
+    ticks(h, clock)
+    assert h.events.items == []

@@ -372,14 +372,20 @@ def run_recovery(engine: Engine, job: Job, name: str, reason: str) -> None:
 
 def _recovered(engine: Engine, dep: DeploymentRecord, name: str, message: str) -> None:
     vm = engine.set_vm_state(name, st.VM_ALIVE, monitoring=True, status_message="")
+    engine.publish("VM_RECOVERY_COMPLETE", dep, vm, message=message)
     current = engine.store.deployment(dep.tenant, dep.name)
     if current is not None and current.state == st.SERVICE_ERROR:
         vms = engine.store.vms(dep.tenant, dep.name)
         if all(v.state == st.VM_ALIVE for v in vms):
-            engine.store.update_deployment(
-                dep.tenant, dep.name, state=st.SERVICE_ACTIVE, status_message=""
+            # back in service: said so, as the failure was
+            msg = f"Service is active again: VM {name} recovered"
+            current = (
+                engine.store.update_deployment(
+                    dep.tenant, dep.name, state=st.SERVICE_ACTIVE, status_message=""
+                )
+                or current
             )
-    engine.publish("VM_RECOVERY_COMPLETE", dep, vm, message=message)
+            engine.publish("SERVICE_ALIVE", current, message=msg)
 
 
 def _unrecovered(engine: Engine, dep: DeploymentRecord, name: str, why: str) -> None:
