@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from lxml import etree
 
+from escnc.engine.validate import group_path
 from escnc.errors import RpcError, RpcErrors, invalid_value
 from escnc.ns import ESC
 
@@ -53,9 +54,7 @@ def check_names(tree: etree._Element) -> None:
                         f"{used} bytes together; VM names built from them "
                         f"(<deployment>_<vm_group>_<index>_<uuid>) must fit in a "
                         f"{FILE_NAME_MAX}-byte file name: at most {GENERATED_BUDGET} bytes",
-                        path=(f"/esc:esc_datamodel/esc:tenants/esc:tenant[esc:name='{tname}']"
-                              f"/esc:deployments/esc:deployment[esc:name='{dname}']"
-                              f"/esc:vm_group[esc:name='{gname}']/esc:name"),
+                        path=group_path(tname, dname, gname, "name"),
                         path_nsmap=NSMAP,
                     ))
     for kind, limit in (("image", IMAGE_NAME_MAX), ("network", NETWORK_NAME_MAX)):
