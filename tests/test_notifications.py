@@ -292,7 +292,10 @@ def _raw_subscribe(port: int, body: str = "<stream>escEvent</stream>") -> RawCli
 @pytest.mark.slow
 def test_stuck_subscriber_others_unaffected_resume_by_replay(tmp_path: Path) -> None:
     total = 10_000
-    srv = NotifServer(tmp_path / "state", subscriber_max_lag=2000)
+    # the stuck client reads only after the healthy one has all 10,000, which can take
+    # longer than the default grace on a loaded machine
+    srv = NotifServer(tmp_path / "state", subscriber_max_lag=2000,
+                      subscriber_terminate_grace=600.0)
     try:
         stuck = _raw_subscribe(srv.port)
         with connect(srv) as healthy:

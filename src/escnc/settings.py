@@ -53,6 +53,9 @@ class Settings:
     # bytes of stored notifications; beyond it the oldest go first (0 = no byte budget)
     event_retention_bytes: int = 256 * 1024 * 1024
     subscriber_max_lag: int = 100_000  # events a subscriber may fall behind before it is closed
+    # seconds a subscriber closed for lagging has to read its queued output and the
+    # subscription-terminated notice before the connection is dropped
+    subscriber_terminate_grace: float = 30.0
 
     # engine
     reconcile_interval: float = 30.0

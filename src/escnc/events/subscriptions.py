@@ -41,8 +41,6 @@ EventAuthorizer = Callable[["SessionHandle"], "Callable[[StoredEvent], bool] | N
 
 # notifications a session may have queued before delivery pauses
 MAX_SESSION_BACKLOG = 512
-# seconds a lagging subscriber gets to read the termination notice before it is closed
-TERMINATE_GRACE = 30.0
 
 
 @dataclass
@@ -118,14 +116,13 @@ def _backlog_probe(session: SessionHandle) -> Callable[[], int] | None:
 class Subscriptions:
     """Active NETCONF subscriptions by session id."""
 
-    terminate_grace = TERMINATE_GRACE
-
     def __init__(
         self, bus: EventBus, settings: Settings, authorize: EventAuthorizer | None = None
     ) -> None:
         self.bus = bus
         self.settings = settings
         self.authorize = authorize
+        self.terminate_grace = float(settings.subscriber_terminate_grace)
         self._lock = threading.Lock()
         self._active: dict[int, Consumer] = {}
 
