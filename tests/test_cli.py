@@ -265,7 +265,7 @@ def test_cli_deploy_wait_operate_undeploy(server: Server) -> None:
     r = cli(server, "get-config", "/esc_datamodel/tenants/tenant[name='admin']")
     assert r.returncode == 0 and "<name>Cirros-VNF</name>" in r.stdout
     r = cli(server, "--json", "get-config", "/esc_datamodel/flavors")
-    flavors = json.loads(r.stdout)["data"]["esc_datamodel"]["flavors"]["flavor"]
+    flavors = json.loads(r.stdout)["escnc:esc_datamodel"]["flavors"]["flavor"]
     assert {f["name"] for f in flavors} == {"SolTest-Cirros-Flavor", "SolTest-Cirros-Flavor-v2"}
 
     vm = _vm_name(server)
@@ -292,7 +292,8 @@ def test_cli_rpc_error_exit_code(server: Server) -> None:
     assert "<rpc-error" in r.stdout
     r = cli(server, "--json", "vm-action", "STOP", "no-such-vm")
     assert r.returncode == 1
-    assert "rpc-error" in json.loads(r.stdout)["rpc-reply"]
+    (error,) = json.loads(r.stdout)["ietf-restconf:errors"]["error"]
+    assert error["error-tag"] and error["error-type"] == "application", error
     bad = Path(server.settings.state_dir) / "bad.xml"
     bad.write_text('<esc_datamodel xmlns="http://www.cisco.com/esc/esc"><flavors><flavor>'
                    "<name>f</name><vcpus>many</vcpus></flavor></flavors></esc_datamodel>")
@@ -391,7 +392,8 @@ def test_cli_notify_replays_from_start_time(server: Server) -> None:
     r = cli(server, "--json", "notify", "--start-time", "1970-01-01T00:00:00Z", "--count", "4",
             "--for", "60")
     assert r.returncode == 0, r.stderr
-    assert r.stdout.count('"escEvent"') == 4
+    assert r.stdout.count('"escnc:escEvent"') == 4
+    assert r.stdout.count('"ietf-restconf:notification"') == 4
     for event in ("CREATE_IMAGE", "VM_DEPLOYED", "VM_ALIVE", "SERVICE_ALIVE"):
         assert f'"{event}"' in r.stdout
 

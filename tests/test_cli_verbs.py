@@ -102,3 +102,41 @@ def test_long_wait_prints_progress(monkeypatch: pytest.MonkeyPatch,
     code = client.follow(Quiet(), waiter, timeout=0.3)
     assert code == client.EXIT_TIMEOUT
     assert capsys.readouterr().err.count("still waiting") >= 2
+
+
+def _leaves(o: Any) -> list[Any]:
+    if isinstance(o, dict):
+        return [v for x in o.values() for v in _leaves(x)]
+    if isinstance(o, list):
+        return [v for x in o for v in _leaves(x)]
+    return [o]
+
+
+def test_json_is_rfc7951(server: Server, tmp_path: Path) -> None:
+    """--json: module-qualified top-level names, a one-entry list is an array, integers
+    are numbers; RPC output as {"module:output"}; <ok/> as an empty object."""
+    import json
+
+    f = tmp_path / "flavor.xml"
+    f.write_text(f'<esc_datamodel xmlns="{ESC}"><flavors><flavor><name>one</name>'
+                 "<vcpus>2</vcpus><memory_mb>512</memory_mb><root_disk_mb>64</root_disk_mb>"
+                 "</flavor></flavors></esc_datamodel>")
+    r = cli(server, "--json", "edit-config", str(f))
+    assert r.returncode == 0 and json.loads(r.stdout) == {}, r.stdout + r.stderr
+    r = cli(server, "--json", "get-config", "/esc_datamodel/flavors/flavor[name='one']")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc == {"escnc:esc_datamodel": {"flavors": {"flavor": [
+        {"name": "one", "vcpus": 2, "memory_mb": 512, "root_disk_mb": 64}]}}}
+
+    q = tmp_path / "q.xml"
+    q.write_text(f'<queryComputeCapacity xmlns="{ESC}"><resourceDescriptor>'
+                 "<computeResourceTypeId>vcInstances</computeResourceTypeId>"
+                 "</resourceDescriptor></queryComputeCapacity>")
+    r = cli(server, "--json", "rpc", str(q))
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    assert list(out) == ["escnc:output"], out
+    # RFC 7951 6.1: 64-bit integers (the capacity figures are uint64) are JSON strings
+    figures = [v for v in _leaves(out) if isinstance(v, str) and v.isdigit()]
+    assert figures and not any(isinstance(v, int) for v in _leaves(out)), out

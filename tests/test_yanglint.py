@@ -138,3 +138,24 @@ def test_get_data_of_the_operational_datastore_is_valid(served, tmp_path: Path) 
     f.write_text("".join(etree.tostring(c).decode() for c in data))
     r = lint(["-p", str(mods), "-t", "data", *implemented, str(f)], mods)
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+
+
+def test_cli_json_output_is_valid_rfc7951(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """escnc-cli --json prints get and get-config replies that libyang reads as JSON
+    instance data (RFC 7951) and validates against escnc's modules."""
+    from test_cli import cli
+
+    srv, mods, implemented = served
+    with connect(srv) as m:
+        m.edit_config(target="running", config=(
+            f'<config><esc_datamodel xmlns="{E}"><tenants><tenant><name>lint</name>'
+            "</tenant></tenants><flavors><flavor><name>f1</name><vcpus>1</vcpus>"
+            "<memory_mb>64</memory_mb><root_disk_mb>64</root_disk_mb></flavor></flavors>"
+            "</esc_datamodel></config>"))
+    for verb, kind in (("get-config", "getconfig"), ("get", "get")):
+        r = cli(srv, "--json", verb)
+        assert r.returncode == 0, r.stderr
+        f = tmp_path / f"{verb}.json"
+        f.write_text(r.stdout)
+        lint_r = lint(["-p", str(mods), "-t", kind, *implemented, str(f)], mods)
+        assert lint_r.returncode == 0 and not lint_r.stderr.strip(), (kind, lint_r.stderr)

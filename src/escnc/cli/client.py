@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import logging
 import os
 import re
@@ -30,6 +29,7 @@ from typing import Any
 from lxml import etree
 
 from escnc import __version__
+from escnc.cli.render import render_notification, render_reply
 
 ESC_NS = "http://www.cisco.com/esc/esc"
 NC_NS = "urn:ietf:params:xml:ns:netconf:base:1.0"
@@ -52,27 +52,6 @@ class CliError(Exception):
 
 def local(tag: Any) -> str:
     return etree.QName(tag).localname if isinstance(tag, str) else ""
-
-
-def pretty(el: etree._Element) -> str:
-    return etree.tostring(el, pretty_print=True, encoding="unicode").rstrip("\n")
-
-
-def to_json_obj(el: etree._Element) -> Any:
-    """Element -> JSON value: leaves become text, names seen more than once become lists."""
-    children = [c for c in el if isinstance(c.tag, str)]
-    if not children:
-        return el.text.strip() if el.text and el.text.strip() else None
-    grouped: dict[str, list[Any]] = {}
-    for child in children:
-        grouped.setdefault(local(child.tag), []).append(to_json_obj(child))
-    return {k: v[0] if len(v) == 1 else v for k, v in grouped.items()}
-
-
-def render(el: etree._Element, as_json: bool) -> str:
-    if as_json:
-        return json.dumps({local(el.tag): to_json_obj(el)}, indent=2)
-    return pretty(el)
 
 
 def parse_xml_file(path: str) -> etree._Element:
@@ -308,15 +287,11 @@ def _note_denied(el: etree._Element) -> None:
               file=sys.stderr)
 
 
-def _print_reply(reply: Any, args: argparse.Namespace) -> int:
+def _print_reply(reply: Any, args: argparse.Namespace, rpc: etree._Element | None = None) -> int:
     el = _reply_el(reply)
     if not reply.ok:
         _note_denied(el)
-    if args.json and reply.ok:
-        data = el.find(f"{{{NC_NS}}}data")
-        print(render(data if data is not None else el, True))
-    else:
-        print(render(el, args.json))
+    print(render_reply(el, args.json, etree.QName(rpc) if rpc is not None else None))
     if not reply.ok:
         return EXIT_RPC_ERROR
     return EXIT_OK
@@ -358,12 +333,13 @@ def _dep_waiter(deps: list[tuple[str, str]]) -> Waiter:
 
 
 def run_rpc(
-    m: Any, args: argparse.Namespace, send: Callable[[], Any], waiter: Waiter | None
+    m: Any, args: argparse.Namespace, send: Callable[[], Any], waiter: Waiter | None,
+    rpc: etree._Element | None = None,
 ) -> int:
     if args.wait and waiter is not None:
         subscribe(m)
     reply = send()
-    code = _print_reply(reply, args)
+    code = _print_reply(reply, args, rpc)
     if code != EXIT_OK or not args.wait:
         return code
     if waiter is None:
@@ -493,7 +469,7 @@ def verb_vm_action(m: Any, args: argparse.Namespace) -> int:
         esc("force", "true", rpc)
     terminal = VM_ACTION_TERMINAL.get(action)
     waiter = _vm_waiter(args.vm_name, terminal) if terminal else None
-    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter)
+    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter, rpc)
 
 
 def verb_service_action(m: Any, args: argparse.Namespace) -> int:
@@ -510,7 +486,7 @@ def verb_service_action(m: Any, args: argparse.Namespace) -> int:
             lambda info: info.get("depname") == args.deployment
             and info.get("tenant", args.tenant) in (args.tenant, ""),
         )
-    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter)
+    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter, rpc)
 
 
 def verb_migrate(m: Any, args: argparse.Namespace) -> int:
@@ -533,7 +509,7 @@ def verb_migrate(m: Any, args: argparse.Namespace) -> int:
     if host:
         esc("host", host, rpc)
     terminal = "VM_MIGRATE_COMPLETE" if args.migration_type == "live" else "VM_VERIFY_RESIZE"
-    return run_rpc(m, args, lambda: m.dispatch(rpc), _vm_waiter(args.vm_name, terminal))
+    return run_rpc(m, args, lambda: m.dispatch(rpc), _vm_waiter(args.vm_name, terminal), rpc)
 
 
 def verb_backup(m: Any, args: argparse.Namespace) -> int:
@@ -558,7 +534,7 @@ def verb_backup(m: Any, args: argparse.Namespace) -> int:
         esc("backupName", args.backup_name, rpc)
         esc("actionType", kind, rpc)
     waiter = _vm_waiter(args.vm_name, "VM_BACKUP_COMPLETE")
-    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter)
+    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter, rpc)
 
 
 def verb_snapshot(m: Any, args: argparse.Namespace) -> int:
@@ -568,7 +544,7 @@ def verb_snapshot(m: Any, args: argparse.Namespace) -> int:
     esc("actionType", "DELETE", rpc)
     esc("snapshot", args.snapshot, rpc)
     waiter = Waiter({"VM_SNAPSHOT_DELETED"}, lambda info: True)
-    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter)
+    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter, rpc)
 
 
 def verb_recovery(m: Any, args: argparse.Namespace) -> int:
@@ -576,7 +552,7 @@ def verb_recovery(m: Any, args: argparse.Namespace) -> int:
     esc("actionType", args.action.upper(), rpc)
     esc("vmName", args.vm_name, rpc)
     waiter = _vm_waiter(args.vm_name, "VM_RECOVERY_COMPLETE")
-    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter)
+    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter, rpc)
 
 
 def verb_revert_snapshot(m: Any, args: argparse.Namespace) -> int:
@@ -584,7 +560,7 @@ def verb_revert_snapshot(m: Any, args: argparse.Namespace) -> int:
     esc("vmName", args.vm_name, rpc)
     esc("snapshot", args.snapshot, rpc)
     waiter = _vm_waiter(args.vm_name, "VM_ALIVE")
-    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter)
+    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter, rpc)
 
 
 def verb_volume_from_snapshot(m: Any, args: argparse.Namespace) -> int:
@@ -598,7 +574,7 @@ def verb_volume_from_snapshot(m: Any, args: argparse.Namespace) -> int:
     if args.not_bootable:
         esc("bootable", "false", rpc)
     waiter = Waiter({"VM_VOLUME_CREATED_EVENT"}, lambda info: True)
-    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter)
+    return run_rpc(m, args, lambda: m.dispatch(rpc), waiter, rpc)
 
 
 def verb_rpc(m: Any, args: argparse.Namespace) -> int:
@@ -610,7 +586,7 @@ def verb_rpc(m: Any, args: argparse.Namespace) -> int:
         if len(inner) != 1:
             raise CliError(f"{args.file}: <rpc> must hold exactly one operation")
         doc = inner[0]
-    return _print_reply(m.dispatch(doc), args)
+    return _print_reply(m.dispatch(doc), args, doc)
 
 
 def verb_notify(m: Any, args: argparse.Namespace) -> int:
@@ -630,7 +606,7 @@ def verb_notify(m: Any, args: argparse.Namespace) -> int:
                 raise CliError("the server closed the session", EXIT_CONNECT)
             continue
         root = etree.fromstring(notif.notification_xml.encode(), _PARSER)
-        print(render(root, args.json), flush=True)
+        print(render_notification(root, args.json), flush=True)
         seen += 1
     return EXIT_OK
 
@@ -786,7 +762,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(m, args))
         except RpcFailed as exc:
             _note_denied(_reply_el(exc.reply))
-            print(render(_reply_el(exc.reply), args.json))
+            print(render_reply(_reply_el(exc.reply), args.json))
             return EXIT_RPC_ERROR
         finally:
             try:

@@ -132,6 +132,10 @@ class Schema:
     def namespace_of(self, module: str) -> str:
         return self._ns_by_module[module]
 
+    def module_of(self, namespace: str | None) -> str | None:
+        """Name of the served module with this XML namespace, if any."""
+        return self._module_by_ns(namespace)
+
     # ---- validation ------------------------------------------------------------
 
     def to_instance(self, data: etree._Element) -> InstanceNode:
