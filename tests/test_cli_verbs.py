@@ -13,7 +13,8 @@ import pytest
 from lxml import etree
 
 from escnc.app import Server
-from escnc.cli import client
+from escnc.cli import client, follow
+from escnc.cli.common import EXIT_TIMEOUT
 from test_cli import EXAMPLES, _vm_name, cli
 
 ESC = "http://www.cisco.com/esc/esc"
@@ -97,10 +98,10 @@ def test_long_wait_prints_progress(monkeypatch: pytest.MonkeyPatch,
             time.sleep(min(timeout, 0.02))
             return None
 
-    monkeypatch.setattr(client, "PROGRESS_EVERY", 0.05)
+    monkeypatch.setattr(follow, "PROGRESS_EVERY", 0.05)
     waiter = client._vm_waiter("vm1", "VM_ALIVE")
-    code = client.follow(Quiet(), waiter, timeout=0.3)
-    assert code == client.EXIT_TIMEOUT
+    code = follow.follow(Quiet(), waiter, timeout=0.3)
+    assert code == EXIT_TIMEOUT
     assert capsys.readouterr().err.count("still waiting") >= 2
 
 

@@ -8,7 +8,7 @@ ESCNC_PASSWORD. Replies are printed as pretty XML (``--json`` for JSON). With
 ``--wait`` the deployment and action verbs follow the escEvent notifications until the
 operation's terminal event and show progress per VM on stderr.
 
-Exit status: 0 success, 1 rpc-error, 2 usage, 3 a FAILURE notification,
+Exit status (escnc.cli.common): 0 success, 1 rpc-error, 2 usage, 3 a FAILURE notification,
 4 timed out waiting, 5 cannot connect or log in.
 """
 
@@ -18,255 +18,32 @@ import argparse
 import getpass
 import logging
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from lxml import etree
 
 from escnc import __version__
+from escnc.cli.common import (
+    _PARSER,
+    DEFAULT_WAIT_TIMEOUT,
+    ESC_NS,
+    EXIT_CONNECT,
+    EXIT_OK,
+    EXIT_RPC_ERROR,
+    NC_NS,
+    CliError,
+    RpcFailed,
+    esc,
+    local,
+    parse_xml_file,
+    path_to_subtree,
+)
+from escnc.cli.connection import Conn
+from escnc.cli.follow import Waiter, follow, subscribe
 from escnc.cli.render import render_notification, render_reply
-
-ESC_NS = "http://www.cisco.com/esc/esc"
-NC_NS = "urn:ietf:params:xml:ns:netconf:base:1.0"
-NOTIF_NS = "urn:ietf:params:xml:ns:netconf:notification:1.0"
-
-EXIT_OK, EXIT_RPC_ERROR, EXIT_USAGE, EXIT_FAILURE, EXIT_TIMEOUT, EXIT_CONNECT = 0, 1, 2, 3, 4, 5
-DEFAULT_WAIT_TIMEOUT = 900.0
-
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=True)
-
-
-class CliError(Exception):
-    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-# --- XML helpers ----------------------------------------------------------------------
-
-
-def local(tag: Any) -> str:
-    return etree.QName(tag).localname if isinstance(tag, str) else ""
-
-
-def parse_xml_file(path: str) -> etree._Element:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    try:
-        return etree.fromstring(data, _PARSER)
-    except etree.XMLSyntaxError as exc:
-        raise CliError(f"{path} is not well-formed XML: {exc}") from exc
-
-
-def esc(tag: str, text: str | None = None, parent: etree._Element | None = None) -> etree._Element:
-    qname = f"{{{ESC_NS}}}{tag}"
-    el = (
-        etree.SubElement(parent, qname)
-        if parent is not None
-        else etree.Element(qname, nsmap={None: ESC_NS})  # type: ignore[dict-item]
-    )
-    if text is not None:
-        el.text = text
-    return el
-
-
-_STEP = re.compile(r"^(?:(?P<prefix>[\w.-]+):)?(?P<name>[A-Za-z_][\w.-]*)(?P<preds>(\[[^\]]*\])*)$")
-_PRED = re.compile(r"\[\s*(?:[\w.-]+:)?([A-Za-z_][\w.-]*)\s*=\s*(?:'([^']*)'|\"([^\"]*)\")\s*\]")
-
-
-def path_to_subtree(path: str) -> etree._Element | None:
-    """A simple path (``/esc_datamodel/tenants/tenant[name='a']/...``) as a subtree
-    filter in the escnc namespace, or None when it is not that simple."""
-    steps = [s for s in path.strip().strip("/").split("/")]
-    if not steps or any(not s for s in steps):
-        return None
-    root: etree._Element | None = None
-    parent: etree._Element | None = None
-    for step in steps:
-        m = _STEP.match(step)
-        if m is None or (m.group("prefix") not in (None, "esc", "escnc")):
-            return None
-        preds = m.group("preds") or ""
-        matches = list(_PRED.finditer(preds))
-        if "".join(x.group(0) for x in matches).replace(" ", "") != preds.replace(" ", ""):
-            return None
-        el = esc(m.group("name"), parent=parent)
-        for pm in matches:
-            esc(pm.group(1), pm.group(2) if pm.group(2) is not None else pm.group(3), el)
-        if root is None:
-            root = el
-        parent = el
-    return root
-
-
-# --- connection -----------------------------------------------------------------------
-
-
-@dataclass
-class Conn:
-    host: str
-    port: int
-    user: str
-    password: str | None
-    key: str | None
-    timeout: float
-
-    def connect(self) -> Any:
-        from ncclient import manager
-        from ncclient.operations import RaiseMode
-        from ncclient.transport import session as nc_session
-
-        # ncclient polls its send queue every TICK (0.1 s by default): far too slow
-        nc_session.TICK = 0.0005
-        try:
-            m = manager.connect(
-                host=self.host,
-                port=self.port,
-                username=self.user,
-                password=self.password,
-                key_filename=self.key,
-                hostkey_verify=False,
-                allow_agent=self.password is None and self.key is None,
-                look_for_keys=self.password is None and self.key is None,
-                timeout=self.timeout,
-            )
-        except Exception as exc:
-            hint = ""
-            if self.password is None and self.key is None:
-                hint = (" (no password given: set ESCNC_PASSWORD, or pass --password "
-                        "or --key FILE)")
-            raise CliError(
-                f"cannot connect to {self.host} port {self.port} as {self.user}: "
-                f"{type(exc).__name__}: {exc}{hint}",
-                EXIT_CONNECT,
-            ) from exc
-        m.raise_mode = RaiseMode.NONE
-        m.timeout = self.timeout
-        return m
-
-
-# --- waiting for notifications --------------------------------------------------------
-
-
-@dataclass
-class Waiter:
-    """Follows escEvent notifications until the terminal event of one operation."""
-
-    terminal: set[str]
-    match: Callable[[dict[str, str]], bool]
-    started: float = field(default_factory=time.monotonic)
-    vms: dict[str, str] = field(default_factory=dict)
-    failed: bool = False
-    done: bool = False
-    # False: a FAILURE is recorded, but waiting goes on until a terminal event (an
-    # undeploy reports FAILUREs of single VMs and still ends with SERVICE_UNDEPLOYED)
-    stop_on_failure: bool = True
-    # after the terminal event, also wait for these (VM name -> event type)
-    then: dict[str, str] = field(default_factory=dict)
-    last: str = ""
-    _terminal_seen: bool = False
-
-    def feed(self, event: etree._Element) -> None:
-        info = event_fields(event)
-        if not self.match(info):
-            return
-        elapsed = time.monotonic() - self.started
-        vm = info.get("generated_vmname") or info.get("vmname") or ""
-        if vm:
-            self.vms[vm] = info.get("type", "")
-        who = "/".join(x for x in (info.get("tenant"), info.get("depname")) if x)
-        print(
-            f"[{elapsed:7.1f}s] {info.get('type', '?'):<26} {info.get('status', ''):<8}"
-            f" {who}{' ' + vm if vm else ''}: {info.get('status_message', '')}",
-            file=sys.stderr,
-            flush=True,
-        )
-        self.last = info.get("type", "")
-        if vm and self.then.get(vm) == info.get("type"):
-            del self.then[vm]
-        if info.get("status") == "FAILURE":
-            self.failed = True
-            if self.stop_on_failure or info.get("type") in self.terminal:
-                self.done = True
-        elif info.get("type") in self.terminal:
-            self._terminal_seen = True
-        if self._terminal_seen and not self.then:
-            self.done = True
-
-    def summary(self) -> None:
-        if self.vms:
-            print("VM progress:", file=sys.stderr)
-            for vm, last in sorted(self.vms.items()):
-                print(f"  {vm}: {last}", file=sys.stderr)
-
-
-def event_fields(event: etree._Element) -> dict[str, str]:
-    """Flatten an escEvent: status, depname, tenant, vmname, generated_vmname, type ..."""
-    out: dict[str, str] = {}
-    for el in event.iter():
-        if not isinstance(el.tag, str) or len(el):
-            continue
-        name = local(el.tag)
-        if name in out:
-            continue
-        parent = el.getparent()
-        if parent is not None and local(parent.tag) == "vm_target":
-            name = "target_" + name
-        out[name] = (el.text or "").strip()
-    return out
-
-
-def subscribe(m: Any, stream: str = "escEvent", start_time: str | None = None) -> None:
-    reply = m.create_subscription(stream_name=stream, start_time=start_time)
-    if not reply.ok:
-        raise RpcFailed(reply)
-
-
-PROGRESS_EVERY = 15.0  # seconds between "still waiting" lines
-
-
-def follow(m: Any, waiter: Waiter, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    next_note = time.monotonic() + PROGRESS_EVERY
-    while not waiter.done:
-        now = time.monotonic()
-        if now >= next_note:
-            expected = ", ".join(f"{vm} {t}" for vm, t in sorted(waiter.then.items()))
-            print(f"[{now - waiter.started:7.1f}s] still waiting"
-                  f"{' (last event ' + waiter.last + ')' if waiter.last else ''}"
-                  f"{'; expecting ' + expected if expected else ''}",
-                  file=sys.stderr, flush=True)
-            next_note = now + PROGRESS_EVERY
-        left = deadline - time.monotonic()
-        if left <= 0:
-            waiter.summary()
-            print(f"escnc-cli: gave up waiting after {timeout:.0f} s", file=sys.stderr)
-            return EXIT_TIMEOUT
-        notif = m.take_notification(block=True, timeout=min(left, 1.0))
-        if notif is None:
-            if not m.connected:
-                raise CliError("the server closed the session", EXIT_CONNECT)
-            continue
-        root = etree.fromstring(notif.notification_xml.encode(), _PARSER)
-        for body in root:
-            if local(body.tag) == "escEvent":
-                waiter.feed(body)
-    waiter.summary()
-    return EXIT_FAILURE if waiter.failed else EXIT_OK
-
-
-class RpcFailed(Exception):
-    def __init__(self, reply: Any) -> None:
-        super().__init__("rpc-error")
-        self.reply = reply
-
 
 # --- verbs ----------------------------------------------------------------------------
 
