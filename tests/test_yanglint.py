@@ -47,6 +47,15 @@ def data_file(reply: object, path: Path) -> Path:
     return path
 
 
+def _configure(m) -> None:  # type: ignore[no-untyped-def]
+    """A tenant and a flavor, so that replies hold lists, numbers and defaults."""
+    m.edit_config(target="running", config=(
+        f'<config><esc_datamodel xmlns="{E}"><tenants><tenant><name>lint</name>'
+        "</tenant></tenants><flavors><flavor><name>f1</name><vcpus>1</vcpus>"
+        "<memory_mb>64</memory_mb><root_disk_mb>64</root_disk_mb></flavor></flavors>"
+        "</esc_datamodel></config>"))
+
+
 @pytest.fixture
 def served(server: Server, tmp_path: Path) -> tuple[Server, Path, list[str]]:
     """escnc's modules via get-schema; the implemented ones per its yang-library."""
@@ -79,11 +88,7 @@ def test_served_modules_compile_without_warnings(served) -> None:  # type: ignor
 def test_get_and_get_config_replies_are_valid(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     srv, mods, implemented = served
     with connect(srv) as m:
-        m.edit_config(target="running", config=(
-            f'<config><esc_datamodel xmlns="{E}"><tenants><tenant><name>lint</name>'
-            "</tenant></tenants><flavors><flavor><name>f1</name><vcpus>1</vcpus>"
-            "<memory_mb>64</memory_mb><root_disk_mb>64</root_disk_mb></flavor></flavors>"
-            "</esc_datamodel></config>"))
+        _configure(m)
         get = data_file(m.get(), tmp_path / "get.xml")
         get_config = data_file(m.get_config("running"), tmp_path / "get-config.xml")
     assert "denied-operations" in get.read_text() or "ietf-netconf-acm@2018-02-14.yang" \
@@ -147,11 +152,7 @@ def test_cli_json_output_is_valid_rfc7951(served, tmp_path: Path) -> None:  # ty
 
     srv, mods, implemented = served
     with connect(srv) as m:
-        m.edit_config(target="running", config=(
-            f'<config><esc_datamodel xmlns="{E}"><tenants><tenant><name>lint</name>'
-            "</tenant></tenants><flavors><flavor><name>f1</name><vcpus>1</vcpus>"
-            "<memory_mb>64</memory_mb><root_disk_mb>64</root_disk_mb></flavor></flavors>"
-            "</esc_datamodel></config>"))
+        _configure(m)
     for verb, kind in (("get-config", "getconfig"), ("get", "get")):
         r = cli(srv, "--json", verb)
         assert r.returncode == 0, r.stderr
