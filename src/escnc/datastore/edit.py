@@ -3,8 +3,8 @@
 The datastore edits its live tree in place (a deep copy of 10,000 deployments costs
 ~0.25 s) and records every mutation in a :class:`Journal`, so a failed or rejected
 edit is undone exactly. The journal also names the *units* (the datastore root,
-each tenant, each deployment) that changed: validation and persistence work on
-those only.
+each entry of a root list, each tenant, each deployment) that changed: validation
+and persistence work on those only.
 """
 
 from __future__ import annotations
@@ -35,8 +35,18 @@ TENANT = f"{{{ESC}}}tenant"
 DEPLOYMENT = f"{{{ESC}}}deployment"
 NAME = f"{{{ESC}}}name"
 
+ESC_ROOT = f"{{{ESC}}}esc_datamodel"
+
 UnitKey = tuple[str, ...]
 ROOT_UNIT: UnitKey = ("r",)
+# the lists directly below esc_datamodel (container local name -> entry tag); each
+# entry is its own unit ("e", container, name), so a one-flavor edit of 10,000
+# flavors serializes, stores and validates one flavor
+ROOT_LISTS: dict[str, str] = {
+    name: f"{{{ESC}}}{name[:-1]}" for name in ("vim_connectors", "images", "flavors", "networks")
+}
+CONTAINER_TAGS: dict[str, str] = {f"{{{ESC}}}{name}": name for name in ROOT_LISTS}
+ENTRY_CONTAINER: dict[str, str] = {tag: f"{{{ESC}}}{name}" for name, tag in ROOT_LISTS.items()}
 _INDEX_MIN = 48  # lists shorter than this are scanned; longer ones get a key index
 
 
@@ -45,11 +55,16 @@ def unit_key(el: etree._Element) -> UnitKey:
     dep = ten = None
     node: etree._Element | None = el
     while node is not None:
-        if node.tag == DEPLOYMENT and dep is None:
+        tag = node.tag
+        if tag == DEPLOYMENT and dep is None:
             dep = node
-        elif node.tag == TENANT:
+        elif tag == TENANT:
             ten = node
             break
+        elif tag in ENTRY_CONTAINER:
+            key = root_entry_key(node)
+            if key is not None:
+                return key
         node = node.getparent()
     if ten is None:
         return ROOT_UNIT
@@ -59,9 +74,40 @@ def unit_key(el: etree._Element) -> UnitKey:
     return ("d", tname, dep.findtext(NAME) or "")
 
 
+def root_entry_key(el: etree._Element) -> UnitKey | None:
+    """("e", container, name) when ``el`` is an entry of a root list, else None."""
+    parent = el.getparent()
+    if parent is None or parent.tag != ENTRY_CONTAINER.get(el.tag):
+        return None
+    top = parent.getparent()
+    if top is None or top.tag != ESC_ROOT:
+        return None
+    return ("e", CONTAINER_TAGS[parent.tag], (el.findtext(NAME) or "").strip())
+
+
+def _root_entries_within(el: etree._Element) -> list[UnitKey]:
+    tag = el.tag
+    if tag in ENTRY_CONTAINER:
+        key = root_entry_key(el)
+        return [] if key is None else [key]
+    if tag in CONTAINER_TAGS:
+        parent = el.getparent()
+        if parent is None or parent.tag != ESC_ROOT:
+            return []
+        name = CONTAINER_TAGS[tag]
+        entry = ROOT_LISTS[name]
+        return [("e", name, (ch.findtext(NAME) or "").strip()) for ch in el.iterchildren(entry)]
+    if tag == ESC_ROOT:
+        return [k for ch in el.iterchildren(*CONTAINER_TAGS) for k in _root_entries_within(ch)]
+    if tag == f"{{{NC}}}data":
+        return [k for ch in el.iterchildren(ESC_ROOT) for k in _root_entries_within(ch)]
+    return []
+
+
 def units_within(el: etree._Element) -> list[UnitKey]:
-    """Units wholly inside ``el`` (tenants and deployments below it, or itself)."""
-    out: list[UnitKey] = []
+    """Units wholly inside ``el`` (root list entries, tenants and deployments below
+    it, or itself)."""
+    out: list[UnitKey] = _root_entries_within(el)
     if el.tag in (TENANT, DEPLOYMENT):
         out.append(unit_key(el))
     for ten in el.iter(TENANT):

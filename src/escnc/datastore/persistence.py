@@ -58,6 +58,7 @@ class Write:
     keep: int = 20
     meta: dict[str, str | None] | None = None
     replace_all: bool = False
+    clear_history: bool = False  # the unit layout changed: old undo data is unusable
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,8 @@ class Store:
         ds = w.ds
         if w.replace_all:
             cur.execute("DELETE FROM units WHERE ds=?", (ds,))
+        if w.clear_history:
+            cur.execute("DELETE FROM history")
         if w.upserts:
             cur.executemany(
                 "INSERT OR REPLACE INTO units(ds, key, seq, xml) VALUES (?,?,?,?)",

@@ -64,6 +64,25 @@ def check_references(data: etree._Element, new_root: bytes | None, old_root: byt
                 )
 
 
+def check_removed(data: etree._Element, gone: dict[str, set[str]]) -> None:
+    """Root list entries removed by a write (entry tag -> names) must not be used by
+    a deployment of ``data`` (the whole proposed tree: untouched deployments too)."""
+    for target, refs in _REFS:
+        names = gone.get(f"{{{ESC}}}{target.split(':')[-1]}")
+        if not names:
+            continue
+        for leaf in xpath_elements(data, refs, _NS):
+            value = (leaf.text or "").strip()
+            if value in names:
+                raise RpcError(
+                    "data-missing",
+                    f"{target.split('/')[0][:-1]} {value!r} is still used by {_path(leaf)}",
+                    app_tag="instance-required",
+                    path=_path(leaf),
+                    path_nsmap=_NS,
+                )
+
+
 def _path(el: etree._Element) -> str:
     steps = []
     node: etree._Element | None = el

@@ -34,7 +34,11 @@ from typing import Protocol
 from lxml import etree
 
 from escnc.datastore.edit import (
+    CONTAINER_TAGS,
     DEPLOYMENT,
+    ENTRY_CONTAINER,
+    ESC_ROOT,
+    ROOT_LISTS,
     ROOT_UNIT,
     TENANT,
     EditOptions,
@@ -44,10 +48,10 @@ from escnc.datastore.edit import (
     UnitKey,
 )
 from escnc.datastore.persistence import Store, UnitRow, Write
-from escnc.datastore.pruning import EntryKey, analyse, entries, prune
-from escnc.datastore.references import REFERENCED, check_references
+from escnc.datastore.pruning import analyse
+from escnc.datastore.references import check_removed
 from escnc.datastore.rwlock import RWLock
-from escnc.datastore.schema import Schema
+from escnc.datastore.schema import Schema, SNode
 from escnc.datastore.units import (
     all_units,
     assemble,
@@ -57,6 +61,7 @@ from escnc.datastore.units import (
     shell,
     split_units,
 )
+from escnc.datastore.validation import needed_entries
 from escnc.errors import RpcError, RpcErrors
 from escnc.ns import ESC
 from escnc.services import Change, CommitEvent, CommitListener, ConfigValidator
@@ -90,10 +95,16 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+UNIT_LAYOUT = "2"  # meta unit_layout: root list entries are units of their own
+
+
 def unit_path(key: UnitKey) -> str:
     base = "/esc:esc_datamodel"
     if key[0] == "r":
         return base
+    if key[0] == "e":
+        entry = ROOT_LISTS[key[1]].split("}")[1]
+        return f"{base}/esc:{key[1]}/esc:{entry}[esc:name='{key[2]}']"
     path = f"{base}/esc:tenants/esc:tenant[esc:name='{key[1]}']"
     if key[0] == "d":
         path += f"/esc:deployments/esc:deployment[esc:name='{key[2]}']"
@@ -168,9 +179,10 @@ class Datastore:
         self._flush_lock = threading.Lock()
         self._notify_lock = threading.Lock()
         self._tls = threading.local()
-        self._prunable = analyse(schema.dm.schema, {m.name: m.namespace for m in schema.modules()})
-        # serialized top-level list entries of recent root units (see pruning.py)
-        self._root_entries: dict[bytes, dict[EntryKey, bytes] | None] = {}
+        self._entry_sn: dict[str, SNode] = {}  # root list container name -> list SNode
+        # root lists whose entries validate alone (the others are validated whole)
+        ns = {m.name: m.namespace for m in schema.modules()}
+        self._prunable = {p.tag for p in analyse(schema.dm.schema, ns) if p.tag in ENTRY_CONTAINER}
         self._next_hid = self._store.next_history_id()
 
         rows = self._store.load("running")
@@ -190,6 +202,8 @@ class Datastore:
             self._write_startup()
         else:
             self._startup = assemble({r.key: r.xml for r in startup})
+        if self._store.get_meta("unit_layout") != UNIT_LAYOUT:
+            self._migrate_units(bool(rows))
         pending = self._store.get_meta("pending_confirm")
         if pending is not None:  # crashed during a confirmed commit: undo it
             log.warning("rolling back an unconfirmed commit left by a restart")
@@ -197,6 +211,29 @@ class Datastore:
                 self._rollback_locked(int(pending), 0, "escnc")
             self._enqueue(Write("running", [], [], meta={"pending_confirm": None}))
             self._wait_durable(self._version)
+
+    def _migrate_units(self, had_rows: bool) -> None:
+        """A state directory of the previous layout (root list entries inside the root
+        unit): rewrite running and startup as today's units. The rollback history
+        holds old-layout units, so it is dropped."""
+        if had_rows:
+            log.warning("datastore: migrating to per-entry units (rollback history dropped)")
+            units = {k: shell(el, k) for k, el in all_units(self._running).items()}
+            for k in units:
+                if k not in self._seq:
+                    self._seq[k] = self._next_seq
+                    self._next_seq += 1
+            self._units = units
+            self._seq = {k: self._seq[k] for k in units}
+            rows = [UnitRow(k, self._seq[k], raw) for k, raw in units.items()]
+            self._store.write_batch([
+                Write("running", rows, [], replace_all=True, clear_history=True,
+                      meta={"unit_layout": UNIT_LAYOUT}),
+            ])
+            self._write_startup()
+            self._next_hid = self._store.next_history_id()
+        else:
+            self._store.write("running", [], [], meta={"unit_layout": UNIT_LAYOUT})
 
     # ------------------------------------------------------------------ API (services)
 
@@ -1214,7 +1251,28 @@ class Datastore:
         return find_units(data, keys)
 
     def _find_unit(self, data: etree._Element, key: UnitKey) -> etree._Element | None:
-        return find_unit(data, key) if key[0] != "d" else self._find_dep(data, key)
+        if key[0] == "d":
+            return self._find_dep(data, key)
+        if key[0] == "e":
+            return self._find_entry(data, key)
+        return find_unit(data, key)
+
+    def _find_entry(self, data: etree._Element, key: UnitKey) -> etree._Element | None:
+        holder = data.find(f"{ESC_ROOT}/{{{ESC}}}{key[1]}")
+        if holder is None:
+            return None
+        index = self._index if data is self._running else self._candidate_index
+        return index.lookup(holder, self._entry_snode(key[1]), (key[2],))
+
+    def _entry_snode(self, cname: str) -> SNode:
+        sn = self._entry_sn.get(cname)
+        if sn is None:
+            sn = self._entry_sn[cname] = (
+                self.schema.root.children[ESC_ROOT]
+                .children[f"{{{ESC}}}{cname}"]
+                .children[ROOT_LISTS[cname]]
+            )
+        return sn
 
     def _find_dep(self, data: etree._Element, key: UnitKey) -> etree._Element | None:
         ten_sn = self._tenant_sn
@@ -1251,7 +1309,11 @@ class Datastore:
         old_units: dict[UnitKey, bytes] | None,
         elements: dict[UnitKey, etree._Element] | None = None,
     ) -> None:
-        """Validate a proposed tree; incrementally (touched units) when enabled."""
+        """Validate a proposed tree; incrementally (touched units) when enabled.
+
+        yangson sees a private tree of the touched units, the root shell and the root
+        list entries they need (needed_entries); removed root entries that untouched
+        deployments still use are found by check_removed."""
         if not self.incremental:
             self._full_validate(data)
             return
@@ -1261,51 +1323,37 @@ class Datastore:
             if k[0] == "d":
                 ctx.add(("t", k[1]))
         found = self._find_units(data, ctx) if elements is None else elements
+        gone: dict[str, set[str]] = {}
         for k in ctx:
             el = found.get(k)
             if el is not None:
                 present[k] = shell(el, k)
+            elif k[0] == "e":
+                gone.setdefault(ROOT_LISTS[k[1]], set()).add(k[2])
         pruned = assemble(present, sorted(present, key=lambda k: (self._seq.get(k, 1 << 60), k)))
-        changed, gone = self._changed_entries(pruned, present.get(ROOT_UNIT), keys, old_units)
-        cut = prune(pruned, self._prunable, changed)
-        try:
-            self.schema.validate_config(pruned)
-        finally:
-            cut.restore()
-        if ROOT_UNIT in keys and (gone is None or any(tag in REFERENCED for tag, _ in gone)):
-            old_root = None if old_units is None else old_units.get(ROOT_UNIT)
-            check_references(data, present.get(ROOT_UNIT), old_root)
+        needed_entries(pruned, data, self._prunable, self._entry_lookup(data))
+        self.schema.validate_config(pruned)
+        if gone:
+            check_removed(data, gone)
         for v in self._validators:
             v(pruned)
 
-    def _changed_entries(
-        self,
-        pruned: etree._Element,
-        new_root: bytes | None,
-        keys: set[UnitKey],
-        old_units: dict[UnitKey, bytes] | None,
-    ) -> tuple[set[EntryKey] | None, set[EntryKey] | None]:
-        """Top-level list entries that differ from the validated root, and those
-        it no longer has (None: unknown, all)."""
-        if not self._prunable:
-            return None, None
-        if ROOT_UNIT not in keys:
-            return set(), set()
-        old_root = None if old_units is None else old_units.get(ROOT_UNIT)
-        if old_root is None or new_root is None:
-            return None, None
-        old = self._root_entries.get(old_root)
-        if old is None and old_root not in self._root_entries:
-            old = entries(etree.fromstring(old_root, _PARSER), self._prunable)
-        new = entries(pruned, self._prunable)
-        if len(self._root_entries) > 4:
-            self._root_entries.clear()
-        self._root_entries[old_root] = old
-        self._root_entries[new_root] = new
-        if old is None or new is None:
-            return None, None
-        changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
-        return changed, {k for k in changed if k not in new}
+    def _entry_lookup(
+        self, data: etree._Element
+    ) -> Callable[[str, str], etree._Element | None]:
+        index = self._index if data is self._running else self._candidate_index
+        holders: dict[str, etree._Element | None] = {}
+
+        def lookup(tag: str, name: str) -> etree._Element | None:
+            cname = CONTAINER_TAGS[ENTRY_CONTAINER[tag]]
+            if cname not in holders:
+                holders[cname] = data.find(f"{ESC_ROOT}/{ENTRY_CONTAINER[tag]}")
+            holder = holders[cname]
+            if holder is None:
+                return None
+            return index.lookup(holder, self._entry_snode(cname), (name,))
+
+        return lookup
 
     def _full_validate(self, data: etree._Element, syntax_only: bool = False) -> None:
         if syntax_only:

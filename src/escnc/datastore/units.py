@@ -1,8 +1,10 @@
 """Splitting a <data> tree into units and assembling trees from units.
 
-Units: ``("r",)`` the <data> root without tenant entries, ``("t", tenant)`` a tenant
+Units: ``("r",)`` the <data> root without tenant entries and without the entries
+of the root lists, ``("e", container, name)`` one entry of a root list (images,
+flavors, networks, VIM connectors: edit.ROOT_LISTS), ``("t", tenant)`` a tenant
 without its deployment entries, ``("d", tenant, deployment)`` one deployment. Each
-is stored and compared as bytes, so a one-deployment edit touches one or two units.
+is stored and compared as bytes, so a one-entry edit touches one or two units.
 """
 
 from __future__ import annotations
@@ -11,7 +13,15 @@ from collections.abc import Iterable, Mapping
 
 from lxml import etree
 
-from escnc.datastore.edit import DEPLOYMENT, NAME, ROOT_UNIT, TENANT, UnitKey
+from escnc.datastore.edit import (
+    CONTAINER_TAGS,
+    DEPLOYMENT,
+    NAME,
+    ROOT_LISTS,
+    ROOT_UNIT,
+    TENANT,
+    UnitKey,
+)
 from escnc.datastore.lxmltypes import make_element, shallow_copy, sub_element
 from escnc.ns import ESC, NC
 
@@ -27,9 +37,16 @@ def empty_data() -> etree._Element:
     return make_element(DATA, nsmap={None: NC})
 
 
+def entry_container(data: etree._Element, name: str) -> etree._Element | None:
+    return data.find(f"{_ROOT}/{{{ESC}}}{name}")
+
+
 def find_unit(data: etree._Element, key: UnitKey) -> etree._Element | None:
     if key == ROOT_UNIT:
         return data
+    if key[0] == "e":
+        holder = entry_container(data, key[1])
+        return None if holder is None else _child_by_name(holder, ROOT_LISTS[key[1]], key[2])
     tenants = data.find(f"{_ROOT}/{_TENANTS}")
     if tenants is None:
         return None
@@ -49,9 +66,21 @@ def find_units(
     tenants = data.find(f"{_ROOT}/{_TENANTS}")
     by_tenant: dict[str, etree._Element] | None = None
     deps: dict[str, dict[str, etree._Element]] = {}
+    entries: dict[str, dict[str, etree._Element]] = {}
     for key in keys:
         if key == ROOT_UNIT:
             out[key] = data
+            continue
+        if key[0] == "e":
+            emap = entries.get(key[1])
+            if emap is None:
+                emap = {}
+                holder = entry_container(data, key[1])
+                if holder is not None:
+                    for ch in holder.iterchildren(ROOT_LISTS[key[1]]):
+                        emap.setdefault((ch.findtext(NAME) or "").strip(), ch)
+                entries[key[1]] = emap
+            out[key] = emap.get(key[2])
             continue
         if tenants is None:
             out[key] = None
@@ -78,29 +107,32 @@ def find_units(
 
 def _child_by_name(parent: etree._Element, tag: str, name: str) -> etree._Element | None:
     for ch in parent.iterchildren(tag):
-        if ch.findtext(NAME) == name:
+        if (ch.findtext(NAME) or "").strip() == name:
             return ch
     return None
 
 
 def shell(el: etree._Element, key: UnitKey) -> bytes:
     """Serialized unit: the element without the entries of the units below it."""
-    if key[0] == "d":
+    if key[0] in ("d", "e"):
         return etree.tostring(el)
     skip = DEPLOYMENT if key[0] == "t" else TENANT
-    return etree.tostring(_copy_without(el, skip))
+    return etree.tostring(_copy_without(el, skip, key[0] == "r"))
 
 
-def _copy_without(el: etree._Element, skip: str) -> etree._Element:
+def _copy_without(el: etree._Element, skip: str, root: bool = False) -> etree._Element:
     new = shallow_copy(el)
     for ch in el:
         if not isinstance(ch.tag, str) or ch.tag == skip:
             continue
-        if ch.tag in (_TENANTS, _DEPLOYMENTS) and ch.tag == _LIST_PARENT[skip]:
-            # these containers hold only the skipped list: copy them empty (O(1), not O(n))
+        if (ch.tag in (_TENANTS, _DEPLOYMENTS) and ch.tag == _LIST_PARENT[skip]) or (
+            root and ch.tag in CONTAINER_TAGS and el.tag == _ROOT
+        ):
+            # these containers hold only the skipped list(s): copy them empty (O(1),
+            # not O(n)); the schema allows nothing else in them
             new.append(shallow_copy(ch))
         elif ch.tag in (_ROOT, _TENANTS, _DEPLOYMENTS, TENANT):
-            new.append(_copy_without(ch, skip))
+            new.append(_copy_without(ch, skip, root))
         else:
             new.append(_deep(ch))
     return new
@@ -132,6 +164,18 @@ def split_units(data: etree._Element) -> dict[UnitKey, etree._Element] | None:
     below = _elements(root)
     if sum(ch.tag == _TENANTS for ch in below) > 1 or any(ch.tag == TENANT for ch in below):
         return None
+    for cname, etag in ROOT_LISTS.items():
+        ctag = f"{{{ESC}}}{cname}"
+        if any(ch.tag == etag for ch in below) or sum(ch.tag == ctag for ch in below) > 1:
+            return None
+        holder = root.find(ctag)
+        if holder is None:
+            continue
+        for ent in _elements(holder):
+            ename = ent.findtext(NAME)
+            if ent.tag != etag or ename is None or ("e", cname, ename.strip()) in out:
+                return None
+            out[("e", cname, ename.strip())] = ent
     tenants = root.find(_TENANTS)
     if tenants is None:
         return out
@@ -165,7 +209,14 @@ def split_units(data: etree._Element) -> dict[UnitKey, etree._Element] | None:
 
 def all_units(data: etree._Element) -> dict[UnitKey, etree._Element]:
     out: dict[UnitKey, etree._Element] = {ROOT_UNIT: data}
-    tenants = data.find(f"{_ROOT}/{_TENANTS}")
+    root = data.find(_ROOT)
+    if root is None:
+        return out
+    for holder in root.iterchildren(*CONTAINER_TAGS):
+        cname = CONTAINER_TAGS[str(holder.tag)]
+        for ent in holder.iterchildren(ROOT_LISTS[cname]):
+            out[("e", cname, (ent.findtext(NAME) or "").strip())] = ent
+    tenants = root.find(_TENANTS)
     if tenants is None:
         return out
     for ten in tenants.iterchildren(TENANT):
@@ -209,9 +260,24 @@ def assemble(
         placed[name] = el
         return el
 
+    holders: dict[str, etree._Element] = {}
     for key in wanted:
         if key[0] == "t":
             tenant(key[1])
+        elif key[0] == "e":
+            raw = units.get(key)
+            if raw is None:
+                continue
+            holder = holders.get(key[1])
+            if holder is None:
+                top = data.find(_ROOT)
+                if top is None:
+                    top = sub_element(data, _ROOT, nsmap={None: ESC})
+                holder = top.find(f"{{{ESC}}}{key[1]}")
+                if holder is None:
+                    holder = etree.SubElement(top, f"{{{ESC}}}{key[1]}")
+                holders[key[1]] = holder
+            holder.append(etree.fromstring(raw, _PARSER))
     for key in wanted:
         if key[0] != "d":
             continue

@@ -188,8 +188,8 @@ class Engine:
         """Turn a commit into jobs; never does VM work on the committing thread."""
         with self._desired_lock:
             old = self.desired
-            # of the old tree only its tenants and deployments matter (_merge_pruned)
-            was = parse_desired(event.old, root_entries=False)
+            # the old versions of the touched entries (merge_pruned)
+            was = parse_desired(event.old)
             new = merge_pruned(old, was, parse_desired(event.new))
             self.desired = new
         self._apply_vims(old, new)

@@ -7,7 +7,7 @@ leaf takes ESC's default, so partial payloads from the seeds work as written.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from lxml import etree
@@ -17,6 +17,8 @@ from escnc.vim.networks import NetworkSpec, SubnetSpec
 
 DEFAULT_POLL_SECONDS = 3.0
 _T = TypeVar("_T")
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 def _q(name: str) -> str:
@@ -385,12 +387,28 @@ def _parse_root_entries(root: etree._Element, desired: Desired) -> None:
 
 
 def merge_pruned(current: Desired, before: Desired, after: Desired) -> Desired:
-    """The datastore hands over pruned trees: the root (images, flavors, networks, VIMs)
-    in full, but only the tenants and deployments the commit touched. A deployment in
-    neither tree was untouched and keeps its current desired state."""
-    touched = before.deployments.keys() | after.deployments.keys()
-    deployments = {k: v for k, v in current.deployments.items() if k not in touched}
-    deployments.update(after.deployments)
+    """The datastore hands over pruned trees: only the root list entries (images,
+    flavors, networks, VIMs), tenants and deployments the commit touched (old versions
+    in ``before``, new in ``after``). An entry in neither tree was untouched and keeps
+    its current desired state; one only in ``before`` is gone."""
+
+    def merge(cur: dict[_K, _V], was: dict[_K, _V], now: dict[_K, _V]) -> dict[_K, _V]:
+        if not was and not now:
+            return cur
+        out = dict(cur)  # a C-level copy; the old Desired stays as it was
+        for k in was:
+            out.pop(k, None)
+        out.update(now)
+        return out
+
+    deployments = merge(current.deployments, before.deployments, after.deployments)
     tenants = (current.tenants - before.tenants) | after.tenants
     tenants |= {tenant for tenant, _ in deployments}
-    return replace(after, tenants=tenants, deployments=deployments)
+    return Desired(
+        images=merge(current.images, before.images, after.images),
+        flavors=merge(current.flavors, before.flavors, after.flavors),
+        networks=merge(current.networks, before.networks, after.networks),
+        vims=merge(current.vims, before.vims, after.vims),
+        tenants=tenants,
+        deployments=deployments,
+    )

@@ -80,6 +80,8 @@ def deployment_chain(tenant: str, deployment: str | None = None) -> list[etree._
 def _unit_anchor(key: tuple[str, ...]) -> list[etree._Element]:
     if key[0] == "r":
         return []
+    if key[0] == "e":  # an entry of a root list (images, flavors, ...)
+        return [etree.Element(_ROOT), etree.Element(f"{{{ESC}}}{key[1]}")]
     if key[0] == "t":
         return [etree.Element(_ROOT), etree.Element(_TENANTS)]
     return [*deployment_chain(key[1]), etree.Element(_DEPLOYMENTS)]
