@@ -2,7 +2,7 @@
 
 Component constructors (each owned by its package):
   escnc.datastore.schema.Schema.load()                     YANG modules + yangson model
-  escnc.netconf.users.UserStore(path)                      users, hashed passwords, keys
+  escnc.rpc.users.UserStore(path)                      users, hashed passwords, keys
   escnc.datastore.store.Datastore(settings, schema)        running/candidate/startup
   escnc.events.bus.EventBus(settings)                      durable event log + delivery
   escnc.vim.hosts.HostRegistry(settings)                   libvirt connections
@@ -22,7 +22,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from escnc import statedir
-from escnc.netconf.dispatch import RpcRegistry
+from escnc.rpc.dispatch import RpcRegistry
 from escnc.services import Services
 from escnc.settings import Settings
 
@@ -48,7 +48,7 @@ def build_services(settings: Settings) -> Services:
     from escnc.engine.names import check_names
     from escnc.events.bus import EventBus
     from escnc.netconf.sessions import SessionManager
-    from escnc.netconf.users import UserStore
+    from escnc.rpc.users import UserStore
     from escnc.vim.hosts import HostRegistry
 
     services.schema = Schema.load()

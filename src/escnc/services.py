@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from lxml import etree
 
 if TYPE_CHECKING:
-    from escnc.netconf.dispatch import RpcRegistry
+    from escnc.rpc.dispatch import RpcRegistry
     from escnc.settings import Settings
 
 
@@ -83,7 +83,7 @@ class Services:
     datastore: Any = None  # DatastoreAPI
     events: Any = None  # EventBusAPI
     sessions: Any = None  # SessionManagerAPI
-    users: Any = None  # escnc.netconf.users.UserStore
+    users: Any = None  # escnc.rpc.users.UserStore
     vims: Any = None  # escnc.vim.hosts.HostRegistry
     engine: Any = None  # EngineAPI
     day2: Any = None  # escnc.engine.day2.Day2Manager (set by operations/esc_day2.py)

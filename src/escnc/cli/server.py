@@ -230,7 +230,7 @@ def _state_dir(args: argparse.Namespace) -> Path:
 
 
 def _user_store(args: argparse.Namespace) -> Any:
-    from escnc.netconf.users import UserStore
+    from escnc.rpc.users import UserStore
 
     return UserStore(_state_dir(args) / "users.sqlite3")
 
@@ -262,7 +262,7 @@ def _read_password(args: argparse.Namespace) -> str | None:
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    from escnc.netconf.users import UserError
+    from escnc.rpc.users import UserError
 
     password = _read_password(args)
     keys: list[str] = []
@@ -308,7 +308,7 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 
 
 def cmd_user_remove(args: argparse.Namespace) -> int:
-    from escnc.netconf.users import UserError
+    from escnc.rpc.users import UserError
 
     if not _existing_user_db(args):
         raise CliError(f"no user {args.name!r}: {_state_dir(args)} has no user database")
