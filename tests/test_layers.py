@@ -1,12 +1,12 @@
 """Import contracts between escnc's layers, read from the source (no imports run).
 
 netconf/, http/ (transports) -> rpc/ (protocol-neutral requests) -> operations/ (RPC
-handlers) -> datastore/, engine/ -> vim/, events/. Nothing imports upward (in particular
-nothing below the transports imports either of them, type hints included), and only vim/ (and, for now, the engine modules listed in
-``ENGINE_LIBVIRT`` -- a ratchet: no module may join it) imports libvirt. No engine
-module imports ``engine/engine.py`` at run time; the type-only imports in
-``ENGINE_TYPE_ONLY`` are what is left of the engine god object (issue 12), and the
-list may not grow either.
+handlers) -> datastore/, engine/ -> vim/, events/. Nothing imports upward (in
+particular nothing below the transports imports either of them, type hints included),
+and only vim/ (and, for now, the engine modules listed in ``ENGINE_LIBVIRT`` -- a
+ratchet: no module may join it) imports libvirt. No engine module imports
+``engine/engine.py`` at run time; the type-only imports in ``ENGINE_TYPE_ONLY`` are
+what is left of the engine god object (issue 12), and the list may not grow either.
 """
 
 from __future__ import annotations

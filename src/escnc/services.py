@@ -89,5 +89,8 @@ class Services:
     day2: Any = None  # escnc.engine.day2.Day2Manager (set by operations/esc_day2.py)
     nacm: Any = None  # escnc.nacm.Nacm, access control (set by operations/authorize.py)
     state_providers: list[StateProvider] = field(default_factory=list)
+    # observe(operation Clark name, outcome "ok"/error-tag, seconds): every request of
+    # every northbound (escnc.rpc.request.execute); the HTTP metrics register one
+    rpc_observers: list[Callable[[str, str, float], None]] = field(default_factory=list)
     # capabilities advertised in <hello> beyond base and YANG modules
     capabilities: list[str] = field(default_factory=list)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -43,6 +44,26 @@ def execute(
     rpc_attributes: dict[str, str] | None = None,
 ) -> Executed:
     """Look ``op`` up and run it through the registry (guard, validation, handler)."""
+    started = time.perf_counter()
+    done = _execute(services, session, op, message_id, rpc_attributes)
+    if services.rpc_observers:
+        outcome = done.errors[0].tag if done.errors else "ok"
+        elapsed = time.perf_counter() - started
+        for observe in services.rpc_observers:
+            try:
+                observe(op.tag, outcome, elapsed)
+            except Exception:
+                log.exception("rpc observer failed")
+    return done
+
+
+def _execute(
+    services: Services,
+    session: SessionHandle,
+    op: etree._Element,
+    message_id: str | None,
+    rpc_attributes: dict[str, str] | None,
+) -> Executed:
     qname = etree.QName(op)
     done = Executed(op.tag)
     try:
