@@ -85,6 +85,11 @@ class CallbackReceiver:
                 assert left > 0, f"no callback at {path} for {txn}: {self.got}"
                 self._cond.wait(left)
 
+    def wait_quiet(self, seconds: float) -> None:
+        """Wait up to ``seconds`` for the next callback (a poll step, not an assertion)."""
+        with self._cond:
+            self._cond.wait(seconds)
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()

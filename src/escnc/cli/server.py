@@ -194,7 +194,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.start()
     except Exception as exc:
         server.stop()
-        if type(exc).__name__ in ("ListenError", "StateDirBusy") or isinstance(exc, OSError):
+        if type(exc).__name__ in ("ListenError", "StateDirBusy") or isinstance(
+            exc, (OSError, ValueError)
+        ):
             raise CliError(str(exc)) from exc
         raise
     users = server.services.users if server.services is not None else None
@@ -210,6 +212,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"(state {settings.state_dir}, vims {vims})",
         flush=True,
     )
+    for scheme, port in server.http_ports.items():
+        where = settings.http_listen if scheme == "http" else settings.https_listen
+        host = where.rpartition(":")[0].strip("[]")
+        print(f"escnc: serving {scheme.upper()} on {_fmt_addr(host, port)}", flush=True)
 
     try:
         while not stop.wait(1.0):

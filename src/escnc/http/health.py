@@ -162,6 +162,19 @@ def routes(ctx: HttpContext) -> list[BaseRoute]:
                                   {"WWW-Authenticate": 'Basic realm="escnc"'})
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def callbacks(request: Request) -> Response:
+        """The callback deliveries (newest 1000, or one transaction's): their state,
+        attempts and last error -- what ESC REST callbacks did."""
+        try:
+            await ctx.auth.username(request)
+        except Unauthorized as exc:
+            return error_response(request, str(exc), 401,
+                                  {"WWW-Authenticate": 'Basic realm="escnc"'})
+        tracker = ctx.callbacks
+        txn = request.query_params.get("transaction")
+        rows = tracker.store.deliveries(txn) if tracker is not None else []
+        return JSONResponse({"deliveries": [vars(r) for r in rows]})
+
     async def spec(request: Request) -> Response:
         from escnc.http.esc_rest import PREFIX
 
@@ -173,4 +186,5 @@ def routes(ctx: HttpContext) -> list[BaseRoute]:
     return [Route("/health", health, methods=["GET"]),
             Route("/health/ready", ready, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/escnc/callbacks", callbacks, methods=["GET"]),
             Route("/ESCManager/v0/openapi.json", spec, methods=["GET"])]
