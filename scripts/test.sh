@@ -27,7 +27,7 @@ PACKAGES=(
     libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils dnsmasq-base
     busybox-static syslinux syslinux-common mtools cpio genisoimage iputils-ping iproute2
     procps
-    openssh-client libyang2-tools
+    openssh-client libyang2-tools curl
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -50,7 +50,7 @@ def make_settings(state_dir: Path, **overrides: object) -> Settings:
 
 def add_user(state_dir: Path, name: str = USER, password: str | None = PASSWORD,
              keys: tuple[str, ...] = ()) -> None:
-    from escnc.netconf.users import UserStore
+    from escnc.rpc.users import UserStore
 
     state_dir.mkdir(parents=True, exist_ok=True)
     store = UserStore(state_dir / "users.sqlite3")

@@ -15,8 +15,8 @@ from conftest import is_resource_event
 from escnc.engine.clock import Clock
 from escnc.engine.engine import Engine
 from escnc.events.bus import EventBus
-from escnc.netconf.dispatch import RpcRegistry
 from escnc.ns import ESC
+from escnc.rpc.dispatch import RpcRegistry
 from escnc.services import CommitEvent, Services
 from escnc.settings import Settings
 from escnc.vim.hosts import HostRegistry

@@ -21,12 +21,12 @@ from lxml import etree
 
 from conftest import PASSWORD, USER, add_user, make_settings
 from escnc.errors import RpcError
-from escnc.netconf.dispatch import RpcContext, RpcRegistry
 from escnc.netconf.server import NetconfServer
 from escnc.netconf.sessions import SessionManager
-from escnc.netconf.users import UserStore
 from escnc.ns import BASE_10, BASE_11, NC
 from escnc.operations import monitoring, session_ops, yang_library
+from escnc.rpc.dispatch import RpcContext, RpcRegistry
+from escnc.rpc.users import UserStore
 from escnc.services import Services
 
 TEST_NS = "urn:escnc:test"

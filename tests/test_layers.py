@@ -1,11 +1,12 @@
 """Import contracts between escnc's layers, read from the source (no imports run).
 
-netconf/ (transport) -> operations/ (RPC layer) -> datastore/, engine/ -> vim/, events/.
-Nothing imports upward, and only vim/ (and, for now, the engine modules listed in
-``ENGINE_LIBVIRT`` -- a ratchet: no module may join it) imports libvirt. No engine
-module imports ``engine/engine.py`` at run time; the type-only imports in
-``ENGINE_TYPE_ONLY`` are what is left of the engine god object (issue 12), and the
-list may not grow either.
+netconf/, http/ (transports) -> rpc/ (protocol-neutral requests) -> operations/ (RPC
+handlers) -> datastore/, engine/ -> vim/, events/. Nothing imports upward (in
+particular nothing below the transports imports either of them, type hints included),
+and only vim/ (and, for now, the engine modules listed in ``ENGINE_LIBVIRT`` -- a
+ratchet: no module may join it) imports libvirt. No engine module imports
+``engine/engine.py`` at run time; the type-only imports in ``ENGINE_TYPE_ONLY`` are
+what is left of the engine god object (issue 12), and the list may not grow either.
 """
 
 from __future__ import annotations
@@ -97,27 +98,41 @@ def _upward(package: str, forbidden: tuple[str, ...], *, runtime_only: bool) -> 
     return bad
 
 
+TRANSPORTS = ("escnc.netconf", "escnc.http")
+
+
 def test_nothing_imports_upward() -> None:
     assert (
         _upward(
             "vim",
-            ("escnc.engine", "escnc.operations", "escnc.netconf", "escnc.datastore"),
+            ("escnc.engine", "escnc.operations", "escnc.rpc", *TRANSPORTS, "escnc.datastore"),
             runtime_only=False,
         )
         == []
     )
-    assert _upward("engine", ("escnc.operations", "escnc.netconf"), runtime_only=True) == []
+    assert _upward("engine", ("escnc.operations", "escnc.rpc"), runtime_only=True) == []
     assert (
-        _upward(
-            "datastore", ("escnc.operations", "escnc.netconf", "escnc.engine"), runtime_only=True
-        )
+        _upward("datastore", ("escnc.operations", "escnc.rpc", "escnc.engine"), runtime_only=True)
         == []
     )
     assert (
-        _upward("events", ("escnc.operations", "escnc.netconf", "escnc.engine"), runtime_only=True)
+        _upward("events", ("escnc.operations", "escnc.rpc", "escnc.engine"), runtime_only=True)
         == []
     )
-    assert _upward("netconf", ("escnc.engine", "escnc.vim"), runtime_only=False) == []
+    assert _upward("netconf", ("escnc.engine", "escnc.vim", "escnc.http"), runtime_only=False) == []
+    assert _upward("http", ("escnc.netconf",), runtime_only=False) == []
+
+
+def test_only_the_transports_import_the_transports() -> None:
+    """The request layer and everything under it are protocol-neutral: not even a type
+    hint names netconf/ or http/ (so an HTTP request travels the NETCONF path)."""
+    bad = []
+    for name, found in everything().items():
+        if name.startswith(("netconf/", "http/", "cli/")) or name == "app.py":
+            continue
+        bad += [f"{name} -> {m}" for m, _ in found
+                if any(m == t or m.startswith(t + ".") for t in TRANSPORTS)]
+    assert bad == []
 
 
 def test_the_check_sees_type_only_and_runtime_imports(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ import pytest
 from conftest import PASSWORD, USER, add_user, make_settings
 from escnc.app import Server
 from escnc.netconf.admission import AuthPenalty, StartupGate, session_refusal
-from escnc.netconf.users import UserStore
+from escnc.rpc.users import UserStore
 from escnc.statedir import StateDirBusy
 from netconf_helpers import TEST_NS, MiniServer, RawClient, wait_for
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from escnc.netconf.users import UserError, UserStore, verify_password
+from escnc.rpc.users import UserError, UserStore, verify_password
 
 
 @pytest.fixture

@@ -2,13 +2,14 @@
 
 Component constructors (each owned by its package):
   escnc.datastore.schema.Schema.load()                     YANG modules + yangson model
-  escnc.netconf.users.UserStore(path)                      users, hashed passwords, keys
+  escnc.rpc.users.UserStore(path)                      users, hashed passwords, keys
   escnc.datastore.store.Datastore(settings, schema)        running/candidate/startup
   escnc.events.bus.EventBus(settings)                      durable event log + delivery
   escnc.vim.hosts.HostRegistry(settings)                   libvirt connections
   escnc.engine.engine.Engine(services)                     reconciler and jobs
   escnc.netconf.sessions.SessionManager(services)          live sessions
   escnc.netconf.server.NetconfServer(services)             SSH listener
+  escnc.http.server.HttpServer(services, check_url)        HTTP(S) listener, when set
 Every module in escnc.operations with a ``register(registry, services)`` function
 is registered automatically, in name order.
 """
@@ -19,14 +20,19 @@ import importlib
 import logging
 import pkgutil
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from escnc import statedir
-from escnc.netconf.dispatch import RpcRegistry
+from escnc.rpc.dispatch import RpcRegistry
 from escnc.services import Services
 from escnc.settings import Settings
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from escnc.http.context import RouteFactory
+    from escnc.http.server import HttpServer
     from escnc.netconf.server import NetconfServer
 
 log = logging.getLogger(__name__)
@@ -48,7 +54,7 @@ def build_services(settings: Settings) -> Services:
     from escnc.engine.names import check_names
     from escnc.events.bus import EventBus
     from escnc.netconf.sessions import SessionManager
-    from escnc.netconf.users import UserStore
+    from escnc.rpc.users import UserStore
     from escnc.vim.hosts import HostRegistry
 
     services.schema = Schema.load()
@@ -71,13 +77,41 @@ def build_services(settings: Settings) -> Services:
     return services
 
 
-class Server:
-    """The whole escnc server in one object (used by ``escnc serve`` and the tests)."""
+def callback_url_check(settings: Settings) -> Callable[[str, bool], None]:
+    """The outbound URL policy (as for image URLs) for ESC REST callback URIs:
+    raise ValueError saying why a URL is refused; with ``resolve``, every address the
+    host resolves to must be allowed too."""
+    from pathlib import Path
 
-    def __init__(self, settings: Settings) -> None:
+    from escnc.vim.fetch import FetchError, resolve
+    from escnc.vim.source_policy import SourcePolicy, SourceRefused, parse_url
+
+    policy = SourcePolicy(what="callback", dirs=(), dirs_setting="",
+                          state_dir=Path(settings.state_dir),
+                          allow_loopback=settings.url_allow_loopback)
+
+    def check(url: str, resolve_host: bool) -> None:
+        try:
+            parts = parse_url(policy, url)
+            if resolve_host:
+                resolve(policy, parts)
+        except (SourceRefused, FetchError) as exc:
+            raise ValueError(str(exc)) from None
+
+    return check
+
+
+class Server:
+    """The whole escnc server in one object (used by ``escnc serve`` and the tests).
+
+    ``http_routes``: extra route factories for the HTTP northbound (docs/http.md)."""
+
+    def __init__(self, settings: Settings, http_routes: Sequence[RouteFactory] = ()) -> None:
         self.settings = settings
         self.services: Services | None = None
         self._netconf: NetconfServer | None = None
+        self._http: HttpServer | None = None
+        self._http_routes = list(http_routes)
         self._state_lock: statedir.StateDirLock | None = None
         self._stopped = threading.Event()
 
@@ -95,6 +129,13 @@ class Server:
         self.services.engine.start()
         self._netconf = NetconfServer(self.services)
         self._netconf.start()
+        if self.settings.http_listen or self.settings.https_listen:
+            from escnc.http.server import HttpServer
+
+            self._http = HttpServer(
+                self.services, callback_url_check(self.settings), self._http_routes
+            )
+            self._http.start()
         log.info(
             "escnc listening on %s port %d (state %s)",
             self.settings.listen_host,
@@ -107,10 +148,18 @@ class Server:
         assert self._netconf is not None
         return int(self._netconf.port)
 
+    @property
+    def http_ports(self) -> dict[str, int]:
+        """scheme ("http", "https") -> bound port, for the listeners configured."""
+        return dict(self._http.ports) if self._http is not None else {}
+
     def serve_forever(self) -> None:
         self._stopped.wait()
 
     def stop(self) -> None:
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
         if self._netconf is not None:
             self._netconf.stop()
         if self.services is not None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from lxml import etree
 
 if TYPE_CHECKING:
-    from escnc.netconf.dispatch import RpcRegistry
+    from escnc.rpc.dispatch import RpcRegistry
     from escnc.settings import Settings
 
 
@@ -83,11 +83,14 @@ class Services:
     datastore: Any = None  # DatastoreAPI
     events: Any = None  # EventBusAPI
     sessions: Any = None  # SessionManagerAPI
-    users: Any = None  # escnc.netconf.users.UserStore
+    users: Any = None  # escnc.rpc.users.UserStore
     vims: Any = None  # escnc.vim.hosts.HostRegistry
     engine: Any = None  # EngineAPI
     day2: Any = None  # escnc.engine.day2.Day2Manager (set by operations/esc_day2.py)
     nacm: Any = None  # escnc.nacm.Nacm, access control (set by operations/authorize.py)
     state_providers: list[StateProvider] = field(default_factory=list)
+    # observe(operation Clark name, outcome "ok"/error-tag, seconds): every request of
+    # every northbound (escnc.rpc.request.execute); the HTTP metrics register one
+    rpc_observers: list[Callable[[str, str, float], None]] = field(default_factory=list)
     # capabilities advertised in <hello> beyond base and YANG modules
     capabilities: list[str] = field(default_factory=list)

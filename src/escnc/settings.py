@@ -88,6 +88,19 @@ class Settings:
     # RFC 8341 recovery sessions and bypass NACM; "" = no recovery user
     nacm_recovery_user: str = "admin"
 
+    # HTTP northbound (escnc/http, docs/http.md): off unless a listen address is set
+    http_listen: str = ""  # "127.0.0.1:8080"
+    https_listen: str = ""  # "0.0.0.0:8443"
+    https_cert: str = ""  # PEM paths; none: a self-signed pair in the state dir
+    https_key: str = ""
+    http_max_body: int = 4 * 1024 * 1024  # request body bytes
+    http_request_timeout: float = 60.0  # seconds a request may run before 503
+    # ESC REST callbacks (escnc/events/callbacks.py)
+    callback_max_attempts: int = 8
+    callback_retry_base: float = 1.0  # seconds before the 2nd attempt, doubling
+    callback_retry_max: float = 300.0
+    callback_timeout: float = 10.0  # one POST
+
     @property
     def db_path(self) -> Path:
         return self.state_dir / "escnc.sqlite3"

@@ -194,7 +194,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.start()
     except Exception as exc:
         server.stop()
-        if type(exc).__name__ in ("ListenError", "StateDirBusy") or isinstance(exc, OSError):
+        if type(exc).__name__ in ("ListenError", "StateDirBusy") or isinstance(
+            exc, (OSError, ValueError)
+        ):
             raise CliError(str(exc)) from exc
         raise
     users = server.services.users if server.services is not None else None
@@ -210,6 +212,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"(state {settings.state_dir}, vims {vims})",
         flush=True,
     )
+    for scheme, port in server.http_ports.items():
+        where = settings.http_listen if scheme == "http" else settings.https_listen
+        host = where.rpartition(":")[0].strip("[]")
+        print(f"escnc: serving {scheme.upper()} on {_fmt_addr(host, port)}", flush=True)
 
     try:
         while not stop.wait(1.0):
@@ -230,7 +236,7 @@ def _state_dir(args: argparse.Namespace) -> Path:
 
 
 def _user_store(args: argparse.Namespace) -> Any:
-    from escnc.netconf.users import UserStore
+    from escnc.rpc.users import UserStore
 
     return UserStore(_state_dir(args) / "users.sqlite3")
 
@@ -262,7 +268,7 @@ def _read_password(args: argparse.Namespace) -> str | None:
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    from escnc.netconf.users import UserError
+    from escnc.rpc.users import UserError
 
     password = _read_password(args)
     keys: list[str] = []
@@ -308,7 +314,7 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 
 
 def cmd_user_remove(args: argparse.Namespace) -> int:
-    from escnc.netconf.users import UserError
+    from escnc.rpc.users import UserError
 
     if not _existing_user_db(args):
         raise CliError(f"no user {args.name!r}: {_state_dir(args)} has no user database")

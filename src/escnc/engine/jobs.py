@@ -174,6 +174,11 @@ class JobQueue:
             queued = list(self._queues.get(key, ()))
         return ([running] if running is not None else []) + queued
 
+    def counts(self) -> tuple[int, int]:
+        """(queued, running) jobs over every key (for metrics)."""
+        with self._lock:
+            return sum(len(q) for q in self._queues.values()), len(self._running)
+
     def pending(self, key: Hashable) -> int:
         with self._lock:
             return len(self._queues.get(key, ()))

@@ -30,7 +30,7 @@ from escnc.ns import NC, NOTIF
 
 if TYPE_CHECKING:
     from escnc.events.bus import EventBus
-    from escnc.netconf.dispatch import SessionHandle
+    from escnc.rpc.dispatch import SessionHandle
     from escnc.settings import Settings
 
 log = logging.getLogger(__name__)

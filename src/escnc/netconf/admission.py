@@ -5,9 +5,8 @@
   ``begin`` on a new one is dropped with probability ``rate`` % rising linearly to 100 %
   at ``full``; and at most ``per_source`` of them from one address, so a flood of silent
   connections from one host neither fills the table nor locks out other hosts.
-* :class:`AuthPenalty` - failed password logins per source address: each recent failure
-  doubles the delay before a failed attempt is answered (up to a cap), so guessing from
-  one address slows down however many connections it opens. Success is never delayed.
+* :class:`AuthPenalty` - failed password logins per source address (in escnc.rpc.auth:
+  HTTP Basic shares it).
 * :func:`session_refusal` - session slots: per user, and some kept for the recovery user
   so one account cannot take every slot.
 """
@@ -15,11 +14,12 @@
 from __future__ import annotations
 
 import random
-import threading
-import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from escnc.rpc.auth import AuthPenalty
+
+__all__ = ["AuthPenalty", "StartupGate", "session_refusal"]
 
 
 @dataclass
@@ -64,46 +64,6 @@ class StartupGate:
     @property
     def total(self) -> int:
         return self._total
-
-
-class AuthPenalty:
-    """Failed password attempts per source address within ``window`` seconds."""
-
-    def __init__(self, base: float, cap: float, window: float = 600.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.base = max(0.0, base)
-        self.cap = max(self.base, cap)
-        self.window = window
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, host: str, now: float) -> deque[float]:
-        q = self._failures.get(host)
-        if q is None:
-            return deque()
-        while q and now - q[0] > self.window:
-            q.popleft()
-        if not q:
-            del self._failures[host]
-        return q
-
-    def delay(self, host: str) -> float:
-        """How long the next failed attempt from ``host`` is held back."""
-        with self._lock:
-            n = len(self._recent(host, self._clock()))
-        return min(self.cap, self.base * (2 ** min(n, 32)))
-
-    def failed(self, host: str) -> None:
-        with self._lock:
-            now = self._clock()
-            self._recent(host, now)
-            q = self._failures.setdefault(host, deque())
-            q.append(now)
-            if len(q) > 64:  # enough to reach the cap; bounded memory per host
-                q.popleft()
-            if len(self._failures) > 10_000:  # bounded memory across hosts
-                self._failures.pop(next(iter(self._failures)))
 
 
 def session_refusal(user: str, sessions_by_user: dict[str, int], *, max_sessions: int,

@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from lxml import etree
 
 from escnc.errors import RpcError
 from escnc.ns import BASE_10, BASE_11, NC, qn
 from escnc.xmlutil import parse_untrusted
 
-if TYPE_CHECKING:
-    from escnc.services import Services
-
 
 class BadHello(Exception):
     """The client's hello is unacceptable; the session must end."""
-
-
-def server_capabilities(services: Services) -> list[str]:
-    caps = [BASE_10, BASE_11, *services.capabilities]
-    module_caps = getattr(services.schema, "module_capabilities", None)
-    if module_caps is not None:
-        caps.extend(module_caps())
-    # keep order, drop duplicates
-    return list(dict.fromkeys(c.strip() for c in caps if c and c.strip()))
 
 
 def build_server_hello(capabilities: list[str], session_id: int) -> bytes:

@@ -6,21 +6,19 @@ takes the bytes of one framed message and returns the serialized reply.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from lxml import etree
 
-from escnc.errors import RpcError, RpcErrors
-from escnc.netconf.dispatch import RpcContext, SessionHandle
+from escnc.errors import RpcError
 from escnc.ns import BASE_11, NC, qn
+from escnc.rpc.dispatch import SessionHandle
+from escnc.rpc.request import execute
 from escnc.xmlutil import parse_untrusted
 
 if TYPE_CHECKING:
     from escnc.services import Services
-
-log = logging.getLogger(__name__)
 
 _RPC = qn(NC, "rpc")
 _REPLY = qn(NC, "rpc-reply")
@@ -89,32 +87,10 @@ def _process(data: bytes, session: SessionHandle, services: Services) -> RpcOutc
             )
         return _failed(rpc, [err], bad=True)
     op = ops[0]
-    qname = etree.QName(op)
-    outcome = RpcOutcome(b"", operation=op.tag, rpc=rpc)
-    try:
-        registration = services.registry.lookup(qname.namespace, qname.localname)
-    except RpcError as exc:
-        outcome.errors = [exc]
-        outcome.bad_rpc = True
-        outcome.reply = _reply(rpc, [exc.to_xml()])
-        return outcome
-
-    ctx = RpcContext(
-        session=session, services=services, message_id=message_id, rpc_attributes=attrs
-    )
-    try:
-        validate = services.schema.validate_rpc_input if services.schema is not None else None
-        result = services.registry.invoke(registration, ctx, op, validate)
-    except RpcError as exc:
-        outcome.errors = [exc]
-    except RpcErrors as exc:
-        outcome.errors = list(exc.errors) or [RpcError("operation-failed", str(exc))]
-    except Exception as exc:  # a bug in a handler must not end the session
-        log.exception(
-            "session %s user %s: %s failed unexpectedly",
-            session.session_id, session.username, qname.localname,
-        )
-        outcome.errors = [RpcError("operation-failed", f"internal error: {exc}")]
+    done = execute(services, session, op, message_id=message_id, rpc_attributes=attrs)
+    outcome = RpcOutcome(b"", operation=op.tag, rpc=rpc, errors=done.errors,
+                         bad_rpc=done.unknown)
+    result = done.result
     if outcome.errors:
         outcome.reply = _reply(rpc, [e.to_xml() for e in outcome.errors])
         return outcome

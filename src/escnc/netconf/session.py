@@ -24,7 +24,6 @@ from escnc.netconf.hello import (
     BadHello,
     build_server_hello,
     parse_client_hello,
-    server_capabilities,
 )
 from escnc.netconf.rpc import process_message
 from escnc.netconf.sessions import (
@@ -35,6 +34,7 @@ from escnc.netconf.sessions import (
     now_iso,
 )
 from escnc.ns import BASE_11, NOTIF, qn
+from escnc.rpc.capabilities import server_capabilities
 
 if TYPE_CHECKING:
     from escnc.services import Services

@@ -23,7 +23,7 @@ from paramiko.common import (
 )
 
 if TYPE_CHECKING:
-    from escnc.netconf.users import UserStore
+    from escnc.rpc.users import UserStore
 
 log = logging.getLogger(__name__)
 

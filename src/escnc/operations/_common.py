@@ -14,7 +14,7 @@ from escnc.errors import RpcError
 from escnc.ns import NC, WITH_DEFAULTS, qn
 
 if TYPE_CHECKING:
-    from escnc.netconf.dispatch import RpcContext
+    from escnc.rpc.dispatch import RpcContext
 
 DATASTORES = ("running", "candidate", "startup")
 

@@ -35,7 +35,7 @@ from escnc.operations import datastore_read
 
 if TYPE_CHECKING:
     from escnc.datastore.store import UnitChanges
-    from escnc.netconf.dispatch import HandlerResult, RpcContext, RpcRegistry
+    from escnc.rpc.dispatch import HandlerResult, RpcContext, RpcRegistry
     from escnc.services import CommitEvent, Services
 
 log = logging.getLogger(__name__)

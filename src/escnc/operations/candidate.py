@@ -11,7 +11,7 @@ from escnc.ns import NC
 from escnc.operations._common import checked, child
 
 if TYPE_CHECKING:
-    from escnc.netconf.dispatch import RpcContext, RpcRegistry
+    from escnc.rpc.dispatch import RpcContext, RpcRegistry
     from escnc.services import Services
 
 CAPABILITIES = [

@@ -14,7 +14,7 @@ from escnc.ns import NC, WITH_DEFAULTS, qn
 from escnc.operations._common import checked, child, datastore_name, xpath_env
 
 if TYPE_CHECKING:
-    from escnc.netconf.dispatch import RpcContext, RpcRegistry
+    from escnc.rpc.dispatch import RpcContext, RpcRegistry
     from escnc.services import Services
 
 CAPABILITIES = [

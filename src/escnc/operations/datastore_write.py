@@ -12,7 +12,7 @@ from escnc.ns import NC, qn
 from escnc.operations._common import checked, child, datastore_name, enum_param, source_config
 
 if TYPE_CHECKING:
-    from escnc.netconf.dispatch import RpcContext, RpcRegistry
+    from escnc.rpc.dispatch import RpcContext, RpcRegistry
     from escnc.services import Services
 
 CAPABILITIES = [

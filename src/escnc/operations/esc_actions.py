@@ -16,12 +16,12 @@ from escnc.engine import actions
 from escnc.engine.errors import Conflict, EngineError, NotFound, Refused
 from escnc.engine.store import VmRecord
 from escnc.errors import RpcError, data_missing, invalid_value, operation_failed
-from escnc.netconf.dispatch import RpcContext
 from escnc.ns import ESC
+from escnc.rpc.dispatch import RpcContext
 
 if TYPE_CHECKING:
     from escnc.engine.engine import Engine
-    from escnc.netconf.dispatch import RpcRegistry
+    from escnc.rpc.dispatch import RpcRegistry
     from escnc.services import Services
 
 NSMAP = {"esc": ESC}

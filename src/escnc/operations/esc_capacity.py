@@ -33,7 +33,7 @@ from escnc.errors import RpcError, data_missing, invalid_value, operation_failed
 from escnc.ns import ESC
 
 if TYPE_CHECKING:
-    from escnc.netconf.dispatch import RpcContext, RpcRegistry
+    from escnc.rpc.dispatch import RpcContext, RpcRegistry
     from escnc.services import Services
 
 NSMAP = {"esc": ESC}

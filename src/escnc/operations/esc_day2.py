@@ -20,7 +20,7 @@ from escnc.ns import ESC, qn
 from escnc.operations.esc_actions import engine_rpc_error
 
 if TYPE_CHECKING:
-    from escnc.netconf.dispatch import RpcContext, RpcRegistry
+    from escnc.rpc.dispatch import RpcContext, RpcRegistry
     from escnc.services import Services
 
 

@@ -20,7 +20,7 @@ from escnc.ns import ESC
 from escnc.operations.authorize import deployment_chain
 
 if TYPE_CHECKING:
-    from escnc.netconf.dispatch import RpcContext, RpcRegistry
+    from escnc.rpc.dispatch import RpcContext, RpcRegistry
     from escnc.services import Services
 
 Chains = list[list[etree._Element]]

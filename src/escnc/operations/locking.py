@@ -10,7 +10,7 @@ from escnc.ns import NC
 from escnc.operations._common import checked, datastore_name
 
 if TYPE_CHECKING:
-    from escnc.netconf.dispatch import RpcContext, RpcRegistry
+    from escnc.rpc.dispatch import RpcContext, RpcRegistry
     from escnc.services import Services
 
 

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 from lxml import etree
 
 from escnc.errors import RpcError
-from escnc.netconf.dispatch import RpcContext, RpcRegistry
-from escnc.netconf.hello import server_capabilities
 from escnc.ns import MONITORING, qn
+from escnc.rpc.capabilities import server_capabilities
+from escnc.rpc.dispatch import RpcContext, RpcRegistry
 
 if TYPE_CHECKING:
     from escnc.services import Services

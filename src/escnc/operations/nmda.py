@@ -25,7 +25,7 @@ from escnc.operations import datastore_read, datastore_write
 from escnc.operations._common import xpath_env
 
 if TYPE_CHECKING:
-    from escnc.netconf.dispatch import RpcContext, RpcRegistry
+    from escnc.rpc.dispatch import RpcContext, RpcRegistry
     from escnc.services import Services
 
 NMDA = "urn:ietf:params:xml:ns:yang:ietf-netconf-nmda"

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from escnc.events.log import StoredEvent
-    from escnc.netconf.dispatch import RpcContext, RpcRegistry, SessionHandle
+    from escnc.rpc.dispatch import RpcContext, RpcRegistry, SessionHandle
     from escnc.services import CommitEvent, Services
 
 log = logging.getLogger(__name__)

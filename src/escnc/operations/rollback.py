@@ -11,7 +11,7 @@ from escnc.errors import RpcError
 from escnc.ns import ESC, qn
 
 if TYPE_CHECKING:
-    from escnc.netconf.dispatch import RpcContext, RpcRegistry
+    from escnc.rpc.dispatch import RpcContext, RpcRegistry
     from escnc.services import Services
 
 

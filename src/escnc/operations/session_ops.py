@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from escnc.errors import RpcError
-from escnc.netconf.dispatch import RpcContext, RpcRegistry
 from escnc.ns import NC, qn
 from escnc.operations._common import checked
+from escnc.rpc.dispatch import RpcContext, RpcRegistry
 
 if TYPE_CHECKING:
     from escnc.services import Services

@@ -10,7 +10,7 @@ from escnc.ns import NC
 from escnc.operations._common import checked, source_config
 
 if TYPE_CHECKING:
-    from escnc.netconf.dispatch import RpcContext, RpcRegistry
+    from escnc.rpc.dispatch import RpcContext, RpcRegistry
     from escnc.services import Services
 
 CAPABILITY = "urn:ietf:params:netconf:capability:validate:1.1"

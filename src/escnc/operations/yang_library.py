@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
-from escnc.netconf.dispatch import RpcRegistry
 from escnc.ns import YANG_LIBRARY, qn
 from escnc.operations.monitoring import schema_modules
+from escnc.rpc.dispatch import RpcRegistry
 
 if TYPE_CHECKING:
     from escnc.services import Services

@@ -1,0 +1,393 @@
+"""ESC REST callbacks: durable, retried, bounded delivery of a request's outcome and events.
+
+A transaction is stored (``state_dir/callbacks.sqlite3``) *before* its request is
+answered, with the event-log sequence number it starts after and what ends it (the
+terminal escEvent types of the request, and the tenant/deployment/VM/snapshot they
+concern). :class:`CallbackTracker` reads the escEvent stream from the event log with
+a cursor kept in the same database: each matching event becomes a queued delivery to
+``Callback-ESC-Events`` and the terminal one the outcome delivery to ``Callback``, in
+the same SQLite transaction that moves the cursor -- so a kill -9 of escnc at any
+point loses no callback and queues none twice (after a restart the tracker resumes at
+the cursor; the event log holds what was published meanwhile).
+
+A sender thread POSTs queued deliveries in order per transaction, outside every
+lock, with exponential backoff between failed attempts, at most
+``callback_max_attempts`` times; then the delivery is marked failed (and logged).
+Every URL is checked by the injected ``check_url`` (the outbound URL policy) when the
+request is accepted and again, resolved, right before each attempt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lxml import etree
+
+from escnc.events.esc_event import ESC_STREAM
+from escnc.ns import ESC
+
+if TYPE_CHECKING:
+    from escnc.events.bus import EventBus
+    from escnc.events.log import StoredEvent
+
+log = logging.getLogger(__name__)
+
+E = f"{{{ESC}}}"
+# sender: one POST
+Sender = Callable[[str, dict[str, str], bytes], int]
+# check_url(url, resolve): raise ValueError with the reason when the policy refuses it
+UrlCheck = Callable[[str, bool], None]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS txn (
+  id TEXT PRIMARY KEY, created REAL NOT NULL, after_seq INTEGER NOT NULL,
+  spec TEXT NOT NULL, state TEXT NOT NULL, status_code INTEGER, status_message TEXT);
+CREATE TABLE IF NOT EXISTS delivery (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, txn TEXT NOT NULL, kind TEXT NOT NULL,
+  url TEXT NOT NULL, headers TEXT NOT NULL, body BLOB NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL,
+  state TEXT NOT NULL, last_error TEXT NOT NULL DEFAULT '');
+CREATE INDEX IF NOT EXISTS delivery_pending ON delivery(state, txn, id);
+CREATE TABLE IF NOT EXISTS cursor (k INTEGER PRIMARY KEY CHECK (k = 0), seq INTEGER NOT NULL);
+"""
+
+
+@dataclass
+class Transaction:
+    """What one accepted request waits for."""
+
+    tenant: str = ""
+    deployment: str = ""
+    vm: str = ""  # generated VM name
+    terminal: tuple[str, ...] = ()  # escEvent types that end it; () = ended at once
+    callback: str = ""  # outcome URI (the Callback header)
+    events: str = ""  # escEvent URI (Callback-ESC-Events)
+    resource: str = ""  # body of the outcome callback (the request's resource)
+    content_type: str = "application/xml"
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def spec(self) -> str:
+        return json.dumps({k: v for k, v in vars(self).items() if k != "id"})
+
+    @classmethod
+    def load(cls, txn_id: str, spec: str) -> Transaction:
+        data = json.loads(spec)
+        data["terminal"] = tuple(data.get("terminal", ()))
+        return cls(id=txn_id, **data)
+
+    def matches(self, ev: etree._Element) -> bool:
+        if self.vm:
+            names = {ev.findtext(f"{E}vm_source/{E}generated_vmname") or "",
+                     ev.findtext(f"{E}vm_target/{E}generated_vmname") or ""}
+            if self.vm not in names:
+                return False
+        if self.deployment and (ev.findtext(f"{E}depname") or "") != self.deployment:
+            return False
+        return not (self.tenant and (ev.findtext(f"{E}tenant") or "") != self.tenant)
+
+
+@dataclass(frozen=True)
+class DeliveryInfo:
+    id: int
+    txn: str
+    kind: str  # outcome | event
+    url: str
+    attempts: int
+    state: str  # pending | delivered | failed
+    last_error: str
+
+
+class CallbackStore:
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        with self.lock:
+            self._db.close()
+
+    def cursor_seq(self) -> int | None:
+        with self.lock:
+            row = self._db.execute("SELECT seq FROM cursor WHERE k=0").fetchone()
+        return None if row is None else int(row[0])
+
+    def open_transactions(self) -> list[tuple[Transaction, int]]:
+        with self.lock:
+            rows = self._db.execute(
+                "SELECT id, spec, after_seq FROM txn WHERE state='open' ORDER BY created"
+            ).fetchall()
+        return [(Transaction.load(r[0], r[1]), int(r[2])) for r in rows]
+
+    def add(self, txn: Transaction, after_seq: int) -> None:
+        with self.lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO txn(id, created, after_seq, spec, state) VALUES (?,?,?,?,'open')",
+                (txn.id, time.time(), after_seq, txn.spec()),
+            )
+            # a cursor exists from the first transaction on: events after it are read
+            self._db.execute(
+                "INSERT OR IGNORE INTO cursor(k, seq) VALUES (0, ?)", (after_seq,)
+            )
+            self._db.execute("COMMIT")
+
+    def drop(self, txn_id: str) -> None:
+        """The request was refused after all: nothing to report."""
+        with self.lock:
+            self._db.execute("DELETE FROM txn WHERE id=?", (txn_id,))
+
+    def advance(
+        self,
+        seq: int,
+        deliveries: list[tuple[str, str, str, dict[str, str], bytes]],
+        closed: list[tuple[str, int, str]],
+    ) -> None:
+        """Queue ``deliveries`` (txn, kind, url, headers, body), close transactions
+        (id, status code, message) and move the cursor to ``seq``, atomically."""
+        now = time.time()
+        with self.lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            for txn, kind, url, headers, body in deliveries:
+                self._db.execute(
+                    "INSERT INTO delivery(txn, kind, url, headers, body, next_at, state) "
+                    "VALUES (?,?,?,?,?,?,'pending')",
+                    (txn, kind, url, json.dumps(headers), body, now),
+                )
+            for txn_id, code, message in closed:
+                self._db.execute(
+                    "UPDATE txn SET state='done', status_code=?, status_message=? WHERE id=?",
+                    (code, message, txn_id),
+                )
+            self._db.execute("INSERT OR REPLACE INTO cursor(k, seq) VALUES (0, ?)", (seq,))
+            self._db.execute("COMMIT")
+
+    def due(self, now: float, limit: int = 32) -> list[tuple[int, str, dict[str, str], bytes, int]]:
+        """The first pending delivery of each transaction, if due: (id, url, headers,
+        body, attempts). Later ones of a transaction wait for it (order is kept)."""
+        with self.lock:
+            rows = self._db.execute(
+                "SELECT d.id, d.url, d.headers, d.body, d.attempts, d.next_at FROM delivery d "
+                "WHERE d.id IN (SELECT MIN(id) FROM delivery WHERE state='pending' GROUP BY txn) "
+                "ORDER BY d.id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [(int(r[0]), r[1], json.loads(r[2]), bytes(r[3]), int(r[4]))
+                for r in rows if float(r[5]) <= now]
+
+    def next_due(self) -> float | None:
+        with self.lock:
+            row = self._db.execute(
+                "SELECT MIN(next_at) FROM delivery WHERE state='pending'"
+            ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def attempted(self, delivery_id: int, ok: bool, error: str, next_at: float | None) -> None:
+        with self.lock:
+            if ok:
+                self._db.execute(
+                    "UPDATE delivery SET state='delivered', attempts=attempts+1, last_error='' "
+                    "WHERE id=?", (delivery_id,))
+            elif next_at is None:
+                self._db.execute(
+                    "UPDATE delivery SET state='failed', attempts=attempts+1, last_error=? "
+                    "WHERE id=?", (error, delivery_id))
+            else:
+                self._db.execute(
+                    "UPDATE delivery SET attempts=attempts+1, last_error=?, next_at=? WHERE id=?",
+                    (error, next_at, delivery_id))
+
+    def deliveries(self, txn_id: str | None = None, limit: int = 1000) -> list[DeliveryInfo]:
+        sql = "SELECT id, txn, kind, url, attempts, state, last_error FROM delivery"
+        args: tuple[Any, ...] = ()
+        if txn_id is not None:
+            sql += " WHERE txn=?"
+            args = (txn_id,)
+        with self.lock:
+            rows = self._db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [DeliveryInfo(*r) for r in reversed(rows)]
+
+    def counts(self) -> dict[str, int]:
+        with self.lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM delivery GROUP BY state")
+            return {str(s): int(n) for s, n in rows}
+
+
+def _headers(txn: Transaction, code: int, message: str, content_type: str) -> dict[str, str]:
+    return {
+        "ESC-Transaction-Id": txn.id,
+        "ESC-Status-Code": str(code),
+        "ESC-Status-Message": message.replace("\r", " ").replace("\n", " ")[:1000],
+        "Content-Type": content_type,
+    }
+
+
+class CallbackTracker:
+    """Turns escEvents into queued deliveries, and sends them."""
+
+    def __init__(
+        self,
+        store: CallbackStore,
+        bus: EventBus,
+        send: Sender,
+        check_url: UrlCheck,
+        *,
+        max_attempts: int = 8,
+        retry_base: float = 1.0,
+        retry_max: float = 300.0,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self._send = send
+        self.check_url = check_url
+        self.max_attempts = max(1, max_attempts)
+        self.retry_base = max(0.01, retry_base)
+        self.retry_max = max(self.retry_base, retry_max)
+        self._lock = threading.Lock()  # one event at a time, in order
+        self._open: dict[str, tuple[Transaction, int]] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._consumer: Any = None
+        self._sender: threading.Thread | None = None
+        self.delivered = 0
+        self.failed = 0
+
+    def start(self) -> None:
+        for txn, after in self.store.open_transactions():
+            self._open[txn.id] = (txn, after)
+        cursor = self.store.cursor_seq()
+        # resume where the last run stopped only when a request still waits for events
+        start = (cursor if cursor is not None and self._open else self.bus.head) + 1
+        self._consumer = self.bus.consume(self._on_event, stream=ESC_STREAM, start_seq=start)
+        self._sender = threading.Thread(target=self._send_loop, name="esc-callbacks",
+                                        daemon=True)
+        self._sender.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._consumer is not None:
+            self._consumer.close()
+        if self._sender is not None:
+            self._sender.join(5.0)
+
+    # -- accepting ------------------------------------------------------------------
+
+    def begin(self, txn: Transaction) -> None:
+        """Store ``txn`` before its request runs (events after this point are its)."""
+        with self._lock:
+            after = self.bus.head
+            self.store.add(txn, after)
+            self._open[txn.id] = (txn, after)
+
+    def abandon(self, txn: Transaction) -> None:
+        with self._lock:
+            self._open.pop(txn.id, None)
+            self.store.drop(txn.id)
+
+    def finish_now(self, txn: Transaction, code: int, message: str) -> None:
+        """A request whose work is done when it is answered (no events to wait for)."""
+        with self._lock:
+            self._open.pop(txn.id, None)
+            deliveries = []
+            if txn.callback:
+                deliveries.append((txn.id, "outcome", txn.callback,
+                                   _headers(txn, code, message, txn.content_type),
+                                   txn.resource.encode()))
+            self.store.advance(self.store.cursor_seq() or self.bus.head, deliveries,
+                               [(txn.id, code, message)])
+        self._wake.set()
+
+    # -- events ---------------------------------------------------------------------
+
+    def _on_event(self, event: StoredEvent) -> None:
+        with self._lock:
+            deliveries: list[tuple[str, str, str, dict[str, str], bytes]] = []
+            closed: list[tuple[str, int, str]] = []
+            if self._open:
+                try:
+                    ev = etree.fromstring(event.body)
+                except etree.XMLSyntaxError:
+                    ev = None
+                if ev is not None and ev.tag == f"{E}escEvent":
+                    self._match(event, ev, deliveries, closed)
+            if deliveries or closed or self._open:
+                self.store.advance(event.seq, deliveries, closed)
+        if deliveries:
+            self._wake.set()
+
+    def _match(self, event: StoredEvent, ev: etree._Element,
+               deliveries: list[tuple[str, str, str, dict[str, str], bytes]],
+               closed: list[tuple[str, int, str]]) -> None:
+        etype = ev.findtext(f"{E}event/{E}type") or ""
+        try:
+            code = int(ev.findtext(f"{E}status_code") or "200")
+        except ValueError:
+            code = 500
+        message = ev.findtext(f"{E}status_message") or ""
+        for txn_id, (txn, after) in list(self._open.items()):
+            if event.seq <= after or not txn.matches(ev):
+                continue
+            if txn.events:
+                deliveries.append((txn_id, "event", txn.events,
+                                   _headers(txn, code, message, "application/xml"),
+                                   event.body))
+            if etype in txn.terminal:
+                if txn.callback:
+                    deliveries.append((txn_id, "outcome", txn.callback,
+                                       _headers(txn, code, message, txn.content_type),
+                                       txn.resource.encode()))
+                closed.append((txn_id, code, message))
+                del self._open[txn_id]
+
+    # -- sending --------------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._send_due()
+            except Exception:
+                log.exception("callback sender failed; retrying")
+            nxt = self.store.next_due()
+            wait = 5.0 if nxt is None else max(0.0, min(5.0, nxt - time.time()))
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def _send_due(self) -> None:
+        for delivery_id, url, headers, body, attempts in self.store.due(time.time()):
+            if self._stop.is_set():
+                return
+            error = ""
+            try:
+                self.check_url(url, True)
+                status = self._send(url, headers, body)
+                if not 200 <= status < 300:
+                    error = f"HTTP status {status}"
+            except Exception as exc:  # refused by policy, unreachable, timeout
+                error = str(exc) or type(exc).__name__
+            if not error:
+                self.store.attempted(delivery_id, True, "", None)
+                self.delivered += 1
+                continue
+            tried = attempts + 1
+            if tried >= self.max_attempts:
+                self.store.attempted(delivery_id, False, error, None)
+                self.failed += 1
+                log.warning("callback %d to %s failed for good after %d attempts: %s",
+                            delivery_id, url, tried, error)
+            else:
+                delay = min(self.retry_max, self.retry_base * 2 ** (tried - 1))
+                self.store.attempted(delivery_id, False, error, time.time() + delay)
+                log.info("callback %d to %s failed (%s); retry in %.1f s",
+                         delivery_id, url, error, delay)

@@ -1,0 +1,116 @@
+"""Operator endpoints of the HTTP northbound: health, readiness, Prometheus metrics
+(parsed by prometheus-client's own parser), the OpenAPI document, HTTPS with the
+self-signed pair made on first start, and extra routers (how issue 17 mounts its own)."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import stat
+from pathlib import Path
+
+import httpx
+import pytest
+from lxml import etree
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import BaseRoute, Route
+
+from conftest import PASSWORD, USER, add_user, connect, make_settings
+from escnc.app import Server
+from escnc.http.context import HttpContext
+from escnc.http.esc_rest import PREFIX
+from http_helpers import client
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_health_readiness_metrics_openapi(server_factory) -> None:  # type: ignore[no-untyped-def]
+    srv = server_factory(http_listen="127.0.0.1:0")
+    base = f"http://127.0.0.1:{srv.http_ports['http']}"
+    assert httpx.get(f"{base}/health").json() == {"status": "alive"}
+    ready = httpx.get(f"{base}/health/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "hosts": [{"name": "default", "connected": True}]}
+    assert httpx.get(f"{base}/metrics").status_code == 401
+    with connect(srv) as m:
+        m.get_config(source="running")
+    with client(srv.http_ports["http"]) as http:
+        assert http.post(f"{PREFIX}/tenants/tx").status_code == 201  # an edit over HTTP
+        assert http.post(f"{PREFIX}/tenants/tx").status_code == 409
+        text = http.get("/metrics").text
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        rpcs = {(s.labels["operation"], s.labels["outcome"]): s.value
+                for s in families["escnc_rpcs"].samples if s.name == "escnc_rpcs_total"}
+        assert rpcs[("get-config", "ok")] >= 1  # NETCONF's and HTTP's, one counter
+        assert rpcs[("edit-config", "ok")] == 1
+        assert rpcs[("edit-config", "data-exists")] == 1
+        hist = [s for s in families["escnc_edit_seconds"].samples
+                if s.name == "escnc_edit_seconds_count"]
+        assert hist and hist[0].value == 2
+        hosts = {s.labels["connected"]: s.value for s in families["escnc_hosts"].samples}
+        assert hosts == {"true": 1.0, "false": 0.0}
+        for name in ("escnc_netconf_sessions", "escnc_vms", "escnc_jobs",
+                     "escnc_events_published", "escnc_subscriber_lag",
+                     "escnc_callback_deliveries"):
+            assert name in families, name
+        doc = http.get(f"{PREFIX}/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    paths = doc["paths"]
+    for path, method in [("/deployments/{deployment}", "put"),
+                         ("/{tenant}/deployments/service/{deployment}", "post"),
+                         ("/{tenant}/deployments/migrate-vm/{vm}", "post"),
+                         ("/snapshots", "get"), ("/snapshots/{snapshot}", "delete"),
+                         ("/snapshots/{snapshot}/volumes", "post"), ("/tenants/{name}", "get")]:
+        assert method in paths[PREFIX + path], (path, method)
+    op = paths[PREFIX + "/{tenant}/deployments/service/{deployment}"]["post"]
+    assert {p["name"] for p in op["parameters"]} >= {"tenant", "deployment", "Callback",
+                                                     "Callback-ESC-Events"}
+    json.dumps(doc)  # serializable as served
+
+
+def test_not_ready_without_a_connected_host(server_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    srv = server_factory(http_listen="127.0.0.1:0",
+                         vims={"gone": f"test://{tmp_path}/missing.xml"})
+    r = httpx.get(f"http://127.0.0.1:{srv.http_ports['http']}/health/ready")
+    assert r.status_code == 503
+    assert r.json() == {"status": "not-ready", "hosts": [{"name": "gone", "connected": False}]}
+
+
+def test_https_self_signed_pair_and_extra_router(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    add_user(state)
+
+    def routes(ctx: HttpContext) -> list[BaseRoute]:
+        async def hello(request: Request) -> PlainTextResponse:
+            user = await ctx.auth.username(request)
+            return PlainTextResponse(f"hello {user}, {len(ctx.services.registry.names())} rpcs")
+
+        return [Route("/capacity/compute/query", hello, methods=["GET"])]
+
+    srv = Server(make_settings(state, https_listen="127.0.0.1:0"), http_routes=[routes])
+    srv.start()
+    try:
+        cert, key = state / "https-cert.pem", state / "https-key.pem"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+        assert stat.S_IMODE(cert.stat().st_mode) == 0o600
+        ctx = ssl.create_default_context(cafile=str(cert))
+        port = srv.http_ports["https"]
+        assert "http" not in srv.http_ports  # only what is configured listens
+        with httpx.Client(base_url=f"https://localhost:{port}", verify=ctx,
+                          auth=(USER, PASSWORD)) as https:
+            r = https.get("/capacity/compute/query")
+            assert r.status_code == 200 and r.text.startswith("hello admin, ")
+            r = https.get(f"{PREFIX}/tenants", headers={"Accept": "application/xml"})
+            assert etree.fromstring(r.content).tag.endswith("tenants")
+        with pytest.raises(httpx.ConnectError):  # not trusted without the pair
+            httpx.get(f"https://localhost:{port}/health")
+    finally:
+        srv.stop()
+    # the pair is kept: the same certificate on the next start
+    before = cert.read_bytes()
+    srv = Server(make_settings(state, https_listen="127.0.0.1:0"))
+    srv.start()
+    srv.stop()
+    assert cert.read_bytes() == before
