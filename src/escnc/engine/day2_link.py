@@ -1,21 +1,27 @@
 """The day-2 code's one adapter onto the lifecycle engine.
 
 Everything day-2 needs from the engine (VM and deployment records, the per-deployment
-job queue, the notifier, host and pool setup) goes through :class:`EngineLink`, so a
-change in the engine's internals is a change here only.
+job queue, the notifier, host and pool setup, the VIM driver) goes through
+:class:`EngineLink`, so a change in the engine's internals is a change here only.
+:class:`Day2Context` is what each day-2 concept (engine/resize.py, migration.py,
+snapshots.py, volumes.py) receives: the link, the day-2 store and the settings.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import libvirt
-
+from escnc.engine import states
+from escnc.engine.day2_store import Day2Store
+from escnc.engine.errors import Conflict
 from escnc.engine.jobs import waiting
 from escnc.engine.model import Desired, parse_desired
 from escnc.errors import RpcError
+from escnc.settings import Settings
 from escnc.vim import storage
+from escnc.vim.driver import VimDriver, VimError
 from escnc.vim.hosts import Host
 from escnc.vim.networks import ensure_network
 
@@ -31,6 +37,10 @@ class EngineLink:
     @property
     def engine(self) -> Any:
         return self.services.engine
+
+    @property
+    def driver(self) -> VimDriver:
+        return self.engine.driver  # type: ignore[no-any-return]
 
     # -- records ---------------------------------------------------------------------
 
@@ -100,11 +110,10 @@ class EngineLink:
         """Back to service after a day-2 operation: a running VM goes through the
         engine's liveness check (VM_ALIVE, published only if ``announce``), a stopped
         one is VM_STOPPED_STATE."""
-        from escnc.engine import states
-
         try:
-            running = bool(self.conn(vm.host).lookupByName(vm.generated_name).isActive())
-        except (libvirt.libvirtError, RpcError):
+            dom = self.driver.domain(self.host(vm.host), vm.generated_name)
+            running = dom is not None and dom.active()
+        except (VimError, RpcError):
             running = False
         if not running:
             return self.update_vm(vm.generated_name, state=states.VM_STOPPED, monitoring=False)
@@ -147,9 +156,6 @@ class EngineLink:
                 "invalid-value", f"host [{name}] is not configured", info={"bad-element": "host"}
             ) from exc
 
-    def conn(self, host_name: str) -> libvirt.virConnect:
-        return self.host(host_name).connection()
-
     def host_names(self) -> list[str]:
         return [h.name for h in self.services.vims.hosts() if h.connected]
 
@@ -159,3 +165,37 @@ class EngineLink:
         storage.ensure_pool(host, self.services.settings.state_dir / "pools" / host.name)
         for _nicid, network, _ip, _mac in vm.interfaces:
             ensure_network(host, desired.networks.get(network), network)
+
+
+BUSY_STATES = (states.VM_VERIFY_RESIZE, states.VM_MIGRATING)
+
+
+@dataclass
+class Day2Context:
+    """What a day-2 concept works with (no Engine, no Services beyond the link)."""
+
+    link: EngineLink
+    store: Day2Store
+    settings: Settings
+
+    @property
+    def services(self) -> Services:
+        return self.link.services
+
+    def key(self, vm: VmRecord) -> tuple[str, str]:
+        return (vm.tenant, vm.deployment)
+
+    def poll(self, kind: str) -> tuple[float, float]:
+        """(poll interval, timeout) in seconds for a snapshot or volume operation."""
+        s = self.settings
+        if kind == "volume":
+            return s.volume_poll_secs, s.volume_timeout_mins * 60
+        return s.snapshot_poll_secs, s.snapshot_timeout_mins * 60
+
+    def require_not_busy(self, vm: VmRecord) -> None:
+        if vm.state in BUSY_STATES or self.store.pending(vm.generated_name):
+            raise Conflict(f"VM [{vm.generated_name}] is in {vm.state}: confirm or revert first")
+
+    def cancelled(self, event: str, vm: VmRecord) -> None:
+        """An undeploy dropped the queued request: its terminal event, as a failure."""
+        self.link.publish(event, vm, failure=True, message="cancelled by undeploy")

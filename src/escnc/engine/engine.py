@@ -25,11 +25,9 @@ Extension API for day-2 modules (resize, migration, snapshots, volumes)::
     engine.set_vm_state(generated_name, state, **fields) -> VmRecord   # durable
     engine.publish(type, dep, vm=None, message=..., failure=False, target=None)
     engine.wait_alive(job, dep, [vm], event="VM_ALIVE", always=True) -> [errors]
-    engine.ops.host(vm) / engine.ops.domain(vm)       # libvirt Host and virDomain
-    engine.hooks.vm_actions["CONFIRM_RESIZE"] = fn(engine, job, vm)
-    engine.hooks.resize = fn(engine, job, vm, old_flavor, new_flavor)
-
-Everything a handler needs is reachable from the engine; see ``engine/hooks.py``.
+    engine.ops.host(vm) / engine.ops.domain(vm)       # Host and vim.driver.Domain
+    engine.driver                                     # the VIM driver (vim/driver.py)
+    engine.hooks.resize = fn(engine, job, vm, old_flavor, new_flavor)  # engine/hooks.py
 """
 
 from __future__ import annotations
@@ -41,7 +39,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import libvirt
 from lxml import etree
 
 from escnc.engine import actions, lifecycle, reconcile
@@ -49,6 +46,7 @@ from escnc.engine import states as st
 from escnc.engine.capacity import CapacityManager
 from escnc.engine.clock import Clock, SystemClock
 from escnc.engine.hooks import Day2Hooks
+from escnc.engine.hostfacts import HostFactsCache
 from escnc.engine.imagereg import (
     ACTIVE,
     ImageError,
@@ -74,6 +72,7 @@ from escnc.engine.validate import validate_config
 from escnc.engine.vmops import VmOps
 from escnc.ns import ESC
 from escnc.vim import storage
+from escnc.vim.driver import LibvirtDriver, VimDriver, VimError
 from escnc.vim.hosts import Host, HostRegistry
 from escnc.vim.networks import remove_network
 from escnc.vim.source_policy import day0_policy, image_policy
@@ -100,8 +99,10 @@ class Engine:
             state_dir / "images", state_dir / "pools", image_policy(self.settings)
         )
         self.instance_id = instance_id(state_dir)
+        self.driver: VimDriver = LibvirtDriver(self.vims)  # the one VIM driver (vim/driver.py)
+        self.host_facts = HostFactsCache(self.driver)
         self.ops = VmOps(
-            self.vims, self.images, state_dir, self.instance_id, day0_policy(self.settings)
+            self.driver, self.images, state_dir, self.instance_id, day0_policy(self.settings)
         )
         self.notifier = Notifier(services.events, self.vims)
         self.hooks = Day2Hooks()
@@ -126,7 +127,7 @@ class Engine:
             ds.add_commit_listener(self.on_commit)
             self.desired = parse_desired(ds.running_xml())
         self.services.state_providers.append(self.state)
-        self.vims.add_domain_listener(self._on_domain_event)
+        self.driver.add_lifecycle_listener(self._on_domain_event)
         self.vims.add_reconnect_listener(lambda _host: self.reconcile())
         self._apply_vims(Desired(), self.desired)
         self._apply_images(Desired(), self.desired)
@@ -438,13 +439,13 @@ class Engine:
 
     # -- monitoring: libvirt events and the poller (engine/monitor.py) ------------------
 
-    def _on_domain_event(self, host: str, name: str, event: int, _detail: int) -> None:
-        if event not in (libvirt.VIR_DOMAIN_EVENT_STOPPED, libvirt.VIR_DOMAIN_EVENT_CRASHED):
+    def _on_domain_event(self, host: str, name: str, event: str) -> None:
+        if event not in ("stopped", "crashed"):
             return
         vm = self.store.vm(name)
         if vm is None or vm.host != host or not monitored(vm):
             return
-        what = "crashed" if event == libvirt.VIR_DOMAIN_EVENT_CRASHED else "shut off"
+        what = "crashed" if event == "crashed" else "shut off"
         self.vm_down(vm, f"domain of VM {name} {what} on host {host} without escnc asking")
 
     def vm_down(self, vm: VmRecord, reason: str) -> Job:
@@ -529,7 +530,7 @@ def _install_image(engine: Engine, spec: ImageSpec, image: ImageState) -> None:
         try:
             engine.images.volumes_on(host, spec.name, engine.ops.pool(host))
             hosts.append(host.name)
-        except (libvirt.libvirtError, ImageError, OSError) as exc:
+        except (VimError, ImageError, OSError) as exc:
             # not fatal: deployments install it again on their host when they need it
             log.warning("image %s: cannot install on host %s: %s", spec.name, host.name, exc)
             problems.append(f"not installed on host {host.name}: {exc}")
@@ -550,12 +551,11 @@ def _locate_volume(engine: Engine, path: str) -> tuple[Host, int] | None:
         if not host.connected:
             continue
         try:
-            pool = engine.ops.pool(host)
-            vol = host.connection().storageVolLookupByPath(path)
-            if vol.storagePoolLookupByVolume().name() == pool.name():
-                return host, int(vol.info()[1])
-        except libvirt.libvirtError:
+            size = engine.driver.locate_volume(host, engine.ops.pool(host), path)
+        except VimError:
             continue
+        if size is not None:
+            return host, size
     return None
 
 
@@ -589,7 +589,7 @@ def _forget_image(engine: Engine, name: str, _job: Job) -> None:
                 ):
                     kept += [f"{host.name}:{v}" for v in busy]
                     break
-        except libvirt.libvirtError as exc:
+        except VimError as exc:
             log.warning("image %s: cannot free its volumes on host %s: %s", name, host.name, exc)
             kept.append(f"{host.name}: {exc}")
     message = f"image {name} deleted"

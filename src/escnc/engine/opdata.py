@@ -6,12 +6,11 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-import libvirt
 from lxml import etree
 
 from escnc.engine.imagereg import ACTIVE
 from escnc.ns import ESC
-from escnc.vim.stats import domain_stats, host_stats
+from escnc.vim.driver import VimError
 
 if TYPE_CHECKING:
     from escnc.engine.engine import Engine
@@ -50,13 +49,13 @@ def build_opdata(engine: Engine) -> etree._Element:
         _leaf(h, "hostid", host.hostid())
         if host.connected:
             try:
-                hs = host_stats(host)
+                hs = engine.driver.host_stats(host)
                 _leaf(h, "hostname", hs.hostname)
                 _leaf(h, "vcpus_total", hs.vcpus_total)
                 _leaf(h, "memory_total_mb", hs.memory_total_mb)
                 _leaf(h, "vcpus_used", hs.vcpus_used)
                 _leaf(h, "memory_used_mb", hs.memory_used_mb)
-            except libvirt.libvirtError as exc:
+            except VimError as exc:
                 log.debug("host stats of %s: %s", host.name, exc)
 
     tenants = etree.SubElement(op, _q("tenants"))
@@ -110,13 +109,13 @@ def _vm_instance(engine: Engine, parent: etree._Element, vm) -> None:  # type: i
     dom = engine.ops.domain(vm)
     if dom is not None:
         try:
-            s = domain_stats(dom)
+            s = dom.stats()
             stats = etree.SubElement(v, _q("stats"))
             _leaf(stats, "vcpus", s.vcpus)
             _leaf(stats, "cpu_time_ns", s.cpu_time_ns)
             _leaf(stats, "memory_kb", s.memory_kb)
             _leaf(stats, "max_memory_kb", s.max_memory_kb)
-        except libvirt.libvirtError:
+        except VimError:
             pass
     if vm.interfaces:
         itfs = etree.SubElement(v, _q("interfaces"))

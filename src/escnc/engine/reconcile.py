@@ -30,18 +30,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import libvirt
-
 from escnc.engine import converge, lifecycle
 from escnc.engine import states as st
 from escnc.engine.jobs import Job
 from escnc.engine.model import DeploymentSpec
 from escnc.engine.monitor import monitored
 from escnc.engine.store import DeploymentRecord, VmRecord
-from escnc.engine.vmops import remove_domain
-from escnc.vim.domain_xml import META_NS, VmMeta
+from escnc.vim.domain_xml import VmMeta
+from escnc.vim.driver import VimDriver, VimError
 from escnc.vim.hosts import Host
-from escnc.vim.storage import delete_vm_volumes
 
 if TYPE_CHECKING:
     from escnc.engine.engine import Engine
@@ -62,7 +59,9 @@ class Observed:
         return vm.generated_name in self.domains.get(vm.host, ())
 
 
-def scan(host: Host, owner: str, known: dict[str, VmRecord]) -> tuple[set[str], list[VmMeta]]:
+def scan(
+    driver: VimDriver, host: Host, owner: str, known: dict[str, VmRecord]
+) -> tuple[set[str], list[VmMeta]]:
     """(names of every domain on the host, metadata of this instance's orphans).
 
     A domain a VM record places on this host is ours by name; the metadata of any
@@ -70,22 +69,21 @@ def scan(host: Host, owner: str, known: dict[str, VmRecord]) -> tuple[set[str], 
     orphan, other instances' domains on a shared host are left alone."""
     names: set[str] = set()
     orphans = []
-    for dom in host.connection().listAllDomains(0):
-        name = dom.name()
+    for dom in driver.domains(host):
+        name = dom.name
         names.add(name)
         vm = known.get(name)
         if vm is not None and vm.host == host.name:
             continue
-        try:
-            meta = VmMeta.from_xml(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, META_NS, 0))
-        except libvirt.libvirtError:
-            continue  # no escnc metadata: not ours (e.g. the test driver's `test` domain)
+        # no escnc metadata (None): not ours (e.g. the test driver's `test` domain)
+        meta = dom.escnc_meta()
         if meta is not None and meta.owner == owner:
             orphans.append(meta)
     return names, orphans
 
 
 def reconcile(engine: Engine) -> None:
+    engine.host_facts.refresh()  # what validators and <get> read (engine/hostfacts.py)
     desired = engine.desired
     observed = Observed()
     orphans: list[tuple[Host, VmMeta]] = []
@@ -94,8 +92,8 @@ def reconcile(engine: Engine) -> None:
         if not host.connected:
             continue
         try:
-            names, strays = scan(host, engine.instance_id, known)
-        except libvirt.libvirtError as exc:
+            names, strays = scan(engine.driver, host, engine.instance_id, known)
+        except VimError as exc:
             log.warning("reconcile: cannot list domains of %s: %s", host.name, exc)
             continue
         observed.domains[host.name] = names
@@ -166,8 +164,8 @@ def _remove_orphan(engine: Engine, job: Job, host: Host, meta: VmMeta) -> None:
     vm = engine.store.vm(meta.generated_name)
     if vm is not None and vm.host == host.name:
         return  # claimed meanwhile (a deploy job recorded it before defining it)
-    remove_domain(host, meta.generated_name)
-    delete_vm_volumes(host, engine.ops.pool(host), meta.generated_name)
+    engine.driver.remove(host, meta.generated_name)
+    engine.driver.delete_vm_volumes(host, engine.ops.pool(host), meta.generated_name)
     dep = engine.store.deployment(meta.tenant, meta.deployment) or DeploymentRecord(
         meta.tenant, meta.deployment, meta.deployment_id, ""
     )

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import libvirt
 from lxml import etree
 
 from escnc.engine import states as st
@@ -35,18 +34,6 @@ def group_path(tenant: str, dep: str, group: str, leaf: str = "") -> str:
         f"/esc:deployments/esc:deployment[esc:name='{dep}']/esc:vm_group[esc:name='{group}']"
     )
     return f"{path}/esc:{leaf}" if leaf else path
-
-
-def _host_network(engine: Engine, name: str) -> bool:
-    for host in engine.vims.hosts():
-        if not host.connected:
-            continue
-        try:
-            host.connection().networkLookupByName(name)
-            return True
-        except libvirt.libvirtError:
-            continue
-    return False
 
 
 def validate_config(engine: Engine, tree: etree._Element) -> None:
@@ -75,7 +62,8 @@ def validate_config(engine: Engine, tree: etree._Element) -> None:
                 if (
                     itf.network
                     and itf.network not in desired.networks
-                    and not _host_network(engine, itf.network)
+                    # from the engine's host snapshot: no remote call under the lock
+                    and not engine.host_facts.has_network(itf.network)
                 ):
                     err(
                         f"network {itf.network!r} of vm_group {g.name} interface {itf.nicid} "

@@ -8,8 +8,7 @@ import ipaddress
 import logging
 import time
 from pathlib import Path
-
-import libvirt
+from typing import Any
 
 from escnc.engine.imagereg import ImageRegistry
 from escnc.engine.jobs import idle
@@ -18,8 +17,9 @@ from escnc.engine.store import VmRecord
 from escnc.vim import storage
 from escnc.vim.configdrive import build_config_drive
 from escnc.vim.domain_xml import DiskSpec, DomainSpec, NicSpec, VmMeta, build_domain_xml
+from escnc.vim.driver import Domain, VimDriver, VimError
 from escnc.vim.fetch import FetchError, read_bounded
-from escnc.vim.hosts import Host, HostRegistry
+from escnc.vim.hosts import Host
 from escnc.vim.networks import ensure_network
 from escnc.vim.source_policy import SourcePolicy, SourceRefused
 
@@ -115,13 +115,14 @@ def read_day0(policy: SourcePolicy, src: str) -> str:
 class VmOps:
     def __init__(
         self,
-        vims: HostRegistry,
+        driver: VimDriver,
         images: ImageRegistry,
         state_dir: Path,
         owner: str,
         day0: SourcePolicy,
     ) -> None:
-        self.vims = vims
+        self.driver = driver
+        self.vims = driver.hosts
         self.images = images
         self.state_dir = state_dir
         self.owner = owner  # written into every domain's escnc metadata
@@ -133,20 +134,17 @@ class VmOps:
         except KeyError as exc:
             raise VmOpError(f"host {vm.host} of {vm.generated_name} is not configured") from exc
 
-    def pool(self, host: Host) -> libvirt.virStoragePool:
-        return storage.ensure_pool(host, self.state_dir / "pools" / host.name)
+    def pool(self, host: Host) -> Any:
+        return self.driver.pool(host, self.state_dir / "pools" / host.name)
 
-    def domain(self, vm: VmRecord) -> libvirt.virDomain | None:
-        try:
-            return self.host(vm).connection().lookupByName(vm.generated_name)
-        except libvirt.libvirtError:
-            return None
+    def domain(self, vm: VmRecord) -> Domain | None:
+        return self.driver.domain(self.host(vm), vm.generated_name)
 
     def is_running(self, vm: VmRecord) -> bool:
         dom = self.domain(vm)
         try:
-            return dom is not None and dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
-        except libvirt.libvirtError:
+            return dom is not None and dom.running()
+        except VimError:
             return False
 
     # -- create / remove -------------------------------------------------------------
@@ -218,20 +216,21 @@ class VmOps:
         start: bool = True,
     ) -> None:
         """Define (if missing) and start the VM's domain."""
-        conn = self.host(vm).connection()
+        host = self.host(vm)
+        host.connection()  # not connected: fail before building disks
         dom = self.domain(vm)
         if dom is None:
             xml = build_domain_xml(self.domain_spec(vm, deployment_id, group, desired))
-            dom = conn.defineXML(xml)
-        if start and dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
-            dom.create()
+            dom = self.driver.define(host, xml)
+        if start and not dom.running():
+            dom.start()
 
     def redefine(
         self, vm: VmRecord, deployment_id: str, group: GroupSpec, desired: Desired
     ) -> None:
         """Replace the persistent definition (takes effect at the next boot)."""
         xml = build_domain_xml(self.domain_spec(vm, deployment_id, group, desired))
-        self.host(vm).connection().defineXML(xml)
+        self.driver.define(self.host(vm), xml)
 
     def remove(self, vm: VmRecord) -> None:
         """Destroy and undefine the domain and free its volumes (idempotent)."""
@@ -239,80 +238,59 @@ class VmOps:
             host = self.host(vm)
         except VmOpError:
             return
-        remove_domain(host, vm.generated_name)
         try:
-            storage.delete_vm_volumes(host, self.pool(host), vm.generated_name)
-        except libvirt.libvirtError as exc:
+            self.driver.remove(host, vm.generated_name)
+            self.driver.delete_vm_volumes(host, self.pool(host), vm.generated_name)
+        except VimError as exc:
             log.warning("cannot free volumes of %s: %s", vm.generated_name, exc)
 
     # -- power -----------------------------------------------------------------------
 
     def start(self, vm: VmRecord) -> None:
         dom = self._require(vm)
-        if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
-            dom.create()
+        if not dom.running():
+            dom.start()
 
     def stop(
         self, vm: VmRecord, force: bool = False, timeout: float = GRACEFUL_STOP_SECONDS
     ) -> None:
         """ACPI shutdown, then power off after ``timeout``; ``force`` powers off at once."""
         dom = self._require(vm)
-        if dom.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF:
+        if dom.shut_off():
             return
         if not force:
             try:
                 dom.shutdown()
-            except libvirt.libvirtError as exc:
+            except VimError as exc:
                 log.info(
                     "graceful shutdown of %s refused (%s): powering off", vm.generated_name, exc
                 )
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                if dom.state()[0] == libvirt.VIR_DOMAIN_SHUTOFF:
+                if dom.shut_off():
                     return
                 idle(0.2)  # a job gives its worker slot back (engine/jobs.py)
         try:
             dom.destroy()
-        except libvirt.libvirtError:
-            if dom.state()[0] != libvirt.VIR_DOMAIN_SHUTOFF:
+        except VimError:
+            if not dom.shut_off():
                 raise
 
     def reboot(self, vm: VmRecord, force: bool = False) -> None:
         dom = self._require(vm)
-        if dom.state()[0] != libvirt.VIR_DOMAIN_RUNNING:
-            if dom.isActive():  # paused, crashed, hung in shutdown: power-cycle
+        if not dom.running():
+            if dom.active():  # paused, crashed, hung in shutdown: power-cycle
                 dom.destroy()
-            dom.create()
+            dom.start()
             return
         # ESC reboots by stopping and starting: an in-guest reboot (dom.reboot) returns
         # before the guest goes down, so its old self would answer the first ping.
         self.stop(vm, force=force)
-        dom.create()
+        dom.start()
 
-    def _require(self, vm: VmRecord) -> libvirt.virDomain:
+    def _require(self, vm: VmRecord) -> Domain:
         dom = self.domain(vm)
         if dom is None:
             raise VmOpError(f"domain {vm.generated_name} does not exist on host {vm.host}")
         return dom
 
-
-def remove_domain(host: Host, name: str) -> None:
-    try:
-        dom = host.connection().lookupByName(name)
-    except libvirt.libvirtError:
-        return
-    try:
-        if dom.isActive():
-            dom.destroy()
-    except libvirt.libvirtError as exc:
-        log.warning("cannot destroy %s: %s", name, exc)
-    flags = (
-        libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE | libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-    )
-    try:
-        dom.undefineFlags(flags)
-    except libvirt.libvirtError:
-        try:
-            dom.undefine()
-        except libvirt.libvirtError as exc:
-            log.warning("cannot undefine %s: %s", name, exc)
