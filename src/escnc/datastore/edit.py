@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from lxml import etree
 
@@ -172,6 +173,31 @@ def entry_key(el: etree._Element, sn: SNode) -> tuple[str, ...]:
     return tuple((el.findtext(f"{{{sn.ns}}}{k}") or "").strip() for k in sn.keys)
 
 
+# undo operations are partials of these (not closures over the journal: no reference
+# cycle keeps a large edit's detached subtrees alive until the cyclic GC runs)
+def _detach(
+    index: EntryIndex, parent: etree._Element, child: etree._Element, sn: SNode | None
+) -> None:
+    tail = child.tail
+    parent.remove(child)
+    child.tail = tail
+    index.removed(parent, child, sn)
+
+
+def _attach(
+    index: EntryIndex,
+    parent: etree._Element,
+    prev: etree._Element | None,
+    child: etree._Element,
+    sn: SNode | None,
+) -> None:
+    if prev is None:
+        parent.insert(0, child)
+    else:
+        prev.addnext(child)  # O(1); prev keeps its tail, child its own
+    index.inserted(parent, child, sn)
+
+
 @dataclass
 class Journal:
     """Undo log of in-place mutations plus the set of units they touched."""
@@ -193,13 +219,13 @@ class Journal:
         self.index.inserted(parent, child, sn)
         self.units.add(unit_key(parent))
         self.units.update(units_within(child))
-        self.undo_ops.append(lambda: self._detach(parent, child, sn))
+        self.undo_ops.append(partial(_detach, self.index, parent, child, sn))
 
     def append_leaf(self, parent: etree._Element, child: etree._Element) -> None:
         """Append a leaf to a node this edit created: its unit is already recorded
         (the node's insert named it) and a leaf holds no unit of its own."""
         parent.append(child)
-        self.undo_ops.append(lambda: self._detach(parent, child, None))
+        self.undo_ops.append(partial(_detach, self.index, parent, child, None))
 
     def remove(self, child: etree._Element, sn: SNode | None) -> None:
         parent = child.getparent()
@@ -209,33 +235,14 @@ class Journal:
         prev = child.getprevious()
         self.units.add(unit_key(parent))
         self.units.update(units_within(child))
-        self._detach(parent, child, sn)
-        self.undo_ops.append(lambda: self._attach(parent, prev, child, sn))
+        _detach(self.index, parent, child, sn)
+        self.undo_ops.append(partial(_attach, self.index, parent, prev, child, sn))
 
     def set_text(self, el: etree._Element, text: str | None) -> None:
         old = el.text
         el.text = text
         self.units.add(unit_key(el))
         self.undo_ops.append(lambda: setattr(el, "text", old))
-
-    def _detach(self, parent: etree._Element, child: etree._Element, sn: SNode | None) -> None:
-        tail = child.tail
-        parent.remove(child)
-        child.tail = tail
-        self.index.removed(parent, child, sn)
-
-    def _attach(
-        self,
-        parent: etree._Element,
-        prev: etree._Element | None,
-        child: etree._Element,
-        sn: SNode | None,
-    ) -> None:
-        if prev is None:
-            parent.insert(0, child)
-        else:
-            prev.addnext(child)  # O(1); prev keeps its tail, child its own
-        self.index.inserted(parent, child, sn)
 
     def undo(self) -> None:
         while self.undo_ops:

@@ -47,6 +47,7 @@ from escnc.datastore.edit import (
     Journal,
     UnitKey,
 )
+from escnc.datastore.memory import release_memory
 from escnc.datastore.persistence import Store, UnitRow, Write
 from escnc.datastore.pruning import analyse
 from escnc.datastore.references import check_removed
@@ -68,6 +69,7 @@ from escnc.services import Change, CommitEvent, CommitListener, ConfigValidator
 from escnc.settings import Settings
 
 log = logging.getLogger(__name__)
+_TRIM_UNITS = 1000
 
 DATASTORES = ("running", "candidate", "startup")
 ConfirmedCommitListener = Callable[[str, int, str, int, "str | None"], None]
@@ -149,7 +151,9 @@ class Datastore:
         self.overlay_candidate = overlay_candidate
         self._lock = RWLock()
         settings.state_dir.mkdir(parents=True, exist_ok=True)
-        self._store = Store(settings.state_dir / "datastore.sqlite3")
+        self._store = Store(
+            settings.state_dir / "datastore.sqlite3", durable=settings.durable_commits
+        )
         self._index = EntryIndex()
         self._listeners: list[CommitListener] = []
         self._validators: list[ConfigValidator] = []
@@ -292,6 +296,9 @@ class Datastore:
             self._wait_durable(upto)
         if mine:
             self._deliver(mine)
+        if getattr(tls, "trim", False):
+            tls.trim = False
+            release_memory()
 
     def _enqueue(self, write: Write, event: CommitEvent | None = None) -> int:
         """Queue a commit already applied in memory (datastore lock held)."""
@@ -1190,6 +1197,8 @@ class Datastore:
             upserts.append(UnitRow(key, seq, raw))
         if self._broken is not None:
             raise _write_failed(self._broken)
+        if len(changed) >= _TRIM_UNITS:  # a large commit: give the freed heap back after it
+            self._tls.trim = True
         if self._cand_dirty is not None:  # running moved under an open candidate
             self._cand_dirty.update(changed)
         if self._overlay is not None:  # keep the candidate as it was
