@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from netconf_bench import (  # noqa: E402
+from netconf_bench import (
     ESC,
     GET_CONFIG,
     NC,
@@ -161,7 +160,7 @@ def notification_latency(port: int, subscribers: int, events: int) -> tuple[floa
         barrier.wait()
     for t in threads:
         t.join()
-    for s in subs + [editor]:
+    for s in [*subs, editor]:
         s.close()
     lat.sort()
     return statistics.median(lat), lat[min(len(lat) - 1, int(len(lat) * 0.99))]
@@ -202,7 +201,7 @@ def run(port: int, pid: int, args: argparse.Namespace) -> None:
     def on(name: str) -> bool:
         return want is None or name in want
 
-    load = open("/proc/loadavg").read().split()[:3]
+    load = Path("/proc/loadavg").read_text().split()[:3]
     print(f"escnc perf bench ({'durable_commits=False' if args.fast else 'durable'}): "
           f"pid {pid}, {secs:g} s per rate, loadavg {' '.join(load)}")
     time.sleep(1.0)
@@ -289,9 +288,16 @@ def run(port: int, pid: int, args: argparse.Namespace) -> None:
         t = time.perf_counter()
         c.rpc(remove_body)
         row(f"{n} entries: remove in one edit-config", f"{time.perf_counter() - t:.2f} s")
+        tenants = ("<edit-config><target><running/></target><config>"
+                   f'<esc_datamodel xmlns="{ESC}"><tenants>'
+                   + "".join(f"<tenant><name>t-{i}</name></tenant>" for i in range(n))
+                   + "</tenants></esc_datamodel></config></edit-config>")
+        t = time.perf_counter()
+        c.rpc(tenants)
+        row(f"{n} tenants in one edit-config", f"{time.perf_counter() - t:.2f} s")
         row("RSS at the end", f"{rss_kb(pid) / 1024:.1f} MiB")
     c.close()
-    load = open("/proc/loadavg").read().split()[:3]
+    load = Path("/proc/loadavg").read_text().split()[:3]
     print(f"loadavg at the end {' '.join(load)}")
 
 

@@ -45,6 +45,10 @@ class Settings:
 
     # datastore
     rollback_history: int = 20
+    # True: a commit is fsynced before <ok/> (survives power loss). False, an explicit
+    # opt-out for speed: written to the OS before <ok/> (survives kill -9 of escnc, not
+    # a crash of the machine)
+    durable_commits: bool = True
     confirmed_commit_default_timeout: int = 600
 
     # events

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from lxml import etree
 
@@ -172,6 +173,31 @@ def entry_key(el: etree._Element, sn: SNode) -> tuple[str, ...]:
     return tuple((el.findtext(f"{{{sn.ns}}}{k}") or "").strip() for k in sn.keys)
 
 
+# undo operations are partials of these (not closures over the journal: no reference
+# cycle keeps a large edit's detached subtrees alive until the cyclic GC runs)
+def _detach(
+    index: EntryIndex, parent: etree._Element, child: etree._Element, sn: SNode | None
+) -> None:
+    tail = child.tail
+    parent.remove(child)
+    child.tail = tail
+    index.removed(parent, child, sn)
+
+
+def _attach(
+    index: EntryIndex,
+    parent: etree._Element,
+    prev: etree._Element | None,
+    child: etree._Element,
+    sn: SNode | None,
+) -> None:
+    if prev is None:
+        parent.insert(0, child)
+    else:
+        prev.addnext(child)  # O(1); prev keeps its tail, child its own
+    index.inserted(parent, child, sn)
+
+
 @dataclass
 class Journal:
     """Undo log of in-place mutations plus the set of units they touched."""
@@ -182,40 +208,41 @@ class Journal:
     changes: list[Change] = field(default_factory=list)
 
     def insert(
-        self, parent: etree._Element, pos: int, child: etree._Element, sn: SNode | None
+        self, parent: etree._Element, pos: int | None, child: etree._Element, sn: SNode | None
     ) -> None:
-        parent.insert(pos, child)
+        """Insert ``child`` at ``pos`` (None: append; lxml's insert and len walk the
+        children, which made long lists quadratic)."""
+        if pos is None:
+            parent.append(child)
+        else:
+            parent.insert(pos, child)
         self.index.inserted(parent, child, sn)
         self.units.add(unit_key(parent))
         self.units.update(units_within(child))
-        self.undo_ops.append(lambda: self._detach(parent, child, sn))
+        self.undo_ops.append(partial(_detach, self.index, parent, child, sn))
+
+    def append_leaf(self, parent: etree._Element, child: etree._Element) -> None:
+        """Append a leaf to a node this edit created: its unit is already recorded
+        (the node's insert named it) and a leaf holds no unit of its own."""
+        parent.append(child)
+        self.undo_ops.append(partial(_detach, self.index, parent, child, None))
 
     def remove(self, child: etree._Element, sn: SNode | None) -> None:
         parent = child.getparent()
         assert parent is not None
-        pos = parent.index(child)
+        # the previous sibling, not the index (O(n) in lxml): undo runs in reverse
+        # order, so that sibling is where it was when this removal is undone
+        prev = child.getprevious()
         self.units.add(unit_key(parent))
         self.units.update(units_within(child))
-        self._detach(parent, child, sn)
-        self.undo_ops.append(lambda: self._attach(parent, pos, child, sn))
+        _detach(self.index, parent, child, sn)
+        self.undo_ops.append(partial(_attach, self.index, parent, prev, child, sn))
 
     def set_text(self, el: etree._Element, text: str | None) -> None:
         old = el.text
         el.text = text
         self.units.add(unit_key(el))
         self.undo_ops.append(lambda: setattr(el, "text", old))
-
-    def _detach(self, parent: etree._Element, child: etree._Element, sn: SNode | None) -> None:
-        tail = child.tail
-        parent.remove(child)
-        child.tail = tail
-        self.index.removed(parent, child, sn)
-
-    def _attach(
-        self, parent: etree._Element, pos: int, child: etree._Element, sn: SNode | None
-    ) -> None:
-        parent.insert(pos, child)
-        self.index.inserted(parent, child, sn)
 
     def undo(self) -> None:
         while self.undo_ops:
@@ -462,6 +489,9 @@ class Editor:
         self, data: etree._Element, e: etree._Element, sn: SNode, op: str, path: str
     ) -> None:
         new = self._new_element(e, sn, data)
+        if self._quiet and sn.kind == "leaf":  # inside a node this edit created
+            self.j.append_leaf(data, new)
+            return
         self.j.insert(data, self._position(data, e, sn), new, sn)
         self._fill(new, e, sn, path)
 
@@ -507,7 +537,8 @@ class Editor:
                 continue
             self._node(new, ch, sn, "merge", path)
 
-    def _position(self, data: etree._Element, e: etree._Element, sn: SNode) -> int:
+    def _position(self, data: etree._Element, e: etree._Element, sn: SNode) -> int | None:
+        """Where a new ``sn`` node goes in ``data`` (None: at the end)."""
         insert = e.get(INSERT)
         if insert is not None and sn.user_ordered:
             same = list(data.iterchildren(sn.tag))
@@ -518,14 +549,16 @@ class Editor:
                 return data.index(target) + (1 if insert == "after" else 0)
         # fast path: appending keeps schema order (the common case of long lists);
         # inside a freshly created node keep the client's order (read back as sent)
-        n = len(data)
-        if n == 0 or self._quiet:
-            return n
+        if self._quiet:
+            return None
+        last = next(data.iterchildren(reversed=True), None)
+        if last is None:
+            return None
         order = _schema_order(sn.parent) if sn.parent else {}
         mine = order.get(sn.tag, 1 << 30)
-        last = data[n - 1]
         if order.get(last.tag, -1) <= mine:
-            return n
+            return None
+        n = len(data)
         for i in range(n - 1, -1, -1):
             if order.get(data[i].tag, -1) <= mine:
                 return i + 1

@@ -3,7 +3,9 @@
 One row per unit (datastore root, tenant, deployment) so a small edit writes a
 small transaction. WAL + synchronous=FULL: a commit is on disk when ``write``
 (or ``write_batch``, several commits in one transaction and one fsync: group
-commit) returns, before the client sees <ok/>. History ids are assigned by the
+commit) returns, before the client sees <ok/>. ``durable=False`` (the explicit
+``durable_commits`` opt-out) uses synchronous=NORMAL: the commit is in the OS when
+``write`` returns (kill -9 safe), fsynced at WAL checkpoints only. History ids are assigned by the
 caller (``next_history_id``) so a commit knows its id before it is written.
 """
 
@@ -73,10 +75,10 @@ class HistoryEntry:
 
 
 class Store:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, durable: bool = True) -> None:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
 

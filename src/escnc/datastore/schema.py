@@ -35,6 +35,7 @@ from yangson.schemanode import (
     SchemaNode,
 )
 
+from escnc.datastore import yangson_speed
 from escnc.errors import RpcError
 from escnc.ns import NC
 
@@ -93,6 +94,7 @@ class SNode:
 class Schema:
     def __init__(self, yang_dir: Path, library: Path) -> None:
         self.yang_dir = yang_dir
+        yangson_speed.install()  # linear-time list iteration and pattern checks
         self.dm = DataModel.from_file(str(library), [str(yang_dir)])
         self._modules = _scan_modules(yang_dir)
         self._ns_by_module = {m.name: m.namespace for m in self._modules}

@@ -1,0 +1,232 @@
+"""Root list entries (images, flavors, networks, VIM connectors) as units of their own.
+
+A one-entry edit stores, validates and hands to listeners that entry only; the
+other entries' stored rows stay as they were; what was acknowledged survives
+SIGKILL; a state directory of the previous layout (entries inside the root unit)
+is migrated on open; large edits and removals keep the datastore consistent.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from escnc.datastore.edit import EditOptions
+from escnc.datastore.persistence import Store, UnitRow
+from escnc.datastore.schema import Schema
+from escnc.datastore.store import Datastore
+from escnc.engine.model import merge_pruned, parse_desired
+from escnc.errors import RpcError, RpcErrors
+from escnc.services import CommitEvent
+from escnc.settings import Settings
+
+E = "http://www.cisco.com/esc/esc"
+NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
+SCHEMA = Schema.load()
+
+
+def cfg(inner: str) -> etree._Element:
+    return etree.fromstring(
+        f'<config xmlns="{NC}" xmlns:nc="{NC}"><esc_datamodel xmlns="{E}">{inner}'
+        "</esc_datamodel></config>"
+    )
+
+
+def flavor(name: str, vcpus: int = 1) -> str:
+    return (f"<flavor><name>{name}</name><vcpus>{vcpus}</vcpus><memory_mb>512</memory_mb>"
+            "</flavor>")
+
+
+def rows(state: Path) -> dict[str, tuple[int, bytes]]:
+    db = sqlite3.connect(str(state / "datastore.sqlite3"))
+    try:
+        return {
+            k: (s, bytes(x))
+            for k, s, x in db.execute("SELECT key, seq, xml FROM units WHERE ds='running'")
+        }
+    finally:
+        db.close()
+
+
+def names(ds: Datastore, tag: str) -> list[str]:
+    with ds.reading("running") as tree:
+        return [el.findtext(f"{{{E}}}name") or "" for el in tree.iter(f"{{{E}}}{tag}")]
+
+
+@pytest.fixture
+def ds(tmp_path: Path):  # type: ignore[no-untyped-def]
+    store = Datastore(Settings(state_dir=tmp_path), SCHEMA)
+    yield store
+    store.close()
+
+
+def test_one_flavor_edit_leaves_other_rows_untouched(ds: Datastore, tmp_path: Path) -> None:
+    ds.edit("running", cfg("<flavors>" + "".join(flavor(f"f{i}") for i in range(5))
+                           + "</flavors><images><image><name>img</name><src>/tmp/i.qcow2</src>"
+                           "</image></images>"), EditOptions(), 1, "u")
+    before = rows(tmp_path)
+    assert '["e", "flavors", "f3"]' in before and '["e", "images", "img"]' in before
+    assert b"f3" not in before['["r"]'][1]  # the root unit holds no entries
+    events: list[CommitEvent] = []
+    ds.add_commit_listener(events.append)
+    ds.edit("running", cfg("<flavors>" + flavor("f3", 7) + "</flavors>"), EditOptions(), 1, "u")
+    after = rows(tmp_path)
+    changed = {k for k in before if before[k] != after.get(k)}
+    assert changed == {'["e", "flavors", "f3"]'}
+    assert b"<vcpus>7</vcpus>" in after['["e", "flavors", "f3"]'][1]
+    # listeners see the edited entry only (the engine merges by entry)
+    (event,) = events
+    assert [el.findtext(f"{{{E}}}name") for el in event.new.iter(f"{{{E}}}flavor")] == ["f3"]
+    assert not list(event.new.iter(f"{{{E}}}image"))
+    # the rollback history holds the one old entry
+    db = sqlite3.connect(str(tmp_path / "datastore.sqlite3"))
+    (undo,) = db.execute("SELECT undo FROM history ORDER BY id DESC LIMIT 1").fetchone()
+    db.close()
+    assert "f3" in undo and "f1" not in undo
+    assert names(ds, "flavor") == ["f0", "f1", "f2", "f3", "f4"]
+
+
+def test_deployment_validates_against_entries_it_references(ds: Datastore) -> None:
+    ds.edit("running", cfg("<flavors>" + "".join(flavor(f"f{i}") for i in range(60))
+                           + "</flavors><images><image><name>img</name><src>/tmp/i.qcow2</src>"
+                           "</image></images>"), EditOptions(), 1, "u")
+    dep = ("<tenants><tenant><name>t</name><deployments><deployment><name>d</name>"
+           "<vm_group><name>g</name><image>{img}</image><flavor>{fl}</flavor></vm_group>"
+           "</deployment></deployments></tenant></tenants>")
+    ds.edit("running", cfg(dep.format(img="img", fl="f42")), EditOptions(), 1, "u")
+    with pytest.raises((RpcError, RpcErrors)):
+        ds.edit("running", cfg(dep.format(img="img", fl="nope")), EditOptions(), 1, "u")
+    # removing a flavor an untouched deployment uses is refused, others go
+    with pytest.raises(RpcError) as exc:
+        ds.edit("running", cfg('<flavors><flavor nc:operation="delete"><name>f42</name>'
+                               "</flavor></flavors>"), EditOptions(), 1, "u")
+    assert exc.value.tag == "data-missing"
+    ds.edit("running", cfg('<flavors><flavor nc:operation="delete"><name>f41</name>'
+                           "</flavor></flavors>"), EditOptions(), 1, "u")
+    assert "f42" in names(ds, "flavor") and "f41" not in names(ds, "flavor")
+
+
+def test_large_edit_remove_and_undo(ds: Datastore, tmp_path: Path) -> None:
+    n = 2000
+    ds.edit("running", cfg("<flavors>" + "".join(flavor(f"f{i}", i % 8 + 1) for i in range(n))
+                           + "</flavors>"), EditOptions(), 1, "u")
+    assert len(rows(tmp_path)) == n + 1
+    # a failed edit that removed many entries first is undone in place, order kept
+    bad = ("<flavors>" + "".join(f'<flavor nc:operation="remove"><name>f{i}</name></flavor>'
+                                 for i in range(0, n, 2))
+           + '<flavor nc:operation="delete"><name>missing</name></flavor></flavors>')
+    with pytest.raises(RpcError):
+        ds.edit("running", cfg(bad), EditOptions(), 1, "u")
+    assert names(ds, "flavor") == [f"f{i}" for i in range(n)]
+    ds.edit("running", cfg("<flavors>" + "".join(
+        f'<flavor nc:operation="remove"><name>f{i}</name></flavor>' for i in range(0, n, 2))
+        + "</flavors>"), EditOptions(), 1, "u")
+    assert names(ds, "flavor") == [f"f{i}" for i in range(1, n, 2)]
+    assert len(rows(tmp_path)) == n // 2 + 1
+    ds.edit("running", cfg('<flavors nc:operation="delete"/>'), EditOptions(), 1, "u")
+    assert names(ds, "flavor") == [] and list(rows(tmp_path)) == ['["r"]']
+    ds.close()
+    again = Datastore(Settings(state_dir=tmp_path), SCHEMA)
+    assert names(again, "flavor") == []
+    again.close()
+
+
+def test_old_layout_state_dir_is_migrated(tmp_path: Path) -> None:
+    root = (f'<data xmlns="{NC}"><esc_datamodel xmlns="{E}"><flavors>{flavor("a", 2)}'
+            f'{flavor("b", 3)}</flavors><tenants/></esc_datamodel></data>').encode()
+    tenant = f'<tenant xmlns="{E}"><name>t</name><description>x</description></tenant>'.encode()
+    old = Store(tmp_path / "datastore.sqlite3")
+    for ds_name in ("running", "startup"):
+        old.write(ds_name, [UnitRow(("r",), 1, root), UnitRow(("t", "t"), 2, tenant)], [])
+    old.write("running", [], [], history=("2026-01-01T00:00:00Z", "u", 1, 1,
+                                           [(("r",), 1, root)]))
+    old.close()
+    ds = Datastore(Settings(state_dir=tmp_path), SCHEMA)
+    assert names(ds, "flavor") == ["a", "b"] and names(ds, "tenant") == ["t"]
+    got = rows(tmp_path)
+    assert set(got) == {'["r"]', '["e", "flavors", "a"]', '["e", "flavors", "b"]', '["t", "t"]'}
+    assert b"<flavor>" not in got['["r"]'][1]
+    assert ds.history() == []  # old-layout undo data is not replayed
+    ds.edit("running", cfg("<flavors>" + flavor("b", 5) + "</flavors>"), EditOptions(), 1, "u")
+    with ds.reading("startup") as tree:
+        assert [el.findtext(f"{{{E}}}name") for el in tree.iter(f"{{{E}}}flavor")] == ["a", "b"]
+    ds.close()
+    again = Datastore(Settings(state_dir=tmp_path), SCHEMA)
+    with again.reading("running") as tree:
+        vcpus = {el.findtext(f"{{{E}}}name"): el.findtext(f"{{{E}}}vcpus")
+                 for el in tree.iter(f"{{{E}}}flavor")}
+    assert vcpus == {"a": "2", "b": "5"}
+    again.close()
+
+
+def test_engine_merge_keeps_untouched_root_entries() -> None:
+    def tree(inner: str) -> etree._Element:
+        return etree.fromstring(f'<data xmlns="{NC}"><esc_datamodel xmlns="{E}">{inner}'
+                                "</esc_datamodel></data>")
+
+    full = parse_desired(tree("<flavors>" + flavor("a") + flavor("b") + flavor("c")
+                              + "</flavors>"))
+    merged = merge_pruned(full, parse_desired(tree("<flavors>" + flavor("b") + "</flavors>")),
+                          parse_desired(tree("<flavors>" + flavor("b", 4) + "</flavors>")))
+    assert sorted(merged.flavors) == ["a", "b", "c"] and merged.flavors["b"].vcpus == 4
+    gone = merge_pruned(merged, parse_desired(tree("<flavors>" + flavor("a") + "</flavors>")),
+                        parse_desired(tree("")))
+    assert sorted(gone.flavors) == ["b", "c"] and sorted(full.flavors) == ["a", "b", "c"]
+
+
+CHILD = r"""
+import sys
+from pathlib import Path
+from lxml import etree
+from escnc.datastore.edit import EditOptions
+from escnc.datastore.schema import Schema
+from escnc.datastore.store import Datastore
+from escnc.settings import Settings
+E = "http://www.cisco.com/esc/esc"
+NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
+ds = Datastore(Settings(state_dir=Path(sys.argv[1])), Schema.load())
+i = 0
+while True:
+    cfg = etree.fromstring(
+        f'<config xmlns="{NC}"><esc_datamodel xmlns="{E}"><flavors><flavor><name>f{i % 7}</name>'
+        f"<vcpus>{i % 8 + 1}</vcpus><memory_mb>{i + 1}</memory_mb></flavor></flavors>"
+        "</esc_datamodel></config>")
+    ds.edit("running", cfg, EditOptions(), 1, "u")
+    print(f"ack {i}", flush=True)
+    i += 1
+"""
+
+
+def test_sigkill_keeps_acknowledged_entry_edits(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    acked = -1
+    deadline = time.time() + 60
+    while acked < 40 and time.time() < deadline:
+        line = proc.stdout.readline()
+        if line.startswith("ack "):
+            acked = int(line.split()[1])
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for line in proc.stdout:
+        if line.startswith("ack "):
+            acked = int(line.split()[1])
+    assert acked >= 7
+    ds = Datastore(Settings(state_dir=tmp_path), SCHEMA)
+    with ds.reading("running") as tree:
+        mem = {el.findtext(f"{{{E}}}name"): int(el.findtext(f"{{{E}}}memory_mb") or 0)
+               for el in tree.iter(f"{{{E}}}flavor")}
+    ds.close()
+    for k in range(7):  # each flavor holds its last acknowledged edit, or the one in flight
+        last = max(i for i in range(acked + 1) if i % 7 == k)
+        assert mem[f"f{k}"] - 1 in (last, last + 7), (k, last, mem)
