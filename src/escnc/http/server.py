@@ -141,7 +141,7 @@ class HttpServer:
         config = uvicorn.Config(
             self.app, log_level="warning", lifespan="off", access_log=False,
             ssl_certfile=str(cert) if cert else None, ssl_keyfile=str(key) if key else None,
-            timeout_keep_alive=30, limit_concurrency=256,
+            timeout_keep_alive=30, limit_concurrency=256, timeout_graceful_shutdown=3,
         )
         server = uvicorn.Server(config)
 

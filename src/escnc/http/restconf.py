@@ -1,0 +1,625 @@
+"""RESTCONF (RFC 8040) over the same YANG and the same operations as NETCONF.
+
+``/restconf/data`` GET (content, depth, with-defaults; ETag), POST (create a child),
+PUT (create or replace), PATCH (plain merge), DELETE -- each the ``get``/
+``get-config``/``edit-config`` a NETCONF client would send, run through escnc.rpc
+(YANG validation, NACM). ``/restconf/operations`` lists and runs escnc's RPCs.
+Bodies and answers in RFC 7951 JSON (``application/yang-data+json``, by yangson) or
+XML (``application/yang-data+xml``); errors as ``ietf-restconf:errors``. Event
+streams as Server-Sent Events at ``/restconf/streams/{stream}`` (replay with
+``start-time``), listed in ``ietf-restconf-monitoring:restconf-state``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import json
+import urllib.parse
+import xml.etree.ElementTree as ET
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lxml import etree
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from escnc.errors import RpcError
+from escnc.http.auth import Unauthorized
+from escnc.http.context import Timeout
+from escnc.http.payload import BadRequest, read_body
+from escnc.ns import NC, qn
+from escnc.rpc.errors import error_dict, http_status
+from escnc.rpc.events import event_filter
+from escnc.rpc.request import RequestSession
+from escnc.xmlutil import parse_untrusted
+
+if TYPE_CHECKING:
+    from escnc.http.context import HttpContext
+
+RESTCONF_NS = "urn:ietf:params:xml:ns:yang:ietf-restconf"
+MONITORING_NS = "urn:ietf:params:xml:ns:yang:ietf-restconf-monitoring"
+JSON = "application/yang-data+json"
+XML = "application/yang-data+xml"
+_OP = f"{{{NC}}}operation"
+_HEARTBEAT = 15.0
+
+
+@dataclass
+class Seg:
+    node: Any  # escnc.datastore.schema.SNode
+    module: str
+    keys: list[str]
+
+
+class _Fail(Exception):
+    def __init__(self, errors: list[RpcError], status: int | None = None) -> None:
+        super().__init__(errors[0].message if errors else "")
+        self.errors = errors
+        self.status = status
+
+
+def _bad(message: str, tag: str = "invalid-value", status: int | None = None) -> _Fail:
+    return _Fail([RpcError(tag, message, type="protocol")], status)
+
+
+class Restconf:
+    def __init__(self, ctx: HttpContext) -> None:
+        self.ctx = ctx
+        self.schema = ctx.services.schema
+        self.module_by_ns = {m.namespace: m.name for m in self.schema.modules()}
+
+    # -- paths ------------------------------------------------------------------------
+
+    def parse_path(self, path: str) -> list[Seg]:
+        segs: list[Seg] = []
+        node = self.schema.root
+        module = ""
+        for raw in [p for p in path.split("/") if p]:
+            name, eq, keys = raw.partition("=")
+            name = urllib.parse.unquote(name)
+            mod, colon, local = name.rpartition(":")
+            if colon:
+                try:
+                    ns = self.schema.namespace_of(mod)
+                except KeyError:
+                    raise _bad(f"unknown module {mod!r}", "unknown-element", 400) from None
+                module = mod
+            elif not segs:
+                raise _bad(f"{name!r}: the first node must be module-qualified")
+            else:
+                ns, local = node.ns, name
+            child = node.child(f"{{{ns}}}{local}")
+            if child is None:
+                raise _bad(f"no data node {name!r} here", "invalid-value", 404)
+            values = [urllib.parse.unquote(k) for k in keys.split(",")] if eq else []
+            if child.kind == "list":
+                if len(values) != len(child.keys):
+                    raise _bad(f"{local}: give the key{'s' if len(child.keys) > 1 else ''} "
+                               f"{', '.join(child.keys)} as {local}=...", "missing-attribute")
+            elif eq and child.kind != "leaf-list":
+                raise _bad(f"{local} is not a list: no key values")
+            segs.append(Seg(child, module, values))
+            node = child
+        return segs
+
+    def chain(self, segs: list[Seg]) -> tuple[etree._Element | None, etree._Element | None]:
+        """Elements from the top node down to the target (keys filled in)."""
+        top: etree._Element | None = None
+        parent: etree._Element | None = None
+        for seg in segs:
+            tag = seg.node.tag
+            el = etree.Element(tag) if parent is None else etree.SubElement(parent, tag)
+            if seg.node.kind == "leaf-list" and seg.keys:
+                el.text = seg.keys[0]
+            for key, value in zip(seg.node.keys, seg.keys, strict=True):
+                etree.SubElement(el, f"{{{seg.node.ns}}}{key}").text = value
+            top = el if top is None else top
+            parent = el
+        return top, parent
+
+    @staticmethod
+    def find(data: etree._Element, segs: list[Seg]) -> list[etree._Element]:
+        found = [data]
+        for seg in segs:
+            nxt = []
+            for el in found:
+                for child in el.iterfind(seg.node.tag):
+                    if all((child.findtext(f"{{{seg.node.ns}}}{k}") or "") == v
+                           for k, v in zip(seg.node.keys, seg.keys, strict=True)):
+                        nxt.append(child)
+            found = nxt
+        return found
+
+    # -- rendering --------------------------------------------------------------------
+
+    @staticmethod
+    def wants_json(request: Request) -> bool:
+        accept = request.headers.get("accept", "")
+        if "json" in accept:
+            return True
+        if "xml" in accept:
+            return False
+        return "json" in request.headers.get("content-type", "")
+
+    def errors(self, request: Request, errors: list[RpcError], status: int | None = None,
+               headers: dict[str, str] | None = None) -> Response:
+        code = status or http_status(errors)
+        if self.wants_json(request):
+            body = json.dumps({"ietf-restconf:errors": {"error": [error_dict(e)
+                                                                  for e in errors]}})
+            return Response(body, code, headers=headers, media_type=JSON)
+        root = etree.Element(qn(RESTCONF_NS, "errors"), nsmap={None: RESTCONF_NS})  # type: ignore[dict-item]
+        for e in errors:
+            err = etree.SubElement(root, qn(RESTCONF_NS, "error"))
+            for name, value in error_dict(e).items():
+                sub = etree.SubElement(err, qn(RESTCONF_NS, name))
+                if isinstance(value, dict):
+                    for k, v in value.items():
+                        etree.SubElement(sub, qn(RESTCONF_NS, k)).text = str(v)
+                else:
+                    sub.text = str(value)
+        return Response(etree.tostring(root, encoding="UTF-8", xml_declaration=True), code,
+                        headers=headers, media_type=XML)
+
+    def _qualified(self, seg: Seg, parent_module: str | None) -> str:
+        name = seg.node.name
+        return f"{seg.module}:{name}" if seg.module != parent_module else name
+
+    def to_json(self, data: etree._Element, segs: list[Seg]) -> dict[str, Any]:
+        try:
+            raw = self.schema.dm.from_xml(data).raw_value()
+        except Exception as exc:  # a state tree yangson cannot take
+            raise _Fail([RpcError("operation-failed", f"cannot encode as JSON: {exc}")]) \
+                from None
+        if not segs:
+            return {"ietf-restconf:data": raw}
+        value: Any = raw
+        parent_module: str | None = None
+        for i, seg in enumerate(segs):
+            member = self._qualified(seg, parent_module)
+            value = value.get(member) if isinstance(value, dict) else None
+            if value is None:
+                raise _bad("no such data", "invalid-value", 404)
+            if seg.node.kind == "list":
+                value = [e for e in value if all(str(e.get(k)) == v for k, v in
+                                                 zip(seg.node.keys, seg.keys, strict=True))]
+                if not value:
+                    raise _bad("no such data", "invalid-value", 404)
+                if i < len(segs) - 1:
+                    value = value[0]
+            parent_module = seg.module
+        return {f"{segs[-1].module}:{segs[-1].node.name}": value}
+
+    def body_tree(self, request: Request, body: bytes, segs: list[Seg], child: bool
+                  ) -> tuple[etree._Element, etree._Element]:
+        """The request body as a config tree from the top node: (top, target)."""
+        ctype = request.headers.get("content-type", "")
+        if not body.strip():
+            raise _bad("a body is required", "missing-element")
+        if "json" in ctype:
+            try:
+                data = json.loads(body)
+            except ValueError as exc:
+                raise _bad(f"malformed JSON: {exc}", "malformed-message") from None
+            if not isinstance(data, dict) or len(data) != 1:
+                raise _bad("the JSON body must be an object with one member")
+            ((member, value),) = data.items()
+            raw = self._wrap(segs, member, value)
+            try:
+                tree = self.schema.dm.from_raw(raw).to_xml()
+            except Exception as exc:
+                raise _bad(f"body does not match the schema: {exc}") from None
+            content = etree.fromstring(ET.tostring(tree))
+            top = content[0]
+        else:
+            try:
+                el = parse_untrusted(body)
+            except RpcError as exc:
+                raise _Fail([exc], 400) from None
+            outer, parent = self.chain(segs if child else segs[:-1])
+            if outer is None or parent is None:
+                top = el
+            else:
+                parent.append(el)
+                top = outer
+        root = etree.Element("root")
+        root.append(top)
+        found = self.find(root, segs)
+        if not found:
+            raise _bad("the body is not the resource the URL names")
+        base = found[0]
+        if child:
+            kids = [c for c in base if isinstance(c.tag, str)
+                    and c.tag not in {f"{{{segs[-1].node.ns}}}{k}" for k in segs[-1].node.keys}]
+            if len(kids) != 1:
+                raise _bad("POST: the body must be one child resource")
+            return top, kids[0]
+        return top, base
+
+    def _wrap(self, segs: list[Seg], member: str, value: Any) -> dict[str, Any]:
+        """An RFC 7951 tree from the top holding the body ``member`` at its place."""
+        mod, _, local = member.rpartition(":")
+        inner: dict[str, Any] = {}
+        target_module = mod or (segs[-1].module if segs else "")
+        out: dict[str, Any] = inner
+        cursor = out
+        parent_module: str | None = None
+        for seg in segs:
+            name = self._qualified(seg, parent_module)
+            entry: dict[str, Any] = dict(zip(seg.node.keys, seg.keys, strict=True))
+            cursor[name] = [entry] if seg.node.kind == "list" else entry
+            cursor = entry
+            parent_module = seg.module
+        key = local if parent_module == target_module else f"{target_module}:{local}"
+        if not segs:
+            key = f"{target_module}:{local}"
+        if isinstance(value, list) and len(value) == 1 and segs and \
+                segs[-1].node.name == local:
+            # PUT/PATCH of a list entry: {"m:tenant": [{...}]} is the entry itself
+            cursor.update(value[0])
+            return out
+        if segs and segs[-1].node.name == local and isinstance(value, dict):
+            cursor.update(value)
+            return out
+        cursor[key] = value
+        return out
+
+    # -- handlers ---------------------------------------------------------------------
+
+    async def _user(self, request: Request) -> str:
+        return await self.ctx.auth.username(request)
+
+    async def data(self, request: Request) -> Response:
+        try:
+            user = await self._user(request)
+        except Unauthorized as exc:
+            return self.errors(request, [RpcError("access-denied", str(exc),
+                                                  type="protocol")], 401,
+                               {"WWW-Authenticate": 'Basic realm="escnc"'})
+        try:
+            segs = self.parse_path(request.path_params.get("path", ""))
+            if request.method == "GET" or request.method == "HEAD":
+                return await self._get(request, user, segs)
+            return await self._write(request, user, segs)
+        except _Fail as f:
+            return self.errors(request, f.errors, f.status)
+        except BadRequest as exc:
+            return self.errors(request, [RpcError("invalid-value", exc.message,
+                                                  type="protocol")], exc.status)
+        except Timeout:
+            return self.errors(request, [RpcError("operation-failed", "timed out")], 503)
+
+    async def _get(self, request: Request, user: str, segs: list[Seg]) -> Response:
+        params = request.query_params
+        content = params.get("content", "all")
+        if content not in ("all", "config", "nonconfig"):
+            raise _bad("content must be all, config or nonconfig")
+        unknown = set(params) - {"content", "depth", "with-defaults"}
+        if unknown:
+            raise _bad(f"query parameter {sorted(unknown)[0]} is not supported",
+                       "invalid-value")
+        depth = params.get("depth", "unbounded")
+        if depth != "unbounded" and not (depth.isdigit() and 1 <= int(depth) <= 65535):
+            raise _bad("depth must be 1..65535 or unbounded")
+        op = etree.Element(qn(NC, "get-config" if content == "config" else "get"),
+                           nsmap={None: NC})  # type: ignore[dict-item]
+        if content == "config":
+            etree.SubElement(etree.SubElement(op, qn(NC, "source")), qn(NC, "running"))
+        top, _ = self.chain(segs)
+        if top is not None:
+            flt = etree.SubElement(op, qn(NC, "filter"))
+            flt.set("type", "subtree")
+            flt.append(top)
+        wd = params.get("with-defaults")
+        if wd is not None:
+            if wd not in ("report-all", "trim", "explicit", "report-all-tagged"):
+                raise _bad("bad with-defaults value")
+            wns = "urn:ietf:params:xml:ns:yang:ietf-netconf-with-defaults"
+            etree.SubElement(op, qn(wns, "with-defaults"), nsmap={None: wns}).text = wd  # type: ignore[dict-item]
+        done = await self.ctx.run(user, op)
+        if done.errors:
+            raise _Fail(done.errors)
+        result = done.result
+        items = [result] if isinstance(result, etree._Element) else list(result or [])
+        data = items[0] if items else etree.Element(qn(NC, "data"))
+        if content == "nonconfig":
+            self._drop_config(data, self.schema.root)
+        if depth != "unbounded":
+            self._prune_depth(data, segs, int(depth))
+        if segs:
+            found = self.find(data, segs)
+            if not found:
+                raise _bad("no such data", "invalid-value", 404)
+        if self.wants_json(request):
+            body = json.dumps(self.to_json(data, segs)).encode()
+            media = JSON
+        else:
+            if segs:
+                node = found[0]
+            else:
+                node = etree.Element(qn(RESTCONF_NS, "data"), nsmap={None: RESTCONF_NS})  # type: ignore[dict-item]
+                for child in data:
+                    node.append(copy.deepcopy(child))
+            body = etree.tostring(node, encoding="UTF-8", xml_declaration=True)
+            media = XML
+        etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers={"ETag": etag})
+        return Response(body if request.method == "GET" else b"", 200, media_type=media,
+                        headers={"ETag": etag})
+
+    def _drop_config(self, el: etree._Element, node: Any) -> bool:
+        """Remove configuration leaves (keys stay); True when nothing is left."""
+        keep = False
+        keys = {f"{{{node.ns}}}{k}" for k in getattr(node, "keys", ())}
+        for child in list(el):
+            if not isinstance(child.tag, str):
+                continue
+            sn = node.child(child.tag)
+            if sn is None or child.tag in keys:
+                continue
+            if sn.kind in ("leaf", "leaf-list"):
+                if sn.config:
+                    el.remove(child)
+                else:
+                    keep = True
+            elif self._drop_config(child, sn):
+                el.remove(child)
+            else:
+                keep = True
+        return not keep
+
+    def _prune_depth(self, data: etree._Element, segs: list[Seg], depth: int) -> None:
+        for target in (self.find(data, segs) if segs else list(data)):
+            stack = [(target, 1)]
+            while stack:
+                el, level = stack.pop()
+                for child in list(el):
+                    if level >= depth:
+                        el.remove(child)
+                    else:
+                        stack.append((child, level + 1))
+
+    async def _write(self, request: Request, user: str, segs: list[Seg]) -> Response:
+        method = request.method
+        if not segs and method != "POST":
+            raise _bad(f"{method} of the whole datastore is not supported",
+                       "operation-not-supported", 405)
+        if method == "DELETE":
+            top, target = self.chain(segs)
+            if top is None or target is None:
+                raise _bad("DELETE needs a data resource", "operation-not-supported", 405)
+            target.set(_OP, "delete")
+            created = False
+        else:
+            body = await read_body(request, self.ctx.services.settings.http_max_body)
+            top, target = self.body_tree(request, body, segs, child=method == "POST")
+            if method == "PUT":
+                exists = await self._exists(user, segs)
+                created = not exists
+                target.set(_OP, "replace")
+            elif method == "POST":
+                target.set(_OP, "create")
+                created = True
+            else:
+                target.set(_OP, "merge")
+                created = False
+        op = etree.Element(qn(NC, "edit-config"), nsmap={None: NC})  # type: ignore[dict-item]
+        etree.SubElement(etree.SubElement(op, qn(NC, "target")), qn(NC, "running"))
+        etree.SubElement(op, qn(NC, "config")).append(top)
+        done = await self.ctx.run(user, op)
+        if done.errors:
+            raise _Fail(done.errors)
+        if created:
+            return Response(status_code=201, headers={"Location": str(request.url)})
+        return Response(status_code=204)
+
+    async def _exists(self, user: str, segs: list[Seg]) -> bool:
+        if not segs:
+            return True
+        top, _ = self.chain(segs)
+        op = etree.Element(qn(NC, "get-config"), nsmap={None: NC})  # type: ignore[dict-item]
+        etree.SubElement(etree.SubElement(op, qn(NC, "source")), qn(NC, "running"))
+        flt = etree.SubElement(op, qn(NC, "filter"))
+        flt.set("type", "subtree")
+        flt.append(top)  # type: ignore[arg-type]
+        done = await self.ctx.run(user, op)
+        if done.errors:
+            raise _Fail(done.errors)
+        data = done.result if isinstance(done.result, etree._Element) else None
+        return data is not None and bool(self.find(data, segs))
+
+    # -- operations -------------------------------------------------------------------
+
+    async def operations(self, request: Request) -> Response:
+        try:
+            user = await self._user(request)
+        except Unauthorized as exc:
+            return self.errors(request, [RpcError("access-denied", str(exc),
+                                                  type="protocol")], 401,
+                               {"WWW-Authenticate": 'Basic realm="escnc"'})
+        name = request.path_params.get("name")
+        if request.method == "GET":
+            names = [(self.module_by_ns.get(ns), local)
+                     for ns, local in self.ctx.services.registry.names()]
+            names = [(m, n) for m, n in names if m]
+            if self.wants_json(request):
+                return Response(json.dumps({"ietf-restconf:operations": {
+                    f"{m}:{n}": [None] for m, n in names}}), media_type=JSON)
+            root = etree.Element(qn(RESTCONF_NS, "operations"), nsmap={None: RESTCONF_NS})  # type: ignore[dict-item]
+            for m, n in names:
+                ns = self.schema.namespace_of(m)
+                etree.SubElement(root, qn(ns, n))
+            return Response(etree.tostring(root), media_type=XML)
+        try:
+            return await self._invoke(request, user, name or "")
+        except _Fail as f:
+            return self.errors(request, f.errors, f.status)
+        except BadRequest as exc:
+            return self.errors(request, [RpcError("invalid-value", exc.message)], exc.status)
+        except Timeout:
+            return self.errors(request, [RpcError("operation-failed", "timed out")], 503)
+
+    async def _invoke(self, request: Request, user: str, name: str) -> Response:
+        mod, _, local = name.partition(":")
+        try:
+            ns = self.schema.namespace_of(mod)
+        except KeyError:
+            raise _bad(f"unknown module {mod!r}", "invalid-value", 404) from None
+        if (ns, local) not in self.ctx.services.registry:
+            raise _bad(f"no operation {name}", "invalid-value", 404)
+        body = await read_body(request, self.ctx.services.settings.http_max_body)
+        op = etree.Element(qn(ns, local), nsmap={None: ns})  # type: ignore[dict-item]
+        if body.strip():
+            if "json" in request.headers.get("content-type", ""):
+                try:
+                    data = json.loads(body)
+                except ValueError as exc:
+                    raise _bad(f"malformed JSON: {exc}", "malformed-message") from None
+                value = data.get(f"{mod}:input") if isinstance(data, dict) else None
+                if not isinstance(value, dict):
+                    raise _bad(f"the body must be {{\"{mod}:input\": {{...}}}}")
+                _json_into(op, ns, value)
+            else:
+                try:
+                    el = parse_untrusted(body)
+                except RpcError as exc:
+                    raise _Fail([exc], 400) from None
+                if etree.QName(el).localname != "input":
+                    raise _bad("the body must be an <input> element")
+                for child in el:
+                    op.append(child)
+        done = await self.ctx.run(user, op)
+        if done.errors:
+            raise _Fail(done.errors)
+        result = done.result
+        items = [result] if isinstance(result, etree._Element) else list(result or [])
+        if not items:
+            return Response(status_code=204)
+        if self.wants_json(request):
+            from escnc.http.payload import to_json_value
+
+            out: dict[str, Any] = {}
+            for el in items:
+                out[etree.QName(el).localname] = to_json_value(el)
+            return Response(json.dumps({f"{mod}:output": out}), media_type=JSON)
+        output = etree.Element(qn(ns, "output"), nsmap={None: ns})  # type: ignore[dict-item]
+        for el in items:
+            output.append(copy.deepcopy(el))
+        return Response(etree.tostring(output), media_type=XML)
+
+    # -- streams ----------------------------------------------------------------------
+
+    async def stream(self, request: Request) -> Response:
+        try:
+            user = await self._user(request)
+        except Unauthorized as exc:
+            return self.errors(request, [RpcError("access-denied", str(exc),
+                                                  type="protocol")], 401,
+                               {"WWW-Authenticate": 'Basic realm="escnc"'})
+        bus = self.ctx.services.events
+        name = request.path_params["stream"]
+        if name not in bus.streams:
+            return self.errors(request, [RpcError("invalid-value", f"no stream {name}")], 404)
+        start = request.query_params.get("start-time")
+        try:
+            start_seq = bus.first_seq_at_or_after(start) if start else None
+        except Exception:
+            return self.errors(request, [RpcError("invalid-value", "bad start-time")], 400)
+        session = RequestSession(self.ctx.services, self.ctx.session_ids.next(), user)
+        accept = event_filter(self.ctx.services, session)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10_000)
+
+        def deliver(event: Any) -> None:
+            if accept is not None and not accept(event):
+                return
+            loop.call_soon_threadsafe(queue.put_nowait, event.notification)
+
+        consumer = bus.consume(deliver, stream=name, start_seq=start_seq, max_lag=100_000,
+                               name=f"sse-{session.session_id}")
+
+        async def events() -> AsyncIterator[bytes]:
+            try:
+                while True:
+                    try:
+                        data = await asyncio.wait_for(queue.get(), _HEARTBEAT)
+                    except TimeoutError:
+                        yield b": keepalive\n\n"
+                        continue
+                    lines = data.decode().splitlines() or [""]
+                    yield ("".join(f"data: {line}\n" for line in lines) + "\n").encode()
+            finally:
+                consumer.close()
+                session.end()
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    async def streams_list(self, request: Request) -> Response:
+        try:
+            await self._user(request)
+        except Unauthorized as exc:
+            return self.errors(request, [RpcError("access-denied", str(exc),
+                                                  type="protocol")], 401,
+                               {"WWW-Authenticate": 'Basic realm="escnc"'})
+        bus = self.ctx.services.events
+        base = str(request.base_url).rstrip("/")
+        streams = [{"name": s, "replay-support": True,
+                    "replay-log-creation-time": bus.log_creation_time,
+                    "access": [{"encoding": "xml",
+                                "location": f"{base}/restconf/streams/{s}"}]}
+                   for s in sorted(bus.streams)]
+        return Response(json.dumps({"ietf-restconf-monitoring:restconf-state": {
+            "streams": {"stream": streams}}}), media_type=JSON)
+
+    def routes(self) -> list[BaseRoute]:
+        async def host_meta(_request: Request) -> Response:
+            return Response('<XRD xmlns="http://docs.oasis-open.org/ns/xri/xrd-1.0">'
+                            "<Link rel='restconf' href='/restconf'/></XRD>",
+                            media_type="application/xrd+xml")
+
+        async def root(request: Request) -> Response:
+            return Response(json.dumps({"ietf-restconf:restconf": {
+                "data": {}, "operations": {}, "yang-library-version": "2019-01-04"}}),
+                media_type=JSON)
+
+        async def version(_request: Request) -> Response:
+            return Response(json.dumps({"ietf-restconf:yang-library-version": "2019-01-04"}),
+                            media_type=JSON)
+
+        methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+        return [
+            Route("/.well-known/host-meta", host_meta, methods=["GET"]),
+            Route("/restconf", root, methods=["GET"]),
+            Route("/restconf/yang-library-version", version, methods=["GET"]),
+            Route("/restconf/data/ietf-restconf-monitoring:restconf-state/streams",
+                  self.streams_list, methods=["GET"]),
+            Route("/restconf/data", self.data, methods=methods),
+            Route("/restconf/data/{path:path}", self.data, methods=methods),
+            Route("/restconf/operations", self.operations, methods=["GET"]),
+            Route("/restconf/operations/{name}", self.operations, methods=["POST"]),
+            Route("/restconf/streams/{stream}", self.stream, methods=["GET"]),
+        ]
+
+
+def _json_into(parent: etree._Element, ns: str, value: dict[str, Any]) -> None:
+    for key, sub in value.items():
+        local = key.rpartition(":")[2]
+        items = sub if isinstance(sub, list) else [sub]
+        for item in items:
+            el = etree.SubElement(parent, qn(ns, local))
+            if isinstance(item, dict):
+                _json_into(el, ns, item)
+            elif isinstance(item, bool):
+                el.text = "true" if item else "false"
+            elif item is not None:
+                el.text = str(item)
+
+
+def routes(ctx: HttpContext) -> list[BaseRoute]:
+    return Restconf(ctx).routes()
