@@ -233,6 +233,21 @@ def _headers(txn: Transaction, code: int, message: str, content_type: str) -> di
     }
 
 
+def _json_value(el: etree._Element) -> Any:
+    children = [c for c in el if isinstance(c.tag, str)]
+    if not children:
+        return el.text or ""
+    out: dict[str, Any] = {}
+    for c in children:
+        name = etree.QName(c).localname
+        value = _json_value(c)
+        if name in out:
+            out[name] = [*out[name], value] if isinstance(out[name], list) else [out[name], value]
+        else:
+            out[name] = value
+    return out
+
+
 class CallbackTracker:
     """Turns escEvents into queued deliveries, and sends them."""
 
@@ -340,9 +355,16 @@ class CallbackTracker:
             if event.seq <= after or not txn.matches(ev):
                 continue
             if txn.events:
+                if "json" in txn.content_type:
+                    # ESC's JSON callback message, with the escEvent itself
+                    body = json.dumps({
+                        "escTransactionId": txn.id, "eventType": etype, "message": message,
+                        "statusCode": str(code), "escEvent": _json_value(ev),
+                    }).encode()
+                else:
+                    body = event.body
                 deliveries.append((txn_id, "event", txn.events,
-                                   _headers(txn, code, message, "application/xml"),
-                                   event.body))
+                                   _headers(txn, code, message, txn.content_type), body))
             if etype in txn.terminal:
                 if txn.callback:
                     deliveries.append((txn_id, "outcome", txn.callback,
