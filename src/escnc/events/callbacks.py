@@ -85,6 +85,8 @@ class Transaction:
         return cls(id=txn_id, **data)
 
     def matches(self, ev: etree._Element) -> bool:
+        if not (self.vm or self.deployment or self.tenant):
+            return False  # about nothing in particular: no event is its
         if self.vm:
             names = {ev.findtext(f"{E}vm_source/{E}generated_vmname") or "",
                      ev.findtext(f"{E}vm_target/{E}generated_vmname") or ""}
@@ -150,12 +152,13 @@ class CallbackStore:
 
     def advance(
         self,
-        seq: int,
+        seq: int | None,
         deliveries: list[tuple[str, str, str, dict[str, str], bytes]],
         closed: list[tuple[str, int, str]],
     ) -> None:
         """Queue ``deliveries`` (txn, kind, url, headers, body), close transactions
-        (id, status code, message) and move the cursor to ``seq``, atomically."""
+        (id, status code, message) and move the cursor to ``seq`` (None: leave it),
+        atomically."""
         now = time.time()
         with self.lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -170,7 +173,8 @@ class CallbackStore:
                     "UPDATE txn SET state='done', status_code=?, status_message=? WHERE id=?",
                     (code, message, txn_id),
                 )
-            self._db.execute("INSERT OR REPLACE INTO cursor(k, seq) VALUES (0, ?)", (seq,))
+            if seq is not None:
+                self._db.execute("INSERT OR REPLACE INTO cursor(k, seq) VALUES (0, ?)", (seq,))
             self._db.execute("COMMIT")
 
     def due(self, now: float, limit: int = 32) -> list[tuple[int, str, dict[str, str], bytes, int]]:
@@ -320,8 +324,8 @@ class CallbackTracker:
                 deliveries.append((txn.id, "outcome", txn.callback,
                                    _headers(txn, code, message, txn.content_type),
                                    txn.resource.encode()))
-            self.store.advance(self.store.cursor_seq() or self.bus.head, deliveries,
-                               [(txn.id, code, message)])
+            # the cursor stays: events up to it may still be due to other transactions
+            self.store.advance(None, deliveries, [(txn.id, code, message)])
         self._wake.set()
 
     # -- events ---------------------------------------------------------------------
@@ -337,7 +341,9 @@ class CallbackTracker:
                     ev = None
                 if ev is not None and ev.tag == f"{E}escEvent":
                     self._match(event, ev, deliveries, closed)
-            if deliveries or closed or self._open:
+            # The cursor moves with what the event queued; an event that queued nothing
+            # is read again after a restart and queues nothing again (no write per event).
+            if deliveries or closed:
                 self.store.advance(event.seq, deliveries, closed)
         if deliveries:
             self._wake.set()
