@@ -73,6 +73,7 @@ class Transaction:
     events: str = ""  # escEvent URI (Callback-ESC-Events)
     resource: str = ""  # body of the outcome callback (the request's resource)
     content_type: str = "application/xml"
+    created: float = field(default_factory=time.time)
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def spec(self) -> str:
@@ -265,6 +266,7 @@ class CallbackTracker:
         max_attempts: int = 8,
         retry_base: float = 1.0,
         retry_max: float = 300.0,
+        transaction_timeout: float = 86_400.0,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -273,6 +275,8 @@ class CallbackTracker:
         self.max_attempts = max(1, max_attempts)
         self.retry_base = max(0.01, retry_base)
         self.retry_max = max(self.retry_base, retry_max)
+        # a request whose terminal event never comes still gets an outcome (504)
+        self.transaction_timeout = transaction_timeout
         self._lock = threading.Lock()  # one event at a time, in order
         self._open: dict[str, tuple[Transaction, int]] = {}
         self._wake = threading.Event()
@@ -381,9 +385,27 @@ class CallbackTracker:
 
     # -- sending --------------------------------------------------------------------
 
+    def _expire(self) -> None:
+        if self.transaction_timeout <= 0:
+            return
+        limit = time.time() - self.transaction_timeout
+        with self._lock:
+            old = [txn for txn, _after in self._open.values() if txn.created < limit]
+            if not old:
+                return
+            message = f"no outcome within {self.transaction_timeout:g} s"
+            deliveries = [(t.id, "outcome", t.callback, _headers(t, 504, message,
+                                                                   t.content_type),
+                           t.resource.encode()) for t in old if t.callback]
+            for t in old:
+                del self._open[t.id]
+            self.store.advance(None, deliveries, [(t.id, 504, message) for t in old])
+        log.warning("%d callback transaction(s) ended without their terminal event", len(old))
+
     def _send_loop(self) -> None:
         while not self._stop.is_set():
             try:
+                self._expire()
                 self._send_due()
             except Exception:
                 log.exception("callback sender failed; retrying")

@@ -106,6 +106,7 @@ class HttpServer:
             CallbackStore(st.state_dir / "callbacks.sqlite3"), services.events,
             self._post, check_url, max_attempts=st.callback_max_attempts,
             retry_base=st.callback_retry_base, retry_max=st.callback_retry_max,
+            transaction_timeout=st.callback_transaction_timeout,
         )
         self.ctx = HttpContext(services, BasicAuth(services.users, st), tracker)
         self.ctx.metrics = install_metrics(self.ctx)
