@@ -52,7 +52,7 @@ def test_health_readiness_metrics_openapi(server_factory) -> None:  # type: igno
         hosts = {s.labels["connected"]: s.value for s in families["escnc_hosts"].samples}
         assert hosts == {"true": 1.0, "false": 0.0}
         for name in ("escnc_netconf_sessions", "escnc_vms", "escnc_jobs",
-                     "escnc_events_published", "escnc_subscriber_lag",
+                     "escnc_events_published", "escnc_events_delivered", "escnc_subscriber_lag",
                      "escnc_callback_deliveries"):
             assert name in families, name
         doc = http.get(f"{PREFIX}/openapi.json").json()
