@@ -194,3 +194,40 @@ def test_sse_stream_with_replay(srv, http) -> None:  # type: ignore[no-untyped-d
     assert text.index("before") < text.index("after")
     assert all(line.startswith("data: <notification") or not line.startswith("data: <")
                for line in seen)
+
+
+def test_yang_patch_all_or_nothing(srv, http) -> None:  # type: ignore[no-untyped-def]
+    yp = "application/yang-patch+json"
+    http.post(f"{DATA}/tenants", headers={"Content-Type": JSON},
+              content=json.dumps({"escnc:tenant": [{"name": "old", "description": "o"}]}))
+    patch = {"ietf-yang-patch:yang-patch": {"patch-id": "p1", "edit": [
+        {"edit-id": "1", "operation": "create", "target": "/tenants/tenant=n1",
+         "value": {"escnc:tenant": [{"name": "n1", "description": "one"}]}},
+        {"edit-id": "2", "operation": "merge", "target": "/tenants/tenant=old",
+         "value": {"escnc:tenant": [{"name": "old", "description": "changed"}]}},
+        {"edit-id": "3", "operation": "create", "target": "/flavors/flavor=f1",
+         "value": {"escnc:flavor": [{"name": "f1", "vcpus": 1, "memory_mb": 64}]}},
+    ]}}
+    r = http.patch(DATA, headers={"Content-Type": yp}, content=json.dumps(patch))
+    assert r.status_code == 200, r.text
+    assert r.json() == {"ietf-yang-patch:yang-patch-status": {"patch-id": "p1", "ok": [None]}}
+    assert running_tenants(srv) == {"old": "changed", "n1": "one"}
+    # one bad edit (create of what exists): nothing of the patch happens
+    bad = {"ietf-yang-patch:yang-patch": {"patch-id": "p2", "edit": [
+        {"edit-id": "1", "operation": "delete", "target": "/tenants/tenant=n1"},
+        {"edit-id": "2", "operation": "create", "target": "/tenants/tenant=old",
+         "value": {"escnc:tenant": [{"name": "old"}]}},
+    ]}}
+    r = http.patch(DATA, headers={"Content-Type": yp}, content=json.dumps(bad))
+    assert r.status_code == 409, r.text
+    status = r.json()["ietf-yang-patch:yang-patch-status"]
+    assert status["errors"]["error"][0]["error-tag"] == "data-exists"
+    assert running_tenants(srv) == {"old": "changed", "n1": "one"}
+    # XML form, relative to a resource URL
+    xml = ('<yang-patch xmlns="urn:ietf:params:xml:ns:yang:ietf-yang-patch">'
+           "<patch-id>p3</patch-id><edit><edit-id>1</edit-id><operation>remove</operation>"
+           "<target>/tenant=n1</target></edit></yang-patch>")
+    r = http.patch(f"{DATA}/tenants", headers={"Content-Type": "application/yang-patch+xml"},
+                   content=xml)
+    assert r.status_code == 200, r.text
+    assert running_tenants(srv) == {"old": "changed"}

@@ -1,7 +1,7 @@
 """RESTCONF (RFC 8040) over the same YANG and the same operations as NETCONF.
 
 ``/restconf/data`` GET (content, depth, with-defaults; ETag), POST (create a child),
-PUT (create or replace), PATCH (plain merge), DELETE -- each the ``get``/
+PUT (create or replace), PATCH (plain merge; RFC 8072 YANG Patch), DELETE -- each the ``get``/
 ``get-config``/``edit-config`` a NETCONF client would send, run through escnc.rpc
 (YANG validation, NACM). ``/restconf/operations`` lists and runs escnc's RPCs.
 Bodies and answers in RFC 7951 JSON (``application/yang-data+json``, by yangson) or
@@ -74,10 +74,11 @@ class Restconf:
 
     # -- paths ------------------------------------------------------------------------
 
-    def parse_path(self, path: str) -> list[Seg]:
-        segs: list[Seg] = []
-        node = self.schema.root
-        module = ""
+    def parse_path(self, path: str, start: list[Seg] | None = None) -> list[Seg]:
+        """The schema nodes ``path`` names (below ``start``, for a YANG Patch target)."""
+        segs: list[Seg] = list(start or [])
+        node = segs[-1].node if segs else self.schema.root
+        module = segs[-1].module if segs else ""
         for raw in [p for p in path.split("/") if p]:
             name, eq, keys = raw.partition("=")
             name = urllib.parse.unquote(name)
@@ -197,34 +198,42 @@ class Restconf:
     def body_tree(self, request: Request, body: bytes, segs: list[Seg], child: bool
                   ) -> tuple[etree._Element, etree._Element]:
         """The request body as a config tree from the top node: (top, target)."""
-        ctype = request.headers.get("content-type", "")
         if not body.strip():
             raise _bad("a body is required", "missing-element")
-        if "json" in ctype:
+        if "json" in request.headers.get("content-type", ""):
             try:
                 data = json.loads(body)
             except ValueError as exc:
                 raise _bad(f"malformed JSON: {exc}", "malformed-message") from None
             if not isinstance(data, dict) or len(data) != 1:
                 raise _bad("the JSON body must be an object with one member")
-            ((member, value),) = data.items()
-            raw = self._wrap(segs, member, value)
+            return self.tree_for(segs, child, json_value=next(iter(data.items())))
+        try:
+            el = parse_untrusted(body)
+        except RpcError as exc:
+            raise _Fail([exc], 400) from None
+        return self.tree_for(segs, child, xml_value=el)
+
+    def tree_for(self, segs: list[Seg], child: bool, *,
+                 json_value: tuple[str, Any] | None = None,
+                 xml_value: etree._Element | None = None,
+                 ) -> tuple[etree._Element, etree._Element]:
+        """A value placed at ``segs`` (``child``: under it) as a config tree from the
+        top node: (top, the value's element)."""
+        if json_value is not None:
+            raw = self._wrap(segs, *json_value)
             try:
                 tree = self.schema.dm.from_raw(raw).to_xml()
             except Exception as exc:
                 raise _bad(f"body does not match the schema: {exc}") from None
-            content = etree.fromstring(ET.tostring(tree))
-            top = content[0]
+            top = etree.fromstring(ET.tostring(tree))[0]
         else:
-            try:
-                el = parse_untrusted(body)
-            except RpcError as exc:
-                raise _Fail([exc], 400) from None
+            assert xml_value is not None
             outer, parent = self.chain(segs if child else segs[:-1])
             if outer is None or parent is None:
-                top = el
+                top = xml_value
             else:
-                parent.append(el)
+                parent.append(xml_value)
                 top = outer
         root = etree.Element("root")
         root.append(top)
@@ -233,8 +242,8 @@ class Restconf:
             raise _bad("the body is not the resource the URL names")
         base = found[0]
         if child:
-            kids = [c for c in base if isinstance(c.tag, str)
-                    and c.tag not in {f"{{{segs[-1].node.ns}}}{k}" for k in segs[-1].node.keys}]
+            keys = {f"{{{segs[-1].node.ns}}}{k}" for k in segs[-1].node.keys} if segs else set()
+            kids = [c for c in base if isinstance(c.tag, str) and c.tag not in keys]
             if len(kids) != 1:
                 raise _bad("POST: the body must be one child resource")
             return top, kids[0]
@@ -386,6 +395,8 @@ class Restconf:
 
     async def _write(self, request: Request, user: str, segs: list[Seg]) -> Response:
         method = request.method
+        if method == "PATCH" and "yang-patch" in request.headers.get("content-type", ""):
+            return await self._yang_patch(request, user, segs)
         if not segs and method != "POST":
             raise _bad(f"{method} of the whole datastore is not supported",
                        "operation-not-supported", 405)
@@ -417,6 +428,72 @@ class Restconf:
         if created:
             return Response(status_code=201, headers={"Location": str(request.url)})
         return Response(status_code=204)
+
+    async def _yang_patch(self, request: Request, user: str, segs: list[Seg]) -> Response:
+        """RFC 8072: every edit in one edit-config (all or nothing)."""
+        body = await read_body(request, self.ctx.services.settings.http_max_body)
+        json_mode = "json" in request.headers.get("content-type", "")
+        edits: list[tuple[str, str, str, Any]] = []
+        if json_mode:
+            try:
+                patch = json.loads(body)["ietf-yang-patch:yang-patch"]
+                patch_id = str(patch["patch-id"])
+                for e in patch["edit"]:
+                    value = e.get("value")
+                    item = next(iter(value.items())) if isinstance(value, dict) and value \
+                        else None
+                    edits.append((str(e["edit-id"]), str(e["operation"]), str(e["target"]),
+                                  item))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                raise _bad(f"malformed YANG Patch: {exc}", "malformed-message") from None
+        else:
+            try:
+                el = parse_untrusted(body)
+            except RpcError as exc:
+                raise _Fail([exc], 400) from None
+            yp = "urn:ietf:params:xml:ns:yang:ietf-yang-patch"
+            patch_id = el.findtext(qn(yp, "patch-id")) or ""
+            for e in el.iterfind(qn(yp, "edit")):
+                value = e.find(qn(yp, "value"))
+                kids = [c for c in value if isinstance(c.tag, str)] if value is not None else []
+                edits.append((e.findtext(qn(yp, "edit-id")) or "",
+                              e.findtext(qn(yp, "operation")) or "",
+                              e.findtext(qn(yp, "target")) or "", kids[0] if kids else None))
+        if not edits:
+            raise _bad("a YANG Patch needs at least one edit")
+        holder = etree.Element("config")
+        for edit_id, operation, target, value in edits:
+            tsegs = self.parse_path(target, segs)
+            if not tsegs:
+                raise _bad(f"edit {edit_id}: no target")
+            if operation in ("delete", "remove"):
+                top, el_target = self.chain(tsegs)
+            elif operation in ("create", "merge", "replace"):
+                if value is None:
+                    raise _bad(f"edit {edit_id}: {operation} needs a value", "missing-element")
+                top, el_target = (self.tree_for(tsegs, False, json_value=value) if json_mode
+                                  else self.tree_for(tsegs, False, xml_value=value))
+            else:
+                raise _bad(f"edit {edit_id}: operation {operation} is not supported",
+                           "operation-not-supported")
+            assert top is not None and el_target is not None
+            el_target.set(_OP, operation)
+            _merge(holder, top, self.schema.root)
+        op = etree.Element(qn(NC, "edit-config"), nsmap={None: NC})  # type: ignore[dict-item]
+        etree.SubElement(etree.SubElement(op, qn(NC, "target")), qn(NC, "running"))
+        config = etree.SubElement(op, qn(NC, "config"))
+        for child in list(holder):
+            config.append(child)
+        done = await self.ctx.run(user, op)
+        status: dict[str, Any] = {"patch-id": patch_id}
+        code = 200
+        if done.errors:
+            status["errors"] = {"error": [error_dict(e) for e in done.errors]}
+            code = http_status(done.errors)
+        else:
+            status["ok"] = [None]
+        return Response(json.dumps({"ietf-yang-patch:yang-patch-status": status}), code,
+                        media_type=JSON)
 
     async def _exists(self, user: str, segs: list[Seg]) -> bool:
         if not segs:
@@ -605,6 +682,25 @@ class Restconf:
             Route("/restconf/operations/{name}", self.operations, methods=["POST"]),
             Route("/restconf/streams/{stream}", self.stream, methods=["GET"]),
         ]
+
+
+def _merge(dst: etree._Element, src: etree._Element, node: Any) -> None:
+    """Put ``src`` (a child of ``node``'s element) into ``dst``, sharing the path of
+    elements an earlier edit already built (same tag and keys, no operation)."""
+    sn = node.child(src.tag)
+    keys = [f"{{{sn.ns}}}{k}" for k in sn.keys] if sn is not None else []
+
+    def same(a: etree._Element) -> bool:
+        return a.tag == src.tag and all(a.findtext(k) == src.findtext(k) for k in keys)
+
+    match = next((c for c in dst if same(c)), None)
+    if match is None or sn is None or _OP in match.attrib or _OP in src.attrib \
+            or sn.kind in ("leaf", "leaf-list"):
+        dst.append(src)
+        return
+    for child in list(src):
+        if isinstance(child.tag, str) and child.tag not in keys:
+            _merge(match, child, sn)
 
 
 def _json_into(parent: etree._Element, ns: str, value: dict[str, Any]) -> None:
