@@ -114,3 +114,46 @@ def test_https_self_signed_pair_and_extra_router(tmp_path: Path) -> None:
     srv.start()
     srv.stop()
     assert cert.read_bytes() == before
+
+
+def test_escnc_serve_with_http_listen_in_the_config_file(tmp_path: Path) -> None:
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(root / "src"))
+    state = tmp_path / "served"
+    add_user(state)
+    host = tmp_path / "host.xml"
+    host.write_text("<node></node>\n")
+    cfg = tmp_path / "escnc.toml"
+    cfg.write_text('http_listen = "127.0.0.1:0"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "escnc.cli.server", "serve", "--config", str(cfg),
+         "--state-dir", str(state), "--listen", "127.0.0.1:0", "--vim",
+         f"default=test://{host}", "--log-level", "WARNING"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        assert "serving NETCONF" in proc.stdout.readline()
+        line = proc.stdout.readline()
+        m = re.search(r"serving HTTP on 127\.0\.0\.1:(\d+)", line)
+        assert m, line
+        with client(int(m.group(1))) as http:
+            assert http.get(f"{PREFIX}/deployments").status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('http_listen = "nowhere"\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "escnc.cli.server", "serve", "--config", str(bad),
+         "--state-dir", str(tmp_path / "s2"), "--listen", "127.0.0.1:0", "--vim",
+         "default=test:///default"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 1 and "expected HOST:PORT" in r.stderr

@@ -12,7 +12,6 @@ RESTCONF_NS = "urn:ietf:params:xml:ns:yang:ietf-restconf"
 MONITORING_NS = "urn:ietf:params:xml:ns:yang:ietf-restconf-monitoring"
 JSON = "application/yang-data+json"
 XML = "application/yang-data+xml"
-_HEARTBEAT = 15.0
 
 
 _OP = f"{{{NC}}}operation"
