@@ -132,6 +132,9 @@ class HttpServer:
 
     def _listen(self, scheme: str, where: str, cert: Path | None, key: Path | None) -> None:
         host, port = parse_listen(where)
+        if cert is None and host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("plain HTTP on %s: passwords (HTTP Basic) cross the network in "
+                        "clear; use https_listen", host)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
