@@ -157,3 +157,27 @@ def test_escnc_serve_with_http_listen_in_the_config_file(tmp_path: Path) -> None
          "--state-dir", str(tmp_path / "s2"), "--listen", "127.0.0.1:0", "--vim",
          "default=test:///default"], capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 1 and "expected HOST:PORT" in r.stderr
+
+
+def test_failed_http_logins_count_against_ssh_too(server_factory) -> None:  # type: ignore[no-untyped-def]
+    """One failure penalty per source address for both northbounds: a password guesser
+    gains nothing by alternating HTTP Basic and SSH."""
+    import paramiko
+
+    srv = server_factory(http_listen="127.0.0.1:0", auth_failure_delay=0.01,
+                         auth_failure_delay_max=0.05)
+    penalty = srv.services.auth_penalty
+    assert penalty.delay("127.0.0.1") == pytest.approx(0.01)
+    with client(srv.http_ports["http"], password="guess") as bad:
+        for _ in range(2):
+            assert bad.get(f"{PREFIX}/tenants").status_code == 401
+    assert penalty.delay("127.0.0.1") == pytest.approx(0.04)  # 2 failures: 0.01 * 2**2
+    with pytest.raises(paramiko.AuthenticationException):
+        t = paramiko.Transport(("127.0.0.1", srv.port))
+        try:
+            t.connect(username=USER, password="guess")
+        finally:
+            t.close()
+    assert penalty.delay("127.0.0.1") == pytest.approx(0.05)  # capped, after 3 failures
+    with client(srv.http_ports["http"]) as good:
+        assert good.get(f"{PREFIX}/tenants").status_code == 200

@@ -108,7 +108,9 @@ class HttpServer:
             retry_base=st.callback_retry_base, retry_max=st.callback_retry_max,
             transaction_timeout=st.callback_transaction_timeout,
         )
-        self.ctx = HttpContext(services, BasicAuth(services.users, st), tracker)
+        self.ctx = HttpContext(
+            services, BasicAuth(services.users, st, services.auth_penalty), tracker
+        )
         self.ctx.metrics = install_metrics(self.ctx)
         self.app = build_app(self.ctx, extra_routes)
         self._servers: list[tuple[uvicorn.Server, threading.Thread]] = []
