@@ -3,6 +3,7 @@ clients for escnc's HTTP northbound."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -35,7 +36,15 @@ class Received:
 
     @property
     def event_type(self) -> str:
+        if self.body.startswith(b"{"):  # ESC's JSON callback message
+            return str(json.loads(self.body)["eventType"])
         return etree.fromstring(self.body).findtext(f"{E}event/{E}type") or ""
+
+    @property
+    def event_status(self) -> str:
+        if self.body.startswith(b"{"):
+            return str(json.loads(self.body)["escEvent"]["status"])
+        return etree.fromstring(self.body).findtext(f"{E}status") or ""
 
 
 class CallbackReceiver:

@@ -112,3 +112,60 @@ def test_failed_delivery_is_retried_in_order_then_given_up(tmp_path: Path,
                              ).is_success  # needs a login
     finally:
         receiver.close()
+
+
+def test_queued_callback_survives_kill9_before_it_is_delivered(tmp_path: Path) -> None:
+    """The outcome is queued, the receiver is down (503) when escnc is killed: after
+    the restart the same delivery reaches it, once."""
+    state = tmp_path / "state"
+    add_user(state)
+    uri = conftest.test_host_uri(tmp_path / "hosts")
+    receiver = CallbackReceiver()
+    receiver.statuses = [503] * 10_000
+    proc, port = start(state, uri, delay=0.0)
+    try:
+        with client(port) as http:
+            r = http.post(f"{V0}/tenants/tk", headers={"Callback": receiver.url("/callback")})
+            assert r.status_code == 201, r.text
+            txn = r.headers["ESC-Transaction-Id"]
+            for _ in range(1000):
+                (d,) = http.get("/escnc/callbacks", params={"transaction": txn}
+                                ).json()["deliveries"]
+                if d["attempts"] >= 1:
+                    break
+                receiver.wait_quiet(0.05)
+            assert d["state"] == "pending" and d["attempts"] >= 1
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    receiver.statuses = []
+    proc, port = start(state, uri, delay=0.0)
+    try:
+        (done,) = receiver.wait_for("/callback", txn, timeout=120)
+        assert done.headers["esc-status-code"] == "200"
+        assert etree.fromstring(done.body).findtext(f"{E}event_type") == "CREATE_TENANT"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        receiver.close()
+
+
+def test_transaction_without_terminal_event_gets_504(tmp_path: Path) -> None:
+    from escnc.events.bus import EventBus
+    from escnc.events.callbacks import CallbackStore, CallbackTracker, Transaction
+    from escnc.settings import Settings
+
+    sent: list[tuple[str, dict[str, str]]] = []
+    bus = EventBus(Settings(state_dir=tmp_path))
+    tracker = CallbackTracker(CallbackStore(tmp_path / "cb.sqlite3"), bus,
+                              lambda url, headers, body: sent.append((url, headers)) or 200,
+                              lambda url, resolve: None, transaction_timeout=60)
+    txn = Transaction(vm="v1", terminal=("VM_STOPPED",), callback="http://x/cb",
+                      created=0.0)
+    tracker.begin(txn)
+    tracker._expire()
+    tracker._send_due()
+    assert [(u, h["ESC-Status-Code"], h["ESC-Transaction-Id"]) for u, h in sent] == [
+        ("http://x/cb", "504", txn.id)]
+    assert tracker.store.open_transactions() == []
+    bus.close()

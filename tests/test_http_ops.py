@@ -52,7 +52,7 @@ def test_health_readiness_metrics_openapi(server_factory) -> None:  # type: igno
         hosts = {s.labels["connected"]: s.value for s in families["escnc_hosts"].samples}
         assert hosts == {"true": 1.0, "false": 0.0}
         for name in ("escnc_netconf_sessions", "escnc_vms", "escnc_jobs",
-                     "escnc_events_published", "escnc_subscriber_lag",
+                     "escnc_events_published", "escnc_events_delivered", "escnc_subscriber_lag",
                      "escnc_callback_deliveries"):
             assert name in families, name
         doc = http.get(f"{PREFIX}/openapi.json").json()
@@ -114,3 +114,70 @@ def test_https_self_signed_pair_and_extra_router(tmp_path: Path) -> None:
     srv.start()
     srv.stop()
     assert cert.read_bytes() == before
+
+
+def test_escnc_serve_with_http_listen_in_the_config_file(tmp_path: Path) -> None:
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(root / "src"))
+    state = tmp_path / "served"
+    add_user(state)
+    host = tmp_path / "host.xml"
+    host.write_text("<node></node>\n")
+    cfg = tmp_path / "escnc.toml"
+    cfg.write_text('http_listen = "127.0.0.1:0"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "escnc.cli.server", "serve", "--config", str(cfg),
+         "--state-dir", str(state), "--listen", "127.0.0.1:0", "--vim",
+         f"default=test://{host}", "--log-level", "WARNING"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        assert "serving NETCONF" in proc.stdout.readline()
+        line = proc.stdout.readline()
+        m = re.search(r"serving HTTP on 127\.0\.0\.1:(\d+)", line)
+        assert m, line
+        with client(int(m.group(1))) as http:
+            assert http.get(f"{PREFIX}/deployments").status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('http_listen = "nowhere"\n')
+    r = subprocess.run(
+        [sys.executable, "-m", "escnc.cli.server", "serve", "--config", str(bad),
+         "--state-dir", str(tmp_path / "s2"), "--listen", "127.0.0.1:0", "--vim",
+         "default=test:///default"], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 1 and "expected HOST:PORT" in r.stderr
+
+
+def test_failed_http_logins_count_against_ssh_too(server_factory) -> None:  # type: ignore[no-untyped-def]
+    """One failure penalty per source address for both northbounds: a password guesser
+    gains nothing by alternating HTTP Basic and SSH."""
+    import paramiko
+
+    srv = server_factory(http_listen="127.0.0.1:0", auth_failure_delay=0.01,
+                         auth_failure_delay_max=0.05)
+    penalty = srv.services.auth_penalty
+    assert penalty.delay("127.0.0.1") == pytest.approx(0.01)
+    with client(srv.http_ports["http"], password="guess") as bad:
+        for _ in range(2):
+            assert bad.get(f"{PREFIX}/tenants").status_code == 401
+    assert penalty.delay("127.0.0.1") == pytest.approx(0.04)  # 2 failures: 0.01 * 2**2
+    with pytest.raises(paramiko.AuthenticationException):
+        t = paramiko.Transport(("127.0.0.1", srv.port))
+        try:
+            t.connect(username=USER, password="guess")
+        finally:
+            t.close()
+    assert penalty.delay("127.0.0.1") == pytest.approx(0.05)  # capped, after 3 failures
+    with client(srv.http_ports["http"]) as good:
+        assert good.get(f"{PREFIX}/tenants").status_code == 200

@@ -4,6 +4,7 @@ and over Callback-ESC-Events with matching transaction ids; refusals."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,7 +101,7 @@ def same_events(receiver: CallbackReceiver, txn: str, netconf: list[etree._Eleme
     assert [r.txn for r in got] == [txn] * len(got)
     assert [r.event_type for r in got] == types(netconf)
     for r, nc_ev in zip(got, netconf, strict=True):
-        assert etree.fromstring(r.body).findtext(f"{E}status") == nc_ev.findtext(f"{E}status")
+        assert r.event_status == nc_ev.findtext(f"{E}status")
     return [r.event_type for r in got]
 
 
@@ -184,7 +185,15 @@ def test_snapshots_seed_flow(srv, http, receiver, ev, image) -> None:  # type: i
                "application/json")
     netconf = ev.until("VM_BACKUP_COMPLETE")
     same_events(receiver, txn, netconf, "VM_BACKUP_COMPLETE")
-    assert outcome(receiver, txn).headers["esc-status-code"] == "200"
+    done = outcome(receiver, txn)
+    assert done.headers["esc-status-code"] == "200"
+    # a JSON request is answered in JSON: ESC's callback message shape
+    assert json.loads(done.body) == {"snapshot_operation": {"operation": "snapshot",
+                                                            "name": "my-snapshot-name"}}
+    (last,) = [g for g in receiver.got if g.txn == txn and g.path == "/event"][-1:]
+    message = json.loads(last.body)
+    assert message["escTransactionId"] == txn and message["eventType"] == "VM_BACKUP_COMPLETE"
+    assert message["escEvent"]["vm_source"]["generated_vmname"] == vm
     # the seed's list: XML, filtered by tenant and VM
     r = http.get(f"{V0}/snapshots", params={"internalTenantId": "t1", "generatedVMName": vm},
                  headers={"Accept": "application/xml"})

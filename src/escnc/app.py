@@ -54,11 +54,16 @@ def build_services(settings: Settings) -> Services:
     from escnc.engine.names import check_names
     from escnc.events.bus import EventBus
     from escnc.netconf.sessions import SessionManager
+    from escnc.rpc.auth import AuthPenalty
     from escnc.rpc.users import UserStore
     from escnc.vim.hosts import HostRegistry
 
     services.schema = Schema.load()
     services.users = UserStore(settings.state_dir / "users.sqlite3")
+    # failed passwords per source address, for SSH and HTTP Basic alike
+    services.auth_penalty = AuthPenalty(
+        settings.auth_failure_delay, settings.auth_failure_delay_max
+    )
     services.datastore = Datastore(settings, services.schema)
     services.events = EventBus(settings)
     services.vims = HostRegistry(settings)

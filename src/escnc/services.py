@@ -88,6 +88,7 @@ class Services:
     engine: Any = None  # EngineAPI
     day2: Any = None  # escnc.engine.day2.Day2Manager (set by operations/esc_day2.py)
     nacm: Any = None  # escnc.nacm.Nacm, access control (set by operations/authorize.py)
+    auth_penalty: Any = None  # escnc.rpc.auth.AuthPenalty, one for SSH and HTTP Basic
     state_providers: list[StateProvider] = field(default_factory=list)
     # observe(operation Clark name, outcome "ok"/error-tag, seconds): every request of
     # every northbound (escnc.rpc.request.execute); the HTTP metrics register one

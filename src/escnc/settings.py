@@ -104,6 +104,8 @@ class Settings:
     callback_retry_base: float = 1.0  # seconds before the 2nd attempt, doubling
     callback_retry_max: float = 300.0
     callback_timeout: float = 10.0  # one POST
+    # a request whose terminal event never comes gets a 504 outcome after this; 0 = never
+    callback_transaction_timeout: float = 86_400.0
 
     @property
     def db_path(self) -> Path:

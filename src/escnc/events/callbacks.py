@@ -73,6 +73,7 @@ class Transaction:
     events: str = ""  # escEvent URI (Callback-ESC-Events)
     resource: str = ""  # body of the outcome callback (the request's resource)
     content_type: str = "application/xml"
+    created: float = field(default_factory=time.time)
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
     def spec(self) -> str:
@@ -85,6 +86,8 @@ class Transaction:
         return cls(id=txn_id, **data)
 
     def matches(self, ev: etree._Element) -> bool:
+        if not (self.vm or self.deployment or self.tenant):
+            return False  # about nothing in particular: no event is its
         if self.vm:
             names = {ev.findtext(f"{E}vm_source/{E}generated_vmname") or "",
                      ev.findtext(f"{E}vm_target/{E}generated_vmname") or ""}
@@ -150,12 +153,13 @@ class CallbackStore:
 
     def advance(
         self,
-        seq: int,
+        seq: int | None,
         deliveries: list[tuple[str, str, str, dict[str, str], bytes]],
         closed: list[tuple[str, int, str]],
     ) -> None:
         """Queue ``deliveries`` (txn, kind, url, headers, body), close transactions
-        (id, status code, message) and move the cursor to ``seq``, atomically."""
+        (id, status code, message) and move the cursor to ``seq`` (None: leave it),
+        atomically."""
         now = time.time()
         with self.lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -170,7 +174,8 @@ class CallbackStore:
                     "UPDATE txn SET state='done', status_code=?, status_message=? WHERE id=?",
                     (code, message, txn_id),
                 )
-            self._db.execute("INSERT OR REPLACE INTO cursor(k, seq) VALUES (0, ?)", (seq,))
+            if seq is not None:
+                self._db.execute("INSERT OR REPLACE INTO cursor(k, seq) VALUES (0, ?)", (seq,))
             self._db.execute("COMMIT")
 
     def due(self, now: float, limit: int = 32) -> list[tuple[int, str, dict[str, str], bytes, int]]:
@@ -233,6 +238,21 @@ def _headers(txn: Transaction, code: int, message: str, content_type: str) -> di
     }
 
 
+def _json_value(el: etree._Element) -> Any:
+    children = [c for c in el if isinstance(c.tag, str)]
+    if not children:
+        return el.text or ""
+    out: dict[str, Any] = {}
+    for c in children:
+        name = etree.QName(c).localname
+        value = _json_value(c)
+        if name in out:
+            out[name] = [*out[name], value] if isinstance(out[name], list) else [out[name], value]
+        else:
+            out[name] = value
+    return out
+
+
 class CallbackTracker:
     """Turns escEvents into queued deliveries, and sends them."""
 
@@ -246,6 +266,7 @@ class CallbackTracker:
         max_attempts: int = 8,
         retry_base: float = 1.0,
         retry_max: float = 300.0,
+        transaction_timeout: float = 86_400.0,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -254,6 +275,8 @@ class CallbackTracker:
         self.max_attempts = max(1, max_attempts)
         self.retry_base = max(0.01, retry_base)
         self.retry_max = max(self.retry_base, retry_max)
+        # a request whose terminal event never comes still gets an outcome (504)
+        self.transaction_timeout = transaction_timeout
         self._lock = threading.Lock()  # one event at a time, in order
         self._open: dict[str, tuple[Transaction, int]] = {}
         self._wake = threading.Event()
@@ -305,8 +328,8 @@ class CallbackTracker:
                 deliveries.append((txn.id, "outcome", txn.callback,
                                    _headers(txn, code, message, txn.content_type),
                                    txn.resource.encode()))
-            self.store.advance(self.store.cursor_seq() or self.bus.head, deliveries,
-                               [(txn.id, code, message)])
+            # the cursor stays: events up to it may still be due to other transactions
+            self.store.advance(None, deliveries, [(txn.id, code, message)])
         self._wake.set()
 
     # -- events ---------------------------------------------------------------------
@@ -322,7 +345,9 @@ class CallbackTracker:
                     ev = None
                 if ev is not None and ev.tag == f"{E}escEvent":
                     self._match(event, ev, deliveries, closed)
-            if deliveries or closed or self._open:
+            # The cursor moves with what the event queued; an event that queued nothing
+            # is read again after a restart and queues nothing again (no write per event).
+            if deliveries or closed:
                 self.store.advance(event.seq, deliveries, closed)
         if deliveries:
             self._wake.set()
@@ -340,9 +365,16 @@ class CallbackTracker:
             if event.seq <= after or not txn.matches(ev):
                 continue
             if txn.events:
+                if "json" in txn.content_type:
+                    # ESC's JSON callback message, with the escEvent itself
+                    body = json.dumps({
+                        "escTransactionId": txn.id, "eventType": etype, "message": message,
+                        "statusCode": str(code), "escEvent": _json_value(ev),
+                    }).encode()
+                else:
+                    body = event.body
                 deliveries.append((txn_id, "event", txn.events,
-                                   _headers(txn, code, message, "application/xml"),
-                                   event.body))
+                                   _headers(txn, code, message, txn.content_type), body))
             if etype in txn.terminal:
                 if txn.callback:
                     deliveries.append((txn_id, "outcome", txn.callback,
@@ -353,9 +385,27 @@ class CallbackTracker:
 
     # -- sending --------------------------------------------------------------------
 
+    def _expire(self) -> None:
+        if self.transaction_timeout <= 0:
+            return
+        limit = time.time() - self.transaction_timeout
+        with self._lock:
+            old = [txn for txn, _after in self._open.values() if txn.created < limit]
+            if not old:
+                return
+            message = f"no outcome within {self.transaction_timeout:g} s"
+            deliveries = [(t.id, "outcome", t.callback, _headers(t, 504, message,
+                                                                   t.content_type),
+                           t.resource.encode()) for t in old if t.callback]
+            for t in old:
+                del self._open[t.id]
+            self.store.advance(None, deliveries, [(t.id, 504, message) for t in old])
+        log.warning("%d callback transaction(s) ended without their terminal event", len(old))
+
     def _send_loop(self) -> None:
         while not self._stop.is_set():
             try:
+                self._expire()
                 self._send_due()
             except Exception:
                 log.exception("callback sender failed; retrying")

@@ -11,6 +11,7 @@ and report through the ``Callback``/``Callback-ESC-Events`` URIs
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -30,6 +31,8 @@ from escnc.http.payload import (
     parse,
     read_body,
     render,
+    to_json_value,
+    wants_json,
 )
 from escnc.ns import ESC, NC, qn
 
@@ -134,7 +137,12 @@ class EscRest:
         """Run an accepted-then-reported request: store its transaction first (so no
         event of it can be missed), run it, answer with the transaction id."""
         txn.callback, txn.events = self._callback_urls(request)
-        if resource is not None:
+        if wants_json(request):
+            txn.content_type = "application/json"
+            if resource is not None:
+                txn.resource = json.dumps({etree.QName(resource).localname:
+                                           to_json_value(resource)})
+        elif resource is not None:
             txn.resource = etree.tostring(resource, encoding="unicode")
         tracker = self.ctx.callbacks
         tracked = tracker is not None and bool(txn.callback or txn.events)

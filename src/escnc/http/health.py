@@ -61,6 +61,11 @@ class _State(Collector):
                                    "event published (events published since the log began)")
         events.add_metric([], services.events.head if services.events else 0)
         yield events
+        delivered = GaugeMetricFamily("escnc_events_delivered", "events delivered by the live "
+                                      "consumers (subscriptions, SSE streams, callbacks)")
+        delivered.add_metric([], sum(getattr(c, "delivered", 0) for c in
+                                     (services.events.consumers() if services.events else [])))
+        yield delivered
         lag = GaugeMetricFamily("escnc_subscriber_lag", "events the slowest consumer is behind")
         consumers = services.events.consumers() if services.events else []
         head = services.events.head if services.events else 0

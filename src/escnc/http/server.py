@@ -106,8 +106,11 @@ class HttpServer:
             CallbackStore(st.state_dir / "callbacks.sqlite3"), services.events,
             self._post, check_url, max_attempts=st.callback_max_attempts,
             retry_base=st.callback_retry_base, retry_max=st.callback_retry_max,
+            transaction_timeout=st.callback_transaction_timeout,
         )
-        self.ctx = HttpContext(services, BasicAuth(services.users, st), tracker)
+        self.ctx = HttpContext(
+            services, BasicAuth(services.users, st, services.auth_penalty), tracker
+        )
         self.ctx.metrics = install_metrics(self.ctx)
         self.app = build_app(self.ctx, extra_routes)
         self._servers: list[tuple[uvicorn.Server, threading.Thread]] = []
@@ -131,9 +134,15 @@ class HttpServer:
 
     def _listen(self, scheme: str, where: str, cert: Path | None, key: Path | None) -> None:
         host, port = parse_listen(where)
+        if cert is None and host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("plain HTTP on %s: passwords (HTTP Basic) cross the network in "
+                        "clear; use https_listen", host)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # inherited by accepted sockets: without it a response written in two parts
+        # waits for the client's delayed ACK (~40 ms per request on loopback)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         sock.listen(128)
         sock.setblocking(False)
@@ -141,7 +150,7 @@ class HttpServer:
         config = uvicorn.Config(
             self.app, log_level="warning", lifespan="off", access_log=False,
             ssl_certfile=str(cert) if cert else None, ssl_keyfile=str(key) if key else None,
-            timeout_keep_alive=30, limit_concurrency=256,
+            timeout_keep_alive=30, limit_concurrency=256, timeout_graceful_shutdown=3,
         )
         server = uvicorn.Server(config)
 

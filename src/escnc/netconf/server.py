@@ -132,7 +132,10 @@ class NetconfServer:
         # connections not yet holding a session slot, in total and per source address
         self._gate = StartupGate(st.max_startups_begin, st.max_startups_rate,
                                  st.max_startups, st.max_startups_per_source)
-        self.penalty = AuthPenalty(st.auth_failure_delay, st.auth_failure_delay_max)
+        # shared with HTTP Basic when the services hold one: guessing over both
+        # northbounds from one address counts once
+        self.penalty: AuthPenalty = getattr(services, "auth_penalty", None) or AuthPenalty(
+            st.auth_failure_delay, st.auth_failure_delay_max)
         self._refusals = _RefusalLog()
         self._users_watch: threading.Thread | None = None
 
