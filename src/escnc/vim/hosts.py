@@ -9,6 +9,13 @@ Why one connection per host: a second ``open`` of ``test:///path`` is a fresh,
 empty hypervisor, and for real hosts each connection costs a daemon session.
 libvirt connections are thread safe, so every engine thread shares it.
 
+Connections are opened in the background (one thread per attempt), so neither the
+server's start nor a commit adding a ``vim_connector`` waits for a host: a host that
+accepts TCP and never answers shows as disconnected ("no answer within N s") while
+everything else goes on. At start the registry waits at most ``vim_start_wait`` for
+its hosts; a caller of :meth:`Host.connection` waits at most ``vim_connect_timeout``
+for a connection under way. Every successful connect runs the reconnect listeners.
+
 Lifecycle events (started, stopped, crashed) reach listeners registered with
 :meth:`add_domain_listener` through the default event loop, which must be
 registered before the first connection is opened. A lost connection is reopened
@@ -26,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -67,6 +75,11 @@ def start_event_loop() -> None:
         _loop_started = True
 
 
+def _set(event: threading.Event) -> threading.Event:
+    event.set()
+    return event
+
+
 @dataclass
 class Host:
     name: str
@@ -75,6 +88,10 @@ class Host:
     error: str = ""
     trusted: bool = True  # from the operator's settings; False: from the configuration
     refused: bool = False  # the URI policy refused it: never opened
+    connect_timeout: float = 10.0
+    connect_started: float = 0.0  # monotonic time of the last connection attempt
+    # set while no connection attempt is under way (vim-connect threads clear it)
+    idle: threading.Event = field(default_factory=lambda: _set(threading.Event()))
     # serialises storage/network setup on this host; domain calls need no lock
     lock: threading.RLock = field(default_factory=threading.RLock)
     _callback_ids: list[int] = field(default_factory=list)
@@ -94,6 +111,18 @@ class Host:
             return False
 
     @property
+    def status_message(self) -> str:
+        """Why the host is not connected ("" when it is): for opdata."""
+        if self.connected:
+            return ""
+        if not self.idle.is_set():
+            waited = time.monotonic() - self.connect_started
+            if waited > self.connect_timeout:
+                return f"no answer within {self.connect_timeout:g} s (still trying)"
+            return "connecting"
+        return self.error or "not connected"
+
+    @property
     def is_local(self) -> bool:
         """Files under our state_dir are visible to the hypervisor (no remote transport)."""
         scheme = self.uri.split(":", 1)[0]
@@ -102,6 +131,8 @@ class Host:
         )
 
     def connection(self) -> libvirt.virConnect:
+        if self.conn is None and not self.idle.is_set():
+            self.idle.wait(self.connect_timeout)  # a connect under way: its outcome
         if self.conn is None:
             raise libvirt.libvirtError(
                 f"host {self.name} ({self.uri}) is not connected: {self.error}"
@@ -114,6 +145,8 @@ class Host:
         return "test" if self.is_test else "qemu"
 
     def hostname(self) -> str:
+        if self.conn is None:  # never wait for a connect here (events, opdata)
+            return self.name
         try:
             return str(self.connection().getHostname())
         except libvirt.libvirtError:
@@ -139,6 +172,11 @@ class HostRegistry:
         start_event_loop()
         for name, uri in settings.vims.items():
             self.add_host(name, uri, trusted=True)
+        # local hosts answer in milliseconds: connected before the engine starts; a
+        # remote one that hangs does not hold the server's start any longer than this
+        deadline = time.monotonic() + settings.vim_start_wait
+        for host in self.hosts():
+            host.idle.wait(max(0.0, deadline - time.monotonic()))
         self._watchdog = threading.Thread(
             target=self._watch, args=(reconnect_interval,), name="vim-watchdog", daemon=True
         )
@@ -169,11 +207,16 @@ class HostRegistry:
                 return existing
             if existing is not None:
                 self._disconnect(existing)
-            host = Host(name=name, uri=uri, trusted=trusted)
+            host = Host(
+                name=name,
+                uri=uri,
+                trusted=trusted,
+                connect_timeout=self._settings.vim_connect_timeout,
+            )
             self._hosts[name] = host
             if default or not self._default:
                 self._default = name
-        self._connect(host)
+        self._start_connect(host)
         return host
 
     def remove_host(self, name: str) -> None:
@@ -223,6 +266,41 @@ class HostRegistry:
         self._reconnect_listeners.append(listener)
 
     # -- connections -----------------------------------------------------------------
+
+    def _start_connect(self, host: Host) -> None:
+        """Open ``host`` on a thread of its own; a connect that takes longer than the
+        timeout leaves the host disconnected, saying so, and may still complete."""
+        with self._lock:
+            if not host.idle.is_set():
+                return  # one attempt at a time
+            host.idle.clear()
+            host.connect_started = time.monotonic()
+        threading.Thread(
+            target=self._connect_in_background,
+            args=(host,),
+            name=f"vim-connect-{host.name}",
+            daemon=True,
+        ).start()
+
+    def _connect_in_background(self, host: Host) -> None:
+        try:
+            connected = self._connect(host)
+        except Exception:  # a thread of ours must not die silently
+            log.exception("connecting to host %s failed", host.name)
+            connected = False
+        finally:
+            host.idle.set()
+        with self._lock:
+            current = self._hosts.get(host.name) is host
+        if not current:  # removed or replaced meanwhile
+            self._disconnect(host)
+            return
+        if connected:
+            for listener in list(self._reconnect_listeners):
+                try:
+                    listener(host.name)
+                except Exception:
+                    log.exception("reconnect listener failed")
 
     def _connect(self, host: Host) -> bool:
         if not host.trusted:
@@ -286,17 +364,12 @@ class HostRegistry:
     def _watch(self, interval: float) -> None:
         while not self._closed.wait(interval):
             for host in self.hosts():
-                if host.connected or host.refused:
-                    continue
+                if host.connected or host.refused or not host.idle.is_set():
+                    continue  # fine, never to be opened, or an attempt under way
                 if host.conn is not None:
                     log.warning("lost connection to host %s (%s)", host.name, host.uri)
                     self._disconnect(host)
-                if self._connect(host):
-                    for listener in list(self._reconnect_listeners):
-                        try:
-                            listener(host.name)
-                        except Exception:
-                            log.exception("reconnect listener failed")
+                self._start_connect(host)
 
     def close(self) -> None:
         self._closed.set()
