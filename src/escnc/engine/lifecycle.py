@@ -28,12 +28,12 @@ from escnc.engine.placement import PlacementError, new_vm
 from escnc.engine.store import DeploymentRecord, VmRecord
 
 if TYPE_CHECKING:
-    from escnc.engine.engine import Engine
+    from escnc.engine.context import JobView
 
 log = logging.getLogger(__name__)
 
 
-def _ensure_records(engine: Engine, spec: DeploymentSpec) -> list[VmRecord]:
+def _ensure_records(engine: JobView, spec: DeploymentSpec) -> list[VmRecord]:
     """VM rows for min_active VMs per group, written before any domain exists."""
     existing = engine.store.vms(spec.tenant, spec.name)
     for group in spec.groups.values():
@@ -52,7 +52,7 @@ def _ensure_records(engine: Engine, spec: DeploymentSpec) -> list[VmRecord]:
 
 
 def _create_vms(
-    engine: Engine,
+    engine: JobView,
     job: Job,
     dep: DeploymentRecord,
     spec: DeploymentSpec,
@@ -113,7 +113,7 @@ _SETTLED = frozenset({st.VM_ERROR, st.VM_MONITOR_DISABLED, st.VM_UNDEPLOYING}) |
 _UNFINISHED = frozenset({st.VM_DEPLOYING, st.VM_INERT})
 
 
-def deploy(engine: Engine, job: Job, spec: DeploymentSpec) -> None:
+def deploy(engine: JobView, job: Job, spec: DeploymentSpec) -> None:
     dep = engine.store.deployment(spec.tenant, spec.name)
     if dep is None:
         dep = DeploymentRecord(
@@ -158,7 +158,7 @@ def deploy(engine: Engine, job: Job, spec: DeploymentSpec) -> None:
 
 
 def _finish(
-    engine: Engine,
+    engine: JobView,
     dep: DeploymentRecord,
     event: str,
     errors: list[str],
@@ -175,7 +175,7 @@ def _finish(
     engine.publish(event, dep, message=message, failure=bool(errors))
 
 
-def undeploy(engine: Engine, job: Job, tenant: str, name: str) -> None:
+def undeploy(engine: JobView, job: Job, tenant: str, name: str) -> None:
     dep = engine.store.update_deployment(tenant, name, state=st.SERVICE_UNDEPLOYING)
     if dep is None:
         return
@@ -195,7 +195,7 @@ def undeploy(engine: Engine, job: Job, tenant: str, name: str) -> None:
     engine.publish("SERVICE_UNDEPLOYED", dep, message=message, failure=bool(errors))
 
 
-def update(engine: Engine, job: Job, old: DeploymentSpec | None, spec: DeploymentSpec) -> None:
+def update(engine: JobView, job: Job, old: DeploymentSpec | None, spec: DeploymentSpec) -> None:
     dep = engine.store.deployment(spec.tenant, spec.name)
     if dep is None:
         deploy(engine, job, spec)
@@ -287,7 +287,7 @@ def update(engine: Engine, job: Job, old: DeploymentSpec | None, spec: Deploymen
             )
 
 
-def _scale_in(engine: Engine, dep: DeploymentRecord, spec: DeploymentSpec) -> list[str]:
+def _scale_in(engine: JobView, dep: DeploymentRecord, spec: DeploymentSpec) -> list[str]:
     """Remove VMs above min_active, highest index first; their addresses are freed
     (placement picks static IPs not held by a sibling record)."""
     errors: list[str] = []
@@ -318,7 +318,7 @@ def _scale_in(engine: Engine, dep: DeploymentRecord, spec: DeploymentSpec) -> li
 
 
 def _update_vm(
-    engine: Engine,
+    engine: JobView,
     dep: DeploymentRecord,
     vm: VmRecord,
     group: GroupSpec,

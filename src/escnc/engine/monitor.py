@@ -45,7 +45,7 @@ from escnc.engine.model import DEFAULT_POLL_SECONDS
 from escnc.engine.store import VmRecord
 
 if TYPE_CHECKING:
-    from escnc.engine.engine import Engine
+    from escnc.engine.context import MonitorView
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def monitored(vm: VmRecord | None) -> bool:
 
 
 class Monitor:
-    def __init__(self, engine: Engine, workers: int = 8) -> None:
+    def __init__(self, engine: MonitorView, workers: int = 8) -> None:
         self._engine = engine
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, str]] = []

@@ -13,7 +13,7 @@ from escnc.ns import ESC
 from escnc.vim.driver import VimError
 
 if TYPE_CHECKING:
-    from escnc.engine.engine import Engine
+    from escnc.engine.context import OpdataView
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -31,7 +31,7 @@ def _leaf(parent: etree._Element, name: str, value: object) -> None:
     etree.SubElement(parent, _q(name)).text = str(value)
 
 
-def build_opdata(engine: Engine) -> etree._Element:
+def build_opdata(engine: OpdataView) -> etree._Element:
     root = etree.Element(_q("esc_datamodel"), nsmap={None: ESC})  # type: ignore[dict-item]
     op = etree.SubElement(root, _q("opdata"))
     status = etree.SubElement(op, _q("system_status"))
@@ -94,7 +94,7 @@ def build_opdata(engine: Engine) -> etree._Element:
     return root
 
 
-def _vm_instance(engine: Engine, parent: etree._Element, vm) -> None:  # type: ignore[no-untyped-def]
+def _vm_instance(engine: OpdataView, parent: etree._Element, vm) -> None:  # type: ignore[no-untyped-def]
     v = etree.SubElement(parent, _q("vm_instance"))
     _leaf(v, "name", vm.generated_name)
     _leaf(v, "vm_id", vm.vm_id)

@@ -23,7 +23,7 @@ from escnc.errors import RpcError, RpcErrors, invalid_value
 from escnc.ns import ESC
 
 if TYPE_CHECKING:
-    from escnc.engine.engine import Engine
+    from escnc.engine.context import ValidationView
 
 NSMAP = {"esc": ESC}
 
@@ -36,7 +36,7 @@ def group_path(tenant: str, dep: str, group: str, leaf: str = "") -> str:
     return f"{path}/esc:{leaf}" if leaf else path
 
 
-def validate_config(engine: Engine, tree: etree._Element) -> None:
+def validate_config(engine: ValidationView, tree: etree._Element) -> None:
     desired = parse_desired(tree)
     errors: list[RpcError] = []
 
@@ -117,7 +117,9 @@ def validate_config(engine: Engine, tree: etree._Element) -> None:
         raise RpcErrors(errors)
 
 
-def _persistent_images(engine: Engine, desired: Desired, err: Callable[[str, str], None]) -> None:
+def _persistent_images(
+    engine: ValidationView, desired: Desired, err: Callable[[str, str], None]
+) -> None:
     """A persistent image is used by one and only one VM (OpenNebula semantics:
     non-persistent images are cloned per VM, a persistent one is the VM's disk).
 
