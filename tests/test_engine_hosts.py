@@ -14,12 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ncclient.operations import RPCError
 
 import conftest
 from conftest import add_user, connect, make_settings
-from engine_support import E, nc_edit, nc_opdata
+from engine_support import E, config, deployment, nc_edit, nc_opdata
 from escnc.app import Server
 from escnc.ns import ESC
+from netconf_helpers import wait_for
 
 
 class SilentListener:
@@ -135,3 +137,59 @@ def test_a_hanging_vim_connector_commit_returns_at_once(
             seen = hosts(other)
         assert seen["hang"]["connected"] == "false"
         assert seen["hang"]["status_message"].startswith(("connecting", "no answer"))
+
+
+# -- host identity: one libvirtd is one VIM ---------------------------------------------
+
+
+def connector(name: str, uri: str) -> str:
+    return f"""<esc_datamodel xmlns="{ESC}"><vim_connectors><vim_connector>
+        <name>{name}</name><uri>{uri}</uri></vim_connector></vim_connectors></esc_datamodel>"""
+
+
+def test_a_vim_connector_with_the_uri_of_another_vim_is_refused(server: Server) -> None:
+    uri = server.settings.vims["default"]
+    with connect(server) as m:
+        with pytest.raises(RPCError) as info:
+            nc_edit(m, connector("again", uri))
+        assert info.value.tag == "invalid-value"
+        assert "already registered as VIM default" in str(info.value)
+        assert "again" not in m.get_config(source="running").data_xml
+        nc_edit(m, connector("second", "test:///default"))
+        with pytest.raises(RPCError, match="already registered as VIM second"):
+            nc_edit(m, connector("third", "test:///default"))
+
+
+def _session_libvirtd() -> bool:
+    import libvirt
+
+    try:
+        conn = libvirt.open("qemu:///session")
+    except libvirt.libvirtError:
+        return False
+    try:
+        return "<uuid>" in conn.getCapabilities()  # a host UUID to tell one daemon by
+    finally:
+        conn.close()
+
+
+@pytest.mark.skipif(not _session_libvirtd(), reason="no qemu:///session libvirtd here")
+def test_the_same_libvirtd_under_another_uri_is_not_used(server_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """qemu+unix:///session (the operator's) and qemu:///session (a client's) are
+    one daemon, one host UUID: the second is refused, and placing VMs on it too."""
+    srv = server_factory(
+        vims={"default": "qemu+unix:///session"}, reconcile_interval=1.0
+    )
+    with connect(srv) as m:
+        nc_edit(m, connector("twin", "qemu:///session"))  # not opened on this thread
+        assert srv.services is not None
+        registry = srv.services.vims
+        assert wait_for(lambda: registry.get("twin").idle.is_set(), 30)
+        seen = hosts(m)
+        assert seen["default"]["connected"] == "true"
+        assert seen["twin"]["connected"] == "false"
+        assert "same libvirtd as host default" in seen["twin"]["status_message"]
+        placed = deployment(extra_group="<locator><vim_id>twin</vim_id></locator>")
+        with pytest.raises(RPCError, match="same libvirtd as VIM default"):
+            nc_edit(m, config(tmp_path, placed))
+        assert "<deployment>" not in m.get_config(source="running").data_xml

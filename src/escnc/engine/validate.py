@@ -44,6 +44,8 @@ def validate_config(engine: ValidationView, tree: etree._Element) -> None:
         errors.append(invalid_value(message, path=path, path_nsmap=NSMAP))
 
     known_hosts = set(engine.vims.names()) | set(desired.vims)
+    # VIMs found to be another VIM's libvirtd when they connected (vim/hosts.py)
+    twins = {h.name: h.twin for h in engine.vims.hosts() if h.twin}
     for (tenant, dname), spec in sorted(desired.deployments.items()):
         dep = engine.store.deployment(tenant, dname)
         vms = engine.store.vms(tenant, dname)
@@ -75,6 +77,12 @@ def validate_config(engine: ValidationView, tree: etree._Element) -> None:
                 if host and host not in known_hosts:
                     err(
                         f"{what} {host!r} of vm_group {g.name} is not a configured VIM",
+                        group_path(tenant, dname, g.name),
+                    )
+                elif host and twins.get(host):
+                    err(
+                        f"{what} {host!r} of vm_group {g.name} is not usable: "
+                        f"it is the same libvirtd as VIM {twins[host]} (use that one)",
                         group_path(tenant, dname, g.name),
                     )
             if g.max_active < g.min_active:

@@ -300,11 +300,7 @@ class LibvirtDriver:
         except libvirt.libvirtError as exc:
             log.debug("host stats of %s: %s", host.name, exc)
             stats = None
-        try:
-            uuid = str(conn.getCapabilities()).split("<uuid>", 1)[1].split("</uuid>", 1)[0]
-        except (libvirt.libvirtError, IndexError):
-            uuid = ""
-        return HostFacts(host.name, True, networks, stats, uuid.strip())
+        return HostFacts(host.name, True, networks, stats, host.uuid)
 
     def add_lifecycle_listener(self, listener: Callable[[str, str, str], None]) -> None:
         """``listener(host, domain name, event word)`` for every lifecycle event."""

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import libvirt
+from lxml import etree
 
 from escnc.settings import Settings
 from escnc.vim.uri_policy import UriRefused, check_vim_uri
@@ -87,7 +88,9 @@ class Host:
     conn: libvirt.virConnect | None = None
     error: str = ""
     trusted: bool = True  # from the operator's settings; False: from the configuration
-    refused: bool = False  # the URI policy refused it: never opened
+    refused: bool = False  # the URI policy or host identity refused it: never (re)opened
+    uuid: str = ""  # libvirt's host UUID ("" when the driver has none: test driver)
+    twin: str = ""  # refused: the host of that name is the same libvirtd
     connect_timeout: float = 10.0
     connect_started: float = 0.0  # monotonic time of the last connection attempt
     # set while no connection attempt is under way (vim-connect threads clear it)
@@ -155,6 +158,15 @@ class Host:
     def hostid(self) -> str:
         """Stable opaque id, shaped like ESC's (sha224 hex of host name and URI)."""
         return hashlib.sha224(f"{self.name}|{self.uri}".encode()).hexdigest()
+
+
+def host_uuid(conn: libvirt.virConnect) -> str:
+    """The host UUID from libvirt's capabilities ("" when there is none)."""
+    try:
+        caps = etree.fromstring(conn.getCapabilities().encode())
+    except (libvirt.libvirtError, etree.XMLSyntaxError):
+        return ""
+    return (caps.findtext("host/uuid") or "").strip()
 
 
 class HostRegistry:
@@ -318,8 +330,34 @@ class HostRegistry:
             host.error = (str(exc).splitlines() or [""])[0][:300]
             log.warning("cannot connect to host %s (%s): %s", host.name, host.uri, host.error)
             return False
-        host.conn = conn
-        host.error = ""
+        uuid = host_uuid(conn)
+        with self._lock:
+            twin = next(
+                (
+                    h
+                    for h in self._hosts.values()
+                    if uuid and h is not host and h.uuid == uuid and h.conn is not None
+                ),
+                None,
+            )
+            if twin is None:
+                host.uuid = uuid
+                host.conn = conn
+                host.error = ""
+        if twin is not None:
+            # one libvirtd under two names: each would see the other's domains as
+            # orphans of its own and reconcile would destroy and recreate them forever
+            host.refused = True
+            host.twin = twin.name
+            host.error = (
+                f"same libvirtd as host {twin.name} ({twin.uri}, host UUID {uuid}): not used"
+            )
+            log.warning("host %s (%s): %s", host.name, host.uri, host.error)
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass
+            return False
         try:
             cb = conn.domainEventRegisterAny(
                 None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, host.name
