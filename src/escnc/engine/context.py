@@ -98,5 +98,6 @@ class JobView(ReconcileView, Protocol):
         vms: list[VmRecord],
         event: str | None = "VM_ALIVE",
         always: bool = False,
+        late: Callable[[VmRecord, str], bool] | None = None,
     ) -> list[str]: ...
     def manual_recovery_needed(self, dep: DeploymentRecord, name: str, reason: str) -> None: ...

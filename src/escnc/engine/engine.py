@@ -1,11 +1,11 @@
 """The lifecycle engine: makes libvirt match the committed configuration.
 
-Flow: a commit (``CommitEvent``) is parsed into a :class:`~escnc.engine.model.Desired`
-state, diffed against the previous one, and turned into jobs -- deploy, update,
-undeploy, image registration -- on per-deployment queues (``engine/jobs.py``: in
-order per deployment, in parallel across deployments). Jobs drive libvirt through
-``engine/vmops.py``, record every step in ``engine.sqlite3`` (``engine/store.py``)
-and publish escEvents. ``engine/reconcile.py`` brings hosts and records back in
+Flow: a commit (``CommitEvent``) is parsed into a Desired state (engine/model.py),
+diffed against the previous one and turned into jobs (deploy, update, undeploy,
+image registration) on per-deployment queues (``engine/jobs.py``). Jobs drive the
+VIM driver (vim/driver.py) through ``engine/vmops.py``, record every step in
+``engine.sqlite3`` and publish escEvents; modules see the engine through the small
+views of ``engine/context.py``. ``engine/reconcile.py`` brings hosts and records back in
 line at start, after a host reconnects and every ``settings.reconcile_interval``.
 ``engine/monitor.py`` keeps polling every live, monitored VM after VM_ALIVE (one
 scheduler thread; ICMP through one raw socket, ``engine/icmp.py``) and, with
@@ -16,18 +16,15 @@ VM_MANUAL_RECOVERY_NEEDED and a wait for recoveryVmAction DO.
 Extension API for day-2 modules (resize, migration, snapshots, volumes)::
 
     engine = services.engine
-    engine.submit(tenant, deployment, "name", fn)     # fn(job) runs on that deployment's
-                                                     # queue; job.cancel is set by undeploy
+    engine.submit(tenant, deployment, "name", fn)     # fn(job) on its queue; undeploy cancels
     engine.submit_for_vm(generated_name, "name", fn)  # same, found by VM name
     engine.find_vm(generated_name) -> VmRecord | None
-    engine.deployment_of(vm) -> DeploymentRecord | None
-    engine.group_of(vm) -> GroupSpec | None            # desired vm_group settings
+    engine.deployment_of(vm) / engine.group_of(vm)    # record; desired vm_group settings
     engine.set_vm_state(generated_name, state, **fields) -> VmRecord   # durable
     engine.publish(type, dep, vm=None, message=..., failure=False, target=None)
     engine.wait_alive(job, dep, [vm], event="VM_ALIVE", always=True) -> [errors]
     engine.ops.host(vm) / engine.ops.domain(vm)       # Host and vim.driver.Domain
-    engine.driver                                     # the VIM driver (vim/driver.py)
-    engine.hooks.resize = fn(engine, job, vm, old_flavor, new_flavor)  # engine/hooks.py
+    engine.driver; engine.hooks (engine/hooks.py)     # the VIM driver, day-2 hooks
 """
 
 from __future__ import annotations
@@ -308,12 +305,14 @@ class Engine:
         vms: list[VmRecord],
         event: str | None = "VM_ALIVE",
         always: bool = False,
+        late: Callable[[VmRecord, str], bool] | None = None,
     ) -> list[str]:
         """Wait until each VM is alive or its bootup_time passes; returns error messages.
 
         Alive VMs go to VM_ALIVE_STATE with monitoring on (and ``event`` is published,
         once per VM unless ``always``); late ones go to VM_ERROR_STATE (and ``event``
-        is published as FAILURE saying why). An undeploy interrupts the wait.
+        is published as FAILURE saying why) unless ``late(vm, why)`` brought them
+        back (AUTO recovery). An undeploy interrupts the wait.
         """
         if not vms:
             return []
@@ -357,8 +356,10 @@ class Engine:
                 f"VM {vm.generated_name} was not alive within bootup_time {bootup:.0f} s "
                 f"(collector {vm.collector})"
             )
-            errors.append(msg)
             vm = self.set_vm_state(vm.generated_name, st.VM_ERROR, status_message=msg)
+            if late is not None and not job.cancel.is_set() and late(vm, msg):
+                continue
+            errors.append(msg)
             if event is not None:
                 self.publish(event, dep, vm, message=msg, failure=True)
         if cancelled:
@@ -391,8 +392,7 @@ class Engine:
             )
 
     def service_action(self, dep: DeploymentRecord, action: str) -> Job:
-        terminal = {"STOP": "SERVICE_STOPPED", "START": "SERVICE_STARTED"}
-        terminal["REBOOT"] = "SERVICE_REBOOTED"
+        terminal = dict(STOP="SERVICE_STOPPED", START="SERVICE_STARTED", REBOOT="SERVICE_REBOOTED")
         with self._admit:
             actions.check_service_action(self, dep, action)
             return self.jobs.submit(

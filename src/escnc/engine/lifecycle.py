@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from escnc.engine import actions
 from escnc.engine import states as st
 from escnc.engine.jobs import Job, waiting
 from escnc.engine.model import DeploymentSpec, GroupSpec
@@ -135,7 +136,7 @@ def deploy(engine: JobView, job: Job, spec: DeploymentSpec) -> None:
     if job.cancel.is_set():
         _finish(engine, dep, "SERVICE_ALIVE", ["deployment interrupted by undeploy"], None)
         return
-    errors += engine.wait_alive(job, dep, watch, event="VM_ALIVE")
+    errors += engine.wait_alive(job, dep, watch, event="VM_ALIVE", late=_recover(engine, job))
     if job.cancel.is_set():
         _finish(engine, dep, "SERVICE_ALIVE", ["deployment interrupted by undeploy"], None)
         return
@@ -155,6 +156,30 @@ def deploy(engine: JobView, job: Job, spec: DeploymentSpec) -> None:
         final,
         ok="Service group deployment completed successfully",
     )
+
+
+def _recover(engine: JobView, job: Job) -> Callable[[VmRecord, str], bool]:
+    """For a VM not alive within its bootup_time: its recovery_policy. AUTO recovers
+    it now, in this job (VM_RECOVERY_INIT ... VM_RECOVERY_COMPLETE), and a recovered
+    VM then gets its VM_ALIVE; MANUAL (or a failed recovery) leaves it to VM_ALIVE
+    FAILURE. True when the VM is alive again."""
+
+    def late(vm: VmRecord, why: str) -> bool:
+        spec = engine.desired.deployments.get(vm.dep_key)
+        group = spec.groups.get(vm.group) if spec else None
+        if group is None or group.recovery_type.upper() != "AUTO":
+            return False
+        actions.run_recovery(engine, job, vm.generated_name, why)
+        now = engine.store.vm(vm.generated_name)
+        if now is None or now.state != st.VM_ALIVE:
+            return False
+        now = engine.set_vm_state(now.generated_name, st.VM_ALIVE, alive_reported=True)
+        dep = engine.store.deployment(vm.tenant, vm.deployment)
+        if dep is not None:
+            engine.publish("VM_ALIVE", dep, now, message="VM is alive (after recovery)")
+        return True
+
+    return late
 
 
 def _finish(
@@ -249,7 +274,7 @@ def update(engine: JobView, job: Job, old: DeploymentSpec | None, spec: Deployme
         lambda v: "VM_SCALE_OUT_DEPLOYED" if v.generated_name in out_names else "VM_DEPLOYED",
     )
     errors += errs
-    errors += engine.wait_alive(job, dep, watch, event="VM_ALIVE")
+    errors += engine.wait_alive(job, dep, watch, event="VM_ALIVE", late=_recover(engine, job))
     for vm in scale_out:
         current = engine.store.vm(vm.generated_name) or vm
         ok = current.state == st.VM_ALIVE
