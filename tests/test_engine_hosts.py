@@ -193,3 +193,4 @@ def test_the_same_libvirtd_under_another_uri_is_not_used(server_factory, tmp_pat
         with pytest.raises(RPCError, match="same libvirtd as VIM default"):
             nc_edit(m, config(tmp_path, placed))
         assert "<deployment>" not in m.get_config(source="running").data_xml
+

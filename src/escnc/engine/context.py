@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from escnc.engine.imagereg import ImageRegistry
     from escnc.engine.jobs import Job, JobQueue
     from escnc.engine.model import Desired, GroupSpec
+    from escnc.engine.notify import Notifier
     from escnc.engine.store import DeploymentRecord, EngineStore, VmRecord
     from escnc.engine.vmops import VmOps
     from escnc.settings import Settings
@@ -101,3 +102,14 @@ class JobView(ReconcileView, Protocol):
         late: Callable[[VmRecord, str], bool] | None = None,
     ) -> list[str]: ...
     def manual_recovery_needed(self, dep: DeploymentRecord, name: str, reason: str) -> None: ...
+
+
+class ImageJobView(Protocol):
+    """engine/imagejobs.py: image registration and removal on every host."""
+
+    images: ImageRegistry
+    vims: HostRegistry
+    ops: VmOps
+    driver: VimDriver
+    notifier: Notifier
+    desired: Desired

@@ -89,6 +89,25 @@ class Domain:
     def stats(self) -> DomainStats:
         return domain_stats(self._dom)
 
+    def address(self, mac: str) -> str:
+        """The IPv4 address the guest really has on the NIC with ``mac``: libvirt's
+        DHCP lease for it, else the host's ARP table ("" when neither knows one)."""
+        for source in (
+            libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+            libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP,
+        ):
+            try:
+                found = self._dom.interfaceAddresses(source)
+            except libvirt.libvirtError:
+                continue
+            for nic in (found or {}).values():
+                if str(nic.get("hwaddr", "")).lower() != mac.lower():
+                    continue
+                for addr in nic.get("addrs") or []:
+                    if addr.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4 and addr.get("addr"):
+                        return str(addr["addr"])
+        return ""
+
     def escnc_meta(self) -> VmMeta | None:
         """The escnc metadata of the domain (None: not created by an escnc)."""
         try:

@@ -303,8 +303,8 @@ class HostRegistry:
         finally:
             host.idle.set()
         with self._lock:
-            current = self._hosts.get(host.name) is host
-        if not current:  # removed or replaced meanwhile
+            current = self._hosts.get(host.name) is host and not self._closed.is_set()
+        if not current:  # removed or replaced meanwhile, or the registry closed
             self._disconnect(host)
             return
         if connected:
