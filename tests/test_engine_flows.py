@@ -7,7 +7,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from engine_support import Harness, config, deployment
+from engine_support import Harness, config, deployment, monitored_deployment
 from escnc.engine import states as st
 from escnc.errors import RpcError, RpcErrors
 from escnc.vim.domain_xml import META_NS
@@ -168,9 +168,10 @@ def test_service_actions(h: Harness, tmp_path: Path) -> None:
 def test_bootup_timeout_failure(
     h: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the guest never comes up: the domain-state collector never sees it running
+    # the guest never comes up: the domain-state collector never sees it running; with
+    # MANUAL recovery nothing is tried (AUTO: test_engine_outcomes.py recovers it)
     monkeypatch.setattr(h.engine.ops, "is_running", lambda vm: False)
-    h.ds.commit(config(tmp_path, deployment(bootup_time=1)))
+    h.ds.commit(config(tmp_path, monitored_deployment(recovery_type="MANUAL", bootup_time=1)))
     items = h.events.wait_for("SERVICE_ALIVE")
     assert [i[0] for i in items] == ["VM_DEPLOYED", "VM_ALIVE", "SERVICE_ALIVE"]
     assert items[1][1] == "FAILURE" and "bootup_time 1 s" in items[1][3]

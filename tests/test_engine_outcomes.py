@@ -153,11 +153,63 @@ def test_bootup_timeout_is_reported_once(
     h: Harness, clock: ManualClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(h.engine.ops, "is_running", lambda vm: False)
-    h.ds.commit(config(tmp_path, deployment(bootup_time=1)))
+    h.ds.commit(config(tmp_path, monitored_deployment(recovery_type="MANUAL", bootup_time=1)))
     h.events.wait_for("SERVICE_ALIVE")
     ticks(h, clock)
     assert failures(h, "VM_ALIVE") == 1 and failures(h, "SERVICE_ALIVE") == 1
     assert len(h.events.items) == 3
+
+
+def test_bootup_timeout_under_auto_recovery_recovers(
+    h: Harness, clock: ManualClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Late at boot under an AUTO policy: recovery (reboot) instead of a plain FAILURE,
+    then the VM's VM_ALIVE and the service's SERVICE_ALIVE, once each."""
+    real_running, real_reboot = h.engine.ops.is_running, h.engine.ops.reboot
+    rebooted = threading.Event()
+
+    def reboot(vm: VmRecord, force: bool = False) -> None:
+        real_reboot(vm, force=force)
+        rebooted.set()
+
+    monkeypatch.setattr(h.engine.ops, "reboot", reboot)
+    monkeypatch.setattr(
+        h.engine.ops, "is_running", lambda vm: rebooted.is_set() and real_running(vm)
+    )
+    h.ds.commit(config(tmp_path, monitored_deployment(bootup_time=1)))
+    h.events.wait_for("SERVICE_ALIVE")
+    ticks(h, clock)
+    assert [(t, s) for t, s, *_ in h.events.items] == [
+        ("VM_DEPLOYED", "SUCCESS"),
+        ("VM_RECOVERY_INIT", "SUCCESS"),
+        ("VM_RECOVERY_REBOOT", "SUCCESS"),
+        ("VM_RECOVERY_COMPLETE", "SUCCESS"),
+        ("VM_ALIVE", "SUCCESS"),
+        ("SERVICE_ALIVE", "SUCCESS"),
+    ]
+    assert h.engine.store.deployment("t1", "dep1").state == st.SERVICE_ACTIVE  # type: ignore[union-attr]
+    vm = h.engine.store.vms()[0]
+    assert vm.state == st.VM_ALIVE and vm.monitoring
+
+
+def test_bootup_timeout_under_auto_recovery_that_fails_ends_once(
+    h: Harness, clock: ManualClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(h.engine.ops, "is_running", lambda vm: False)
+    h.ds.commit(config(tmp_path, monitored_deployment(bootup_time=1, max_retries=1)))
+    h.events.wait_for("SERVICE_ALIVE")
+    ticks(h, clock)
+    assert [(t, s) for t, s, *_ in h.events.items] == [
+        ("VM_DEPLOYED", "SUCCESS"),
+        ("VM_RECOVERY_INIT", "SUCCESS"),
+        ("VM_RECOVERY_REBOOT", "SUCCESS"),
+        ("VM_RECOVERY_UNDEPLOYED", "SUCCESS"),
+        ("VM_RECOVERY_DEPLOYED", "SUCCESS"),
+        ("VM_RECOVERY_COMPLETE", "FAILURE"),
+        ("VM_ALIVE", "FAILURE"),
+        ("SERVICE_ALIVE", "FAILURE"),
+    ]
+    assert h.engine.store.deployment("t1", "dep1").state == st.SERVICE_ERROR  # type: ignore[union-attr]
 
 
 def test_failed_scale_out_is_not_completed_by_reconcile(

@@ -35,7 +35,7 @@ from engine_support import (
     with_second_image,
 )
 from escnc.app import Server
-from escnc.engine import engine as engine_mod
+from escnc.engine import imagejobs
 from escnc.engine.imagereg import volume_name_pattern
 from escnc.ns import ESC
 from escnc.vim import images as vim_images
@@ -449,7 +449,7 @@ def test_removed_image_still_backing_a_vm_is_kept(
 ) -> None:
     """The vm_group moved to img2 (applies at the next redeployment): the running VM's
     disk still has img as backing file, so removing img keeps that volume."""
-    monkeypatch.setattr(engine_mod, "IMAGE_RELEASE_WAIT", 1.0)
+    monkeypatch.setattr(imagejobs, "IMAGE_RELEASE_WAIT", 1.0)
     first = with_second_image(
         config(tmp_path, deployment(), image_src=f"{web}/img.qcow2"), tmp_path
     )

@@ -5,9 +5,10 @@ handlers) -> datastore/, engine/ -> vim/, events/. Nothing imports upward (in
 particular nothing below the transports imports either of them, type hints included),
 and only vim/ (and, for now, the engine module listed in ``ENGINE_LIBVIRT`` -- a
 ratchet: no module may join it) imports libvirt: the engine talks to the VIM driver
-(vim/driver.py). No engine module imports ``engine/engine.py`` at run time; the
-type-only imports in ``ENGINE_TYPE_ONLY`` are what is left of the engine god object
-(issue 12), and the list may not grow either.
+(vim/driver.py). No engine module imports ``engine/engine.py``: modules are typed
+against the small views of engine/context.py; the type-only import in
+``ENGINE_TYPE_ONLY`` is what is left of the engine god object (issue 12), and the list
+may not grow either.
 """
 
 from __future__ import annotations
@@ -23,14 +24,7 @@ ENGINE_LIBVIRT = {
 }
 # engine modules that name the Engine class in type hints (to take a context instead)
 ENGINE_TYPE_ONLY = {
-    "engine/actions.py",
     "engine/capacity.py",
-    "engine/converge.py",
-    "engine/lifecycle.py",
-    "engine/monitor.py",
-    "engine/opdata.py",
-    "engine/reconcile.py",
-    "engine/validate.py",
 }
 
 

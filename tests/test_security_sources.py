@@ -213,7 +213,9 @@ def test_test_vims_only_in_test_mode(server_factory: Callable[..., Server]) -> N
     test_mode = server_factory()
     with connect(test_mode) as m:
         nc_edit(m, vim_xml("t", "test:///default"))
-    assert test_mode.services.vims.get("t").connected  # type: ignore[union-attr]
+    host = test_mode.services.vims.get("t")  # type: ignore[union-attr]
+    host.idle.wait(30)  # hosts connect in the background (vim/hosts.py)
+    assert host.connected
 
 
 def test_uri_policy_allows_the_ordinary_shapes() -> None:

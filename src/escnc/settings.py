@@ -69,6 +69,10 @@ class Settings:
     volume_poll_secs: float = 15.0
     volume_timeout_mins: float = 20.0
     capacity_poll_secs: float = 5.0  # how often capacity thresholds are checked
+    # hosts connect in the background: a job needing a host still connecting waits up
+    # to vim_connect_timeout; at start escnc waits at most vim_start_wait for them all
+    vim_connect_timeout: float = 10.0
+    vim_start_wait: float = 0.5
 
     # sources a client names: VIM URIs, image src, day-0 file (docs/security.md)
     allow_test_vims: bool = False  # vim_connector test:/// URIs (the test suite only)

@@ -20,7 +20,7 @@ from escnc.engine.jobs import Job
 from escnc.engine.store import DeploymentRecord, VmRecord
 
 if TYPE_CHECKING:
-    from escnc.engine.engine import Engine
+    from escnc.engine.context import JobView
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ VM_TERMINAL = {
 }
 
 
-def vm_refusal(engine: Engine, vm: VmRecord, action: str) -> str | None:
+def vm_refusal(engine: JobView, vm: VmRecord, action: str) -> str | None:
     """Why ``action`` is not allowed on ``vm`` now, or None."""
     dep = engine.store.deployment(vm.tenant, vm.deployment)
     if dep is None or dep.state == st.SERVICE_UNDEPLOYING:
@@ -63,7 +63,7 @@ def vm_refusal(engine: Engine, vm: VmRecord, action: str) -> str | None:
     return None
 
 
-def service_refusal(engine: Engine, dep: DeploymentRecord, action: str) -> str | None:
+def service_refusal(engine: JobView, dep: DeploymentRecord, action: str) -> str | None:
     if dep.state in (st.SERVICE_UNDEPLOYING, st.SERVICE_DEPLOYING):
         return f"deployment {dep.name} is in {dep.state}"
     if action == "STOP" and dep.state == st.SERVICE_STOPPED:
@@ -95,7 +95,7 @@ def _to_monitor(vms: list[VmRecord]) -> list[VmRecord]:
     return [v for v in vms if not v.monitoring and v.state != st.VM_STOPPED]
 
 
-def busy_reason(engine: Engine, key: tuple[str, str], vm_name: str | None) -> str | None:
+def busy_reason(engine: JobView, key: tuple[str, str], vm_name: str | None) -> str | None:
     """Why a request must wait for an operation that holds the deployment (service
     START/REBOOT/STOP) or, for a VM request, that VM (vmAction START/REBOOT)."""
     for job in engine.jobs.jobs(key):
@@ -106,7 +106,7 @@ def busy_reason(engine: Engine, key: tuple[str, str], vm_name: str | None) -> st
     return None
 
 
-def check_vm_action(engine: Engine, vm: VmRecord, action: str) -> None:
+def check_vm_action(engine: JobView, vm: VmRecord, action: str) -> None:
     """Raise :class:`Refused` unless vmAction ``action`` is allowed on ``vm`` now."""
     vm = engine.store.vm(vm.generated_name) or vm
     dep = engine.store.deployment(vm.tenant, vm.deployment)
@@ -120,7 +120,7 @@ def check_vm_action(engine: Engine, vm: VmRecord, action: str) -> None:
         raise Refused(f"vmAction {action} refused: {reason}")
 
 
-def check_service_action(engine: Engine, dep: DeploymentRecord, action: str) -> None:
+def check_service_action(engine: JobView, dep: DeploymentRecord, action: str) -> None:
     dep = engine.store.deployment(dep.tenant, dep.name) or dep
     if dep.state == st.SERVICE_STOPPED and action != "START":
         raise Refused(
@@ -132,7 +132,7 @@ def check_service_action(engine: Engine, dep: DeploymentRecord, action: str) -> 
         raise Refused(f"serviceAction {action} refused: {reason}")
 
 
-def check_recovery(engine: Engine, vm: VmRecord) -> None:
+def check_recovery(engine: JobView, vm: VmRecord) -> None:
     vm = engine.store.vm(vm.generated_name) or vm
     dep = engine.store.deployment(vm.tenant, vm.deployment)
     name = vm.generated_name
@@ -147,7 +147,7 @@ def check_recovery(engine: Engine, vm: VmRecord) -> None:
         raise Refused(f"recoveryVmAction refused: {reason}")
 
 
-def check_vm_operation(engine: Engine, vm: VmRecord, what: str) -> None:
+def check_vm_operation(engine: JobView, vm: VmRecord, what: str) -> None:
     """A day-2 request on ``vm`` (migrate, backup, snapshot restore, ...)."""
     dep = engine.store.deployment(vm.tenant, vm.deployment)
     if dep is None or dep.state == st.SERVICE_UNDEPLOYING:
@@ -162,7 +162,7 @@ def check_vm_operation(engine: Engine, vm: VmRecord, what: str) -> None:
         raise Refused(f"{what} refused: {reason}")
 
 
-def run_vm_action(engine: Engine, job: Job, name: str, action: str, force: bool) -> None:
+def run_vm_action(engine: JobView, job: Job, name: str, action: str, force: bool) -> None:
     vm = engine.store.vm(name)
     if vm is None:
         log.info("vmAction %s: VM %s is gone", action, name)
@@ -215,7 +215,7 @@ def run_vm_action(engine: Engine, job: Job, name: str, action: str, force: bool)
         )
 
 
-def run_service_action(engine: Engine, job: Job, tenant: str, name: str, action: str) -> None:
+def run_service_action(engine: JobView, job: Job, tenant: str, name: str, action: str) -> None:
     dep = engine.store.deployment(tenant, name)
     if dep is None:
         return
@@ -271,7 +271,7 @@ def run_service_action(engine: Engine, job: Job, tenant: str, name: str, action:
     engine.publish(terminal, dep, message=message, failure=bool(errors))
 
 
-def _run_service_monitor(engine: Engine, dep: DeploymentRecord, action: str) -> None:
+def _run_service_monitor(engine: JobView, dep: DeploymentRecord, action: str) -> None:
     """serviceAction ENABLE_MONITOR / DISABLE_MONITOR: the VM action on every VM it
     applies to, each reported with its VM_MONITOR_SET / VM_MONITOR_UNSET."""
     event = VM_TERMINAL[action]
@@ -293,7 +293,7 @@ def _run_service_monitor(engine: Engine, dep: DeploymentRecord, action: str) -> 
             engine.publish(event, dep, vm, message="VM monitoring disabled")
 
 
-def run_recovery(engine: Engine, job: Job, name: str, reason: str) -> None:
+def run_recovery(engine: JobView, job: Job, name: str, reason: str) -> None:
     """Recovery per the group's recovery_policy.
 
     VM_RECOVERY_INIT; after recovery_wait_time, REBOOT_ONLY / REBOOT_THEN_REDEPLOY
@@ -370,7 +370,7 @@ def run_recovery(engine: Engine, job: Job, name: str, reason: str) -> None:
     _unrecovered(engine, dep, name, why)
 
 
-def _recovered(engine: Engine, dep: DeploymentRecord, name: str, message: str) -> None:
+def _recovered(engine: JobView, dep: DeploymentRecord, name: str, message: str) -> None:
     vm = engine.set_vm_state(name, st.VM_ALIVE, monitoring=True, status_message="")
     engine.publish("VM_RECOVERY_COMPLETE", dep, vm, message=message)
     current = engine.store.deployment(dep.tenant, dep.name)
@@ -388,7 +388,7 @@ def _recovered(engine: Engine, dep: DeploymentRecord, name: str, message: str) -
             engine.publish("SERVICE_ALIVE", current, message=msg)
 
 
-def _unrecovered(engine: Engine, dep: DeploymentRecord, name: str, why: str) -> None:
+def _unrecovered(engine: JobView, dep: DeploymentRecord, name: str, why: str) -> None:
     vm = engine.set_vm_state(name, st.VM_ERROR, monitoring=False, status_message=why)
     engine.store.update_deployment(
         dep.tenant, dep.name, state=st.SERVICE_ERROR, status_message=f"{name}: {why}"

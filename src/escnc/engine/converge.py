@@ -30,7 +30,7 @@ from escnc.engine.store import DeploymentRecord, VmRecord
 from escnc.engine.vmops import VmOpError
 
 if TYPE_CHECKING:
-    from escnc.engine.engine import Engine
+    from escnc.engine.context import JobView
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ UNFINISHED = frozenset({st.VM_DEPLOYING, st.VM_INERT})
 
 
 def changed(
-    engine: Engine, spec: DeploymentSpec, dep: DeploymentRecord, vms: list[VmRecord]
+    _engine: object, spec: DeploymentSpec, dep: DeploymentRecord, vms: list[VmRecord]
 ) -> bool:
     """The desired spec is one the last deploy/update did not act on."""
     if dep.applied:
@@ -52,7 +52,7 @@ def changed(
     return False
 
 
-def converge(engine: Engine, job: Job, key: tuple[str, str]) -> None:
+def converge(engine: JobView, job: Job, key: tuple[str, str]) -> None:
     spec = engine.desired.deployments.get(key)
     if spec is None:
         return  # no longer desired: the undeploy job handles it
@@ -70,14 +70,14 @@ def converge(engine: Engine, job: Job, key: tuple[str, str]) -> None:
     repair(engine, job, dep, spec)
 
 
-def _host_connected(engine: Engine, vm: VmRecord) -> bool:
+def _host_connected(engine: JobView, vm: VmRecord) -> bool:
     try:
         return engine.ops.host(vm).connected
     except VmOpError:
         return False
 
 
-def repair(engine: Engine, job: Job, dep: DeploymentRecord, spec: DeploymentSpec) -> None:
+def repair(engine: JobView, job: Job, dep: DeploymentRecord, spec: DeploymentSpec) -> None:
     if dep.state == st.SERVICE_STOPPED:
         return
     restart: list[VmRecord] = []

@@ -1,11 +1,11 @@
 """The lifecycle engine: makes libvirt match the committed configuration.
 
-Flow: a commit (``CommitEvent``) is parsed into a :class:`~escnc.engine.model.Desired`
-state, diffed against the previous one, and turned into jobs -- deploy, update,
-undeploy, image registration -- on per-deployment queues (``engine/jobs.py``: in
-order per deployment, in parallel across deployments). Jobs drive libvirt through
-``engine/vmops.py``, record every step in ``engine.sqlite3`` (``engine/store.py``)
-and publish escEvents. ``engine/reconcile.py`` brings hosts and records back in
+Flow: a commit (``CommitEvent``) is parsed into a Desired state (engine/model.py),
+diffed against the previous one and turned into jobs (deploy, update, undeploy,
+image registration) on per-deployment queues (``engine/jobs.py``). Jobs drive the
+VIM driver (vim/driver.py) through ``engine/vmops.py``, record every step in
+``engine.sqlite3`` and publish escEvents; modules see the engine through the small
+views of ``engine/context.py``. ``engine/reconcile.py`` brings hosts and records back in
 line at start, after a host reconnects and every ``settings.reconcile_interval``.
 ``engine/monitor.py`` keeps polling every live, monitored VM after VM_ALIVE (one
 scheduler thread; ICMP through one raw socket, ``engine/icmp.py``) and, with
@@ -16,18 +16,15 @@ VM_MANUAL_RECOVERY_NEEDED and a wait for recoveryVmAction DO.
 Extension API for day-2 modules (resize, migration, snapshots, volumes)::
 
     engine = services.engine
-    engine.submit(tenant, deployment, "name", fn)     # fn(job) runs on that deployment's
-                                                     # queue; job.cancel is set by undeploy
+    engine.submit(tenant, deployment, "name", fn)     # fn(job) on its queue; undeploy cancels
     engine.submit_for_vm(generated_name, "name", fn)  # same, found by VM name
     engine.find_vm(generated_name) -> VmRecord | None
-    engine.deployment_of(vm) -> DeploymentRecord | None
-    engine.group_of(vm) -> GroupSpec | None            # desired vm_group settings
+    engine.deployment_of(vm) / engine.group_of(vm)    # record; desired vm_group settings
     engine.set_vm_state(generated_name, state, **fields) -> VmRecord   # durable
     engine.publish(type, dep, vm=None, message=..., failure=False, target=None)
     engine.wait_alive(job, dep, [vm], event="VM_ALIVE", always=True) -> [errors]
     engine.ops.host(vm) / engine.ops.domain(vm)       # Host and vim.driver.Domain
-    engine.driver                                     # the VIM driver (vim/driver.py)
-    engine.hooks.resize = fn(engine, job, vm, old_flavor, new_flavor)  # engine/hooks.py
+    engine.driver; engine.hooks (engine/hooks.py)     # the VIM driver, day-2 hooks
 """
 
 from __future__ import annotations
@@ -41,29 +38,25 @@ from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
-from escnc.engine import actions, lifecycle, reconcile
+from escnc.engine import actions, imagejobs, lifecycle, reconcile
 from escnc.engine import states as st
 from escnc.engine.capacity import CapacityManager
 from escnc.engine.clock import Clock, SystemClock
 from escnc.engine.hooks import Day2Hooks
 from escnc.engine.hostfacts import HostFactsCache
-from escnc.engine.imagereg import (
-    ACTIVE,
-    ImageError,
-    ImageRegistry,
-    ImageState,
-    volume_name_pattern,
-)
-from escnc.engine.jobs import Job, JobQueue, idle
+from escnc.engine.imagereg import ImageRegistry
+from escnc.engine.jobs import Job, JobQueue
 from escnc.engine.liveness import (
     DOMAIN_POLL,
+    LeasedPing,
     Probe,
     collector_for,
+    collector_note,
     icmp_ping,
     ping_target,
     wait_alive,
 )
-from escnc.engine.model import Desired, GroupSpec, ImageSpec, merge_pruned, parse_desired
+from escnc.engine.model import Desired, GroupSpec, merge_pruned, parse_desired
 from escnc.engine.monitor import Monitor, monitored
 from escnc.engine.notify import Notifier
 from escnc.engine.opdata import build_opdata
@@ -71,10 +64,8 @@ from escnc.engine.store import DeploymentRecord, EngineStore, VmRecord, instance
 from escnc.engine.validate import validate_config
 from escnc.engine.vmops import VmOps
 from escnc.ns import ESC
-from escnc.vim import storage
-from escnc.vim.driver import LibvirtDriver, VimDriver, VimError
-from escnc.vim.hosts import Host, HostRegistry
-from escnc.vim.networks import remove_network
+from escnc.vim.driver import LibvirtDriver, VimDriver
+from escnc.vim.hosts import HostRegistry
 from escnc.vim.source_policy import day0_policy, image_policy
 
 if TYPE_CHECKING:
@@ -217,7 +208,7 @@ class Engine:
                     self.jobs.submit(
                         ("network", name),
                         "remove network",
-                        functools.partial(_remove_network, host, name),
+                        functools.partial(imagejobs.remove_network, host, name),
                     )
 
     def _apply_vims(self, old: Desired, new: Desired) -> None:
@@ -234,11 +225,13 @@ class Engine:
                 self.jobs.submit(
                     ("image", name),
                     "register image",
-                    functools.partial(_register_image, self, spec),
+                    functools.partial(imagejobs.register_image, self, spec),
                 )
         for name in old.images.keys() - new.images.keys():
             self.jobs.submit(
-                ("image", name), "forget image", functools.partial(_forget_image, self, name)
+                ("image", name),
+                "forget image",
+                functools.partial(imagejobs.forget_image, self, name, self._stop),
             )
 
     # -- extension API -----------------------------------------------------------------
@@ -308,26 +301,35 @@ class Engine:
         vms: list[VmRecord],
         event: str | None = "VM_ALIVE",
         always: bool = False,
+        late: Callable[[VmRecord, str], bool] | None = None,
     ) -> list[str]:
         """Wait until each VM is alive or its bootup_time passes; returns error messages.
 
         Alive VMs go to VM_ALIVE_STATE with monitoring on (and ``event`` is published,
         once per VM unless ``always``); late ones go to VM_ERROR_STATE (and ``event``
-        is published as FAILURE saying why). An undeploy interrupts the wait.
+        is published as FAILURE saying why) unless ``late(vm, why)`` brought them
+        back (AUTO recovery). An undeploy interrupts the wait.
         """
         if not vms:
             return []
         now = time.monotonic()
         probes = []
+        notes: dict[str, str] = {}  # why ICMPPing is not what decides (said in VM_ALIVE)
+        leased: dict[str, LeasedPing] = {}  # DHCP interfaces: pinged on their lease
         for vm in vms:
             group = self.group_of(vm)
             host = self.ops.host(vm)
             collector = collector_for(vm, group, host.is_test)
+            notes[vm.generated_name] = collector_note(vm, group, host.is_test)
             vm = self.set_vm_state(vm.generated_name, vm.state, collector=collector)
             bootup = float((group.bootup_time if group else 0) or self.settings.default_bootup_time)
             if collector == st.COLLECTOR_ICMP and group is not None:
                 address = ping_target(vm, group)
                 check: Callable[[], bool] = functools.partial(icmp_ping, address)
+                if not address:
+                    nicid = group.kpi.nicid if group.kpi else 0
+                    check = LeasedPing(functools.partial(self.ops.guest_address, vm, nicid))
+                    leased[vm.generated_name] = check
                 interval = min(group.kpi.poll_seconds if group.kpi else 3.0, 2.0)
             else:
                 check = functools.partial(self.ops.is_running, vm)
@@ -345,7 +347,10 @@ class Engine:
                 alive_reported=current.alive_reported or report,
             )
             if report and event is not None:
-                self.publish(event, dep, vm, message="VM is alive")
+                lease = leased.get(vm.generated_name)
+                how = f"ICMPPing on {lease.address}, its DHCP lease" if lease else ""
+                how = how or notes.get(vm.generated_name, "")
+                self.publish(event, dep, vm, message="VM is alive" + (f" ({how})" if how else ""))
 
         alive, failed, cancelled = wait_alive(probes, job.cancel, on_alive)
         errors = []
@@ -357,8 +362,13 @@ class Engine:
                 f"VM {vm.generated_name} was not alive within bootup_time {bootup:.0f} s "
                 f"(collector {vm.collector})"
             )
-            errors.append(msg)
+            lease = leased.get(vm.generated_name)
+            if lease is not None and not lease.address:
+                msg += "; libvirt knows no DHCP lease of its interface: it could not be pinged"
             vm = self.set_vm_state(vm.generated_name, st.VM_ERROR, status_message=msg)
+            if late is not None and not job.cancel.is_set() and late(vm, msg):
+                continue
+            errors.append(msg)
             if event is not None:
                 self.publish(event, dep, vm, message=msg, failure=True)
         if cancelled:
@@ -391,8 +401,7 @@ class Engine:
             )
 
     def service_action(self, dep: DeploymentRecord, action: str) -> Job:
-        terminal = {"STOP": "SERVICE_STOPPED", "START": "SERVICE_STARTED"}
-        terminal["REBOOT"] = "SERVICE_REBOOTED"
+        terminal = dict(STOP="SERVICE_STOPPED", START="SERVICE_STARTED", REBOOT="SERVICE_REBOOTED")
         with self._admit:
             actions.check_service_action(self, dep, action)
             return self.jobs.submit(
@@ -495,105 +504,3 @@ class Engine:
             vm,
             message=f"{reason}; recovery_type MANUAL: waiting for recoveryVmAction DO",
         )
-
-
-def _remove_network(host: Host, name: str, _job: Job) -> None:
-    remove_network(host, name)
-
-
-IMAGE_RELEASE_WAIT = 120.0  # seconds a removed image waits for the VMs it backs to go
-
-
-def _register_image(engine: Engine, spec: ImageSpec, _job: Job) -> None:
-    """Fetch the image, install it in the pool of every connected host, and report
-    CREATE_IMAGE (not for an image found complete in the cache at start)."""
-    image = engine.images.register(spec, functools.partial(_locate_volume, engine))
-    if image is None:
-        return  # nothing done: already registered, or superseded by a newer version
-    try:
-        _install_image(engine, spec, image)
-    finally:
-        image.reported.set()
-
-
-def _install_image(engine: Engine, spec: ImageSpec, image: ImageState) -> None:
-    if image.state != ACTIVE:
-        engine.notifier.publish_resource("CREATE_IMAGE", message=image.message, failure=True)
-        return
-    problems = []
-    hosts = []
-    for host in engine.vims.hosts():
-        if not host.connected or not spec.src:
-            continue
-        if image.volume_host is not None and host.name != image.volume_host.name:
-            continue  # an in-place volume: other hosts get a copy when they need one
-        try:
-            engine.images.volumes_on(host, spec.name, engine.ops.pool(host))
-            hosts.append(host.name)
-        except (VimError, ImageError, OSError) as exc:
-            # not fatal: deployments install it again on their host when they need it
-            log.warning("image %s: cannot install on host %s: %s", spec.name, host.name, exc)
-            problems.append(f"not installed on host {host.name}: {exc}")
-    if image.reused:
-        return
-    message = image.message
-    if hosts:
-        message += f"; in the storage pool of host(s) {', '.join(hosts)}"
-    if problems:
-        message += "; " + "; ".join(problems)
-    engine.notifier.publish_resource("CREATE_IMAGE", message=message)
-
-
-def _locate_volume(engine: Engine, path: str) -> tuple[Host, int] | None:
-    """The connected host whose escnc pool holds ``path`` as a volume, and its
-    capacity (an image registered in place, e.g. a VM disk exported by day-2)."""
-    for host in engine.vims.hosts():
-        if not host.connected:
-            continue
-        try:
-            size = engine.driver.locate_volume(host, engine.ops.pool(host), path)
-        except VimError:
-            continue
-        if size is not None:
-            return host, size
-    return None
-
-
-def _forget_image(engine: Engine, name: str, _job: Job) -> None:
-    """A removed image: its cache files go, and its pool volumes on every host once
-    no VM disk uses them (an undeploy in the same commit frees them meanwhile); a
-    volume still backing a VM's disk after :data:`IMAGE_RELEASE_WAIT` is kept."""
-    if name in engine.desired.images:
-        return  # added back meanwhile: its registration job comes next
-    engine.images.forget(name)
-    matches = volume_name_pattern(name).fullmatch
-    deleted: list[str] = []
-    kept: list[str] = []
-    deadline = time.monotonic() + IMAGE_RELEASE_WAIT
-    for host in engine.vims.hosts():
-        if not host.connected:
-            continue
-        try:
-            pool = engine.ops.pool(host)
-            while True:
-                in_use = storage.paths_in_use(host, pool)
-                freed, busy = storage.delete_matching_volumes(
-                    host, pool, lambda vol: matches(vol) is not None, in_use
-                )
-                deleted += [f"{host.name}:{v}" for v in freed]
-                if (
-                    not busy
-                    or time.monotonic() > deadline
-                    or name in engine.desired.images
-                    or idle(0.5, engine._stop)
-                ):
-                    kept += [f"{host.name}:{v}" for v in busy]
-                    break
-        except VimError as exc:
-            log.warning("image %s: cannot free its volumes on host %s: %s", name, host.name, exc)
-            kept.append(f"{host.name}: {exc}")
-    message = f"image {name} deleted"
-    message += f"; volumes freed: {', '.join(deleted)}" if deleted else "; no volume to free"
-    if kept:
-        message += f"; kept (still backing a VM disk): {', '.join(kept)}"
-    engine.notifier.publish_resource("DELETE_IMAGE", message=message)

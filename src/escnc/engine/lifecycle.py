@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from escnc.engine import actions
 from escnc.engine import states as st
 from escnc.engine.jobs import Job, waiting
 from escnc.engine.model import DeploymentSpec, GroupSpec
@@ -28,12 +29,12 @@ from escnc.engine.placement import PlacementError, new_vm
 from escnc.engine.store import DeploymentRecord, VmRecord
 
 if TYPE_CHECKING:
-    from escnc.engine.engine import Engine
+    from escnc.engine.context import JobView
 
 log = logging.getLogger(__name__)
 
 
-def _ensure_records(engine: Engine, spec: DeploymentSpec) -> list[VmRecord]:
+def _ensure_records(engine: JobView, spec: DeploymentSpec) -> list[VmRecord]:
     """VM rows for min_active VMs per group, written before any domain exists."""
     existing = engine.store.vms(spec.tenant, spec.name)
     for group in spec.groups.values():
@@ -52,7 +53,7 @@ def _ensure_records(engine: Engine, spec: DeploymentSpec) -> list[VmRecord]:
 
 
 def _create_vms(
-    engine: Engine,
+    engine: JobView,
     job: Job,
     dep: DeploymentRecord,
     spec: DeploymentSpec,
@@ -113,7 +114,7 @@ _SETTLED = frozenset({st.VM_ERROR, st.VM_MONITOR_DISABLED, st.VM_UNDEPLOYING}) |
 _UNFINISHED = frozenset({st.VM_DEPLOYING, st.VM_INERT})
 
 
-def deploy(engine: Engine, job: Job, spec: DeploymentSpec) -> None:
+def deploy(engine: JobView, job: Job, spec: DeploymentSpec) -> None:
     dep = engine.store.deployment(spec.tenant, spec.name)
     if dep is None:
         dep = DeploymentRecord(
@@ -135,7 +136,7 @@ def deploy(engine: Engine, job: Job, spec: DeploymentSpec) -> None:
     if job.cancel.is_set():
         _finish(engine, dep, "SERVICE_ALIVE", ["deployment interrupted by undeploy"], None)
         return
-    errors += engine.wait_alive(job, dep, watch, event="VM_ALIVE")
+    errors += engine.wait_alive(job, dep, watch, event="VM_ALIVE", late=_recover(engine, job))
     if job.cancel.is_set():
         _finish(engine, dep, "SERVICE_ALIVE", ["deployment interrupted by undeploy"], None)
         return
@@ -157,8 +158,32 @@ def deploy(engine: Engine, job: Job, spec: DeploymentSpec) -> None:
     )
 
 
+def _recover(engine: JobView, job: Job) -> Callable[[VmRecord, str], bool]:
+    """For a VM not alive within its bootup_time: its recovery_policy. AUTO recovers
+    it now, in this job (VM_RECOVERY_INIT ... VM_RECOVERY_COMPLETE), and a recovered
+    VM then gets its VM_ALIVE; MANUAL (or a failed recovery) leaves it to VM_ALIVE
+    FAILURE. True when the VM is alive again."""
+
+    def late(vm: VmRecord, why: str) -> bool:
+        spec = engine.desired.deployments.get(vm.dep_key)
+        group = spec.groups.get(vm.group) if spec else None
+        if group is None or group.recovery_type.upper() != "AUTO":
+            return False
+        actions.run_recovery(engine, job, vm.generated_name, why)
+        now = engine.store.vm(vm.generated_name)
+        if now is None or now.state != st.VM_ALIVE:
+            return False
+        now = engine.set_vm_state(now.generated_name, st.VM_ALIVE, alive_reported=True)
+        dep = engine.store.deployment(vm.tenant, vm.deployment)
+        if dep is not None:
+            engine.publish("VM_ALIVE", dep, now, message="VM is alive (after recovery)")
+        return True
+
+    return late
+
+
 def _finish(
-    engine: Engine,
+    engine: JobView,
     dep: DeploymentRecord,
     event: str,
     errors: list[str],
@@ -175,7 +200,7 @@ def _finish(
     engine.publish(event, dep, message=message, failure=bool(errors))
 
 
-def undeploy(engine: Engine, job: Job, tenant: str, name: str) -> None:
+def undeploy(engine: JobView, job: Job, tenant: str, name: str) -> None:
     dep = engine.store.update_deployment(tenant, name, state=st.SERVICE_UNDEPLOYING)
     if dep is None:
         return
@@ -195,7 +220,7 @@ def undeploy(engine: Engine, job: Job, tenant: str, name: str) -> None:
     engine.publish("SERVICE_UNDEPLOYED", dep, message=message, failure=bool(errors))
 
 
-def update(engine: Engine, job: Job, old: DeploymentSpec | None, spec: DeploymentSpec) -> None:
+def update(engine: JobView, job: Job, old: DeploymentSpec | None, spec: DeploymentSpec) -> None:
     dep = engine.store.deployment(spec.tenant, spec.name)
     if dep is None:
         deploy(engine, job, spec)
@@ -249,7 +274,7 @@ def update(engine: Engine, job: Job, old: DeploymentSpec | None, spec: Deploymen
         lambda v: "VM_SCALE_OUT_DEPLOYED" if v.generated_name in out_names else "VM_DEPLOYED",
     )
     errors += errs
-    errors += engine.wait_alive(job, dep, watch, event="VM_ALIVE")
+    errors += engine.wait_alive(job, dep, watch, event="VM_ALIVE", late=_recover(engine, job))
     for vm in scale_out:
         current = engine.store.vm(vm.generated_name) or vm
         ok = current.state == st.VM_ALIVE
@@ -287,7 +312,7 @@ def update(engine: Engine, job: Job, old: DeploymentSpec | None, spec: Deploymen
             )
 
 
-def _scale_in(engine: Engine, dep: DeploymentRecord, spec: DeploymentSpec) -> list[str]:
+def _scale_in(engine: JobView, dep: DeploymentRecord, spec: DeploymentSpec) -> list[str]:
     """Remove VMs above min_active, highest index first; their addresses are freed
     (placement picks static IPs not held by a sibling record)."""
     errors: list[str] = []
@@ -318,7 +343,7 @@ def _scale_in(engine: Engine, dep: DeploymentRecord, spec: DeploymentSpec) -> li
 
 
 def _update_vm(
-    engine: Engine,
+    engine: JobView,
     dep: DeploymentRecord,
     vm: VmRecord,
     group: GroupSpec,

@@ -27,11 +27,48 @@ DOMAIN_POLL = 0.05  # seconds; the domain-state check is a cheap in-process call
 
 
 def collector_for(vm: VmRecord, group: GroupSpec | None, is_test_host: bool) -> str:
+    """ICMPPing when the KPI asks for it and the guest can be reached: on its static
+    address, or (DHCP) on the address libvirt's lease says it has."""
     if is_test_host or group is None or group.kpi is None:
         return COLLECTOR_DOMAIN
-    if group.kpi.collector.upper() != "ICMPPING" or not ping_target(vm, group):
+    if group.kpi.collector.upper() != "ICMPPING" or not has_nic(vm, group.kpi.nicid):
         return COLLECTOR_DOMAIN
     return COLLECTOR_ICMP
+
+
+def has_nic(vm: VmRecord, nicid: int) -> bool:
+    return any(n == nicid for n, _net, _ip, _mac in vm.interfaces)
+
+
+def collector_note(vm: VmRecord, group: GroupSpec | None, is_test_host: bool) -> str:
+    """Why a KPI asking for ICMPPing is judged another way ("" when it is not)."""
+    if group is None or group.kpi is None or group.kpi.collector.upper() != "ICMPPING":
+        return ""
+    if is_test_host:
+        return (
+            "ICMPPing not possible: guests on a test-driver host cannot be pinged; "
+            "judged by domain state"
+        )
+    if not has_nic(vm, group.kpi.nicid):
+        return (
+            f"ICMPPing not possible: the VM has no interface nicid {group.kpi.nicid}; "
+            "judged by domain state"
+        )
+    return ""
+
+
+class LeasedPing:
+    """ICMPPing of a DHCP interface: the address comes from libvirt's lease (asked at
+    each check until there is one); no lease, no ping, and the check fails."""
+
+    def __init__(self, lookup: Callable[[], str], timeout: float = 1.0) -> None:
+        self._lookup = lookup
+        self._timeout = timeout
+        self.address = ""
+
+    def __call__(self) -> bool:
+        self.address = self._lookup() or self.address
+        return bool(self.address) and icmp_ping(self.address, self._timeout)
 
 
 def ping_target(vm: VmRecord, group: GroupSpec) -> str:

@@ -40,12 +40,12 @@ from typing import TYPE_CHECKING
 
 from escnc.engine import states as st
 from escnc.engine.icmp import shared_pinger
-from escnc.engine.liveness import collector_for, icmp_ping, ping_target
+from escnc.engine.liveness import LeasedPing, collector_for, icmp_ping, ping_target
 from escnc.engine.model import DEFAULT_POLL_SECONDS
 from escnc.engine.store import VmRecord
 
 if TYPE_CHECKING:
-    from escnc.engine.engine import Engine
+    from escnc.engine.context import MonitorView
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def monitored(vm: VmRecord | None) -> bool:
 
 
 class Monitor:
-    def __init__(self, engine: Engine, workers: int = 8) -> None:
+    def __init__(self, engine: MonitorView, workers: int = 8) -> None:
         self._engine = engine
         self._cond = threading.Condition(threading.Lock())
         self._heap: list[tuple[float, int, str]] = []
@@ -191,7 +191,11 @@ class Monitor:
         if vm.collector != st.COLLECTOR_ICMP:
             return ""
         group = self._engine.group_of(vm)
-        return ping_target(vm, group) if group is not None else ""
+        if group is None:
+            return ""
+        nicid = group.kpi.nicid if group.kpi else 0
+        # a DHCP interface: the lease its VM_ALIVE check found (no host call here)
+        return ping_target(vm, group) or self._engine.ops.leases.get((vm.generated_name, nicid), "")
 
     def _pooled(self, vm: VmRecord, token: int, check: Callable[[], bool], what: str) -> None:
         try:
@@ -213,6 +217,12 @@ class Monitor:
                     lambda: icmp_ping(address),
                     f"VM {vm.generated_name} does not answer ICMPPing on {address}",
                 )
+            nicid = group.kpi.nicid if group.kpi else 0
+            return (
+                LeasedPing(lambda: engine.ops.guest_address(vm, nicid)),
+                f"VM {vm.generated_name} does not answer ICMPPing on its DHCP lease "
+                f"(nicid {nicid})",
+            )
         return (
             lambda: engine.ops.is_running(vm),
             f"domain of VM {vm.generated_name} is not running on host {vm.host}",

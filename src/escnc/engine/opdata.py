@@ -13,7 +13,7 @@ from escnc.ns import ESC
 from escnc.vim.driver import VimError
 
 if TYPE_CHECKING:
-    from escnc.engine.engine import Engine
+    from escnc.engine.context import OpdataView
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -31,7 +31,7 @@ def _leaf(parent: etree._Element, name: str, value: object) -> None:
     etree.SubElement(parent, _q(name)).text = str(value)
 
 
-def build_opdata(engine: Engine) -> etree._Element:
+def build_opdata(engine: OpdataView) -> etree._Element:
     root = etree.Element(_q("esc_datamodel"), nsmap={None: ESC})  # type: ignore[dict-item]
     op = etree.SubElement(root, _q("opdata"))
     status = etree.SubElement(op, _q("system_status"))
@@ -46,17 +46,17 @@ def build_opdata(engine: Engine) -> etree._Element:
         _leaf(h, "name", host.name)
         _leaf(h, "uri", host.uri)
         _leaf(h, "connected", host.connected)
+        _leaf(h, "status_message", host.status_message)
         _leaf(h, "hostid", host.hostid())
-        if host.connected:
-            try:
-                hs = engine.driver.host_stats(host)
-                _leaf(h, "hostname", hs.hostname)
-                _leaf(h, "vcpus_total", hs.vcpus_total)
-                _leaf(h, "memory_total_mb", hs.memory_total_mb)
-                _leaf(h, "vcpus_used", hs.vcpus_used)
-                _leaf(h, "memory_used_mb", hs.memory_used_mb)
-            except VimError as exc:
-                log.debug("host stats of %s: %s", host.name, exc)
+        # from the engine's snapshot (engine/hostfacts.py): <get> asks no host
+        facts = engine.host_facts.get(host.name)
+        hs = facts.stats if facts is not None and host.connected else None
+        if hs is not None:
+            _leaf(h, "hostname", hs.hostname)
+            _leaf(h, "vcpus_total", hs.vcpus_total)
+            _leaf(h, "memory_total_mb", hs.memory_total_mb)
+            _leaf(h, "vcpus_used", hs.vcpus_used)
+            _leaf(h, "memory_used_mb", hs.memory_used_mb)
 
     tenants = etree.SubElement(op, _q("tenants"))
     by_tenant: dict[str, etree._Element] = {}
@@ -94,7 +94,7 @@ def build_opdata(engine: Engine) -> etree._Element:
     return root
 
 
-def _vm_instance(engine: Engine, parent: etree._Element, vm) -> None:  # type: ignore[no-untyped-def]
+def _vm_instance(engine: OpdataView, parent: etree._Element, vm) -> None:  # type: ignore[no-untyped-def]
     v = etree.SubElement(parent, _q("vm_instance"))
     _leaf(v, "name", vm.generated_name)
     _leaf(v, "vm_id", vm.vm_id)
@@ -106,7 +106,8 @@ def _vm_instance(engine: Engine, parent: etree._Element, vm) -> None:  # type: i
     _leaf(v, "image", vm.image)
     _leaf(v, "monitoring", vm.monitoring)
     _leaf(v, "collector", vm.collector)
-    dom = engine.ops.domain(vm)
+    host = engine.vims.get(vm.host) if vm.host in engine.vims else None
+    dom = engine.ops.domain(vm) if host is not None and host.connected else None
     if dom is not None:
         try:
             s = dom.stats()

@@ -41,7 +41,7 @@ from escnc.vim.driver import VimDriver, VimError
 from escnc.vim.hosts import Host
 
 if TYPE_CHECKING:
-    from escnc.engine.engine import Engine
+    from escnc.engine.context import ReconcileView
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def scan(
     return names, orphans
 
 
-def reconcile(engine: Engine) -> None:
+def reconcile(engine: ReconcileView) -> None:
     engine.host_facts.refresh()  # what validators and <get> read (engine/hostfacts.py)
     desired = engine.desired
     observed = Observed()
@@ -133,7 +133,7 @@ def reconcile(engine: Engine) -> None:
 
 
 def unfinished(
-    engine: Engine,
+    engine: ReconcileView,
     spec: DeploymentSpec,
     dep: DeploymentRecord | None,
     vms: list[VmRecord],
@@ -160,7 +160,7 @@ def unfinished(
     return None
 
 
-def _remove_orphan(engine: Engine, job: Job, host: Host, meta: VmMeta) -> None:
+def _remove_orphan(engine: ReconcileView, job: Job, host: Host, meta: VmMeta) -> None:
     vm = engine.store.vm(meta.generated_name)
     if vm is not None and vm.host == host.name:
         return  # claimed meanwhile (a deploy job recorded it before defining it)

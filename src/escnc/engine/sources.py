@@ -37,6 +37,7 @@ from escnc.vim.uri_policy import UriRefused, check_vim_uri
 
 NSMAP = {"esc": ESC}
 VIM_TAG = "vim-uri-refused"
+VIM_DUPLICATE_TAG = "vim-already-registered"
 IMAGE_TAG = "image-source-refused"
 DAY0_TAG = "day0-source-refused"
 ROOT = "/esc:esc_datamodel"
@@ -59,8 +60,19 @@ def _error(message: str, path: str, tag: str) -> RpcError:
 def source_errors(settings: Settings, desired: Desired) -> list[RpcError]:
     """Every refused source of the (pruned) proposed configuration."""
     errors: list[RpcError] = []
+    # one libvirtd is one VIM: under two names, each would take the other's domains
+    # for orphans (the same daemon under another URI: found by host UUID, vim/hosts.py)
+    owner = {uri: name for name, uri in reversed(list(settings.vims.items()))}
     for name, (uri, _default) in sorted(desired.vims.items()):
         path = f"{ROOT}/esc:vim_connectors/esc:vim_connector[esc:name={_lit(name)}]/esc:uri"
+        if name not in settings.vims and uri and owner.setdefault(uri, name) != name:
+            errors.append(_error(
+                f"vim_connector {name}: URI {uri} is already registered as VIM "
+                f"{owner[uri]}; one libvirtd is registered once",
+                path,
+                VIM_DUPLICATE_TAG,
+            ))
+            continue
         operator_uri = settings.vims.get(name)
         if operator_uri is not None:
             if uri != operator_uri:

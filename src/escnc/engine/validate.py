@@ -23,7 +23,7 @@ from escnc.errors import RpcError, RpcErrors, invalid_value
 from escnc.ns import ESC
 
 if TYPE_CHECKING:
-    from escnc.engine.engine import Engine
+    from escnc.engine.context import ValidationView
 
 NSMAP = {"esc": ESC}
 
@@ -36,7 +36,7 @@ def group_path(tenant: str, dep: str, group: str, leaf: str = "") -> str:
     return f"{path}/esc:{leaf}" if leaf else path
 
 
-def validate_config(engine: Engine, tree: etree._Element) -> None:
+def validate_config(engine: ValidationView, tree: etree._Element) -> None:
     desired = parse_desired(tree)
     errors: list[RpcError] = []
 
@@ -44,6 +44,8 @@ def validate_config(engine: Engine, tree: etree._Element) -> None:
         errors.append(invalid_value(message, path=path, path_nsmap=NSMAP))
 
     known_hosts = set(engine.vims.names()) | set(desired.vims)
+    # VIMs found to be another VIM's libvirtd when they connected (vim/hosts.py)
+    twins = {h.name: h.twin for h in engine.vims.hosts() if h.twin}
     for (tenant, dname), spec in sorted(desired.deployments.items()):
         dep = engine.store.deployment(tenant, dname)
         vms = engine.store.vms(tenant, dname)
@@ -75,6 +77,12 @@ def validate_config(engine: Engine, tree: etree._Element) -> None:
                 if host and host not in known_hosts:
                     err(
                         f"{what} {host!r} of vm_group {g.name} is not a configured VIM",
+                        group_path(tenant, dname, g.name),
+                    )
+                elif host and twins.get(host):
+                    err(
+                        f"{what} {host!r} of vm_group {g.name} is not usable: "
+                        f"it is the same libvirtd as VIM {twins[host]} (use that one)",
                         group_path(tenant, dname, g.name),
                     )
             if g.max_active < g.min_active:
@@ -117,7 +125,9 @@ def validate_config(engine: Engine, tree: etree._Element) -> None:
         raise RpcErrors(errors)
 
 
-def _persistent_images(engine: Engine, desired: Desired, err: Callable[[str, str], None]) -> None:
+def _persistent_images(
+    engine: ValidationView, desired: Desired, err: Callable[[str, str], None]
+) -> None:
     """A persistent image is used by one and only one VM (OpenNebula semantics:
     non-persistent images are cloned per VM, a persistent one is the VM's disk).
 

@@ -127,6 +127,9 @@ class VmOps:
         self.state_dir = state_dir
         self.owner = owner  # written into every domain's escnc metadata
         self.day0 = day0  # where config_data files may come from
+        # (vm, nicid) -> the address libvirt last reported for a DHCP interface: the
+        # monitor's scheduler reads it without asking the host
+        self.leases: dict[tuple[str, int], str] = {}
 
     def host(self, vm: VmRecord) -> Host:
         try:
@@ -146,6 +149,19 @@ class VmOps:
             return dom is not None and dom.running()
         except VimError:
             return False
+
+    def guest_address(self, vm: VmRecord, nicid: int) -> str:
+        """The address the guest has on ``nicid`` per libvirt (DHCP lease, ARP); asks
+        the host (job threads only) and remembers it in :attr:`leases`."""
+        mac = next((m for n, _net, _ip, m in vm.interfaces if n == nicid), "")
+        try:
+            dom = self.domain(vm) if mac else None
+            address = dom.address(mac) if dom is not None else ""
+        except (VimError, VmOpError):
+            address = ""
+        if address:
+            self.leases[(vm.generated_name, nicid)] = address
+        return address
 
     # -- create / remove -------------------------------------------------------------
 

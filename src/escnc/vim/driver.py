@@ -89,6 +89,25 @@ class Domain:
     def stats(self) -> DomainStats:
         return domain_stats(self._dom)
 
+    def address(self, mac: str) -> str:
+        """The IPv4 address the guest really has on the NIC with ``mac``: libvirt's
+        DHCP lease for it, else the host's ARP table ("" when neither knows one)."""
+        for source in (
+            libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+            libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP,
+        ):
+            try:
+                found = self._dom.interfaceAddresses(source)
+            except libvirt.libvirtError:
+                continue
+            for nic in (found or {}).values():
+                if str(nic.get("hwaddr", "")).lower() != mac.lower():
+                    continue
+                for addr in nic.get("addrs") or []:
+                    if addr.get("type") == libvirt.VIR_IP_ADDR_TYPE_IPV4 and addr.get("addr"):
+                        return str(addr["addr"])
+        return ""
+
     def escnc_meta(self) -> VmMeta | None:
         """The escnc metadata of the domain (None: not created by an escnc)."""
         try:
@@ -300,11 +319,7 @@ class LibvirtDriver:
         except libvirt.libvirtError as exc:
             log.debug("host stats of %s: %s", host.name, exc)
             stats = None
-        try:
-            uuid = str(conn.getCapabilities()).split("<uuid>", 1)[1].split("</uuid>", 1)[0]
-        except (libvirt.libvirtError, IndexError):
-            uuid = ""
-        return HostFacts(host.name, True, networks, stats, uuid.strip())
+        return HostFacts(host.name, True, networks, stats, host.uuid)
 
     def add_lifecycle_listener(self, listener: Callable[[str, str, str], None]) -> None:
         """``listener(host, domain name, event word)`` for every lifecycle event."""

@@ -9,6 +9,13 @@ Why one connection per host: a second ``open`` of ``test:///path`` is a fresh,
 empty hypervisor, and for real hosts each connection costs a daemon session.
 libvirt connections are thread safe, so every engine thread shares it.
 
+Connections are opened in the background (one thread per attempt), so neither the
+server's start nor a commit adding a ``vim_connector`` waits for a host: a host that
+accepts TCP and never answers shows as disconnected ("no answer within N s") while
+everything else goes on. At start the registry waits at most ``vim_start_wait`` for
+its hosts; a caller of :meth:`Host.connection` waits at most ``vim_connect_timeout``
+for a connection under way. Every successful connect runs the reconnect listeners.
+
 Lifecycle events (started, stopped, crashed) reach listeners registered with
 :meth:`add_domain_listener` through the default event loop, which must be
 registered before the first connection is opened. A lost connection is reopened
@@ -26,10 +33,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import libvirt
+from lxml import etree
 
 from escnc.settings import Settings
 from escnc.vim.uri_policy import UriRefused, check_vim_uri
@@ -67,6 +76,11 @@ def start_event_loop() -> None:
         _loop_started = True
 
 
+def _set(event: threading.Event) -> threading.Event:
+    event.set()
+    return event
+
+
 @dataclass
 class Host:
     name: str
@@ -74,7 +88,13 @@ class Host:
     conn: libvirt.virConnect | None = None
     error: str = ""
     trusted: bool = True  # from the operator's settings; False: from the configuration
-    refused: bool = False  # the URI policy refused it: never opened
+    refused: bool = False  # the URI policy or host identity refused it: never (re)opened
+    uuid: str = ""  # libvirt's host UUID ("" when the driver has none: test driver)
+    twin: str = ""  # refused: the host of that name is the same libvirtd
+    connect_timeout: float = 10.0
+    connect_started: float = 0.0  # monotonic time of the last connection attempt
+    # set while no connection attempt is under way (vim-connect threads clear it)
+    idle: threading.Event = field(default_factory=lambda: _set(threading.Event()))
     # serialises storage/network setup on this host; domain calls need no lock
     lock: threading.RLock = field(default_factory=threading.RLock)
     _callback_ids: list[int] = field(default_factory=list)
@@ -94,6 +114,18 @@ class Host:
             return False
 
     @property
+    def status_message(self) -> str:
+        """Why the host is not connected ("" when it is): for opdata."""
+        if self.connected:
+            return ""
+        if not self.idle.is_set():
+            waited = time.monotonic() - self.connect_started
+            if waited > self.connect_timeout:
+                return f"no answer within {self.connect_timeout:g} s (still trying)"
+            return "connecting"
+        return self.error or "not connected"
+
+    @property
     def is_local(self) -> bool:
         """Files under our state_dir are visible to the hypervisor (no remote transport)."""
         scheme = self.uri.split(":", 1)[0]
@@ -102,6 +134,8 @@ class Host:
         )
 
     def connection(self) -> libvirt.virConnect:
+        if self.conn is None and not self.idle.is_set():
+            self.idle.wait(self.connect_timeout)  # a connect under way: its outcome
         if self.conn is None:
             raise libvirt.libvirtError(
                 f"host {self.name} ({self.uri}) is not connected: {self.error}"
@@ -114,6 +148,8 @@ class Host:
         return "test" if self.is_test else "qemu"
 
     def hostname(self) -> str:
+        if self.conn is None:  # never wait for a connect here (events, opdata)
+            return self.name
         try:
             return str(self.connection().getHostname())
         except libvirt.libvirtError:
@@ -122,6 +158,15 @@ class Host:
     def hostid(self) -> str:
         """Stable opaque id, shaped like ESC's (sha224 hex of host name and URI)."""
         return hashlib.sha224(f"{self.name}|{self.uri}".encode()).hexdigest()
+
+
+def host_uuid(conn: libvirt.virConnect) -> str:
+    """The host UUID from libvirt's capabilities ("" when there is none)."""
+    try:
+        caps = etree.fromstring(conn.getCapabilities().encode())
+    except (libvirt.libvirtError, etree.XMLSyntaxError):
+        return ""
+    return (caps.findtext("host/uuid") or "").strip()
 
 
 class HostRegistry:
@@ -139,6 +184,11 @@ class HostRegistry:
         start_event_loop()
         for name, uri in settings.vims.items():
             self.add_host(name, uri, trusted=True)
+        # local hosts answer in milliseconds: connected before the engine starts; a
+        # remote one that hangs does not hold the server's start any longer than this
+        deadline = time.monotonic() + settings.vim_start_wait
+        for host in self.hosts():
+            host.idle.wait(max(0.0, deadline - time.monotonic()))
         self._watchdog = threading.Thread(
             target=self._watch, args=(reconnect_interval,), name="vim-watchdog", daemon=True
         )
@@ -169,11 +219,16 @@ class HostRegistry:
                 return existing
             if existing is not None:
                 self._disconnect(existing)
-            host = Host(name=name, uri=uri, trusted=trusted)
+            host = Host(
+                name=name,
+                uri=uri,
+                trusted=trusted,
+                connect_timeout=self._settings.vim_connect_timeout,
+            )
             self._hosts[name] = host
             if default or not self._default:
                 self._default = name
-        self._connect(host)
+        self._start_connect(host)
         return host
 
     def remove_host(self, name: str) -> None:
@@ -224,6 +279,41 @@ class HostRegistry:
 
     # -- connections -----------------------------------------------------------------
 
+    def _start_connect(self, host: Host) -> None:
+        """Open ``host`` on a thread of its own; a connect that takes longer than the
+        timeout leaves the host disconnected, saying so, and may still complete."""
+        with self._lock:
+            if not host.idle.is_set():
+                return  # one attempt at a time
+            host.idle.clear()
+            host.connect_started = time.monotonic()
+        threading.Thread(
+            target=self._connect_in_background,
+            args=(host,),
+            name=f"vim-connect-{host.name}",
+            daemon=True,
+        ).start()
+
+    def _connect_in_background(self, host: Host) -> None:
+        try:
+            connected = self._connect(host)
+        except Exception:  # a thread of ours must not die silently
+            log.exception("connecting to host %s failed", host.name)
+            connected = False
+        finally:
+            host.idle.set()
+        with self._lock:
+            current = self._hosts.get(host.name) is host and not self._closed.is_set()
+        if not current:  # removed or replaced meanwhile, or the registry closed
+            self._disconnect(host)
+            return
+        if connected:
+            for listener in list(self._reconnect_listeners):
+                try:
+                    listener(host.name)
+                except Exception:
+                    log.exception("reconnect listener failed")
+
     def _connect(self, host: Host) -> bool:
         if not host.trusted:
             try:
@@ -240,8 +330,34 @@ class HostRegistry:
             host.error = (str(exc).splitlines() or [""])[0][:300]
             log.warning("cannot connect to host %s (%s): %s", host.name, host.uri, host.error)
             return False
-        host.conn = conn
-        host.error = ""
+        uuid = host_uuid(conn)
+        with self._lock:
+            twin = next(
+                (
+                    h
+                    for h in self._hosts.values()
+                    if uuid and h is not host and h.uuid == uuid and h.conn is not None
+                ),
+                None,
+            )
+            if twin is None:
+                host.uuid = uuid
+                host.conn = conn
+                host.error = ""
+        if twin is not None:
+            # one libvirtd under two names: each would see the other's domains as
+            # orphans of its own and reconcile would destroy and recreate them forever
+            host.refused = True
+            host.twin = twin.name
+            host.error = (
+                f"same libvirtd as host {twin.name} ({twin.uri}, host UUID {uuid}): not used"
+            )
+            log.warning("host %s (%s): %s", host.name, host.uri, host.error)
+            try:
+                conn.close()
+            except libvirt.libvirtError:
+                pass
+            return False
         try:
             cb = conn.domainEventRegisterAny(
                 None, libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, host.name
@@ -286,17 +402,12 @@ class HostRegistry:
     def _watch(self, interval: float) -> None:
         while not self._closed.wait(interval):
             for host in self.hosts():
-                if host.connected or host.refused:
-                    continue
+                if host.connected or host.refused or not host.idle.is_set():
+                    continue  # fine, never to be opened, or an attempt under way
                 if host.conn is not None:
                     log.warning("lost connection to host %s (%s)", host.name, host.uri)
                     self._disconnect(host)
-                if self._connect(host):
-                    for listener in list(self._reconnect_listeners):
-                        try:
-                            listener(host.name)
-                        except Exception:
-                            log.exception("reconnect listener failed")
+                self._start_connect(host)
 
     def close(self) -> None:
         self._closed.set()
