@@ -17,7 +17,6 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "escnc"
 
 # engine modules that still import libvirt (to move behind a vim/ driver)
 ENGINE_LIBVIRT = {
-    "engine/capacity.py",
     "engine/day2.py",
     "engine/day2_link.py",
     "engine/engine.py",
@@ -29,7 +28,6 @@ ENGINE_LIBVIRT = {
 # engine modules that name the Engine class in type hints (to take a context instead)
 ENGINE_TYPE_ONLY = {
     "engine/actions.py",
-    "engine/capacity.py",
     "engine/converge.py",
     "engine/lifecycle.py",
     "engine/monitor.py",

@@ -65,6 +65,14 @@ class Settings:
     volume_poll_secs: float = 15.0
     volume_timeout_mins: float = 20.0
     capacity_poll_secs: float = 5.0  # how often capacity thresholds are checked
+    # capacity (engine/capacity/, docs/capacity.md): overcommit ratio per resource
+    # ("vcpus", "memory", "storage"; absent = 1, no overcommit); zones as named sets of
+    # VIM hosts; the public address range(s) (CIDR or "first-last"; none: the static
+    # pools); per-host totals of volumes and snapshots
+    overcommit: dict[str, float] = field(default_factory=dict)
+    capacity_zones: dict[str, list[str]] = field(default_factory=dict)
+    public_ip_ranges: list[str] = field(default_factory=list)
+    capacity_limits: dict[str, int] = field(default_factory=dict)
 
     # sources a client names: VIM URIs, image src, day-0 file (docs/security.md)
     allow_test_vims: bool = False  # vim_connector test:/// URIs (the test suite only)
