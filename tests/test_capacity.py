@@ -258,8 +258,10 @@ def test_every_seed_example_gets_the_seed_shape_over_netconf(nc) -> None:  # typ
 
 def test_compute_reservation_is_honoured_by_placement_and_migration(srv, nc, image) -> None:  # type: ignore[no-untyped-def]
     m = nc
-    pool = {"numCpuCores": 15, "numVcInstances": 1, "virtualMemSize": 1}
-    rpc(m, "createComputeReservation", {"zoneId": "hostA", "computePoolReservation": pool})
+    pool = {"numCpuCores": 16, "numVcInstances": 1, "virtualMemSize": 1}
+    ra = rpc(m, "createComputeReservation", {"zoneId": "hostA", "computePoolReservation": pool})[
+        "reservationData"
+    ]["reservationId"]
     pool = {"numCpuCores": 16, "numVcInstances": 2, "virtualMemSize": 2}
     rb = rpc(m, "createComputeReservation", {"zoneId": "hostB", "computePoolReservation": pool})[
         "reservationData"
@@ -269,7 +271,8 @@ def test_compute_reservation_is_honoured_by_placement_and_migration(srv, nc, ima
     msg = str(exc.value)
     assert exc.value.tag == "invalid-value"
     assert "not enough capacity for 2 VM(s)" in msg, msg
-    assert "host hostA: vcpus 1 needed, 0 available" in msg or "zone hostA" in msg, msg
+    assert "zone hostA: vcpus 1 needed, 0 available outside reservations" in msg, msg
+    assert "zone hostB: vcpus 1 needed, 0 available outside reservations" in msg, msg
     with pytest.raises(RPCError) as exc:
         m.edit_config(target="running",
                       config=config(image, group="<reservation_id>nope</reservation_id>"))
@@ -287,7 +290,14 @@ def test_compute_reservation_is_honoured_by_placement_and_migration(srv, nc, ima
     cpus = info(m, "compute", "vcpus", "hostB")
     assert cpus == {"total": 16, "allocated": 2, "reserved": 14, "available": 0}
 
-    # a migration cannot take hostA's reserved capacity (1 vCPU free there, 0 needed...)
+    # a migration cannot take hostA's reserved capacity
+    with pytest.raises(RPCError) as exc:
+        m.dispatch(etree.fromstring(
+            f'<vmMigrate xmlns="{ESC}"><vmName>{vms[0].generated_name}</vmName>'
+            "<migrationType>cold</migrationType></vmMigrate>"))
+    assert "no host can take" in str(exc.value), str(exc.value)
+    rpc(m, "terminateComputeReservation", {"reservationId": ra})
+    # a reservation its VMs consume is not terminated unless forced
     with pytest.raises(RPCError) as exc:
         m.dispatch(etree.fromstring(
             f'<terminateComputeReservation xmlns="{ESC}"><reservationId>{rb}</reservationId>'

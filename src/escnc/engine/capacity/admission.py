@@ -95,9 +95,9 @@ class Ledger:
             return f"host {host} is not configured"
         rids = list(rids)
         u = self.host(host)
-        if not u.total.storage_mb:  # no storage pool seen yet (escnc defines its own)
-            need = replace(need, storage_mb=0)
         free = u.total - u.allocated - self.extra.get(host, Amount())
+        if not u.total.storage_mb:  # no storage pool seen yet (escnc defines its own)
+            need, free = replace(need, storage_mb=0), replace(free, storage_mb=0)
         if not need.fits_in(free):
             return f"host {host}: {need.short(free)} (total {u.total.describe()})"
         drawn = self.draw(host, need, rids)
