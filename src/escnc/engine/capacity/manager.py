@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from escnc.engine import day2_placement, placement
@@ -38,6 +38,7 @@ from escnc.engine.capacity.records import (
 from escnc.engine.capacity.subscriptions import SubscriptionSet
 from escnc.engine.capacity.validation import check_desired
 from escnc.engine.capacity.zones import (
+    HostUsage,
     Zones,
     addresses_in_use,
     host_usage,
@@ -54,6 +55,16 @@ if TYPE_CHECKING:
     from escnc.vim.hosts import HostRegistry
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Derived:
+    """Admission's view of the VM records and the snapshot (one version of them)."""
+
+    facts: dict[str, HostFacts]
+    by_host: dict[str, list[VmRecord]]
+    consumed: dict[str, Amount]
+    usage: dict[str, HostUsage]  # filled on demand (the same for every ledger)
 
 
 class CapacityContext(Protocol):
@@ -90,6 +101,12 @@ class CapacityManager:
         self._lock = threading.RLock()
         self._reservations = {r.id: r for r in self.store.reservations()}
         self._facts: dict[str, HostFacts] = {}
+        # what admission derives from the VM records, the snapshot and the reservations,
+        # kept until one of them changes (a placement asks several times per VM)
+        # a leaf lock: the store's VM listener takes it under the store's own lock
+        self._vlock = threading.Lock()
+        self._version = [0, 0, 0]  # VM records, snapshot, reservations
+        self._derived: tuple[tuple[int, ...], Derived] | None = None
         self.subs = SubscriptionSet(self)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -102,7 +119,7 @@ class CapacityManager:
         placement.register_capacity(self.engine.vims, self)
         day2_placement.register_host_filter(self.migration_hosts)
         self.engine.services.state_providers.append(self.state)
-        self.engine.store.add_vm_listener(lambda _name, _vm: self._wake.set())
+        self.engine.store.add_vm_listener(lambda _name, _vm: self._vms_changed())
         self.refresh()
         self.subs.evaluate(baseline_only=True)
         self._thread = threading.Thread(target=self._run, name="capacity", daemon=True)
@@ -115,6 +132,11 @@ class CapacityManager:
         if self._thread is not None:
             self._thread.join(5)
         self.store.close()
+
+    def _vms_changed(self) -> None:
+        with self._vlock:
+            self._version[0] += 1
+        self._wake.set()
 
     def changed(self) -> None:
         """Something moved capacity: evaluate subscriptions soon."""
@@ -160,6 +182,8 @@ class CapacityManager:
                 facts[host.name] = gather(host)
         with self._lock:
             self._facts = facts
+        with self._vlock:
+            self._version[1] += 1
 
     def facts(self) -> dict[str, HostFacts]:
         with self._lock:
@@ -178,13 +202,17 @@ class CapacityManager:
         with self._lock:
             return self._reservations.get(rid)
 
-    def consumed(self, desired: Desired | None = None) -> dict[str, Amount]:
+    def consumed(
+        self, desired: Desired | None = None, vms: list[VmRecord] | None = None
+    ) -> dict[str, Amount]:
         """Reservation id -> what VMs of vm_groups naming it use (in its zone)."""
         desired = desired or self.engine.desired
         zones = self.zones()
         held = {r.id: r for r in self.reservations()}
         out: dict[str, Amount] = {}
-        for vm in self.engine.store.vms():
+        if not held:
+            return out
+        for vm in self.engine.store.vms() if vms is None else vms:
             need = vm_amount(desired.flavors.get(vm.flavor))
             ips = {ip for _n, _net, ip, _m in vm.interfaces if ip}
             for rid in group_reservations(desired, vm):
@@ -201,22 +229,40 @@ class CapacityManager:
                 out[rid] = out.get(rid, Amount()) + part
         return out
 
-    def ledger(self, desired: Desired | None = None, now: float | None = None) -> Ledger:
-        desired = desired or self.engine.desired
-        now = self.clock.now() if now is None else now
+    def _derive(self, desired: Desired) -> Derived:
+        with self._vlock:
+            key = (*self._version, id(desired))
+            if self._derived is not None and self._derived[0] == key:
+                return self._derived[1]
         facts = self.facts()
         vms = self.engine.store.vms()
         by_host: dict[str, list[VmRecord]] = {}
         for vm in vms:
             by_host.setdefault(vm.host, []).append(vm)
+        derived = Derived(facts, by_host, self.consumed(desired, vms), {})
+        with self._vlock:
+            if (*self._version, id(desired)) == key:  # nothing changed meanwhile
+                self._derived = (key, derived)
+        return derived
+
+    def ledger(self, desired: Desired | None = None, now: float | None = None) -> Ledger:
+        desired = desired or self.engine.desired
+        now = self.clock.now() if now is None else now
+        d = self._derive(desired)
+
+        def usage(host: str) -> HostUsage:
+            if host not in d.usage:
+                d.usage[host] = host_usage(
+                    d.facts.get(host), d.by_host.get(host, []), desired, self.ratios, self.limits
+                )
+            return d.usage[host]
+
         return Ledger(
             now=now,
             zones=self.zones(),
-            usage=lambda h: host_usage(
-                facts.get(h), by_host.get(h, []), desired, self.ratios, self.limits
-            ),
+            usage=usage,
             holding=[r for r in self.reservations() if r.holds(now, INF)],
-            consumed=self.consumed(desired),
+            consumed=d.consumed,
         )
 
     def figures(
@@ -389,7 +435,10 @@ class CapacityManager:
 
     def _save(self, r: Reservation) -> None:
         self.store.put_reservation(r)
-        self._reservations[r.id] = r
+        with self._lock:
+            self._reservations[r.id] = r
+        with self._vlock:
+            self._version[2] += 1
 
     # -- placement hooks (engine/placement.py, engine/day2_placement.py, validator)
 
