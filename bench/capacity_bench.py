@@ -59,6 +59,12 @@ def main() -> None:
             print(f"{args.n} VM records, load {load}")
             timed("admission (ledger + refusal)", lambda: mgr.ledger().refusal("host", need),
                   args.r)
+
+            def after_change() -> None:
+                mgr._vms_changed()  # what every VM record write does
+                mgr.ledger().refusal("host", need)
+
+            timed("admission after a VM record change", after_change, args.r)
             timed("figures (compute, zone host)", lambda: mgr.figures("compute", "host"), args.r)
             timed("refresh (read the host)", mgr.refresh, args.r)
         finally:
