@@ -28,6 +28,9 @@ logging.getLogger("ncclient").setLevel(logging.WARNING)
 logging.getLogger("paramiko").setLevel(logging.WARNING)
 
 
+TEST_OVERCOMMIT = {"vcpus": 64.0, "memory": 64.0}
+
+
 def test_host_uri(directory: Path, name: str = "host") -> str:
     """A fresh, independent libvirt test-driver host backed by an empty node file."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -42,6 +45,9 @@ def make_settings(state_dir: Path, **overrides: object) -> Settings:
     settings.vims = {"default": test_host_uri(state_dir.parent / "hosts")}
     # test-driver VIM connectors; image files beside the state dir (tmp_path) importable
     settings.allow_test_vims = True
+    # the test driver's node has 16 CPUs and 3 GiB; tests deploy more than that
+    # (capacity admission refuses overcommit by default: tests/test_capacity.py)
+    settings.overcommit = dict(TEST_OVERCOMMIT)
     settings.image_import_dirs = [state_dir / "import", state_dir.parent]
     for key, value in overrides.items():
         setattr(settings, key, value)

@@ -34,6 +34,7 @@ def main() -> None:
     )
     settings.reconcile_interval = 1.0  # the periodic reconcile on, as in production
     settings.image_import_dirs = [state.parent]  # the test's image is next to the state
+    settings.overcommit = {"vcpus": 64.0, "memory": 64.0}  # as conftest.TEST_OVERCOMMIT
     srv = Server(settings)
     srv.start()
     print(f"PORT {srv.port}", flush=True)

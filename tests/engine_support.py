@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lxml import etree
 
-from conftest import is_resource_event
+from conftest import TEST_OVERCOMMIT, is_resource_event
 from escnc.engine.clock import Clock
 from escnc.engine.engine import Engine
 from escnc.events.bus import EventBus
@@ -111,7 +111,10 @@ class Harness:
             vims[name] = f"test://{f}"
         # the periodic reconcile runs as in production (1 s here, or on ``clock``)
         self.settings = Settings(
-            state_dir=tmp / state, vims=vims, reconcile_interval=reconcile_interval
+            state_dir=tmp / state,
+            vims=vims,
+            reconcile_interval=reconcile_interval,
+            overcommit=dict(TEST_OVERCOMMIT),  # the test node is small (conftest)
         )
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.settings.image_import_dirs = [tmp]  # config()'s image files live in tmp

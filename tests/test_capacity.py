@@ -1,154 +1,162 @@
-"""Compute capacity, reservations and capacity-change notifications (ETSI NFV IFA
-005/006 subset, seed 003) over NETCONF with ncclient, on two libvirt test-driver hosts."""
+"""Capacity, reservations and capacity notifications (seed 003: OPNFV Promise / ETSI
+NFV IFA 005) over NETCONF with ncclient, on two libvirt test-driver hosts (16 CPUs,
+32 GiB, a 100 GiB storage pool each) with the reconcile tick on and no overcommit."""
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lxml import etree
 from ncclient.operations.rpc import RPCError
 
+import capacity_seed as seed
 from conftest import connect
-from conftest import test_host_uri as host_uri
+from escnc.engine.clock import ManualClock
 from escnc.ns import ESC
 
 pytestmark = pytest.mark.timeout(120)
 
 NS = {"e": ESC}
 E = f"{{{ESC}}}"
+NODE = """<node><memory>33554432</memory>
+<pool type='dir'><name>data</name><target><path>/nonexistent-escnc-data</path></target></pool>
+</node>
+"""
 
 
-def iso(seconds_from_now: float) -> str:
-    t = datetime.now(UTC) + timedelta(seconds=seconds_from_now)
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+def iso(seconds_from_now: float, now: float | None = None) -> str:
+    base = datetime.fromtimestamp(now, UTC) if now is not None else datetime.now(UTC)
+    return (base + timedelta(seconds=seconds_from_now)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def call(m, xml: str) -> etree._Element:  # type: ignore[no-untyped-def]
-    reply = m.dispatch(etree.fromstring(xml))
-    return etree.fromstring(reply.xml.encode())
+# -- the seed's JSON over NETCONF ---------------------------------------------------------
 
 
-def capacity(m, rtype: str, zone: str = "", period: str = "") -> dict[str, dict[str, int]]:  # type: ignore[no-untyped-def]
-    z = f"<zoneId>{zone}</zoneId>" if zone else ""
-    reply = call(
-        m,
-        f'<queryComputeCapacity xmlns="{ESC}">{z}<resourceDescriptor>'
-        f"<computeResourceTypeId>{rtype}</computeResourceTypeId></resourceDescriptor>{period}"
-        "</queryComputeCapacity>",
-    )
-    out = {}
-    for zone_el in reply.iterfind(".//e:zone", NS):
-        info = zone_el.find("e:capacityInformation", NS)
-        assert info is not None
-        assert zone_el.findtext("e:computeResourceTypeId", namespaces=NS) == rtype
-        out[zone_el.findtext("e:zoneId", namespaces=NS) or ""] = {
-            c.tag.split("}")[1]: int(c.text or 0) for c in info
-        }
+def to_xml(parent: etree._Element, data: dict[str, Any]) -> None:
+    for key, value in data.items():
+        for item in value if isinstance(value, list) else [value]:
+            el = etree.SubElement(parent, E + key)
+            if isinstance(item, dict):
+                to_xml(el, item)
+            else:
+                el.text = str(item)
+
+
+def to_json(el: etree._Element) -> Any:
+    if not len(el):
+        text = el.text or ""
+        return int(text) if text.isdigit() else text
+    out: dict[str, Any] = {}
+    for child in el:
+        key = etree.QName(child).localname
+        value = to_json(child)
+        if key in out:
+            out[key] = (out[key] if isinstance(out[key], list) else [out[key]]) + [value]
+        else:
+            out[key] = value
     return out
 
 
-def reserve_pool(
-    m, cores: int, instances: int, mem: int, zone: str = "", extra: str = ""
-) -> etree._Element:  # type: ignore[no-untyped-def]
-    z = f"<zoneId>{zone}</zoneId>" if zone else ""
-    reply = call(
-        m,
-        f'<createComputeReservation xmlns="{ESC}">{extra}{z}<computePoolReservation>'
-        f"<numCpuCores>{cores}</numCpuCores><numVcInstances>{instances}</numVcInstances>"
-        f"<virtualMemSize>{mem}</virtualMemSize></computePoolReservation>"
-        "</createComputeReservation>",
-    )
-    data = reply.find(".//e:reservationData", NS)
-    assert data is not None
-    return data
+def rpc(m, name: str, body: dict[str, Any]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The seed's JSON ``body`` as RPC ``name``; the reply's data as JSON."""
+    el = etree.Element(E + name, nsmap={None: ESC})  # type: ignore[dict-item]
+    to_xml(el, body)
+    reply = etree.fromstring(m.dispatch(el).xml.encode())
+    data = to_json(reply)
+    return data if isinstance(data, dict) else {}
 
 
-def query(m, *ids: str) -> list[etree._Element]:  # type: ignore[no-untyped-def]
-    filters = "".join(
-        f"<queryReservationFilter><reservationId>{i}</reservationId></queryReservationFilter>"
-        for i in ids
-    )
-    reply = call(m, f'<queryComputeReservation xmlns="{ESC}">{filters}</queryComputeReservation>')
-    return reply.findall(".//e:reservationData", NS)
+def with_id(payload: dict[str, Any], rid: str) -> dict[str, Any]:
+    """A seed payload naming reservation ``rid`` instead of the seed's example id."""
+    out = copy.deepcopy(payload)
+    if "reservationId" in out:
+        out["reservationId"] = rid
+    for f in out.get("queryReservationFilter", []):
+        f["reservationId"] = rid
+    return out
 
 
-def terminate(m, *ids: str) -> list[str]:  # type: ignore[no-untyped-def]
-    body = "".join(f"<reservationId>{i}</reservationId>" for i in ids)
-    reply = call(
-        m, f'<terminateComputeReservation xmlns="{ESC}">{body}</terminateComputeReservation>'
-    )
-    return [e.text or "" for e in reply.iterfind(".//e:reservationId", NS)]
+def info(m, kind: str, rtype: str, zone: str = "") -> dict[str, int]:  # type: ignore[no-untyped-def]
+    body: dict[str, Any] = {"resourceDescriptor": {f"{kind}ResourceTypeId": rtype}}
+    if zone:
+        body["zoneId"] = zone
+    got = rpc(m, f"query{kind.capitalize()}Capacity", body)["capacityInformation"]
+    return {k: int(v) for k, v in got.items()}
 
 
-def config(image: str, dep: str = "d1", instances: int = 1, group_extra: str = "") -> str:
+def config(image: str, dep: str = "d1", instances: int = 1, group: str = "",
+           flavor: str = "<vcpus>1</vcpus><memory_mb>512</memory_mb>") -> str:
     return f"""<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">
 <esc_datamodel xmlns="{ESC}">
   <images><image><name>img</name><src>{image}</src></image></images>
-  <flavors><flavor><name>small</name><vcpus>1</vcpus><memory_mb>512</memory_mb></flavor></flavors>
+  <flavors><flavor><name>f1</name>{flavor}</flavor></flavors>
   <tenants><tenant><name>t1</name><deployments><deployment><name>{dep}</name>
-    <vm_group><name>g1</name><image>img</image><flavor>small</flavor>
+    <vm_group><name>g1</name><image>img</image><flavor>f1</flavor>
       <bootup_time>30</bootup_time><recovery_wait_time>0</recovery_wait_time>
       <scaling><min_active>{instances}</min_active><max_active>{instances}</max_active>
-        <elastic>true</elastic></scaling>{group_extra}
+        <elastic>true</elastic></scaling>{group}
     </vm_group>
   </deployment></deployments></tenant></tenants>
 </esc_datamodel></config>"""
 
 
-def wait_event(m, want: str, timeout: float = 30.0) -> etree._Element:  # type: ignore[no-untyped-def]
+def take(m, tag: str, timeout: float = 20.0) -> etree._Element:  # type: ignore[no-untyped-def]
+    """The next notification whose body is ``tag`` (an escnc element name)."""
     deadline = time.monotonic() + timeout
     seen = []
     while time.monotonic() < deadline:
-        n = m.take_notification(block=True, timeout=0.5)
+        n = m.take_notification(block=True, timeout=0.3)
         if n is None:
             continue
-        ev = etree.fromstring(n.notification_xml.encode()).find(".//e:escEvent", NS)
-        if ev is None:
-            continue
-        etype = ev.findtext("e:event/e:type", namespaces=NS)
-        seen.append(etype)
-        if etype == want:
-            return ev
-    raise AssertionError(f"no {want}: {seen}")
+        root = etree.fromstring(n.notification_xml.encode())
+        body = root.find(f".//{E}{tag}")
+        if body is not None:
+            return body
+        seen.append([etree.QName(c).localname for c in root])
+    raise AssertionError(f"no {tag}: {seen}")
 
 
-def capacity_events(m, seconds: float) -> list[etree._Element]:  # type: ignore[no-untyped-def]
+def quiet(m, tag: str, seconds: float) -> list[etree._Element]:  # type: ignore[no-untyped-def]
     out = []
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        n = m.take_notification(block=True, timeout=0.2)
-        if n is None:
-            continue
-        ev = etree.fromstring(n.notification_xml.encode()).find(".//e:escEvent", NS)
-        if ev is not None and ev.findtext("e:event/e:type", namespaces=NS) == (
-            "COMPUTE_CAPACITY_CHANGE"
-        ):
-            out.append(ev)
+    while (left := deadline - time.monotonic()) > 0:
+        n = m.take_notification(block=True, timeout=min(left, 0.2))
+        if n is not None:
+            body = etree.fromstring(n.notification_xml.encode()).find(f".//{E}{tag}")
+            if body is not None:
+                out.append(body)
     return out
-
-
-def opdata_reservations(m) -> dict[str, etree._Element]:  # type: ignore[no-untyped-def]
-    flt = f'<esc_datamodel xmlns="{ESC}"><opdata><reservations/></opdata></esc_datamodel>'
-    data = etree.fromstring(m.get(filter=("subtree", flt)).data_xml.encode())
-    return {
-        r.findtext("e:reservationId", namespaces=NS) or "": r
-        for r in data.iterfind(".//e:reservations/e:reservation", NS)
-    }
 
 
 @pytest.fixture
 def vims(tmp_path: Path) -> dict[str, str]:
     d = tmp_path / "hosts2"
-    return {"hostA": host_uri(d, "hostA"), "hostB": host_uri(d, "hostB")}
+    d.mkdir()
+    out = {}
+    for name in ("hostA", "hostB"):
+        (d / f"{name}.xml").write_text(NODE)
+        out[name] = f"test://{d / name}.xml"
+    return out
+
+
+CAPACITY_SETTINGS: dict[str, Any] = {
+    "capacity_poll_secs": 0.1,
+    "reconcile_interval": 1.0,
+    "overcommit": {},
+    "capacity_zones": {seed.ZONE: ["hostA", "hostB"]},
+    "public_ip_ranges": [seed.PUBLIC_RANGE],
+}
 
 
 @pytest.fixture
 def srv(server_factory, vims):  # type: ignore[no-untyped-def]
-    return server_factory(vims=vims, capacity_poll_secs=0.1, reconcile_interval=1.0)
+    return server_factory(vims=vims, **CAPACITY_SETTINGS)
 
 
 @pytest.fixture
@@ -164,231 +172,368 @@ def image(tmp_path: Path) -> str:
     return str(path)
 
 
-def test_capacity_matches_libvirt_and_follows_a_deploy(srv, nc, image) -> None:  # type: ignore[no-untyped-def]
-    info = srv.services.vims.get("hostA").connection().getInfo()  # [model, MiB, cpus, ...]
-    mem = capacity(nc, "memory")
-    assert set(mem) == {"hostA", "hostB"}
-    assert mem["hostA"] == {"total": info[1], "allocated": 0, "reserved": 0, "available": info[1]}
-    assert capacity(nc, "vcpus", "hostB")["hostB"]["total"] == info[2]
-    assert capacity(nc, "vcInstances", "hostA")["hostA"]["available"] == info[2]
+# -- every seed example -------------------------------------------------------------------
 
-    nc.create_subscription(stream_name="escEvent")
-    nc.edit_config(target="running", config=config(image))
-    wait_event(nc, "SERVICE_ALIVE")
-    assert capacity(nc, "memory", "hostA")["hostA"] == {
-        "total": info[1],
-        "allocated": 512,
-        "reserved": 0,
-        "available": info[1] - 512,
+
+def test_every_seed_example_gets_the_seed_shape_over_netconf(nc) -> None:  # type: ignore[no-untyped-def]
+    m = nc
+    got = rpc(m, "subscribeComputeCapacity", seed.COMPUTE_SUBSCRIBE)
+    assert seed.same_shape(seed.COMPUTE_SUBSCRIBE_RESPONSE, got) == []
+    got = rpc(m, "queryComputeCapacity", seed.COMPUTE_QUERY)
+    assert seed.same_shape(seed.COMPUTE_QUERY_RESPONSE, got) == []
+    # zone 12345 is both hosts: 16 CPUs each, one vcInstance per CPU
+    assert got["zoneId"] == 12345  # (all-digit leaves read back as numbers)
+    assert got["capacityInformation"] == {
+        "available": 32, "reserved": 0, "total": 32, "allocated": 0
     }
-    cpus = capacity(nc, "vcpus", "hostA")["hostA"]
-    assert cpus["allocated"] == 1 and cpus["available"] == info[2] - 1
-    assert capacity(nc, "vcInstances")["hostB"]["allocated"] == 0
 
+    # 20 cores do not fit on one 16-CPU host: the pool spans zone 12345
+    got = rpc(m, "createComputeReservation", seed.COMPUTE_CREATE_POOL)
+    assert seed.same_shape(seed.COMPUTE_CREATE_POOL_RESPONSE, got) == []
+    pool = got["reservationData"]
+    assert pool["computePoolReserved"] == {
+        "numCpuCores": 20, "numVcInstances": 5, "virtualMemSize": 10, "zoneId": 12345
+    }
+    assert pool["reservationStatus"] == "active"  # the seed's startTime has passed
+    rid = pool["reservationId"]
+    assert info(m, "compute", "numCpuCores", "12345")["reserved"] == 20
+    assert info(m, "compute", "virtualMemSize", "12345")["reserved"] == 10  # GiB
 
-def test_reservation_create_query_update_terminate(nc) -> None:  # type: ignore[no-untyped-def]
-    data = reserve_pool(nc, 2, 2, 2048, "hostA", extra=f"<stopTime>{iso(3600)}</stopTime>")
-    rid = data.findtext("e:reservationId", namespaces=NS) or ""
-    assert len(rid) == 36
-    assert data.findtext("e:reservationStatus", namespaces=NS) == "active"
-    assert data.findtext("e:computePoolReserved/e:zoneId", namespaces=NS) == "hostA"
-    assert data.findtext("e:computePoolReserved/e:virtualMemSize", namespaces=NS) == "2048"
-    mem = capacity(nc, "memory", "hostA")["hostA"]
-    assert mem["reserved"] == 2048 and mem["available"] == mem["total"] - 2048
-    assert capacity(nc, "vcInstances", "hostA")["hostA"]["reserved"] == 2
-    # a period after the reservation's stopTime sees no reservation
-    later = f"<timePeriod><startTime>{iso(7200)}</startTime></timePeriod>"
-    assert capacity(nc, "memory", "hostA", later)["hostA"]["reserved"] == 0
+    got = rpc(m, "createComputeReservation", seed.COMPUTE_CREATE_CONTAINERS)
+    assert seed.same_shape(seed.COMPUTE_CREATE_CONTAINERS_RESPONSE, got) == []
+    vc = got["reservationData"]["virtualizationContainerReserved"]
+    assert vc["containerFlavor"] == seed.CONTAINER_FLAVOR
+    rid2 = got["reservationData"]["reservationId"]
 
-    [got] = query(nc, rid)
-    assert got.findtext("e:computePoolReserved/e:numCpuCores", namespaces=NS) == "2"
-    stop = iso(7200)
-    reply = call(
-        nc,
-        f'<updateComputeReservation xmlns="{ESC}"><reservationId>{rid}</reservationId>'
-        f"<stopTime>{stop}</stopTime></updateComputeReservation>",
-    )
-    assert reply.findtext(".//e:reservationData/e:stopTime", namespaces=NS) == stop
-    op = opdata_reservations(nc)[rid]
-    assert op.findtext("e:status", namespaces=NS) == "active"
-    assert op.findtext("e:zoneId", namespaces=NS) == "hostA"
-    assert op.findtext("e:resources/e:virtualMemSize", namespaces=NS) == "2048"
-    assert op.findtext("e:stopTime", namespaces=NS) == stop
+    got = rpc(m, "queryComputeReservation", with_id(seed.COMPUTE_QUERY_RESERVATION, rid))
+    assert seed.same_shape(seed.COMPUTE_QUERY_RESERVATION_RESPONSE, got) == []
+    assert got["reservationData"]["reservationId"] == rid
+    got = rpc(m, "updateComputeReservation", with_id(seed.COMPUTE_UPDATE, rid))
+    assert seed.same_shape(seed.COMPUTE_UPDATE_RESPONSE, got) == []
+    assert got["reservationData"]["startTime"] == "2015-09-14T16:00:00Z"
+    got = rpc(m, "terminateComputeReservation", {"reservationId": [rid, rid2]})
+    assert [r["reservationStatus"] for r in got["reservationData"]] == ["terminated"] * 2
+    assert info(m, "compute", "numCpuCores", "12345")["reserved"] == 0
 
-    # containers, zone chosen by escnc (the seed's second example)
-    reply = call(
-        nc,
-        f"""<createComputeReservation xmlns="{ESC}"><startTime>{iso(-5)}</startTime>
-        <virtualizationContainerReservation><containerId>myContainer</containerId>
-          <containerFlavor><flavorId>myFlavor</flavorId>
-            <virtualCpu><numVirtualCpu>2</numVirtualCpu><cpuArchitecture>x86</cpuArchitecture>
-            </virtualCpu>
-            <virtualMemory><numaEnabled>False</numaEnabled><virtualMemSize>16</virtualMemSize>
-            </virtualMemory>
-            <virtualStorage><typeOfStorage>volume</typeOfStorage><sizeOfStorage>16</sizeOfStorage>
-            </virtualStorage></containerFlavor>
-        </virtualizationContainerReservation></createComputeReservation>""",
-    )
-    vc = reply.find(".//e:virtualizationContainerReserved", NS)
-    assert vc is not None and vc.findtext("e:containerId", namespaces=NS) == "myContainer"
-    assert vc.findtext("e:zoneId", namespaces=NS) == "hostB"  # the one with most room
-    assert vc.findtext("e:containerFlavor/e:virtualCpu/e:numVirtualCpu", namespaces=NS) == "2"
-    rid2 = reply.findtext(".//e:reservationId", namespaces=NS) or ""
-    assert capacity(nc, "vcpus", "hostB")["hostB"]["reserved"] == 2
+    got = rpc(m, "subscribeNetworkCapacity", seed.NETWORK_SUBSCRIBE)
+    assert seed.same_shape(seed.NETWORK_SUBSCRIBE_RESPONSE, got) == []
+    got = rpc(m, "queryNetworkCapacity", seed.NETWORK_QUERY)
+    assert seed.same_shape(seed.NETWORK_QUERY_RESPONSE, got) == []
+    assert got["capacityInformation"]["total"] == 20  # 10.2.91.60-79
+    got = rpc(m, "createNetworkReservation", seed.NETWORK_CREATE)
+    assert seed.same_shape(seed.NETWORK_RESERVATION, got) == []
+    assert got["reservationData"]["networkReserved"]["publicIps"] == ["10.2.91.60", "10.2.91.61"]
+    nid = got["reservationData"]["reservationId"]
+    assert info(m, "network", "publicIps")["reserved"] == 2
+    got = rpc(m, "queryNetworkReservation", with_id(seed.NETWORK_QUERY_RESERVATION, nid))
+    assert seed.same_shape(seed.NETWORK_RESERVATION, got) == []
+    got = rpc(m, "updateNetworkReservation", with_id(seed.NETWORK_UPDATE, nid))
+    assert seed.same_shape(seed.NETWORK_RESERVATION, got) == []
+    assert got["reservationData"]["startTime"] == "2015-09-21T16:00:00Z"
 
-    assert len(query(nc)) == 2
-    assert terminate(nc, rid, rid2) == [rid, rid2]
-    [got] = query(nc, rid)
-    assert got.findtext("e:reservationStatus", namespaces=NS) == "terminated"
-    assert capacity(nc, "memory", "hostA")["hostA"]["reserved"] == 0
-    assert opdata_reservations(nc)[rid2].findtext("e:status", namespaces=NS) == "terminated"
+    got = rpc(m, "subscribeStorageCapacity", seed.STORAGE_SUBSCRIBE)
+    assert seed.same_shape(seed.STORAGE_SUBSCRIBE_RESPONSE, got) == []
+    got = rpc(m, "queryStorageCapacity", seed.STORAGE_QUERY)
+    assert seed.same_shape(seed.STORAGE_QUERY_RESPONSE, got) == []
+    got = rpc(m, "createStorageReservation", seed.STORAGE_CREATE)
+    assert seed.same_shape(seed.STORAGE_RESERVATION, got) == []
+    sp = got["reservationData"]["storagePoolReserved"]
+    assert (sp["storageSize"], sp["numSnapshots"], sp["numVolumes"]) == (10, 3, 2)
+    sid = got["reservationData"]["reservationId"]
+    assert info(m, "storage", "storageSize", sp["zoneId"])["reserved"] == 10
+    assert info(m, "storage", "numVolumes", sp["zoneId"])["reserved"] == 2
+    got = rpc(m, "queryStorageReservation", with_id(seed.STORAGE_QUERY_RESERVATION, sid))
+    assert seed.same_shape(seed.STORAGE_RESERVATION, got) == []
+    got = rpc(m, "updateStorageReservation", with_id(seed.STORAGE_UPDATE, sid))
+    assert seed.same_shape(seed.STORAGE_RESERVATION, got) == []
 
+    # a reservation is found under its own kind only
     with pytest.raises(RPCError) as exc:
-        reserve_pool(nc, 1, 1, 10**6, "hostA")
-    assert exc.value.tag == "resource-denied" and "zone hostA cannot hold" in str(exc.value)
-    with pytest.raises(RPCError) as exc:
-        reserve_pool(nc, 100, 1, 1)
-    assert exc.value.tag == "resource-denied" and "no zone can hold" in str(exc.value)
+        rpc(m, "queryComputeReservation", with_id(seed.COMPUTE_QUERY_RESERVATION, sid))
+    assert exc.value.tag == "data-missing" and f"compute reservation {sid}" in str(exc.value)
 
 
-def test_deployment_needs_unreserved_capacity_or_its_reservation(srv, nc, image) -> None:  # type: ignore[no-untyped-def]
-    total = capacity(nc, "memory", "hostA")["hostA"]["total"]
-    ra = reserve_pool(nc, 2, 2, total - 256, "hostA").findtext("e:reservationId", namespaces=NS)
-    rb = reserve_pool(nc, 2, 2, total, "hostB").findtext("e:reservationId", namespaces=NS)
+# -- placement honours reservations -------------------------------------------------------
+
+
+def test_compute_reservation_is_honoured_by_placement_and_migration(srv, nc, image) -> None:  # type: ignore[no-untyped-def]
+    m = nc
+    pool = {"numCpuCores": 16, "numVcInstances": 1, "virtualMemSize": 1}
+    ra = rpc(m, "createComputeReservation", {"zoneId": "hostA", "computePoolReservation": pool})[
+        "reservationData"
+    ]["reservationId"]
+    pool = {"numCpuCores": 16, "numVcInstances": 2, "virtualMemSize": 2}
+    rb = rpc(m, "createComputeReservation", {"zoneId": "hostB", "computePoolReservation": pool})[
+        "reservationData"
+    ]["reservationId"]
     with pytest.raises(RPCError) as exc:
-        nc.edit_config(target="running", config=config(image))
+        m.edit_config(target="running", config=config(image, instances=2))
     msg = str(exc.value)
     assert exc.value.tag == "invalid-value"
-    assert "not enough capacity outside reservations" in msg and "hostA" in msg, msg
+    assert "not enough capacity for 2 VM(s)" in msg, msg
+    assert "zone hostA: vcpus 1 needed, 0 available outside reservations" in msg, msg
+    assert "zone hostB: vcpus 1 needed, 0 available outside reservations" in msg, msg
     with pytest.raises(RPCError) as exc:
-        nc.edit_config(
-            target="running",
-            config=config(image, group_extra="<reservation_id>nope</reservation_id>"),
-        )
+        m.edit_config(target="running",
+                      config=config(image, group="<reservation_id>nope</reservation_id>"))
     assert "reservation nope of vm_group g1 does not exist" in str(exc.value)
 
-    nc.create_subscription(stream_name="escEvent")
-    nc.edit_config(
-        target="running", config=config(image, group_extra=f"<reservation_id>{rb}</reservation_id>")
-    )
-    alive = wait_event(nc, "SERVICE_ALIVE")
+    m.create_subscription(stream_name="escEvent")
+    m.edit_config(target="running", config=config(
+        image, instances=2, group=f"<reservation_id>{rb}</reservation_id>"))
+    alive = take(m, "escEvent")
+    while alive.findtext("e:event/e:type", namespaces=NS) != "SERVICE_ALIVE":
+        alive = take(m, "escEvent")
     assert alive.findtext("e:status", namespaces=NS) == "SUCCESS"
-    vm = srv.services.engine.store.vms("t1", "d1")[0]
-    assert vm.host == "hostB"  # the reservation's zone, not the default host
-    op = opdata_reservations(nc)[rb or ""]
-    assert op.findtext("e:consumed/e:virtualMemSize", namespaces=NS) == "512"
-    assert op.findtext("e:consumed/e:numVcInstances", namespaces=NS) == "1"
-    mem = capacity(nc, "memory", "hostB")["hostB"]
-    assert mem == {"total": total, "allocated": 512, "reserved": total - 512, "available": 0}
+    vms = srv.services.engine.store.vms("t1", "d1")
+    assert {v.host for v in vms} == {"hostB"}  # the reservation's zone
+    cpus = info(m, "compute", "vcpus", "hostB")
+    assert cpus == {"total": 16, "allocated": 2, "reserved": 14, "available": 0}
 
-    # a migration cannot take hostA's reserved capacity (only 256 MiB left outside it)
+    # a migration cannot take hostA's reserved capacity
     with pytest.raises(RPCError) as exc:
-        call(
-            nc,
-            f'<vmMigrate xmlns="{ESC}"><vmName>{vm.generated_name}</vmName>'
-            "<migrationType>cold</migrationType></vmMigrate>",
+        m.dispatch(etree.fromstring(
+            f'<vmMigrate xmlns="{ESC}"><vmName>{vms[0].generated_name}</vmName>'
+            "<migrationType>cold</migrationType></vmMigrate>"))
+    assert "no host can take" in str(exc.value), str(exc.value)
+    rpc(m, "terminateComputeReservation", {"reservationId": ra})
+    # a reservation its VMs consume is not terminated unless forced
+    with pytest.raises(RPCError) as exc:
+        m.dispatch(etree.fromstring(
+            f'<terminateComputeReservation xmlns="{ESC}"><reservationId>{rb}</reservationId>'
+            "</terminateComputeReservation>"))
+    assert exc.value.tag == "in-use"
+    assert all(v.generated_name in str(exc.value) for v in vms), str(exc.value)
+    got = rpc(m, "terminateComputeReservation", {"reservationId": rb, "force": "true"})
+    assert got["reservationData"]["reservationStatus"] == "terminated"
+
+
+def test_network_reservation_keeps_its_addresses_for_its_group(srv, nc, image) -> None:  # type: ignore[no-untyped-def]
+    m = nc
+    nid = rpc(m, "createNetworkReservation", {"networkReservation": {"numPublicIps": 2}})[
+        "reservationData"
+    ]["reservationId"]
+    pool = "".join(f"<ip_address>10.2.91.{60 + i}</ip_address>" for i in range(4))
+    interfaces = (
+        "<interfaces><interface><nicid>0</nicid><network>pub</network></interface></interfaces>"
+    )
+    scaling_pool = (
+        "<static_ip_address_pool><network>pub</network><gateway>10.2.91.1</gateway>"
+        f"<netmask>255.255.255.0</netmask>{pool}</static_ip_address_pool>"
+    )
+
+    def cfg(dep: str, extra: str) -> str:
+        xml = config(image, dep=dep, group=extra).replace(
+            "<bootup_time>", interfaces + "<bootup_time>"
+        ).replace("<elastic>true</elastic>", "<elastic>true</elastic>" + scaling_pool)
+        return xml.replace(
+            "<tenants>",
+            "<networks><network><name>pub</name><subnet><name>s</name><address>10.2.91.0"
+            "</address><netmask>255.255.255.0</netmask><gateway>10.2.91.1</gateway></subnet>"
+            "</network></networks><tenants>",
         )
-    assert "no host can take" in str(exc.value)
-    assert terminate(nc, ra or "") == [ra]
+
+    m.create_subscription(stream_name="escEvent")
+    m.edit_config(target="running", config=cfg("plain", ""))
+    m.edit_config(target="running", config=cfg("owner", f"<reservation_id>{nid}</reservation_id>"))
+    ips = {}
+    for _ in range(200):
+        vms = srv.services.engine.store.vms("t1")
+        ips = {v.deployment: v.interfaces[0][2] for v in vms if v.interfaces}
+        if len(ips) == 2:
+            break
+        time.sleep(0.05)
+    assert ips == {"plain": "10.2.91.62", "owner": "10.2.91.60"}
+    net = info(m, "network", "publicIps")
+    assert net == {"total": 20, "allocated": 2, "reserved": 1, "available": 17}
+
+
+def test_storage_reservation_is_honoured_by_placement(srv, nc, image) -> None:  # type: ignore[no-untyped-def]
+    m = nc
+    mgr = srv.services.engine.capacity
+    mgr.refresh()  # read the hosts now (the capacity thread does it every poll)
+    zones = {}
+    for host in ("hostA", "hostB"):
+        free = info(m, "storage", "storageSize", host)["available"]
+        assert free >= 100  # the node's 100 GiB pool (and escnc's own, once defined)
+        zones[host] = rpc(m, "createStorageReservation", {
+            "zoneId": host, "storagePoolReservation": {"storageSize": free}})[
+            "reservationData"]["reservationId"]
+    disk = "<vcpus>1</vcpus><memory_mb>256</memory_mb><root_disk_mb>2048</root_disk_mb>"
+    with pytest.raises(RPCError) as exc:
+        m.edit_config(target="running", config=config(image, flavor=disk))
+    assert "storage 2048 MiB needed, 0 MiB available outside reservations" in str(exc.value) \
+        or "storage 2048 MiB needed" in str(exc.value), str(exc.value)
+    m.edit_config(target="running", config=config(
+        image, flavor=disk, group=f"<reservation_id>{zones['hostB']}</reservation_id>"))
+    for _ in range(200):
+        vms = srv.services.engine.store.vms("t1", "d1")
+        if vms:
+            break
+        time.sleep(0.05)
+    assert [v.host for v in vms] == ["hostB"]
+
+
+# -- overcommit admission -----------------------------------------------------------------
+
+
+def test_overcommit_admission_refuses_what_the_host_cannot_hold(  # type: ignore[no-untyped-def]
+    server_factory, image
+) -> None:
+    srv = server_factory(reconcile_interval=1.0, overcommit={})  # one host: 16 CPUs, 3 GiB
+    big = "<vcpus>64</vcpus><memory_mb>1024</memory_mb>"
+    with connect(srv) as m:
+        with pytest.raises(RPCError) as exc:
+            m.edit_config(target="running", config=config(image, flavor=big))
+        msg = str(exc.value)
+        assert exc.value.tag == "invalid-value"
+        assert "host default: vcpus 64 needed, 16 available" in msg, msg
+        assert "/esc:vm_group[esc:name='g1']" in (exc.value.path or ""), exc.value.path
+        assert srv.services.engine.store.vms() == []
+        # scale-out and resize go through the same admission
+        m.create_subscription(stream_name="escEvent")
+        small = "<vcpus>4</vcpus><memory_mb>256</memory_mb>"
+        m.edit_config(target="running", config=config(image, instances=4, flavor=small))
+        with pytest.raises(RPCError) as exc:
+            m.edit_config(target="running", config=config(image, instances=5, flavor=small))
+        assert "vcpus 4 needed, 0 available" in str(exc.value), str(exc.value)
+        resize = config(image, instances=4, flavor=small).replace(
+            "</flavor></flavors>",
+            "</flavor><flavor><name>f2</name><vcpus>5</vcpus><memory_mb>256</memory_mb>"
+            "</flavor></flavors>",
+        ).replace("<flavor>f1</flavor>", "<flavor>f2</flavor>")
+        with pytest.raises(RPCError) as exc:
+            m.edit_config(target="running", config=resize)
+        assert "cannot be resized to flavor f2: host default: vcpus 1 needed, 0 available" in str(
+            exc.value), str(exc.value)
+    srv2 = server_factory(reconcile_interval=1.0, overcommit={"vcpus": 4.0})
+    with connect(srv2) as m:
+        m.edit_config(target="running", config=config(image, flavor=big))  # 64 = 16 x 4
+        assert len(srv2.services.engine.store.vms()) == 1
+
+
+# -- notifications and the clock ----------------------------------------------------------
+
+
+def test_threshold_crossing_sends_the_seed_notification_once_and_replays(srv, nc) -> None:  # type: ignore[no-untyped-def]
+    m = nc
+    sub = dict(seed.COMPUTE_SUBSCRIBE, zoneId="hostA")
+    sub["threshold"] = [{"capacity_info": "available", "condition": "lt", "value": 15}]
+    sid = rpc(m, "subscribeComputeCapacity", sub)["capacityChangeSubscriptionId"]
+    m.create_subscription(stream_name="escEvent")
+    one = {"numCpuCores": 1, "numVcInstances": 1, "virtualMemSize": 1}
+    rpc(m, "createComputeReservation", {"zoneId": "hostB", "computePoolReservation": one})
+    rpc(m, "createComputeReservation", {"zoneId": "hostA", "computePoolReservation": one})
+    assert quiet(m, "capacityChangeNotification", 0.6) == []  # 15: not below 15
+    rid = rpc(m, "createComputeReservation", {"zoneId": "hostA", "computePoolReservation": one})[
+        "reservationData"]["reservationId"]
+    body = take(m, "capacityChangeNotification")
+    got = to_json(body)
+    assert seed.same_shape(seed.COMPUTE_NOTIFICATION, got) == [
+        "/capacityChangeSubscriptionId unexpected"
+    ]
+    assert got["zoneId"] == "hostA" and got["capacityChangeSubscriptionId"] == sid
+    assert got["resourceDescriptor"] == {"computeResourceTypeId": "vcInstances"}
+    assert got["capacityInformation"] == {
+        "available": 14, "reserved": 2, "total": 16, "allocated": 0
+    }
+    rpc(m, "createComputeReservation", {"zoneId": "hostA", "computePoolReservation": one})
+    assert quiet(m, "capacityChangeNotification", 0.6) == []  # still below: no second one
+    rpc(m, "terminateComputeReservation", {"reservationId": rid})
+    assert quiet(m, "capacityChangeNotification", 0.4) == []  # 14 -> 15 is no crossing down
+    rpc(m, "unsubscribeComputeCapacity", {"capacityChangeSubscriptionId": sid})
+    with pytest.raises(RPCError) as exc:
+        rpc(m, "unsubscribeComputeCapacity", {"capacityChangeSubscriptionId": sid})
+    assert exc.value.tag == "data-missing"
+
+    with connect(srv) as late:  # replay: the notification is stored
+        late.create_subscription(stream_name="escEvent", start_time="2000-01-01T00:00:00Z")
+        again = to_json(take(late, "capacityChangeNotification"))
+        assert again["notificationId"] == got["notificationId"]
+
+
+def test_reservation_lifecycle_follows_the_clock(srv, nc) -> None:  # type: ignore[no-untyped-def]
+    m = nc
+    mgr = srv.services.engine.capacity
+    clock = ManualClock(start=time.time())
+    mgr.clock = clock
+    now = clock.now()
+    body = {
+        "startTime": iso(3600, now),
+        "stopTime": iso(7200, now),
+        "zoneId": "hostA",
+        "computePoolReservation": {"numCpuCores": 2, "numVcInstances": 1, "virtualMemSize": 1},
+    }
+    data = rpc(m, "createComputeReservation", body)["reservationData"]
+    rid = data["reservationId"]
+    assert data["reservationStatus"] == "initialized"
+    m.create_subscription(stream_name="escEvent")
+    clock.advance(3601)
+    change = to_json(take(m, "reservationStatusChange"))
+    assert (change["reservationId"], change["reservationStatus"]) == (rid, "active")
+    got = rpc(m, "queryComputeReservation", {"queryReservationFilter": {"reservationId": rid}})
+    assert got["reservationData"]["reservationStatus"] == "active"
+    clock.advance(3600)
+    change = to_json(take(m, "reservationStatusChange"))
+    assert (change["reservationId"], change["reservationStatus"]) == (rid, "expired")
+    assert info(m, "compute", "vcpus", "hostA")["reserved"] == 0
+    with pytest.raises(RPCError) as exc:
+        rpc(m, "updateComputeReservation", {"reservationId": rid, "stopTime": iso(9000, now)})
+    assert "is expired" in str(exc.value)
 
 
 def test_reservation_survives_restart(server_factory, vims, tmp_path) -> None:  # type: ignore[no-untyped-def]
     state = tmp_path / "st"
-    s1 = server_factory(state_dir=state, vims=vims, reconcile_interval=1.0)
+    s1 = server_factory(state_dir=state, vims=vims, **CAPACITY_SETTINGS)
+    pool = {"numCpuCores": 1, "numVcInstances": 1, "virtualMemSize": 1}
     with connect(s1) as m:
-        rid = reserve_pool(m, 1, 1, 100, "hostB").findtext("e:reservationId", namespaces=NS)
+        rid = rpc(m, "createComputeReservation", {
+            "zoneId": "hostB", "computePoolReservation": pool})["reservationData"]["reservationId"]
     s1.stop()
-    s2 = server_factory(state_dir=state, vims=vims, reconcile_interval=1.0)
+    s2 = server_factory(state_dir=state, vims=vims, **CAPACITY_SETTINGS)
     with connect(s2) as m:
-        [got] = query(m, rid or "")
-        assert got.findtext("e:reservationStatus", namespaces=NS) == "active"
-        assert capacity(m, "memory", "hostB")["hostB"]["reserved"] == 100
-
-
-def test_reservation_expires_at_stop_time(nc) -> None:  # type: ignore[no-untyped-def]
-    data = reserve_pool(nc, 1, 1, 300, "hostA", extra=f"<stopTime>{iso(2)}</stopTime>")
-    rid = data.findtext("e:reservationId", namespaces=NS) or ""
-    assert capacity(nc, "memory", "hostA")["hostA"]["reserved"] == 300
-    time.sleep(2.6)
-    [got] = query(nc, rid)
-    assert got.findtext("e:reservationStatus", namespaces=NS) == "expired"
-    assert capacity(nc, "memory", "hostA")["hostA"]["reserved"] == 0
-    assert opdata_reservations(nc)[rid].findtext("e:status", namespaces=NS) == "expired"
-    with pytest.raises(RPCError) as exc:
-        call(
-            nc,
-            f'<updateComputeReservation xmlns="{ESC}"><reservationId>{rid}</reservationId>'
-            f"<stopTime>{iso(60)}</stopTime></updateComputeReservation>",
-        )
-    assert "is expired" in str(exc.value)
-
-
-def test_threshold_notification_fires_once_when_crossed(nc) -> None:  # type: ignore[no-untyped-def]
-    m = nc
-    reply = call(
-        m,
-        f"""<subscribeComputeCapacity xmlns="{ESC}"><zoneId>hostA</zoneId>
-        <resourceDescriptor><computeResourceTypeId>vcInstances</computeResourceTypeId>
-        </resourceDescriptor>
-        <threshold><capacity_info>available</capacity_info><condition>lt</condition>
-          <value>15</value></threshold></subscribeComputeCapacity>""",
-    )
-    sid = reply.findtext(".//e:capacityChangeSubscriptionId", namespaces=NS)
-    assert sid and reply.findtext(".//e:created", namespaces=NS)
-    m.create_subscription(stream_name="escEvent")
-    reserve_pool(m, 1, 1, 10, "hostB")  # other zone: nothing
-    reserve_pool(m, 1, 1, 10, "hostA")  # available 15: not below 15
-    assert capacity_events(m, 0.6) == []
-    rid = reserve_pool(m, 1, 1, 10, "hostA").findtext("e:reservationId", namespaces=NS)
-    [ev] = capacity_events(m, 1.0)
-    assert ev.findtext("e:status", namespaces=NS) == "SUCCESS"
-    msg = ev.findtext("e:status_message", namespaces=NS) or ""
-    assert "zone hostA vcInstances" in msg and "available 14" in msg and sid in msg, msg
-    reserve_pool(m, 1, 1, 10, "hostA")  # still below: no second event
-    assert capacity_events(m, 0.6) == []
-    terminate(m, rid or "")
-    assert capacity_events(m, 0.4) == []  # 14 -> 15 is not a crossing downwards
-    call(
-        m,
-        f'<unsubscribeComputeCapacity xmlns="{ESC}"><capacityChangeSubscriptionId>{sid}'
-        "</capacityChangeSubscriptionId></unsubscribeComputeCapacity>",
-    )
+        got = rpc(m, "queryComputeReservation", {"queryReservationFilter": {"reservationId": rid}})
+        assert got["reservationData"]["reservationStatus"] == "active"
+        assert info(m, "compute", "memory", "hostB")["reserved"] == 1024
 
 
 def test_bad_input_gets_precise_rpc_errors(nc) -> None:  # type: ignore[no-untyped-def]
+    m = nc
     with pytest.raises(RPCError) as exc:
-        query(nc, "no-such-id")
-    assert exc.value.tag == "data-missing" and "reservation no-such-id does not exist" in str(
-        exc.value
-    )
+        rpc(m, "queryComputeReservation", {"queryReservationFilter": {"reservationId": "nope"}})
+    assert exc.value.tag == "data-missing" and "reservation nope does not exist" in str(exc.value)
     with pytest.raises(RPCError) as exc:
-        terminate(nc, "no-such-id")
-    assert exc.value.tag == "data-missing"
-    with pytest.raises(RPCError) as exc:
-        call(
-            nc,
-            f'<updateComputeReservation xmlns="{ESC}"><reservationId>x</reservationId>'
-            "</updateComputeReservation>",
-        )
-    assert exc.value.tag == "data-missing" and "reservation x does not exist" in str(exc.value)
-    with pytest.raises(RPCError) as exc:
-        reserve_pool(
-            nc, 1, 1, 1, extra=f"<startTime>{iso(100)}</startTime><stopTime>{iso(50)}</stopTime>"
-        )
-    assert exc.value.tag == "invalid-value"
-    assert "stopTime" in str(exc.value) and "is not after startTime" in str(exc.value)
+        rpc(m, "createComputeReservation", {
+            "startTime": iso(100), "stopTime": iso(50),
+            "computePoolReservation": {"numCpuCores": 1}})
+    assert exc.value.tag == "invalid-value" and "is not after startTime" in str(exc.value)
     assert exc.value.path == "/esc:createComputeReservation/esc:stopTime"
     with pytest.raises(RPCError) as exc:
-        capacity(nc, "gpus")
+        info(m, "compute", "gpus")
     assert exc.value.tag == "invalid-value"
-    assert exc.value.path.endswith("esc:resourceDescriptor/esc:computeResourceTypeId")
-    assert "compute-resource-type" in str(exc.value)
     with pytest.raises(RPCError) as exc:
-        capacity(nc, "memory", "hostZ")
+        info(m, "compute", "memory", "hostZ")
     assert exc.value.tag == "data-missing" and "resource zone hostZ unknown" in str(exc.value)
+    assert exc.value.path == "/esc:queryComputeCapacity/esc:zoneId"
     with pytest.raises(RPCError) as exc:
-        reserve_pool(nc, 0, 0, 0, "hostA")
+        rpc(m, "createComputeReservation", {"zoneId": "hostA", "computePoolReservation": {
+            "numCpuCores": 0}})
     assert "reserves nothing" in str(exc.value)
     with pytest.raises(RPCError) as exc:
-        call(nc, f'<createComputeReservation xmlns="{ESC}"/>')
-    assert exc.value.tag in ("missing-element", "data-missing")
+        rpc(m, "createComputeReservation", {"zoneId": "hostA", "computePoolReservation": {
+            "numCpuCores": 17}})
+    assert exc.value.tag == "resource-denied"
+    assert "zone hostA cannot hold the reservation: vcpus 17 needed, 16 available" in str(
+        exc.value)
+    with pytest.raises(RPCError) as exc:
+        rpc(m, "createNetworkReservation", {"networkReservation": {"numPublicIps": 21}})
+    assert exc.value.tag == "resource-denied" and "21 public address(es) requested, 20" in str(
+        exc.value)
+    with pytest.raises(RPCError) as exc:
+        rpc(m, "createComputeReservation", {})
+    assert exc.value.tag == "missing-element"
+    with pytest.raises(RPCError) as exc:
+        rpc(m, "subscribeStorageCapacity", {"resourceDescriptor": [
+            {"storageResourceTypeId": "volumes"}], "threshold": [
+            {"condition": "between", "value": 1}]})
+    assert exc.value.tag == "invalid-value"

@@ -19,13 +19,9 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parent.parent / "src" / "escnc"
 
 # engine modules that still import libvirt (to move behind vim/driver.py)
-ENGINE_LIBVIRT = {
-    "engine/capacity.py",
-}
+ENGINE_LIBVIRT: set[str] = set()
 # engine modules that name the Engine class in type hints (to take a context instead)
-ENGINE_TYPE_ONLY = {
-    "engine/capacity.py",
-}
+ENGINE_TYPE_ONLY: set[str] = set()
 
 
 def imports(path: Path) -> list[tuple[str, bool]]:

@@ -73,6 +73,14 @@ class Settings:
     # to vim_connect_timeout; at start escnc waits at most vim_start_wait for them all
     vim_connect_timeout: float = 10.0
     vim_start_wait: float = 0.5
+    # capacity (engine/capacity/, docs/capacity.md): overcommit ratio per resource
+    # ("vcpus", "memory", "storage"; absent = 1, no overcommit); zones as named sets of
+    # VIM hosts; the public address range(s) (CIDR or "first-last"; none: the static
+    # pools); per-host totals of volumes and snapshots
+    overcommit: dict[str, float] = field(default_factory=dict)
+    capacity_zones: dict[str, list[str]] = field(default_factory=dict)
+    public_ip_ranges: list[str] = field(default_factory=list)
+    capacity_limits: dict[str, int] = field(default_factory=dict)
 
     # sources a client names: VIM URIs, image src, day-0 file (docs/security.md)
     allow_test_vims: bool = False  # vim_connector test:/// URIs (the test suite only)

@@ -130,7 +130,8 @@ class GroupSpec:
     placement_host: str = ""
     vim_id: str = ""
     vim_project: str = ""
-    reservation_id: str = ""  # compute reservation consumed (engine/capacity.py)
+    reservation_id: str = ""  # first reservation consumed (engine/capacity/)
+    reservation_ids: tuple[str, ...] = ()  # every reservation named (one per kind)
     # fingerprint of everything that changes an existing VM: not scaling, not flavor
     # (day-2 resize) and not image (ESC: a new image applies at the next redeployment)
     fingerprint: str = ""
@@ -248,6 +249,9 @@ def parse_group(el: etree._Element) -> GroupSpec:
         vim_id=_text(locator, "vim_id"),
         vim_project=_text(locator, "vim_project"),
         reservation_id=_text(el, "reservation_id"),
+        reservation_ids=tuple(
+            t for t in ((r.text or "").strip() for r in _children(el, "reservation_id")) if t
+        ),
         fingerprint=_canonical(el, skip=("scaling", "flavor", "image", "reservation_id")),
     )
 

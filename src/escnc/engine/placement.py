@@ -18,10 +18,12 @@ class PlacementError(Exception):
 
 
 class CapacityCheck(Protocol):
-    """Reservation-aware admission (engine/capacity.py registers one per host registry)."""
+    """Capacity admission (engine/capacity/ registers one per host registry): overcommit
+    ratios and reservations."""
 
     def reservation_zone(self, group: GroupSpec) -> str: ...
     def refusal(self, group: GroupSpec, host: str) -> str: ...
+    def addresses(self, group: GroupSpec) -> tuple[tuple[str, ...], frozenset[str]]: ...
 
 
 _capacity: weakref.WeakKeyDictionary[HostRegistry, CapacityCheck] = weakref.WeakKeyDictionary()
@@ -38,34 +40,38 @@ def generated_name(deployment: str, group: str, index: int) -> str:
 def choose_host(
     vims: HostRegistry, spec: DeploymentSpec, group: GroupSpec, existing: list[VmRecord]
 ) -> str:
-    """zone_host placement, locator vim_id or the zone of the group's reservation first;
-    then affinity / anti-affinity placement groups across hosts; otherwise the default
-    host. Hosts holding reservations take a VM only if it fits outside them (or in the
-    reservation its group names); then another host that fits is chosen."""
+    """zone_host placement, locator vim_id or a host of the zone of the group's
+    reservation first; then affinity / anti-affinity placement groups across hosts;
+    otherwise the default host. Every choice must pass capacity admission (overcommit
+    ratios, capacity held by reservations): a host that refuses the VM is skipped
+    where the rules allow another host, else placement fails saying why."""
     cap = _capacity.get(vims)
 
     def refusal(host: str) -> str:
         return cap.refusal(group, host) if cap is not None else ""
 
-    zone = cap.reservation_zone(group) if cap is not None and group.reservation_id else ""
+    def admitted(host: str) -> str:
+        why = refusal(host)
+        if why:
+            raise PlacementError(f"vm_group {group.name}: {why}")
+        return host
+
+    zone = cap.reservation_zone(group) if cap is not None else ""
     for wanted in (group.placement_host, group.vim_id, zone):
         if wanted:
             if wanted not in vims:
                 raise PlacementError(f"host {wanted} of vm_group {group.name} is not configured")
-            why = refusal(wanted)
-            if why:
-                raise PlacementError(f"vm_group {group.name}: {why}")
-            return wanted
+            return admitted(wanted)
     hosts = sorted(h.name for h in vims.hosts() if h.connected) or [vims.default_name]
     for pg in spec.placement_groups:
         if group.name not in pg.groups:
             continue
         members = [v for v in existing if v.group in pg.groups]
         if pg.type == "affinity":
-            return members[0].host if members else vims.default_name
+            return admitted(members[0].host if members else vims.default_name)
         if pg.type == "anti_affinity":
             used = {v.host for v in members}
-            free = [h for h in hosts if h not in used]
+            free = [h for h in hosts if h not in used and not refusal(h)]
             if free:
                 return free[0]
             if pg.enforcement == "strict":
@@ -74,12 +80,10 @@ def choose_host(
                     f"({len(hosts)} host(s), {len(members)} VM(s))"
                 )
             counts = {h: sum(1 for v in members if v.host == h) for h in hosts}
-            return min(hosts, key=lambda h: counts[h])
+            return admitted(min(hosts, key=lambda h: counts[h]))
     if group.placement_type == "anti_affinity":
         used = {v.host for v in existing if v.group == group.name}
-        free = [h for h in hosts if h not in used]
-        if cap is not None:
-            free = [h for h in free if not refusal(h)]
+        free = [h for h in hosts if h not in used and not refusal(h)]
         if free:
             return free[0]
     why = refusal(vims.default_name)
@@ -92,16 +96,26 @@ def choose_host(
 
 
 def interfaces_for(
-    group: GroupSpec, generated: str, siblings: list[VmRecord]
+    group: GroupSpec,
+    generated: str,
+    siblings: list[VmRecord],
+    reserved: tuple[tuple[str, ...], frozenset[str]] = ((), frozenset()),
 ) -> list[tuple[int, str, str, str]]:
     """(nicid, network, ip, mac) per interface: a fixed address if no sibling has it,
-    else the next free address of the group's static pool on that network."""
+    else the next free address of the group's static pool on that network. ``reserved``
+    (network reservations): addresses reserved for the group come first, addresses
+    reserved for others are never taken from the pool."""
+    own, barred = reserved
     used_ips = {ip for v in siblings for _n, _net, ip, _m in v.interfaces if ip}
     used_macs = {mac for v in siblings for _n, _net, _ip, mac in v.interfaces}
     result = []
     for itf in group.interfaces:
         ip = ""
-        candidates = ((itf.ip_address,) if itf.ip_address else ()) + group.pool(itf.network)
+        pool = group.pool(itf.network)
+        ordered = tuple(a for a in pool if a in own) + tuple(
+            a for a in pool if a not in own and a not in barred
+        )
+        candidates = ((itf.ip_address,) if itf.ip_address else ()) + ordered
         for candidate in candidates:
             if candidate and candidate not in used_ips:
                 ip = candidate
@@ -119,6 +133,7 @@ def new_vm(
     existing: list[VmRecord],
 ) -> VmRecord:
     name = generated_name(spec.name, group.name, index)
+    cap = _capacity.get(vims)
     siblings = [v for v in existing if v.group == group.name]
     return VmRecord(
         generated_name=name,
@@ -132,5 +147,7 @@ def new_vm(
         flavor=group.flavor,
         image=group.image,
         fingerprint=group.fingerprint,
-        interfaces=interfaces_for(group, name, siblings),
+        interfaces=interfaces_for(
+            group, name, siblings, cap.addresses(group) if cap is not None else ((), frozenset())
+        ),
     )

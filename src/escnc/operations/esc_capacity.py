@@ -1,349 +1,169 @@
-"""Capacity and reservation RPCs (namespace http://www.cisco.com/esc/esc), after
-ETSI NFV IFA 005/006 as described in seed 003 (there REST, here NETCONF, with the
-seed's field names): queryComputeCapacity, subscribeComputeCapacity,
-unsubscribeComputeCapacity, createComputeReservation, queryComputeReservation,
-updateComputeReservation, terminateComputeReservation.
+"""Capacity and reservation RPCs (namespace http://www.cisco.com/esc/esc): the seed's
+API (``capacity_rest.py``) over NETCONF, with the seed's JSON names as YANG nodes.
 
-Zones are VIM hosts (opdata hosts/host/name); memory figures (virtualMemSize,
-computeResourceTypeId memory) are MiB. The input is validated against the YANG model
-first (types, enums, mandatory leaves); the handlers check what the model cannot
-(time order, unknown ids and zones, capacity) and answer with precise rpc-errors.
-The work lives in engine/capacity.py (``services.engine.capacity``).
+For each kind (Compute, Network, Storage): query<Kind>Capacity,
+subscribe<Kind>Capacity, unsubscribe<Kind>Capacity, create<Kind>Reservation,
+query<Kind>Reservation, update<Kind>Reservation, terminate<Kind>Reservation.
+The input is validated against the YANG model first; this module turns the XML into
+the seed's JSON shape and back, and the API's errors into rpc-errors whose
+error-path names the offending leaf.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
-from escnc.engine.capacity import (
-    INF,
-    Amount,
-    CapacityManager,
-    Reservation,
-    Threshold,
-    format_time,
-    parse_time,
-    pool_leaves,
-)
-from escnc.engine.errors import Unavailable
-from escnc.errors import RpcError, data_missing, invalid_value, operation_failed
+from escnc.engine.capacity.manager import CapacityManager
+from escnc.errors import RpcError, operation_failed
 from escnc.ns import ESC
+from escnc.operations import capacity_rest as api
 
 if TYPE_CHECKING:
     from escnc.rpc.dispatch import RpcContext, RpcRegistry
     from escnc.services import Services
 
 NSMAP = {"esc": ESC}
+# input nodes that are lists (a single entry is still a list in the seed's JSON)
+LISTS = {"threshold", "queryReservationFilter", "virtualizationContainerReservation"}
+# list keys come first in a reply (RFC 7950 7.8.5)
+KEYS = {"reservationData": "reservationId", "virtualizationContainerReserved": "containerId"}
 
 
-def _q(name: str) -> str:
-    return f"{{{ESC}}}{name}"
+def _local(el: etree._Element) -> str:
+    return etree.QName(el).localname
 
 
-def _text(el: etree._Element | None, path: str) -> str:
-    if el is None:
-        return ""
-    value = el.findtext("/".join(_q(p) for p in path.split("/")))
-    return value.strip() if value is not None else ""
+def to_json(el: etree._Element, lists: set[str]) -> dict[str, Any]:
+    """An RPC's input as the seed's JSON (leaf text as strings)."""
+    out: dict[str, Any] = {}
+    for child in el:
+        if not isinstance(child.tag, str):
+            continue
+        name = _local(child)
+        value: Any = to_json(child, lists) if len(child) else (child.text or "").strip()
+        if name in lists or name in out:
+            prev = out.get(name)
+            out[name] = (prev if isinstance(prev, list) else [] if prev is None else [prev]) + [
+                value
+            ]
+        else:
+            out[name] = value
+    return out
 
 
-def _int(el: etree._Element | None, path: str) -> int:
-    text = _text(el, path)
-    return int(text) if text else 0
+def to_xml(parent: etree._Element, data: dict[str, Any]) -> None:
+    def add(name: str, value: Any) -> None:
+        if isinstance(value, list):
+            for item in value:
+                add(name, item)
+        elif isinstance(value, dict):
+            el = etree.SubElement(parent, f"{{{ESC}}}{name}")
+            key = KEYS.get(name)
+            ordered = ({key: value[key]} if key and key in value else {}) | value
+            to_xml(el, ordered)
+        else:
+            etree.SubElement(parent, f"{{{ESC}}}{name}").text = str(value)
+
+    for name, value in data.items():
+        add(name, value)
 
 
-def _path(rpc: str, leaf: str) -> str:
-    return f"/esc:{rpc}/" + "/".join(f"esc:{p}" for p in leaf.split("/"))
-
-
-def _time(request: etree._Element, rpc: str, leaf: str) -> float | None:
-    text = _text(request, leaf)
-    if not text:
-        return None
-    try:
-        return parse_time(text)
-    except ValueError:
-        raise invalid_value(
-            f"{rpc}: {leaf} {text!r} is not a date-and-time",
-            path=_path(rpc, leaf),
-            path_nsmap=NSMAP,
-        ) from None
-
-
-def _check_period(rpc: str, start: float, stop: float | None, stop_leaf: str = "stopTime") -> None:
-    if stop is None:
-        return
-    if stop <= start:
-        raise invalid_value(
-            f"{rpc}: stopTime {format_time(stop)} is not after startTime {format_time(start)}",
-            path=_path(rpc, stop_leaf),
-            path_nsmap=NSMAP,
-        )
-    if stop <= time.time():
-        raise invalid_value(
-            f"{rpc}: stopTime {format_time(stop)} is in the past",
-            path=_path(rpc, stop_leaf),
-            path_nsmap=NSMAP,
-        )
+def _reply(data: dict[str, Any]) -> list[etree._Element]:
+    holder = etree.Element("reply", nsmap={None: ESC})  # type: ignore[dict-item]
+    to_xml(holder, data)
+    return list(holder)
 
 
 def _capacity(ctx: RpcContext) -> CapacityManager:
-    engine = ctx.services.engine
-    manager = getattr(engine, "capacity", None)
+    manager = getattr(ctx.services.engine, "capacity", None)
     if manager is None:
         raise operation_failed("the engine is not running")
     return manager  # type: ignore[no-any-return]
 
 
-def _zone(mgr: CapacityManager, rpc: str, zone: str) -> None:
-    if zone and zone not in mgr.zones():
-        raise data_missing(
-            f"{rpc}: resource zone {zone} unknown (zones are VIM hosts: "
-            f"{', '.join(mgr.zones()) or 'none'})",
-            path=_path(rpc, "zoneId"),
-            path_nsmap=NSMAP,
-        )
+def _rpc_error(rpc: str, exc: api.CapacityRequestError) -> RpcError:
+    path = f"/esc:{rpc}" + "".join(f"/esc:{p}" for p in exc.field.split("/") if p)
+    message = f"{rpc}: {exc.message}"
+    if exc.tag == "missing-element":
+        leaf = exc.field.split("/")[-1] or rpc
+        return RpcError("missing-element", message, type="protocol",
+                        info={"bad-element": leaf})
+    return RpcError(exc.tag, message, path=path if exc.field else None, path_nsmap=NSMAP,
+                    app_tag=str(exc.status))
 
 
-def _reservation(mgr: CapacityManager, rpc: str, rid: str, leaf: str) -> Reservation:
-    r = mgr.reservation(rid)
-    if r is None:
-        raise data_missing(
-            f"{rpc}: reservation {rid} does not exist", path=_path(rpc, leaf), path_nsmap=NSMAP
-        )
-    return r
+Call = Callable[[CapacityManager, str, dict[str, Any]], dict[str, Any]]
 
 
-def reservation_data(r: Reservation) -> etree._Element:
-    el = etree.Element(_q("reservationData"), nsmap={None: ESC})  # type: ignore[dict-item]
-    etree.SubElement(el, _q("reservationId")).text = r.id
-    etree.SubElement(el, _q("reservationStatus")).text = r.status(time.time())
-    etree.SubElement(el, _q("startTime")).text = format_time(r.start)
-    if r.stop is not None:
-        etree.SubElement(el, _q("stopTime")).text = format_time(r.stop)
-    if r.containers:
-        for c in r.containers:
-            vc = etree.SubElement(el, _q("virtualizationContainerReserved"))
-            etree.SubElement(vc, _q("containerId")).text = c["containerId"]
-            _flavor_xml(vc, c["containerFlavor"])
-            etree.SubElement(vc, _q("zoneId")).text = r.zone
-    else:
-        pool = etree.SubElement(el, _q("computePoolReserved"))
-        pool_leaves(pool, r.amount)
-        etree.SubElement(pool, _q("zoneId")).text = r.zone
-    return el
-
-
-def _flavor_xml(parent: etree._Element, flavor: dict[str, Any]) -> None:
-    f = etree.SubElement(parent, _q("containerFlavor"))
-    if flavor.get("flavorId"):
-        etree.SubElement(f, _q("flavorId")).text = flavor["flavorId"]
-    for part, leaves in (
-        ("virtualCpu", ("numVirtualCpu", "cpuArchitecture")),
-        ("virtualMemory", ("virtualMemSize", "numaEnabled")),
-        ("virtualStorage", ("typeOfStorage", "sizeOfStorage")),
-    ):
-        values = flavor.get(part) or {}
-        if not values:
-            continue
-        p = etree.SubElement(f, _q(part))
-        for leaf in leaves:
-            if values.get(leaf) not in (None, ""):
-                etree.SubElement(p, _q(leaf)).text = str(values[leaf])
-
-
-def _container_flavor(el: etree._Element) -> dict[str, Any]:
-    flavor: dict[str, Any] = {"flavorId": _text(el, "containerFlavor/flavorId")}
-    for part, leaves in (
-        ("virtualCpu", ("numVirtualCpu", "cpuArchitecture")),
-        ("virtualMemory", ("virtualMemSize", "numaEnabled")),
-        ("virtualStorage", ("typeOfStorage", "sizeOfStorage")),
-    ):
-        values = {leaf: _text(el, f"containerFlavor/{part}/{leaf}") for leaf in leaves}
-        flavor[part] = {k: v for k, v in values.items() if v}
-    return flavor
-
-
-# -- handlers ---------------------------------------------------------------------------
-
-
-def query_capacity(ctx: RpcContext, request: etree._Element) -> list[etree._Element]:
-    rpc = "queryComputeCapacity"
-    mgr = _capacity(ctx)
-    zone = _text(request, "zoneId")
-    rtype = _text(request, "resourceDescriptor/computeResourceTypeId")
-    if not rtype:
-        raise RpcError(
-            "missing-element",
-            f"{rpc}: resourceDescriptor/computeResourceTypeId is required",
-            type="protocol",
-            info={"bad-element": "resourceDescriptor"},
-        )
-    _zone(mgr, rpc, zone)
-    start = _time(request, rpc, "timePeriod/startTime")
-    stop = _time(request, rpc, "timePeriod/stopTime")
-    begin = time.time() if start is None else start
-    if stop is not None and stop <= begin:
-        raise invalid_value(
-            f"{rpc}: stopTime {format_time(stop)} is not after startTime {format_time(begin)}",
-            path=_path(rpc, "timePeriod/stopTime"),
-            path_nsmap=NSMAP,
-        )
-    out = []
-    for name in [zone] if zone else mgr.zones():
+def _handler(rpc: str, kind: str, call: Call, lists: set[str]) -> Callable[..., Any]:
+    def handle(ctx: RpcContext, request: etree._Element) -> list[etree._Element]:
+        mgr = _capacity(ctx)
         try:
-            fig = mgr.zone_figures(name, begin, INF if stop is None else stop)
-        except Unavailable as exc:
-            if zone:
-                raise operation_failed(f"{rpc}: {exc.message}") from None
-            continue
-        el = etree.Element(_q("zone"), nsmap={None: ESC})  # type: ignore[dict-item]
-        etree.SubElement(el, _q("zoneId")).text = name
-        etree.SubElement(el, _q("computeResourceTypeId")).text = rtype
-        etree.SubElement(el, _q("lastUpdate")).text = format_time(time.time())
-        info = etree.SubElement(el, _q("capacityInformation"))
-        for key, value in fig.info(rtype).items():
-            etree.SubElement(info, _q(key)).text = str(value)
-        out.append(el)
-    return out
+            return _reply(call(mgr, kind, to_json(request, lists)))
+        except api.CapacityRequestError as exc:
+            raise _rpc_error(rpc, exc) from None
+
+    return handle
 
 
-def subscribe_capacity(ctx: RpcContext, request: etree._Element) -> list[etree._Element]:
-    rpc = "subscribeComputeCapacity"
-    mgr = _capacity(ctx)
-    zone = _text(request, "zoneId")
-    _zone(mgr, rpc, zone)
-    types = [_text(d, "computeResourceTypeId") for d in request.iterfind(_q("resourceDescriptor"))]
-    types = [t for t in types if t]
-    if not types:
-        raise RpcError(
-            "missing-element",
-            f"{rpc}: resourceDescriptor is missing",
-            type="protocol",
-            info={"bad-element": "resourceDescriptor"},
-        )
-    thresholds = [
-        Threshold(_text(t, "capacity_info") or "available", _text(t, "condition"), _int(t, "value"))
-        for t in request.iterfind(_q("threshold"))
-    ]
-    sub = mgr.subscribe(zone, dict.fromkeys(types), thresholds)
-    sid = etree.Element(_q("capacityChangeSubscriptionId"), nsmap={None: ESC})  # type: ignore[dict-item]
-    sid.text = sub.id
-    created = etree.Element(_q("created"), nsmap={None: ESC})  # type: ignore[dict-item]
-    created.text = format_time(sub.created)
-    return [sid, created]
+def _as_list(data: dict[str, Any]) -> dict[str, Any]:
+    """reservationData is a YANG list: a single reservation too."""
+    items = data.get("reservationData")
+    return {"reservationData": items if isinstance(items, list) else [items]}
 
 
-def unsubscribe_capacity(ctx: RpcContext, request: etree._Element) -> None:
-    rpc = "unsubscribeComputeCapacity"
-    mgr = _capacity(ctx)
-    ids = [(e.text or "").strip() for e in request.iterfind(_q("capacityChangeSubscriptionId"))]
-    for sid in ids:
-        if not mgr.unsubscribe(sid):
-            raise data_missing(
-                f"{rpc}: subscription {sid} does not exist",
-                path=_path(rpc, "capacityChangeSubscriptionId"),
-                path_nsmap=NSMAP,
+def _unsubscribe(mgr: CapacityManager, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    ids = data.get("capacityChangeSubscriptionId") or []
+    ids = ids if isinstance(ids, list) else [ids]
+    for sid in ids:  # all or nothing
+        if not any(s.id == sid and s.kind == kind for s in mgr.subs.all()):
+            raise api.CapacityRequestError(
+                404, "data-missing", f"{kind} subscription {sid} does not exist",
+                "capacityChangeSubscriptionId",
             )
+    for sid in dict.fromkeys(ids):
+        api.unsubscribe_capacity(mgr, kind, sid)
+    return {}
 
 
-def create_reservation(ctx: RpcContext, request: etree._Element) -> list[etree._Element]:
-    rpc = "createComputeReservation"
-    mgr = _capacity(ctx)
-    now = time.time()
-    start = _time(request, rpc, "startTime")
-    stop = _time(request, rpc, "stopTime")
-    start = now if start is None else start
-    _check_period(rpc, start, stop)
-    zone = _text(request, "zoneId")
-    _zone(mgr, rpc, zone)
-    pool = request.find(_q("computePoolReservation"))
-    containers = list(request.iterfind(_q("virtualizationContainerReservation")))
-    given: list[dict[str, Any]] = []
-    if pool is not None:
-        amount = Amount(
-            _int(pool, "numVcInstances"), _int(pool, "numCpuCores"), _int(pool, "virtualMemSize")
-        )
-        what = "computePoolReservation"
-    elif containers:
-        amount = Amount()
-        for c in containers:
-            flavor = _container_flavor(c)
-            given.append({"containerId": _text(c, "containerId"), "containerFlavor": flavor})
-            amount += Amount(
-                1,
-                int(flavor["virtualCpu"].get("numVirtualCpu") or 0),
-                int(flavor["virtualMemory"].get("virtualMemSize") or 0),
+def _terminate(mgr: CapacityManager, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    ids = data.get("reservationId") or []
+    ids = list(dict.fromkeys(ids if isinstance(ids, list) else [ids]))
+    force = str(data.get("force", "false")).lower() == "true"
+    for rid in ids:  # all or nothing: unknown ids and ones in use are refused first
+        api._find(mgr, kind, rid, "reservationId")
+        users = mgr.users(rid)
+        r = mgr.reservation(rid)
+        if users and not force and r is not None and r.status(mgr.clock.now()) == "active":
+            raise api.CapacityRequestError(
+                409, "in-use",
+                f"reservation {rid} is in use by VM(s) {', '.join(users)}; "
+                "terminate with force to release it anyway",
+                "reservationId",
             )
-        what = "virtualizationContainerReservation"
-    else:
-        raise RpcError(
-            "missing-element",
-            f"{rpc}: computePoolReservation or virtualizationContainerReservation is required",
-            type="protocol",
-            info={"bad-element": "computePoolReservation"},
-        )
-    if amount.is_zero():
-        raise invalid_value(
-            f"{rpc}: {what} reserves nothing", path=_path(rpc, what), path_nsmap=NSMAP
-        )
-    return [reservation_data(mgr.create(amount, start, stop, zone, given))]
-
-
-def query_reservation(ctx: RpcContext, request: etree._Element) -> list[etree._Element]:
-    rpc = "queryComputeReservation"
-    mgr = _capacity(ctx)
-    ids = [_text(f, "reservationId") for f in request.iterfind(_q("queryReservationFilter"))]
-    if not ids:
-        return [reservation_data(r) for r in sorted(mgr.reservations(), key=lambda r: r.created)]
-    return [
-        reservation_data(_reservation(mgr, rpc, rid, "queryReservationFilter/reservationId"))
-        for rid in ids
-    ]
-
-
-def update_reservation(ctx: RpcContext, request: etree._Element) -> list[etree._Element]:
-    rpc = "updateComputeReservation"
-    mgr = _capacity(ctx)
-    rid = _text(request, "reservationId")
-    r = _reservation(mgr, rpc, rid, "reservationId")
-    start = _time(request, rpc, "startTime")
-    stop = _time(request, rpc, "stopTime")
-    status = r.status(time.time())
-    if status in ("expired", "terminated"):
-        raise operation_failed(f"{rpc}: reservation {rid} is {status}", app_tag="409")
-    new_start = r.start if start is None else start
-    new_stop = r.stop if stop is None else stop
-    _check_period(rpc, new_start, new_stop)
-    return [reservation_data(mgr.update(rid, new_start, new_stop))]
-
-
-def terminate_reservation(ctx: RpcContext, request: etree._Element) -> list[etree._Element]:
-    rpc = "terminateComputeReservation"
-    mgr = _capacity(ctx)
-    ids = [(e.text or "").strip() for e in request.iterfind(_q("reservationId"))]
-    for rid in ids:  # all or nothing
-        _reservation(mgr, rpc, rid, "reservationId")
-    out = []
-    for rid in dict.fromkeys(ids):
-        mgr.terminate(rid)
-        el = etree.Element(_q("reservationId"), nsmap={None: ESC})  # type: ignore[dict-item]
-        el.text = rid
-        out.append(el)
-    return out
+    out = [api.terminate_reservation(mgr, kind, rid, force)["reservationData"] for rid in ids]
+    return {"reservationData": out}
 
 
 def register(registry: RpcRegistry, services: Services) -> None:
-    for name, handler in (
-        ("queryComputeCapacity", query_capacity),
-        ("subscribeComputeCapacity", subscribe_capacity),
-        ("unsubscribeComputeCapacity", unsubscribe_capacity),
-        ("createComputeReservation", create_reservation),
-        ("queryComputeReservation", query_reservation),
-        ("updateComputeReservation", update_reservation),
-        ("terminateComputeReservation", terminate_reservation),
-    ):
-        registry.register(ESC, name, handler, validate_input=True)
+    for kind in ("compute", "network", "storage"):
+        k = kind.capitalize()
+        ops: list[tuple[str, Call, set[str]]] = [
+            (f"query{k}Capacity", lambda m, kd, d: api.query_capacity(m, kd, d), set()),
+            (f"subscribe{k}Capacity", api.subscribe_capacity, LISTS | {"resourceDescriptor"}),
+            (f"unsubscribe{k}Capacity", _unsubscribe, {"capacityChangeSubscriptionId"}),
+            (f"create{k}Reservation", api.create_reservation, LISTS),
+            (
+                f"query{k}Reservation",
+                lambda m, kd, d: _as_list(api.query_reservation(m, kd, d)),
+                LISTS,
+            ),
+            (f"update{k}Reservation", lambda m, kd, d: _as_list(api.update_reservation(m, kd, d)),
+             LISTS),
+            (f"terminate{k}Reservation", _terminate, {"reservationId"}),
+        ]
+        for name, call, lists in ops:
+            registry.register(ESC, name, _handler(name, kind, call, lists), validate_input=True)

@@ -1,0 +1,151 @@
+"""Reservations and capacity subscriptions, and their SQLite store
+(``reservations.sqlite3`` in the state directory, one JSON row each).
+
+A reservation's status follows the seed: ``initialized`` until startTime, then
+``active``, then ``expired`` at stopTime; ``terminated`` when terminated.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from escnc.engine.capacity.model import INF, Amount
+
+INITIALIZED, ACTIVE, EXPIRED, TERMINATED = "initialized", "active", "expired", "terminated"
+CONDITIONS = ("lt", "le", "gt", "ge", "eq")
+FIGURES = ("available", "reserved", "total", "allocated")
+
+
+@dataclass(frozen=True)
+class Reservation:
+    id: str
+    kind: str  # compute | network | storage
+    zone: str  # a zone name (a host is a zone of its own); "" for network addresses
+    start: float
+    stop: float | None
+    amount: Amount
+    containers: tuple[dict[str, Any], ...] = ()  # virtualizationContainerReservation as given
+    public_ips: tuple[str, ...] = ()  # addresses held by a network reservation
+    terminated: bool = False
+    created: float = 0.0
+    reported: str = ""  # last status announced by a reservation event
+
+    def status(self, now: float) -> str:
+        if self.terminated:
+            return TERMINATED
+        if self.stop is not None and now >= self.stop:
+            return EXPIRED
+        return INITIALIZED if now < self.start else ACTIVE
+
+    def holds(self, start: float, stop: float) -> bool:
+        """Holds capacity at some time in [start, stop)."""
+        if self.terminated:
+            return False
+        end = INF if self.stop is None else self.stop
+        return self.start < stop and end > start
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["amount"] = asdict(self.amount)
+        return json.dumps(data)
+
+    @staticmethod
+    def from_json(text: str) -> Reservation:
+        data = json.loads(text)
+        data["amount"] = Amount(**data["amount"])
+        data["containers"] = tuple(data.get("containers") or ())
+        data["public_ips"] = tuple(data.get("public_ips") or ())
+        return Reservation(**data)
+
+
+@dataclass(frozen=True)
+class Threshold:
+    capacity_info: str  # available | reserved | total | allocated
+    condition: str  # lt | le | gt | ge | eq
+    value: int
+
+    def holds(self, info: dict[str, int]) -> bool:
+        figure = info[self.capacity_info]
+        return {
+            "lt": figure < self.value,
+            "le": figure <= self.value,
+            "gt": figure > self.value,
+            "ge": figure >= self.value,
+            "eq": figure == self.value,
+        }[self.condition]
+
+    def describe(self) -> str:
+        return f"{self.capacity_info} {self.condition} {self.value}"
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: str
+    kind: str
+    zone: str  # "" = the whole VIM
+    types: tuple[str, ...]
+    thresholds: tuple[Threshold, ...] = ()
+    created: float = 0.0
+    notification_url: str = ""  # the REST face POSTs there (not done by the engine)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @staticmethod
+    def from_json(text: str) -> Subscription:
+        data = json.loads(text)
+        data["types"] = tuple(data["types"])
+        data["thresholds"] = tuple(Threshold(**t) for t in data["thresholds"])
+        data.setdefault("kind", "compute")
+        return Subscription(**data)
+
+
+class RecordStore:
+    """reservations.sqlite3: reservations and capacity subscriptions as JSON rows."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            for table in ("reservations", "subscriptions"):
+                self._db.execute(
+                    f"CREATE TABLE IF NOT EXISTS {table} (id TEXT PRIMARY KEY, data TEXT)"
+                )
+
+    def reservations(self) -> list[Reservation]:
+        return [Reservation.from_json(t) for t in self._load("reservations")]
+
+    def subscriptions(self) -> list[Subscription]:
+        return [Subscription.from_json(t) for t in self._load("subscriptions")]
+
+    def _load(self, table: str) -> list[str]:
+        with self._lock:
+            return [row[0] for row in self._db.execute(f"SELECT data FROM {table} ORDER BY rowid")]
+
+    def put_reservation(self, r: Reservation) -> None:
+        self._put("reservations", r.id, r.to_json())
+
+    def put_subscription(self, s: Subscription) -> None:
+        self._put("subscriptions", s.id, s.to_json())
+
+    def _put(self, table: str, key: str, data: str) -> None:
+        with self._lock:
+            self._db.execute(
+                f"INSERT OR REPLACE INTO {table} (id, data) VALUES (?, ?)", (key, data)
+            )
+
+    def delete_subscription(self, key: str) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM subscriptions WHERE id = ?", (key,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
