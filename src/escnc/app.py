@@ -19,7 +19,7 @@ import importlib
 import logging
 import pkgutil
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from escnc import statedir
 from escnc.netconf.dispatch import RpcRegistry
@@ -38,8 +38,9 @@ def needs_traversable_state_dir(settings: Settings) -> bool:
                for uri in settings.vims.values())
 
 
-def build_services(settings: Settings) -> Services:
-    """Build every component; the caller holds the state directory's lock."""
+def build_services(settings: Settings, clock: Any = None) -> Services:
+    """Build every component; the caller holds the state directory's lock. ``clock``:
+    the engine's (engine/clock.py; tests pass a ManualClock)."""
     services = Services(settings=settings, registry=RpcRegistry())
 
     from escnc.datastore.schema import Schema
@@ -56,7 +57,7 @@ def build_services(settings: Settings) -> Services:
     services.datastore = Datastore(settings, services.schema)
     services.events = EventBus(settings)
     services.vims = HostRegistry(settings)
-    services.engine = Engine(services)
+    services.engine = Engine(services, clock=clock)
     services.datastore.add_validator(check_names)
     services.sessions = SessionManager(services)
 
@@ -74,8 +75,9 @@ def build_services(settings: Settings) -> Services:
 class Server:
     """The whole escnc server in one object (used by ``escnc serve`` and the tests)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Any = None) -> None:
         self.settings = settings
+        self._clock = clock
         self.services: Services | None = None
         self._netconf: NetconfServer | None = None
         self._state_lock: statedir.StateDirLock | None = None
@@ -88,7 +90,7 @@ class Server:
             self.settings.state_dir, traversable=needs_traversable_state_dir(self.settings)
         )
         try:
-            self.services = build_services(self.settings)
+            self.services = build_services(self.settings, self._clock)
         except BaseException:
             self._state_lock.release()
             raise

@@ -22,9 +22,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from escnc.engine import states as st
+from escnc.engine.elastic import Elastic
 from escnc.engine.jobs import Job, waiting
+from escnc.engine.kpi.collectors import CollectorEnv
 from escnc.engine.model import DeploymentSpec, GroupSpec
 from escnc.engine.placement import PlacementError, new_vm
+from escnc.engine.scaling import ScaleOps, target_count
 from escnc.engine.store import DeploymentRecord, VmRecord
 
 if TYPE_CHECKING:
@@ -36,11 +39,12 @@ log = logging.getLogger(__name__)
 def _ensure_records(engine: Engine, spec: DeploymentSpec) -> list[VmRecord]:
     """VM rows for min_active VMs per group, written before any domain exists."""
     existing = engine.store.vms(spec.tenant, spec.name)
+    dep = engine.store.deployment(spec.tenant, spec.name)
     for group in spec.groups.values():
         have = [v for v in existing if v.group == group.name]
         used = {v.index for v in have}
         index = 0
-        while len(have) < group.min_active:
+        while len(have) < target_count(dep, group):  # min_active + elastic scale-out
             while index in used:
                 index += 1
             vm = new_vm(engine.vims, spec, group, index, existing)
@@ -293,7 +297,7 @@ def _scale_in(engine: Engine, dep: DeploymentRecord, spec: DeploymentSpec) -> li
     errors: list[str] = []
     for group in spec.groups.values():
         have = [v for v in engine.store.vms(spec.tenant, spec.name) if v.group == group.name]
-        excess = len(have) - group.min_active
+        excess = len(have) - target_count(dep, group)  # elastic scale-out stays
         if excess <= 0:
             continue
         for vm in sorted(have, key=lambda v: v.index, reverse=True)[:excess]:
@@ -314,6 +318,14 @@ def _scale_in(engine: Engine, dep: DeploymentRecord, spec: DeploymentSpec) -> li
                 continue
             engine.store.delete_vm(vm.generated_name)
             engine.publish("VM_SCALE_IN_COMPLETE", dep, vm, message="VM scale in completed")
+    # elastic extras within the (maybe lowered) bounds: a later max_active raise adds none
+    extras = {
+        g.name: min(dep.elastic[g.name], max(0, g.max_active - g.min_active))
+        for g in spec.groups.values()
+        if dep.elastic.get(g.name)
+    }
+    if extras != dep.elastic:
+        engine.store.update_deployment(dep.tenant, dep.name, elastic=extras)
     return errors
 
 
@@ -363,3 +375,44 @@ def _update_vm(
         return [msg]
     engine.publish("VM_UPDATED", dep, new, message="VM has been updated (applies at next start)")
     return []
+
+
+def elastic_for(engine: Engine) -> Elastic:
+    """The engine's KPI poller, rules and scaler (engine/elastic.py), wired to it."""
+
+    def publish_vm(type_: str, vm: VmRecord, message: str, failure: bool) -> None:
+        dep = engine.deployment_of(vm) or DeploymentRecord(vm.tenant, vm.deployment, "", "")
+        engine.publish(type_, dep, vm, message=message, failure=failure)
+
+    def recover(vm: VmRecord, reason: str) -> str:
+        try:
+            engine.recover(vm, reason)
+        except Exception as exc:  # engine.errors.Refused: the state forbids it now
+            return f"not done: {exc}"
+        return "recovery per recovery_policy queued"
+
+    def is_test(vm: VmRecord) -> bool:
+        return engine.ops.host(vm).is_test
+
+    ops = ScaleOps(
+        store=engine.store,
+        clock=engine.clock,
+        cooldown=engine.settings.scale_cooldown,
+        desired=lambda: engine.desired,
+        submit=lambda key, name, fn: engine.jobs.submit(key, name, fn),
+        publish=engine.publish,
+        create=lambda job, dep, spec, vms, ev: _create_vms(engine, job, dep, spec, vms, ev),
+        wait_alive=lambda job, dep, vms: engine.wait_alive(job, dep, vms, event="VM_ALIVE"),
+        new_vm=lambda spec, group, index, existing: new_vm(
+            engine.vims, spec, group, index, existing
+        ),
+        remove=engine.ops.remove,
+    )
+    return Elastic(
+        engine.settings,
+        ops,
+        CollectorEnv(engine.ops.domain, is_test),
+        engine.group_of,
+        publish_vm,
+        recover,
+    )

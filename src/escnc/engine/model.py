@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from lxml import etree
 
+from escnc.engine.kpi.spec import KpiDef, RuleDef, parse_kpis, parse_rules
 from escnc.ns import ESC
 from escnc.vim.networks import NetworkSpec, SubnetSpec
 
@@ -129,6 +130,9 @@ class GroupSpec:
     vim_id: str = ""
     vim_project: str = ""
     reservation_id: str = ""  # compute reservation consumed (engine/capacity.py)
+    elastic: bool = False  # scale between min_active and max_active on KPIs
+    kpis: tuple[KpiDef, ...] = ()  # every kpi_data/kpi (engine/kpi/)
+    rules: tuple[RuleDef, ...] = ()  # rules/admin_rules/rule (engine/rules.py)
     # fingerprint of everything that changes an existing VM: not scaling, not flavor
     # (day-2 resize) and not image (ESC: a new image applies at the next redeployment)
     fingerprint: str = ""
@@ -246,6 +250,9 @@ def parse_group(el: etree._Element) -> GroupSpec:
         vim_id=_text(locator, "vim_id"),
         vim_project=_text(locator, "vim_project"),
         reservation_id=_text(el, "reservation_id"),
+        elastic=_bool(scaling, "elastic"),
+        kpis=parse_kpis(el),
+        rules=parse_rules(el),
         fingerprint=_canonical(el, skip=("scaling", "flavor", "image", "reservation_id")),
     )
 
