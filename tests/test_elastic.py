@@ -495,3 +495,21 @@ def test_operator_action_mapping_runs_a_script_with_the_outcome(
                  .endswith("exit status 0"))
         advance(m, clock)  # no continuous_alarm: once
         assert out.read_text() == f"VM_HOT TRUE {name}\n"
+
+
+def test_unknown_collector_is_refused_at_edit_time(
+    start: Callable[..., Server], tmp_path: Path
+) -> None:
+    from ncclient.operations import RPCError
+
+    srv = start()
+    with connect(srv) as m:
+        dep = with_kpis(deployment(), kpi("K", "NO_SUCH_METRIC", "GT", 1), "")
+        with pytest.raises(RPCError) as exc:
+            nc_edit(m, config(tmp_path, dep))
+        assert "NO_SUCH_METRIC" in str(exc.value) and "LOAD" in str(exc.value)
+        assert (exc.value.path or "").endswith(
+            "esc:kpi[esc:event_name='K']/esc:metric_collector/esc:type")
+        assert vms(m) == []
+        # VM_ALIVE keeps its own collectors (ICMPPing, or domain-state on the test driver)
+        nc_edit(m, config(tmp_path, deployment()))

@@ -14,6 +14,7 @@ from lxml import etree
 
 from escnc.engine.kpi.collectors import CollectorEnv, Collectors
 from escnc.engine.kpi.runtime import KpiContext, KpiRuntime
+from escnc.engine.kpi.spec import ALIVE_EVENT
 from escnc.engine.model import GroupSpec
 from escnc.engine.rules import RuleContext, Rules
 from escnc.engine.scaling import ScaleOps, Scaler, target_count
@@ -94,7 +95,9 @@ class Elastic:
         for event, st in sorted(states.items()):
             k = etree.SubElement(out, _q("kpi"))
             _leaf(k, "event_name", event)
-            if event in kpis:
+            if event == ALIVE_EVENT and vm.collector:
+                _leaf(k, "collector", vm.collector)  # what decided liveness (monitor.py)
+            elif event in kpis:
                 _leaf(k, "collector", kpis[event].collector)
             _leaf(k, "state", st.state)
             if st.value is not None:

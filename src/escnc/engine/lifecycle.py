@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from escnc.engine import startup
 from escnc.engine import states as st
 from escnc.engine.elastic import Elastic
 from escnc.engine.jobs import Job, waiting
@@ -29,6 +30,7 @@ from escnc.engine.model import DeploymentSpec, GroupSpec
 from escnc.engine.placement import PlacementError, new_vm
 from escnc.engine.scaling import ScaleOps, target_count
 from escnc.engine.store import DeploymentRecord, VmRecord
+from escnc.vim.live_nics import sync_live_nics
 
 if TYPE_CHECKING:
     from escnc.engine.engine import Engine
@@ -135,11 +137,7 @@ def deploy(engine: Engine, job: Job, spec: DeploymentSpec) -> None:
     except PlacementError as exc:
         _finish(engine, dep, "SERVICE_ALIVE", [str(exc)], st.SERVICE_ERROR)
         return
-    watch, errors = _create_vms(engine, job, dep, spec, vms)
-    if job.cancel.is_set():
-        _finish(engine, dep, "SERVICE_ALIVE", ["deployment interrupted by undeploy"], None)
-        return
-    errors += engine.wait_alive(job, dep, watch, event="VM_ALIVE")
+    errors = start_in_order(engine, job, dep, spec, vms)  # policies/startup stages
     if job.cancel.is_set():
         _finish(engine, dep, "SERVICE_ALIVE", ["deployment interrupted by undeploy"], None)
         return
@@ -158,6 +156,27 @@ def deploy(engine: Engine, job: Job, spec: DeploymentSpec) -> None:
         errors,
         final,
         ok="Service group deployment completed successfully",
+    )
+
+
+def start_in_order(
+    engine: Engine, job: Job, dep: DeploymentRecord, spec: DeploymentSpec, vms: list[VmRecord]
+) -> list[str]:
+    """Create and wait for ``vms`` group stage by group stage (engine/startup.py)."""
+
+    def refuse(vm: VmRecord, msg: str) -> None:
+        vm = engine.set_vm_state(vm.generated_name, st.VM_ERROR, status_message=msg)
+        engine.publish("VM_DEPLOYED", dep, vm, message=msg, failure=True)
+
+    return startup.run_staged(
+        list(spec.groups),
+        spec.startup,
+        vms,
+        lambda batch: _create_vms(engine, job, dep, spec, batch),
+        lambda watch: engine.wait_alive(job, dep, watch, event="VM_ALIVE"),
+        lambda vm: (engine.store.vm(vm.generated_name) or vm).state,
+        refuse,
+        job.cancel,
     )
 
 
@@ -373,7 +392,16 @@ def _update_vm(
         msg = f"VM {vm.generated_name} could not be updated: {exc}"
         engine.publish("VM_UPDATED", dep, new, message=msg, failure=True)
         return [msg]
-    engine.publish("VM_UPDATED", dep, new, message="VM has been updated (applies at next start)")
+    message = "VM has been updated (applies at next start)"
+    nics_changed = [(n, net) for n, net, _ip, _m in new.interfaces] != [
+        (n, net) for n, net, _ip, _m in vm.interfaces
+    ]
+    dom = engine.ops.domain(new) if nics_changed else None
+    if dom is not None:  # vNICs of a running VM: attached/detached live where possible
+        nics = sync_live_nics(dom).summary()
+        if nics:
+            message = f"VM has been updated (other changes apply at next start); interfaces {nics}"
+    engine.publish("VM_UPDATED", dep, new, message=message)
     return []
 
 
@@ -397,9 +425,9 @@ def elastic_for(engine: Engine) -> Elastic:
     ops = ScaleOps(
         store=engine.store,
         clock=engine.clock,
-        cooldown=engine.settings.scale_cooldown,
+        cooldown=lambda: engine.settings.scale_cooldown,
         desired=lambda: engine.desired,
-        submit=lambda key, name, fn: engine.jobs.submit(key, name, fn),
+        submit=lambda key, name, fn, dropped: engine.jobs.submit(key, name, fn, on_cancel=dropped),
         publish=engine.publish,
         create=lambda job, dep, spec, vms, ev: _create_vms(engine, job, dep, spec, vms, ev),
         wait_alive=lambda job, dep, vms: engine.wait_alive(job, dep, vms, event="VM_ALIVE"),

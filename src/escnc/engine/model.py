@@ -13,6 +13,7 @@ from typing import TypeVar
 from lxml import etree
 
 from escnc.engine.kpi.spec import KpiDef, RuleDef, parse_kpis, parse_rules
+from escnc.engine.startup import StartupDep, parse_startup
 from escnc.ns import ESC
 from escnc.vim.networks import NetworkSpec, SubnetSpec
 
@@ -156,6 +157,7 @@ class DeploymentSpec:
     groups: dict[str, GroupSpec] = field(default_factory=dict)
     placement_groups: tuple[PlacementGroup, ...] = ()
     fingerprint: str = ""
+    startup: tuple[StartupDep, ...] = ()  # policies/startup (engine/startup.py)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -268,7 +270,9 @@ def parse_deployment(tenant: str, el: etree._Element) -> DeploymentSpec:
         )
         for p in _children(el, "placement_group")
     )
-    return DeploymentSpec(tenant, _text(el, "name"), groups, pgs, _canonical(el))
+    return DeploymentSpec(
+        tenant, _text(el, "name"), groups, pgs, _canonical(el), parse_startup(el)
+    )
 
 
 _NS = f"{{{ESC}}}"

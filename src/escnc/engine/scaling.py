@@ -54,9 +54,10 @@ class ScaleOps:
 
     store: EngineStore
     clock: Clock
-    cooldown: float  # settings.scale_cooldown
+    cooldown: Callable[[], float]  # settings.scale_cooldown (read at each operation)
     desired: Callable[[], Desired]
-    submit: Callable[[tuple[str, str], str, Callable[[Job], Any]], Any]
+    # (deployment key, job name, body, on_cancel: run instead when undeploy drops it)
+    submit: Callable[[tuple[str, str], str, Callable[[Job], Any], Callable[[], None]], Any]
     publish: Callable[..., None]  # (type, dep, vm, message=, failure=)
     # (job, dep, spec, vms, deployed event) -> (VMs to watch, errors)
     create: Callable[..., tuple[list[VmRecord], list[str]]]
@@ -115,9 +116,14 @@ class Scaler:
                 return f"not done: vm_group {group.name} cools down for {quiet - now:.0f} s"
             self._busy.add(key)
         body = self._scale_out if direction == "out" else self._scale_in
+
+        def dropped() -> None:  # undeploy dropped the queued job: nothing was done
+            with self._lock:
+                self._busy.discard(key)
+
         try:
             ops.submit(vm.dep_key, f"scale {direction} of {group.name}",
-                       lambda job: body(job, key, reason))
+                       lambda job: body(job, key, reason), dropped)
         except Exception:
             with self._lock:
                 self._busy.discard(key)
@@ -128,7 +134,7 @@ class Scaler:
         ops = self._ops
         spec = ops.desired().deployments.get((key[0], key[1]))
         group = spec.groups.get(key[2]) if spec else None
-        wait = max(ops.cooldown, float(group.recovery_wait_time if group else 0))
+        wait = max(ops.cooldown(), float(group.recovery_wait_time if group else 0))
         now = ops.clock.now()
         with self._lock:
             self._busy.discard(key)
