@@ -21,7 +21,7 @@ import logging
 import pkgutil
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from escnc import statedir
 from escnc.rpc.dispatch import RpcRegistry
@@ -44,8 +44,9 @@ def needs_traversable_state_dir(settings: Settings) -> bool:
                for uri in settings.vims.values())
 
 
-def build_services(settings: Settings) -> Services:
-    """Build every component; the caller holds the state directory's lock."""
+def build_services(settings: Settings, clock: Any = None) -> Services:
+    """Build every component; the caller holds the state directory's lock. ``clock``:
+    the engine's (engine/clock.py; tests pass a ManualClock)."""
     services = Services(settings=settings, registry=RpcRegistry())
 
     from escnc.datastore.schema import Schema
@@ -67,7 +68,7 @@ def build_services(settings: Settings) -> Services:
     services.datastore = Datastore(settings, services.schema)
     services.events = EventBus(settings)
     services.vims = HostRegistry(settings)
-    services.engine = Engine(services)
+    services.engine = Engine(services, clock=clock)
     services.datastore.add_validator(check_names)
     services.sessions = SessionManager(services)
 
@@ -111,8 +112,11 @@ class Server:
 
     ``http_routes``: extra route factories for the HTTP northbound (docs/http.md)."""
 
-    def __init__(self, settings: Settings, http_routes: Sequence[RouteFactory] = ()) -> None:
+    def __init__(
+        self, settings: Settings, http_routes: Sequence[RouteFactory] = (), clock: Any = None
+    ) -> None:
         self.settings = settings
+        self._clock = clock
         self.services: Services | None = None
         self._netconf: NetconfServer | None = None
         self._http: HttpServer | None = None
@@ -127,7 +131,7 @@ class Server:
             self.settings.state_dir, traversable=needs_traversable_state_dir(self.settings)
         )
         try:
-            self.services = build_services(self.settings)
+            self.services = build_services(self.settings, self._clock)
         except BaseException:
             self._state_lock.release()
             raise

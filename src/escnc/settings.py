@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,6 +83,15 @@ class Settings:
     public_ip_ranges: list[str] = field(default_factory=list)
     capacity_limits: dict[str, int] = field(default_factory=dict)
 
+    # KPIs, rules and elastic scaling (engine/kpi/, engine/rules.py, engine/scaling.py):
+    # operator-defined script collectors ([metrics.NAME]) and rule action mappings
+    # ([actions."TRUE name"]); never from a client
+    metrics: dict[str, MetricScript] = field(default_factory=dict)
+    actions: dict[str, ActionMapping] = field(default_factory=dict)
+    scale_cooldown: float = 30.0  # seconds after a scaling operation before the next
+    metric_output_max_bytes: int = 4096  # stdout a script collector may print
+    kpi_workers: int = 8  # collector samples and script actions running at once
+
     # sources a client names: VIM URIs, image src, day-0 file (docs/security.md)
     allow_test_vims: bool = False  # vim_connector test:/// URIs (the test suite only)
     image_import_dirs: list[Path] | None = None  # local image files; None: <state_dir>/import
@@ -122,3 +132,110 @@ class Settings:
     @property
     def db_path(self) -> Path:
         return self.state_dir / "escnc.sqlite3"
+
+
+# -- table settings ([metrics.NAME], [actions."TRUE name"]) ------------------------------
+
+ACTION_TYPES = ("log", "vm_alive", "recover", "scale_out", "scale_in", "script")
+MAX_SCRIPT_TIMEOUT = 3600.0
+
+
+@dataclass(frozen=True)
+class MetricScript:
+    """A script collector: ``script`` (absolute argv) prints one number on stdout."""
+
+    script: tuple[str, ...]
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class ActionMapping:
+    """What a rule action string does (``type``); ``script`` for type script."""
+
+    type: str
+    script: tuple[str, ...] = ()
+    timeout: float = 30.0
+
+
+def _argv(where: str, value: object) -> tuple[str, ...]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or not all(isinstance(a, str) and a and "\0" not in a for a in value)
+    ):
+        raise ValueError(f"{where}: script must be a non-empty list of strings (argv)")
+    if not os.path.isabs(value[0]):
+        raise ValueError(f"{where}: script[0] must be an absolute path, got {value[0]!r}")
+    return tuple(value)
+
+
+def _timeout(where: str, value: object, default: float) -> float:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}: timeout must be a number of seconds")
+    if not 0 < float(value) <= MAX_SCRIPT_TIMEOUT:
+        raise ValueError(f"{where}: timeout must be in (0, {MAX_SCRIPT_TIMEOUT:.0f}] seconds")
+    return float(value)
+
+
+def _table(where: str, value: object, keys: set[str]) -> dict[str, object]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} must be a table")
+    unknown = set(value) - keys
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    return value
+
+
+def parse_metrics(raw: object) -> dict[str, MetricScript]:
+    """``[metrics.NAME] script = [...], timeout = N`` tables; ValueError says what is wrong."""
+    tables = _table("metrics", raw, set(raw) if isinstance(raw, dict) else set())
+    out: dict[str, MetricScript] = {}
+    for name, body in tables.items():
+        where = f"metrics.{name}"
+        if not 1 <= len(name) <= 64 or not name.isprintable() or " " in name:
+            raise ValueError(f"{where}: a metric name is 1..64 printable characters, no spaces")
+        t = _table(where, body, {"script", "timeout"})
+        argv = _argv(where, t.get("script"))
+        out[name] = MetricScript(argv, _timeout(where, t.get("timeout"), 5.0))
+    return out
+
+
+def normalize_action(text: str) -> str:
+    """An action string as ESC payloads write it: surrounding quotes and extra
+    whitespace do not matter (``"TRUE servicescaleup.sh"`` = TRUE servicescaleup.sh)."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1]
+    return " ".join(text.split())
+
+
+def parse_actions(raw: object) -> dict[str, ActionMapping]:
+    """``[actions."TRUE name"] type = ..., script = [...], timeout = N`` tables."""
+    tables = _table("actions", raw, set(raw) if isinstance(raw, dict) else set())
+    out: dict[str, ActionMapping] = {}
+    for key, body in tables.items():
+        where = f"actions.{key!r}"
+        name = normalize_action(key)
+        if name.split(" ", 1)[0] not in ("TRUE", "FALSE", "ALWAYS") or " " not in name:
+            raise ValueError(f"{where}: an action is 'TRUE|FALSE|ALWAYS name'")
+        t = _table(where, body, {"type", "script", "timeout"})
+        kind = t.get("type")
+        if kind not in ACTION_TYPES:
+            raise ValueError(f"{where}: type must be one of {', '.join(ACTION_TYPES)}")
+        assert isinstance(kind, str)
+        script: tuple[str, ...] = ()
+        if kind == "script":
+            script = _argv(where, t.get("script"))
+        elif "script" in t:
+            raise ValueError(f"{where}: script is only for type script")
+        out[name] = ActionMapping(kind, script, _timeout(where, t.get("timeout"), 30.0))
+    return out
+
+
+# settings given as TOML tables of tables, parsed here (cli/server.py load_config)
+TABLE_SETTINGS: dict[str, Callable[[object], object]] = {
+    "metrics": parse_metrics,
+    "actions": parse_actions,
+}

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from escnc import __version__
-from escnc.settings import Settings
+from escnc.settings import TABLE_SETTINGS, Settings
 
 PROG = "escnc"
 EXIT_USAGE = 2
@@ -142,6 +142,12 @@ def load_config(path: Path, settings: Settings) -> Settings:
         if key not in fields:
             known = ", ".join(sorted(fields))
             raise CliError(f"config file {path}: unknown setting {key!r} (known: {known})")
+        if key in TABLE_SETTINGS:  # [metrics.NAME], [actions."TRUE name"]
+            try:
+                setattr(settings, key, TABLE_SETTINGS[key](value))
+            except ValueError as exc:
+                raise CliError(f"config file {path}: {exc}") from exc
+            continue
         setattr(settings, key, _coerce(key, hints[key], value))
     return settings
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from escnc.engine.capacity import CapacityManager
+    from escnc.engine.clock import Clock
+    from escnc.engine.elastic import Elastic
     from escnc.engine.hooks import Day2Hooks
     from escnc.engine.hostfacts import HostFactsCache
     from escnc.engine.imagereg import ImageRegistry
@@ -35,6 +37,7 @@ class OpdataView(Protocol):
     ops: VmOps
     images: ImageRegistry
     host_facts: HostFactsCache
+    elastic: Elastic
 
 
 class ValidationView(Protocol):
@@ -45,6 +48,7 @@ class ValidationView(Protocol):
     store: EngineStore
     host_facts: HostFactsCache
     capacity: CapacityManager
+    elastic: Elastic
 
 
 class MonitorView(Protocol):
@@ -102,6 +106,17 @@ class JobView(ReconcileView, Protocol):
         late: Callable[[VmRecord, str], bool] | None = None,
     ) -> list[str]: ...
     def manual_recovery_needed(self, dep: DeploymentRecord, name: str, reason: str) -> None: ...
+
+
+class ElasticView(JobView, Protocol):
+    """engine/lifecycle.elastic_for: what the KPI poller, rules and scaler act through."""
+
+    settings: Settings
+    clock: Clock
+
+    def deployment_of(self, vm: VmRecord) -> DeploymentRecord | None: ...
+    def group_of(self, vm: VmRecord) -> GroupSpec | None: ...
+    def recover(self, vm: VmRecord, reason: str) -> Any: ...
 
 
 class ImageJobView(Protocol):

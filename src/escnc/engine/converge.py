@@ -99,8 +99,7 @@ def repair(engine: JobView, job: Job, dep: DeploymentRecord, spec: DeploymentSpe
             restart.append(engine.set_vm_state(vm.generated_name, st.VM_DEPLOYING))
     if not restart or job.cancel.is_set():
         return
-    watch, errors = lifecycle._create_vms(engine, job, dep, spec, restart)
-    errors += engine.wait_alive(job, dep, watch, event="VM_ALIVE")
+    errors = lifecycle.start_in_order(engine, job, dep, spec, restart)
     if errors and not job.cancel.is_set():
         engine.store.update_deployment(
             dep.tenant, dep.name, state=st.SERVICE_ERROR, status_message="; ".join(errors)

@@ -99,6 +99,7 @@ class Engine:
         self.hooks = Day2Hooks()
         self.monitor = Monitor(self)
         self.capacity = CapacityManager(self)  # reservations, capacity (engine/capacity.py)
+        self.elastic = lifecycle.elastic_for(self)  # KPIs, rules, scaling (engine/elastic.py)
         self.desired = Desired()
         self._desired_lock = threading.Lock()
         self.started = False
@@ -127,6 +128,7 @@ class Engine:
         self.store.add_vm_listener(self.monitor.on_vm)
         self.monitor.start()
         self.capacity.start()
+        self.elastic.start(self.services.events)
         self.started = True
         if self.settings.reconcile_interval > 0:
             self._ticker = threading.Thread(target=self._tick, name="engine-reconcile", daemon=True)
@@ -134,6 +136,7 @@ class Engine:
 
     def stop(self) -> None:
         self._stop.set()
+        self.elastic.stop()
         release = getattr(self.clock, "release", None)
         if release is not None:
             release()

@@ -21,15 +21,19 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from escnc.engine import actions
+from escnc.engine import actions, startup
 from escnc.engine import states as st
+from escnc.engine.elastic import Elastic
 from escnc.engine.jobs import Job, waiting
+from escnc.engine.kpi.collectors import CollectorEnv
 from escnc.engine.model import DeploymentSpec, GroupSpec
 from escnc.engine.placement import PlacementError, new_vm
+from escnc.engine.scaling import ScaleOps, target_count
 from escnc.engine.store import DeploymentRecord, VmRecord
+from escnc.vim.live_nics import sync_live_nics
 
 if TYPE_CHECKING:
-    from escnc.engine.context import JobView
+    from escnc.engine.context import ElasticView, JobView
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +41,12 @@ log = logging.getLogger(__name__)
 def _ensure_records(engine: JobView, spec: DeploymentSpec) -> list[VmRecord]:
     """VM rows for min_active VMs per group, written before any domain exists."""
     existing = engine.store.vms(spec.tenant, spec.name)
+    dep = engine.store.deployment(spec.tenant, spec.name)
     for group in spec.groups.values():
         have = [v for v in existing if v.group == group.name]
         used = {v.index for v in have}
         index = 0
-        while len(have) < group.min_active:
+        while len(have) < target_count(dep, group):  # min_active + elastic scale-out
             while index in used:
                 index += 1
             vm = new_vm(engine.vims, spec, group, index, existing)
@@ -132,11 +137,7 @@ def deploy(engine: JobView, job: Job, spec: DeploymentSpec) -> None:
     except PlacementError as exc:
         _finish(engine, dep, "SERVICE_ALIVE", [str(exc)], st.SERVICE_ERROR)
         return
-    watch, errors = _create_vms(engine, job, dep, spec, vms)
-    if job.cancel.is_set():
-        _finish(engine, dep, "SERVICE_ALIVE", ["deployment interrupted by undeploy"], None)
-        return
-    errors += engine.wait_alive(job, dep, watch, event="VM_ALIVE", late=_recover(engine, job))
+    errors = start_in_order(engine, job, dep, spec, vms)  # policies/startup stages
     if job.cancel.is_set():
         _finish(engine, dep, "SERVICE_ALIVE", ["deployment interrupted by undeploy"], None)
         return
@@ -180,6 +181,28 @@ def _recover(engine: JobView, job: Job) -> Callable[[VmRecord, str], bool]:
         return True
 
     return late
+
+
+def start_in_order(
+    engine: JobView, job: Job, dep: DeploymentRecord, spec: DeploymentSpec, vms: list[VmRecord]
+) -> list[str]:
+    """Create and wait for ``vms`` group stage by group stage (engine/startup.py)."""
+
+    def refuse(vm: VmRecord, msg: str) -> None:
+        vm = engine.set_vm_state(vm.generated_name, st.VM_ERROR, status_message=msg)
+        engine.publish("VM_DEPLOYED", dep, vm, message=msg, failure=True)
+
+    return startup.run_staged(
+        list(spec.groups),
+        spec.startup,
+        vms,
+        lambda batch: _create_vms(engine, job, dep, spec, batch),
+        lambda watch: engine.wait_alive(job, dep, watch, event="VM_ALIVE",
+                                        late=_recover(engine, job)),
+        lambda vm: (engine.store.vm(vm.generated_name) or vm).state,
+        refuse,
+        job.cancel,
+    )
 
 
 def _finish(
@@ -318,7 +341,7 @@ def _scale_in(engine: JobView, dep: DeploymentRecord, spec: DeploymentSpec) -> l
     errors: list[str] = []
     for group in spec.groups.values():
         have = [v for v in engine.store.vms(spec.tenant, spec.name) if v.group == group.name]
-        excess = len(have) - group.min_active
+        excess = len(have) - target_count(dep, group)  # elastic scale-out stays
         if excess <= 0:
             continue
         for vm in sorted(have, key=lambda v: v.index, reverse=True)[:excess]:
@@ -339,6 +362,14 @@ def _scale_in(engine: JobView, dep: DeploymentRecord, spec: DeploymentSpec) -> l
                 continue
             engine.store.delete_vm(vm.generated_name)
             engine.publish("VM_SCALE_IN_COMPLETE", dep, vm, message="VM scale in completed")
+    # elastic extras within the (maybe lowered) bounds: a later max_active raise adds none
+    extras = {
+        g.name: min(dep.elastic[g.name], max(0, g.max_active - g.min_active))
+        for g in spec.groups.values()
+        if dep.elastic.get(g.name)
+    }
+    if extras != dep.elastic:
+        engine.store.update_deployment(dep.tenant, dep.name, elastic=extras)
     return errors
 
 
@@ -386,5 +417,55 @@ def _update_vm(
         msg = f"VM {vm.generated_name} could not be updated: {exc}"
         engine.publish("VM_UPDATED", dep, new, message=msg, failure=True)
         return [msg]
-    engine.publish("VM_UPDATED", dep, new, message="VM has been updated (applies at next start)")
+    message = "VM has been updated (applies at next start)"
+    nics_changed = [(n, net) for n, net, _ip, _m in new.interfaces] != [
+        (n, net) for n, net, _ip, _m in vm.interfaces
+    ]
+    dom = engine.ops.domain(new) if nics_changed else None
+    if dom is not None:  # vNICs of a running VM: attached/detached live where possible
+        nics = sync_live_nics(dom).summary()
+        if nics:
+            message = f"VM has been updated (other changes apply at next start); interfaces {nics}"
+    engine.publish("VM_UPDATED", dep, new, message=message)
     return []
+
+
+def elastic_for(engine: ElasticView) -> Elastic:
+    """The engine's KPI poller, rules and scaler (engine/elastic.py), wired to it."""
+
+    def publish_vm(type_: str, vm: VmRecord, message: str, failure: bool) -> None:
+        dep = engine.deployment_of(vm) or DeploymentRecord(vm.tenant, vm.deployment, "", "")
+        engine.publish(type_, dep, vm, message=message, failure=failure)
+
+    def recover(vm: VmRecord, reason: str) -> str:
+        try:
+            engine.recover(vm, reason)
+        except Exception as exc:  # engine.errors.Refused: the state forbids it now
+            return f"not done: {exc}"
+        return "recovery per recovery_policy queued"
+
+    def is_test(vm: VmRecord) -> bool:
+        return engine.ops.host(vm).is_test
+
+    ops = ScaleOps(
+        store=engine.store,
+        clock=engine.clock,
+        cooldown=lambda: engine.settings.scale_cooldown,
+        desired=lambda: engine.desired,
+        submit=lambda key, name, fn, dropped: engine.jobs.submit(key, name, fn, on_cancel=dropped),
+        publish=engine.publish,
+        create=lambda job, dep, spec, vms, ev: _create_vms(engine, job, dep, spec, vms, ev),
+        wait_alive=lambda job, dep, vms: engine.wait_alive(job, dep, vms, event="VM_ALIVE"),
+        new_vm=lambda spec, group, index, existing: new_vm(
+            engine.vims, spec, group, index, existing
+        ),
+        remove=engine.ops.remove,
+    )
+    return Elastic(
+        engine.settings,
+        ops,
+        CollectorEnv(engine.ops.domain, is_test),
+        engine.group_of,
+        publish_vm,
+        recover,
+    )

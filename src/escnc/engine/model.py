@@ -12,6 +12,8 @@ from typing import TypeVar
 
 from lxml import etree
 
+from escnc.engine.kpi.spec import KpiDef, RuleDef, parse_kpis, parse_rules
+from escnc.engine.startup import StartupDep, parse_startup
 from escnc.ns import ESC
 from escnc.vim.networks import NetworkSpec, SubnetSpec
 
@@ -132,6 +134,9 @@ class GroupSpec:
     vim_project: str = ""
     reservation_id: str = ""  # first reservation consumed (engine/capacity/)
     reservation_ids: tuple[str, ...] = ()  # every reservation named (one per kind)
+    elastic: bool = False  # scale between min_active and max_active on KPIs
+    kpis: tuple[KpiDef, ...] = ()  # every kpi_data/kpi (engine/kpi/)
+    rules: tuple[RuleDef, ...] = ()  # rules/admin_rules/rule (engine/rules.py)
     # fingerprint of everything that changes an existing VM: not scaling, not flavor
     # (day-2 resize) and not image (ESC: a new image applies at the next redeployment)
     fingerprint: str = ""
@@ -155,6 +160,7 @@ class DeploymentSpec:
     groups: dict[str, GroupSpec] = field(default_factory=dict)
     placement_groups: tuple[PlacementGroup, ...] = ()
     fingerprint: str = ""
+    startup: tuple[StartupDep, ...] = ()  # policies/startup (engine/startup.py)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -252,6 +258,9 @@ def parse_group(el: etree._Element) -> GroupSpec:
         reservation_ids=tuple(
             t for t in ((r.text or "").strip() for r in _children(el, "reservation_id")) if t
         ),
+        elastic=_bool(scaling, "elastic"),
+        kpis=parse_kpis(el),
+        rules=parse_rules(el),
         fingerprint=_canonical(el, skip=("scaling", "flavor", "image", "reservation_id")),
     )
 
@@ -267,7 +276,9 @@ def parse_deployment(tenant: str, el: etree._Element) -> DeploymentSpec:
         )
         for p in _children(el, "placement_group")
     )
-    return DeploymentSpec(tenant, _text(el, "name"), groups, pgs, _canonical(el))
+    return DeploymentSpec(
+        tenant, _text(el, "name"), groups, pgs, _canonical(el), parse_startup(el)
+    )
 
 
 _NS = f"{{{ESC}}}"

@@ -81,6 +81,7 @@ def build_opdata(engine: OpdataView) -> etree._Element:
             if g is None:
                 g = groups[vm.group] = etree.SubElement(d, _q("vm_group"))
                 _leaf(g, "name", vm.group)
+                engine.elastic.group_opdata(g, dep, vm.group)
             _vm_instance(engine, g, vm)
 
     images = etree.SubElement(op, _q("images"))
@@ -118,6 +119,7 @@ def _vm_instance(engine: OpdataView, parent: etree._Element, vm) -> None:  # typ
             _leaf(stats, "max_memory_kb", s.max_memory_kb)
         except VimError:
             pass
+    engine.elastic.vm_opdata(v, vm)  # kpis/kpi
     if vm.interfaces:
         itfs = etree.SubElement(v, _q("interfaces"))
         for nicid, network, ip, mac in vm.interfaces:

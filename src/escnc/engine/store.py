@@ -33,6 +33,8 @@ class DeploymentRecord:
     # fingerprint of the desired spec the last deploy/update acted on (success or
     # failure): reconcile updates only a deployment whose desired spec differs from it
     applied: str = ""
+    # VMs beyond min_active that elastic scaling added, per vm_group (engine/scaling.py)
+    elastic: dict[str, int] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[str, str]:

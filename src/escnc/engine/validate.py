@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from escnc.engine import states as st
+from escnc.engine.kpi.checks import kpi_errors
 from escnc.engine.model import Desired, parse_desired
+from escnc.engine.scaling import target_count
 from escnc.engine.sources import source_errors
 from escnc.errors import RpcError, RpcErrors, invalid_value
 from escnc.ns import ESC
@@ -110,12 +112,14 @@ def validate_config(engine: ValidationView, tree: etree._Element) -> None:
                         group_path(tenant, dname, g.name, "scaling")
                         + f"/esc:static_ip_address_pool[esc:network='{network}']",
                     )
-            if dep is not None and dep.state == st.SERVICE_STOPPED and g.min_active != running:
-                way = "out" if g.min_active > running else "in"
+            wanted = target_count(dep, g)  # min_active plus elastic scale-out
+            if dep is not None and dep.state == st.SERVICE_STOPPED and wanted != running:
+                way = "out" if wanted > running else "in"
                 err(
                     f"deployment {dname} is stopped: it cannot be scaled {way} (start it first)",
                     group_path(tenant, dname, g.name, "scaling") + "/esc:min_active",
                 )
+    kpi_errors(desired, engine.elastic.collectors.names(), err, group_path)
     _persistent_images(engine, desired, err)
     engine.capacity.check_desired(desired, err, group_path)
     errors += source_errors(engine.settings, desired)  # VIM URIs, image URLs, day-0 files
