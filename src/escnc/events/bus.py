@@ -24,13 +24,8 @@ from lxml import etree
 
 from escnc.events.consumer import Consumer
 from escnc.events.esc_event import ESC_STREAM, NETCONF_STREAM
-from escnc.events.log import (
-    EventLog,
-    StoredEvent,
-    format_event_time,
-    now_ms,
-    parse_event_time,
-)
+from escnc.events.log import EventLog, StoredEvent, now_ms, parse_event_time
+from escnc.storage import Storage, open_storage
 
 if TYPE_CHECKING:
     from escnc.settings import Settings
@@ -66,12 +61,15 @@ class EventBus:
     WINDOW = 8192
     PRUNE_INTERVAL = 60.0
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
+        """``storage``: where the log lives; by default ``settings.database`` (a
+        PostgreSQL URL) or the SQLite file events.sqlite3 in the state directory."""
         self.settings = settings
         # escnc.events.subscriptions.Subscriptions, set by operations.notifications
         self.subscriptions: Any = None
-        self.log = EventLog(settings.state_dir / "events.sqlite3",
-                            max_bytes=settings.event_retention_bytes)
+        if storage is None:
+            storage = open_storage(settings.database, settings.state_dir / "events.sqlite3")
+        self.log = EventLog(storage=storage, max_bytes=settings.event_retention_bytes)
         self.streams = dict(STREAMS)
         self._publish_lock = threading.Lock()
         self._cond = threading.Condition(threading.Lock())
@@ -98,11 +96,9 @@ class EventBus:
             if self._closed.is_set():
                 raise RuntimeError("event bus is closed")
             # eventTime never goes backwards, so time order == sequence order
-            ts = max(now_ms(), self._last_ms)
-            self._last_ms = ts
-            event_time = format_event_time(ts)
-            seq = self.log.append(stream, ts, event_time, data)
-            event = StoredEvent.make(seq, stream, ts, event_time, data)
+            event = self.log.append_event(stream, max(now_ms(), self._last_ms), data)
+            self._last_ms = event.ts_ms
+            seq = event.seq
             with self._cond:
                 self._recent[seq] = event
                 self._recent.pop(seq - self.WINDOW, None)
