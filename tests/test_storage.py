@@ -252,3 +252,30 @@ def test_storage_and_cluster_sit_at_the_bottom() -> None:
             for module, _ in found:
                 if module.startswith("escnc"):
                     assert module.startswith(allowed), f"{name} imports {module}"
+
+
+def test_without_postgresql_ci_fails_instead_of_skipping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pg_server fixture: no server -> skip on a workstation, failure when CI=true."""
+    import os
+    import subprocess
+    import sys
+
+    from pg_support import PgServer, PgUnavailable
+
+    here = Path(__file__).resolve().parent
+    monkeypatch.setenv("PG_BINDIR", str(tmp_path / "no-such-dir"))
+    with pytest.raises(PgUnavailable):
+        PgServer().start()
+    test = "tests/test_storage.py::test_a_lost_postgresql_connection_is_replaced"
+    outcomes = {}
+    for ci in ("true", ""):
+        env = {k: v for k, v in os.environ.items() if k != "ESCNC_TEST_POSTGRES"}
+        env["CI"] = ci
+        run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                              test], cwd=here.parent, env=env, capture_output=True,
+                             text=True, timeout=300)
+        outcomes[ci] = (run.returncode, run.stdout)
+    assert outcomes["true"][0] == 1 and "PostgreSQL did not start in CI" in outcomes["true"][1]
+    assert outcomes[""][0] == 0 and "1 skipped" in outcomes[""][1]
