@@ -70,6 +70,7 @@ class EventBus:
         if storage is None:
             storage = open_storage(settings.database, settings.state_dir / "events.sqlite3")
         self.log = EventLog(storage=storage, max_bytes=settings.event_retention_bytes)
+        log.info("event log on %s", storage.describe())
         self.streams = dict(STREAMS)
         self._publish_lock = threading.Lock()
         self._cond = threading.Condition(threading.Lock())
