@@ -222,3 +222,41 @@ def test_listener_errors_are_contained(tmp_path: Path, make_storage: Factory) ->
     time.sleep(0.05)
     assert got == [1, 3, 4]
     bus.close()
+
+
+@pytest.mark.postgresql
+def test_two_nodes_on_one_database_see_each_others_events_live(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """Two buses on one PostgreSQL (two escnc nodes): a listener on either gets every
+    event of both, once each, in sequence order (LISTEN/NOTIFY wakes it; events the
+    other node wrote come from the table)."""
+    from escnc.storage.postgresql import PostgresStorage
+
+    buses = [make_bus(tmp_path / f"node{i}", lambda: PostgresStorage(pg_dsn))
+             for i in range(2)]
+    got: list[list[StoredEvent]] = [[], []]
+    for bus, sink in zip(buses, got, strict=True):
+        bus.add_listener(sink.append)
+    per = 150
+
+    def work(i: int) -> None:
+        for n in range(per):
+            buses[i].publish("escEvent", esc(dep=f"node{i}", n=n))
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    for sink in got:
+        collect(sink, 2 * per, timeout=60)
+    for sink in got:
+        assert [e.seq for e in sink] == list(range(1, 2 * per + 1))
+        for node in ("node0", "node1"):
+            mine = [e for e in sink if (e.body_element().findtext(f"{{{ESC}}}depname")) == node]
+            assert [int(e.body_element().findtext(f"{{{ESC}}}status_message") or -1)
+                    for e in mine] == list(range(per))
+    assert [e.notification for e in got[0]] == [e.notification for e in got[1]]
+    for bus in buses:
+        bus.close()

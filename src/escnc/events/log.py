@@ -36,6 +36,7 @@ from escnc.storage import (
 )
 from escnc.storage.sqlite import SqliteStorage
 
+NOTIFY_CHANNEL = "escnc_events"  # PostgreSQL: payload = the new head's seq
 _NOTIF_OPEN = f'<notification xmlns="{NOTIF}"><eventTime>'.encode()
 
 
@@ -165,6 +166,10 @@ class EventLog:
                     )
                     if self.max_bytes is not None and total > self.max_bytes:
                         self._drop_oldest(conn, int(total) - self.max_bytes * 9 // 10, seq)
+                    if conn.dialect.name == "postgresql":
+                        # delivered at commit, in commit (= sequence) order: the other
+                        # nodes' buses wake their consumers (EventBus._follow)
+                        conn.execute("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, str(seq)))
             except StorageUnavailable:
                 conn.close()  # reconnect on the next append
                 raise

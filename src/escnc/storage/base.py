@@ -12,7 +12,6 @@ cluster lease) do not import sqlite3 or psycopg.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,10 +47,18 @@ class Dialect:
     pyformat: bool  # driver wants %s placeholders (and %% for a literal %)
 
     def sql(self, text: str) -> str:
-        return _translate(self, text)
+        key = (self.name, text)
+        found = _CACHE.get(key)
+        if found is None:
+            if len(_CACHE) > 4096:  # callers build SQL from a few templates; bound it anyway
+                _CACHE.clear()
+            found = _CACHE[key] = _translate(self, text)
+        return found
 
 
-@functools.lru_cache(maxsize=1024)
+_CACHE: dict[tuple[str, str], str] = {}
+
+
 def _translate(dialect: Dialect, text: str) -> str:
     text = text.replace("{bigint}", dialect.bigint).replace("{blob}", dialect.blob)
     text = text.replace("{for_share}", dialect.for_share)

@@ -7,7 +7,9 @@ hanging for the kernel's default (minutes): the cluster lease depends on noticin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -19,6 +21,8 @@ from escnc.storage.base import (
     StorageError,
     StorageUnavailable,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _translate(exc: Exception) -> StorageError:
@@ -86,3 +90,31 @@ class PostgresStorage:
 
     def describe(self) -> str:
         return redact(self.dsn)
+
+    def listen(self, channel: str, stop: threading.Event,
+               deliver: Callable[[str | None], None], poll: float = 1.0) -> None:
+        """LISTEN on ``channel`` until ``stop``: ``deliver(payload)`` per NOTIFY, and
+        ``deliver(None)`` after every (re)connect and every ``poll`` seconds, so the
+        caller re-reads what it follows (a notification sent while this node was
+        disconnected is lost; the state in the table is not). Blocks."""
+        import psycopg
+        from psycopg import sql
+
+        while not stop.is_set():
+            try:
+                with psycopg.connect(self.dsn, **self._params()) as raw:
+                    raw.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+                    deliver(None)
+                    while not stop.is_set():
+                        for note in raw.notifies(timeout=poll):
+                            deliver(note.payload)
+                            if stop.is_set():
+                                break
+                        deliver(None)
+            except psycopg.Error as exc:
+                log.warning("LISTEN %s on %s failed (retrying): %s", channel,
+                            redact(self.dsn), exc)
+                stop.wait(poll)
+            except Exception:  # a failing deliver must not end the listening
+                log.exception("LISTEN %s: delivery failed", channel)
+                stop.wait(poll)
