@@ -95,13 +95,20 @@ class LeaderElector:
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Demote (if leading), release the lease so a standby need not wait, stop."""
+        """Demote (if leading) at once, stop the threads, release the lease so a
+        standby need not wait the lease duration out."""
+        token = self._demote("stopping")  # first: stop acting, whatever happens next
         self._stop.set()
         self._wake.set()
         for thread in self._threads:
             if thread.is_alive() and thread is not threading.current_thread():
                 thread.join(timeout)
-        token = self._demote("stopping")
+        if self._threads[0].is_alive():
+            # stuck in a database call on the connection: leave both alone (the
+            # thread releases the lease itself if that call renews it after all)
+            log.warning("leader election thread still busy; the lease is not released")
+            return
+        token = self._demote("stopping") or token  # elected while we were stopping
         if token is not None:
             try:
                 self.store.release(self._connection(), self.node_id, token)
@@ -195,6 +202,9 @@ class LeaderElector:
             return
         new = self.store.acquire(conn, self.node_id, self.address, row)
         if new is None:
+            return
+        if self._stop.is_set():  # stop() ran meanwhile: do not start a term
+            self.store.release(conn, self.node_id, new)
             return
         with self._lock:
             self._token = new
