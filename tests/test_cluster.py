@@ -110,7 +110,11 @@ def test_one_leader_and_a_clean_handover(make_storage: Factory) -> None:
             b.fence.check()
         assert err.value.leader == "a:830"
         assert b.status()["role"] == "standby" and b.status()["leader"] == "a:830"
+        assert a.status()["role"] == "leader" and a.status()["token"] == 1
+        assert [(m.node, m.address, m.role) for m in b.members()] == [
+            ("a", "a:830", "leader"), ("b", "b:830", "standby")]
         a.stop()
+        assert [m.node for m in b.members()] == ["b"]  # a left
         assert journal.has("a", "demoted") and not a.is_leader
         step(clock, b)  # no lease duration to wait out: the lease was released
         assert b.is_leader and b.fence.check() == 2

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from escnc.cluster.clock import Clock, MonotonicClock
 from escnc.cluster.fence import Fence
-from escnc.cluster.lease import LeaseRow, LeaseStore
+from escnc.cluster.lease import LeaseRow, LeaseStore, Member, wall_ms
 from escnc.storage import Connection, Storage, StorageError
 
 log = logging.getLogger(__name__)
@@ -109,11 +109,15 @@ class LeaderElector:
             log.warning("leader election thread still busy; the lease is not released")
             return
         token = self._demote("stopping") or token  # elected while we were stopping
-        if token is not None:
-            try:
-                self.store.release(self._connection(), self.node_id, token)
-            except StorageError as exc:
-                log.warning("could not release the lease (standbys wait it out): %s", exc)
+        if token is None and (self._conn is None or self._conn.closed):
+            return  # nothing to hand back, and no reason to wait for a connection
+        try:
+            conn = self._connection()
+            if token is not None:
+                self.store.release(conn, self.node_id, token)
+            self.store.leave(conn, self.node_id)
+        except StorageError as exc:
+            log.warning("could not release the lease (standbys wait it out): %s", exc)
         if self._conn is not None:
             self._conn.close()
 
@@ -135,17 +139,27 @@ class LeaderElector:
             row = self._last
         return row.address if row and row.holder else None
 
+    def members(self) -> list[Member]:
+        """The nodes of the cluster as their heartbeats recorded them (own connection:
+        callers are opdata readers, not the elector thread)."""
+        conn = self.storage.connect()
+        try:
+            return self.store.members(conn)
+        finally:
+            conn.close()
+
     def status(self) -> dict[str, object]:
-        """For opdata / escnc status: role, leader, token, lease version."""
+        """For opdata / escnc status: role, leader, token, lease version and age."""
         with self._lock:
             row, token = self._last, self._token
+        renewed = row.renewed_ms if row and row.renewed_ms else None
         return {
             "node": self.node_id,
             "role": "leader" if self.valid_token() is not None else "standby",
             "leader": self.leader_address(),
             "token": token if token is not None else (row.token if row else None),
             "lease_version": row.version if row else None,
-            "renewed_ms": row.renewed_ms if row else None,
+            "lease_age_ms": None if renewed is None else max(0, wall_ms() - renewed),
         }
 
     # -- the loop -------------------------------------------------------------------
@@ -176,6 +190,8 @@ class LeaderElector:
         with self._lock:
             token = self._token
         conn = self._connection()
+        self.store.heartbeat(conn, self.node_id, self.address,
+                             "standby" if token is None else "leader")
         if token is not None:
             renewed = self.store.renew(conn, self.node_id, token)
             with self._lock:

@@ -23,14 +23,27 @@ class LeaseRow:
     renewed_ms: int  # wall time of the last renewal (informational: lease age)
 
 
-def _wall_ms() -> int:
+def wall_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class Member:
+    node: str
+    address: str
+    role: str  # "leader" | "standby"
+    seen_ms: int  # wall time of its last election round
 
 
 MIGRATIONS = (
     Migration(1, statements=(
         "CREATE TABLE cluster_lease (name TEXT PRIMARY KEY, holder TEXT, address TEXT,"
         " token {bigint} NOT NULL, version {bigint} NOT NULL, renewed_ms {bigint} NOT NULL)",
+    )),
+    Migration(2, statements=(
+        "CREATE TABLE cluster_members (name TEXT NOT NULL, node TEXT NOT NULL,"
+        " address TEXT NOT NULL, role TEXT NOT NULL, seen_ms {bigint} NOT NULL,"
+        " PRIMARY KEY (name, node))",
     )),
 )
 
@@ -61,14 +74,14 @@ class LeaseStore:
             "UPDATE cluster_lease SET holder = ?, address = ?, token = token + 1,"
             " version = version + 1, renewed_ms = ? WHERE name = ? AND token = ?"
             " AND version = ? RETURNING token",
-            (node, address, _wall_ms(), self.name, seen.token, seen.version)).fetchone()
+            (node, address, wall_ms(), self.name, seen.token, seen.version)).fetchone()
         return int(row[0]) if row else None
 
     def renew(self, conn: Connection, node: str, token: int) -> bool:
         row = conn.execute(
             "UPDATE cluster_lease SET version = version + 1, renewed_ms = ?"
             " WHERE name = ? AND holder = ? AND token = ? RETURNING version",
-            (_wall_ms(), self.name, node, token)).fetchone()
+            (wall_ms(), self.name, node, token)).fetchone()
         return row is not None
 
     def release(self, conn: Connection, node: str, token: int) -> bool:
@@ -84,3 +97,21 @@ class LeaseStore:
             "SELECT token, holder FROM cluster_lease WHERE name = ?{for_share}",
             (self.name,)).fetchone()
         return (int(row[0]), row[1]) if row else (0, None)
+
+    def heartbeat(self, conn: Connection, node: str, address: str, role: str) -> None:
+        """Record that ``node`` is alive (opdata lists the members; informational)."""
+        conn.execute(
+            "INSERT INTO cluster_members(name, node, address, role, seen_ms)"
+            " VALUES(?, ?, ?, ?, ?) ON CONFLICT (name, node) DO UPDATE SET"
+            " address = excluded.address, role = excluded.role, seen_ms = excluded.seen_ms",
+            (self.name, node, address, role, wall_ms()))
+
+    def leave(self, conn: Connection, node: str) -> None:
+        conn.execute("DELETE FROM cluster_members WHERE name = ? AND node = ?",
+                     (self.name, node))
+
+    def members(self, conn: Connection) -> list[Member]:
+        rows = conn.execute(
+            "SELECT node, address, role, seen_ms FROM cluster_members WHERE name = ?"
+            " ORDER BY node", (self.name,)).fetchall()
+        return [Member(r[0], r[1], r[2], int(r[3])) for r in rows]
