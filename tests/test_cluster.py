@@ -255,3 +255,47 @@ def test_an_unreachable_database_leaves_the_node_standby() -> None:
     finally:
         elector.stop()
     assert issubclass(NotLeader, Exception) and not issubclass(NotLeader, StorageError)
+
+
+@pytest.mark.postgresql
+def test_a_takeover_waits_for_a_fenced_write_in_flight(
+    pg_dsn: str, cluster: Callable[..., LeaderElector]
+) -> None:
+    """check_in share-locks the lease row to the commit: a takeover issued while the
+    leader's write transaction is open waits for it, so the write commits under the
+    token that was current, and the new token only exists after it."""
+    from escnc.cluster.lease import LeaseStore
+
+    clock, journal = ManualClock(), Journal()
+    a = cluster(pg(pg_dsn, "a"), "a", clock, journal)
+    first_round(clock, a)
+    writer = pg(pg_dsn, "writer").connect()
+    writer.execute("CREATE TABLE edits (n INTEGER, token INTEGER)")
+    thief_conn = pg(pg_dsn, "thief").connect()
+    store = LeaseStore()
+    seen = store.read(thief_conn)
+    assert seen is not None
+    taken: list[int | None] = []
+    with writer.transaction():
+        token = a.fence.check_in(writer)
+        writer.execute("INSERT INTO edits VALUES (1, ?)", (token,))
+        thief = threading.Thread(
+            target=lambda: taken.append(store.acquire(thief_conn, "z", "z:830", seen)))
+        thief.start()
+
+        def thief_waits() -> bool:
+            with psycopg.connect(pg_dsn, autocommit=True) as admin:
+                row = admin.execute(
+                    "SELECT wait_event_type FROM pg_stat_activity"
+                    " WHERE application_name = 'escnc-thief'").fetchone()
+            return row is not None and row[0] == "Lock"
+
+        assert wait_for(thief_waits, timeout=30), "the takeover did not wait for the write"
+        assert taken == []
+    thief.join(timeout=30)
+    assert taken == [2]
+    assert writer.execute("SELECT n, token FROM edits").fetchall() == [(1, 1)]
+    with pytest.raises(NotLeader), writer.transaction():
+        a.fence.check_in(writer)  # token 1 is stale now
+    writer.close()
+    thief_conn.close()

@@ -279,3 +279,59 @@ def test_without_postgresql_ci_fails_instead_of_skipping(
         outcomes[ci] = (run.returncode, run.stdout)
     assert outcomes["true"][0] == 1 and "PostgreSQL did not start in CI" in outcomes["true"][1]
     assert outcomes[""][0] == 0 and "1 skipped" in outcomes[""][1]
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from escnc.events.log import EventLog, now_ms
+from escnc.storage.postgresql import PostgresStorage
+from escnc.storage.sqlite import SqliteStorage
+target = sys.argv[1]
+storage = PostgresStorage(target) if target.startswith("postgresql://") else SqliteStorage(
+    Path(target))
+log = EventLog(storage=storage)
+n = 0
+while True:
+    n += 1
+    seq = log.append_event("escEvent", now_ms(), b"<e>%d</e>" % n).seq
+    print(seq, n, flush=True)  # printed = acknowledged to the caller
+"""
+
+
+def test_acknowledged_events_survive_kill_9(backend: str, tmp_path: Path,
+                                            request: pytest.FixtureRequest) -> None:
+    """A writer killed with SIGKILL mid-stream: every event whose append returned is in
+    the log, the sequence has no gap, and the next writer continues after it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    target = (request.getfixturevalue("pg_dsn") if backend == "postgresql"
+              else str(tmp_path / "events.sqlite3"))
+    src = Path(__file__).resolve().parent.parent / "src"
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, target], stdout=subprocess.PIPE,
+                            text=True, env=env)
+    acked: list[tuple[int, int]] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            seq, n = map(int, line.split())
+            acked.append((seq, n))
+            if len(acked) == 300:
+                break
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert len(acked) == 300
+    storage = PostgresStorage(target) if backend == "postgresql" else SqliteStorage(
+        Path(target))
+    log = EventLog(storage=storage)
+    stored = {e.seq: e.body for e in log.replay(None)}
+    assert all(stored.get(seq) == b"<e>%d</e>" % n for seq, n in acked)
+    assert sorted(stored) == list(range(1, len(stored) + 1))  # no gap
+    assert log.last_seq() == len(stored) >= 300
+    assert log.append_event("escEvent", now_ms(), b"<next/>").seq == len(stored) + 1
+    log.close()
