@@ -71,3 +71,21 @@ def test_the_event_log_lives_in_postgresql(
     with psycopg.connect(pg_dsn) as db:
         seqs = [r[0] for r in db.execute("SELECT seq FROM events ORDER BY seq")]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_serve_with_an_unreachable_database_says_so(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    src = Path(__file__).resolve().parent.parent / "src"
+    run = subprocess.run(
+        [sys.executable, "-m", "escnc.cli.server", "serve", "--state-dir",
+         str(tmp_path / "state"), "--listen", "127.0.0.1:0",
+         "--database", "postgresql://escnc:pw@127.0.0.1:1/escnc"],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(src)})
+    assert run.returncode == 1, run.stderr
+    assert "escnc: error: cannot connect to postgresql://escnc:***@127.0.0.1:1/escnc" \
+        in run.stderr
+    assert "pw@" not in run.stderr + run.stdout and "Traceback" not in run.stderr

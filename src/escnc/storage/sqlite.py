@@ -34,10 +34,11 @@ class SqliteConnection(Connection):
         self.raw.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self.raw.execute("COMMIT")
         except BaseException:
-            self.raw.execute("ROLLBACK")
+            if self.raw.in_transaction:  # also when COMMIT itself failed (busy, I/O)
+                self.raw.execute("ROLLBACK")
             raise
-        self.raw.execute("COMMIT")
 
 
 class SqliteStorage:
