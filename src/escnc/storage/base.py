@@ -12,7 +12,7 @@ cluster lease) do not import sqlite3 or psycopg.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -97,7 +97,8 @@ class Cursor(Protocol):
 class Connection:
     """One database connection (not thread safe: one user at a time, e.g. via a pool)."""
 
-    def __init__(self, raw: Any, dialect: Dialect, translate: Any) -> None:
+    def __init__(self, raw: Any, dialect: Dialect,
+                 translate: Callable[[Exception], StorageError]) -> None:
         self.raw = raw  # the driver's connection, for backend-specific extras
         self.dialect = dialect
         self._translate = translate  # driver exception -> StorageError
@@ -109,9 +110,9 @@ class Connection:
             raise StorageClosed("connection is closed")
         try:
             return self._execute(self.dialect.sql(sql), tuple(args))
-        except StorageError:
-            raise
         except Exception as exc:
+            if not _is_driver_error(exc):
+                raise  # a bug of ours (bad argument type...), not a storage failure
             raise self._translate(exc) from exc
 
     def _execute(self, sql: str, args: tuple[object, ...]) -> Cursor:
