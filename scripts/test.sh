@@ -3,7 +3,8 @@
 # Debian/Ubuntu machine and run every check and the whole test suite, real-hypervisor
 # tests included.
 #
-#   apt: libvirt dev files, libvirtd + QEMU, busybox-static, syslinux/mtools (tiny guest)
+#   apt: libvirt dev files, libvirtd + QEMU, busybox-static, syslinux/mtools (tiny guest),
+#     postgresql (the tests start a throw-away server of their own, tests/pg_support.py)
 #   pip: .venv with the project and its test extras
 #   libvirtd + virtlogd started by hand inside network namespace escnc-ci (no systemd;
 #     guests' addresses exist only in that namespace), see scripts/hypervisor.sh
@@ -26,7 +27,7 @@ PACKAGES=(
     libvirt-dev pkg-config python3-venv python3-dev gcc
     libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils dnsmasq-base
     busybox-static syslinux syslinux-common mtools cpio genisoimage iputils-ping iproute2
-    procps
+    procps postgresql
     openssh-client libyang2-tools curl
 )
 missing=()

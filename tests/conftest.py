@@ -145,3 +145,52 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"real-hypervisor test skipped in CI: {reason}"
+
+
+# -- PostgreSQL (issue 18): one real server per test session, a fresh database per test.
+# Tests that need it fail (not skip) in CI when it cannot start, like the QEMU tests.
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[object]:
+    from pg_support import ExternalPg, PgServer, PgUnavailable
+
+    external = os.environ.get("ESCNC_TEST_POSTGRES")
+    if external:
+        yield ExternalPg(external)
+        return
+    try:
+        server = PgServer().start()
+    except PgUnavailable as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL did not start in CI: {exc}")
+        pytest.skip(f"PostgreSQL not available: {exc}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_dsn(pg_server: object) -> Iterator[str]:
+    """DSN of an empty database of its own on the session's PostgreSQL server."""
+    dsn = pg_server.create_database()  # type: ignore[attr-defined]
+    yield dsn
+    pg_server.drop_database(dsn)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The storage backend a test runs on (escnc.storage): each such test runs twice."""
+    return str(request.param)
+
+
+@pytest.fixture
+def make_storage(backend: str, tmp_path: Path, request: pytest.FixtureRequest
+                 ) -> Callable[[], object]:
+    """A function returning a new Storage on the same (per-test) database each call:
+    calling it twice is a restart, or a second node on the same database."""
+    from escnc.storage.postgresql import PostgresStorage
+    from escnc.storage.sqlite import SqliteStorage
+
+    if backend == "postgresql":
+        dsn = request.getfixturevalue("pg_dsn")
+        return lambda: PostgresStorage(dsn)
+    path = tmp_path / "storage" / "escnc.sqlite3"
+    return lambda: SqliteStorage(path)

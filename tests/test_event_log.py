@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,15 +18,19 @@ from escnc.events.esc_event import EscEvent, VmRef
 from escnc.events.log import StoredEvent, format_event_time, parse_event_time
 from escnc.ns import ESC, NOTIF
 from escnc.settings import Settings
+from escnc.storage import Storage
 
+Factory = Callable[[], Storage]
 EVENT_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$")
 
 
-def make_bus(tmp_path: Path, **overrides: object) -> EventBus:
+def make_bus(tmp_path: Path, make_storage: Factory,
+             **overrides: object) -> EventBus:
+    """A bus on the test's backend (sqlite or postgresql; see conftest ``backend``)."""
     settings = Settings(state_dir=tmp_path / "state")
     for key, value in overrides.items():
         setattr(settings, key, value)
-    return EventBus(settings)
+    return EventBus(settings, make_storage())
 
 
 def esc(dep: str = "d", n: int = 0, type_: str = "VM_ALIVE") -> etree._Element:
@@ -57,8 +62,8 @@ def test_time_format_round_trip() -> None:
         parse_event_time("2021-09-14T12:18:39")
 
 
-def test_publish_is_durable_and_framed(tmp_path: Path) -> None:
-    bus = make_bus(tmp_path)
+def test_publish_is_durable_and_framed(tmp_path: Path, make_storage: Factory) -> None:
+    bus = make_bus(tmp_path, make_storage)
     body = EscEvent(
         type="VM_BACKUP_CREATED", status_code=202, status_message="Snapshot is now active.",
         depname="dep", tenant="t", vm_group="g",
@@ -80,13 +85,13 @@ def test_publish_is_durable_and_framed(tmp_path: Path) -> None:
     bus.close()
 
 
-def test_restart_keeps_events_and_sequence(tmp_path: Path) -> None:
-    bus = make_bus(tmp_path)
+def test_restart_keeps_events_and_sequence(tmp_path: Path, make_storage: Factory) -> None:
+    bus = make_bus(tmp_path, make_storage)
     for i in range(5):
         bus.publish("escEvent", esc(n=i))
     created = bus.log_creation_time
     bus.close()
-    bus = make_bus(tmp_path)
+    bus = make_bus(tmp_path, make_storage)
     assert bus.head == 5
     assert bus.log_creation_time == created
     assert bus.publish("NETCONF", esc(n=5)) == 6
@@ -95,10 +100,12 @@ def test_restart_keeps_events_and_sequence(tmp_path: Path) -> None:
     bus.close()
 
 
-def test_replay_window_by_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_replay_window_by_time(
+    tmp_path: Path, make_storage: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     clock = FakeClock(1_700_000_000_000)
     monkeypatch.setattr(bus_mod, "now_ms", clock)
-    bus = make_bus(tmp_path)
+    bus = make_bus(tmp_path, make_storage)
     times = []
     for i in range(10):
         clock.ms += 1000
@@ -116,11 +123,13 @@ def test_replay_window_by_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     bus.close()
 
 
-def test_retention_by_count_and_age(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_retention_by_count_and_age(
+    tmp_path: Path, make_storage: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     clock = FakeClock(1_700_000_000_000)
     monkeypatch.setattr(bus_mod, "now_ms", clock)
     monkeypatch.setattr(log_mod, "now_ms", clock)
-    bus = make_bus(tmp_path, event_retention_count=50, event_retention_days=1.0)
+    bus = make_bus(tmp_path, make_storage, event_retention_count=50, event_retention_days=1.0)
     for i in range(100):
         clock.ms += 60_000  # one a minute
         bus.publish("escEvent", esc(n=i))
@@ -134,8 +143,10 @@ def test_retention_by_count_and_age(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     bus.close()
 
 
-def test_parallel_publishers_keep_per_deployment_order(tmp_path: Path) -> None:
-    bus = make_bus(tmp_path)
+def test_parallel_publishers_keep_per_deployment_order(
+    tmp_path: Path, make_storage: Factory
+) -> None:
+    bus = make_bus(tmp_path, make_storage)
     got: list[StoredEvent] = []
     bus.add_listener(got.append)
     threads, per = 8, 300
@@ -164,10 +175,10 @@ def test_parallel_publishers_keep_per_deployment_order(tmp_path: Path) -> None:
 
 
 def test_blocked_listener_delays_nobody_and_loses_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, make_storage: Factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(EventBus, "WINDOW", 64)  # force the slow one onto SQLite
-    bus = make_bus(tmp_path)
+    monkeypatch.setattr(EventBus, "WINDOW", 64)  # force the slow one onto the log
+    bus = make_bus(tmp_path, make_storage)
     gate = threading.Event()
     slow: list[StoredEvent] = []
     fast: list[StoredEvent] = []
@@ -190,8 +201,8 @@ def test_blocked_listener_delays_nobody_and_loses_nothing(
     bus.close()
 
 
-def test_listener_errors_are_contained(tmp_path: Path) -> None:
-    bus = make_bus(tmp_path)
+def test_listener_errors_are_contained(tmp_path: Path, make_storage: Factory) -> None:
+    bus = make_bus(tmp_path, make_storage)
     got: list[int] = []
 
     def flaky(event: StoredEvent) -> None:
@@ -211,3 +222,41 @@ def test_listener_errors_are_contained(tmp_path: Path) -> None:
     time.sleep(0.05)
     assert got == [1, 3, 4]
     bus.close()
+
+
+@pytest.mark.postgresql
+def test_two_nodes_on_one_database_see_each_others_events_live(
+    tmp_path: Path, pg_dsn: str
+) -> None:
+    """Two buses on one PostgreSQL (two escnc nodes): a listener on either gets every
+    event of both, once each, in sequence order (LISTEN/NOTIFY wakes it; events the
+    other node wrote come from the table)."""
+    from escnc.storage.postgresql import PostgresStorage
+
+    buses = [make_bus(tmp_path / f"node{i}", lambda: PostgresStorage(pg_dsn))
+             for i in range(2)]
+    got: list[list[StoredEvent]] = [[], []]
+    for bus, sink in zip(buses, got, strict=True):
+        bus.add_listener(sink.append)
+    per = 150
+
+    def work(i: int) -> None:
+        for n in range(per):
+            buses[i].publish("escEvent", esc(dep=f"node{i}", n=n))
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    for sink in got:
+        collect(sink, 2 * per, timeout=60)
+    for sink in got:
+        assert [e.seq for e in sink] == list(range(1, 2 * per + 1))
+        for node in ("node0", "node1"):
+            mine = [e for e in sink if (e.body_element().findtext(f"{{{ESC}}}depname")) == node]
+            assert [int(e.body_element().findtext(f"{{{ESC}}}status_message") or -1)
+                    for e in mine] == list(range(per))
+    assert [e.notification for e in got[0]] == [e.notification for e in got[1]]
+    for bus in buses:
+        bus.close()

@@ -44,6 +44,11 @@ class Settings:
     auth_timeout: float = 30.0
     hello_timeout: float = 30.0
 
+    # storage (escnc.storage, docs/ha.md): "" = SQLite files in state_dir (the default);
+    # a postgresql:// URL = one PostgreSQL database that several escnc nodes share.
+    # So far only the event log follows it (issue 18).
+    database: str = ""
+
     # datastore
     rollback_history: int = 20
     # True: a commit is fsynced before <ok/> (survives power loss). False, an explicit

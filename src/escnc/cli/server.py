@@ -2,6 +2,7 @@
 
     escnc serve [--state-dir DIR] [--listen HOST:PORT] [--vim NAME=URI ...]
                 [--config FILE] [--log-level LEVEL] [--log-file PATH] [--log-format text|json]
+                [--database postgresql://...]
     escnc user add NAME [--password-stdin] [--key PUBLIC_KEY_FILE] [--state-dir DIR]
     escnc user list [--state-dir DIR]
     escnc user remove NAME [--state-dir DIR]
@@ -71,6 +72,15 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not 0 <= number <= 65535:
         raise argparse.ArgumentTypeError(f"port {number} out of range 0..65535")
     return host or "127.0.0.1", number
+
+
+def parse_database(value: str) -> str:
+    """``--database``: a PostgreSQL URL (libpq syntax); SQLite needs no option."""
+    if not value.startswith(("postgresql://", "postgres://")):
+        raise argparse.ArgumentTypeError(
+            "expected a postgresql://[USER@]HOST[:PORT]/DBNAME URL (SQLite is the default)"
+        )
+    return value
 
 
 def parse_vim(value: str) -> tuple[str, str]:
@@ -162,6 +172,13 @@ def build_settings(args: argparse.Namespace) -> Settings:
         settings.listen_host, settings.listen_port = args.listen
     if args.vim:
         settings.vims = dict(args.vim)
+    if getattr(args, "database", None) is not None:
+        settings.database = args.database
+    if settings.database:
+        try:
+            parse_database(settings.database)
+        except argparse.ArgumentTypeError as exc:
+            raise CliError(f"database: {exc}") from exc
     if args.log_level is not None:
         settings.log_level = args.log_level
     if getattr(args, "log_file", None) is not None:
@@ -200,9 +217,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server.start()
     except Exception as exc:
         server.stop()
-        if type(exc).__name__ in ("ListenError", "StateDirBusy") or isinstance(
-            exc, (OSError, ValueError)
-        ):
+        # (StorageUnavailable, SchemaTooNew: --database cannot be used, escnc.storage)
+        if type(exc).__name__ in ("ListenError", "StateDirBusy", "StorageUnavailable",
+                                  "SchemaTooNew") or isinstance(exc, (OSError, ValueError)):
             raise CliError(str(exc)) from exc
         raise
     users = server.services.users if server.services is not None else None
@@ -377,6 +394,15 @@ def build_parser() -> argparse.ArgumentParser:
         "default=qemu:///system or edge1=qemu+ssh://root@edge1/system",
     )
     serve.add_argument("--config", metavar="FILE", help="TOML file with Settings fields")
+    serve.add_argument(
+        "--database",
+        metavar="URL",
+        type=parse_database,
+        help="PostgreSQL shared by the escnc nodes of a cluster, e.g. "
+        "postgresql://escnc@db.example/escnc (password: ~/.pgpass or $PGPASSWORD, not "
+        "the command line). So far it holds the event log; the rest stays in --state-dir "
+        "(docs/ha.md)",
+    )
     serve.add_argument(
         "--log-level",
         metavar="LEVEL",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -24,13 +25,8 @@ from lxml import etree
 
 from escnc.events.consumer import Consumer
 from escnc.events.esc_event import ESC_STREAM, NETCONF_STREAM
-from escnc.events.log import (
-    EventLog,
-    StoredEvent,
-    format_event_time,
-    now_ms,
-    parse_event_time,
-)
+from escnc.events.log import NOTIFY_CHANNEL, EventLog, StoredEvent, now_ms, parse_event_time
+from escnc.storage import Storage, StorageError, open_storage
 
 if TYPE_CHECKING:
     from escnc.settings import Settings
@@ -66,16 +62,21 @@ class EventBus:
     WINDOW = 8192
     PRUNE_INTERVAL = 60.0
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
+        """``storage``: where the log lives; by default ``settings.database`` (a
+        PostgreSQL URL) or the SQLite file events.sqlite3 in the state directory."""
         self.settings = settings
         # escnc.events.subscriptions.Subscriptions, set by operations.notifications
         self.subscriptions: Any = None
-        self.log = EventLog(settings.state_dir / "events.sqlite3",
-                            max_bytes=settings.event_retention_bytes)
+        if storage is None:
+            storage = open_storage(settings.database, settings.state_dir / "events.sqlite3")
+        self.log = EventLog(storage=storage, max_bytes=settings.event_retention_bytes)
+        log.info("event log on %s", storage.describe())
         self.streams = dict(STREAMS)
         self._publish_lock = threading.Lock()
         self._cond = threading.Condition(threading.Lock())
         self._recent: dict[int, StoredEvent] = {}
+        self._recent_order: deque[int] = deque()  # eviction order (seqs may be sparse)
         self._head = self.log.last_seq()
         self._last_ms = 0
         self._consumers: set[Consumer] = set()
@@ -84,6 +85,14 @@ class EventBus:
         self.prune()
         self._pruner = threading.Thread(target=self._prune_loop, name="event-pruner", daemon=True)
         self._pruner.start()
+        # a shared database (PostgreSQL): other nodes append too; follow their head
+        self._follower: threading.Thread | None = None
+        listen = getattr(storage, "listen", None)
+        if listen is not None:
+            self._follower = threading.Thread(
+                target=listen, args=(NOTIFY_CHANNEL, self._closed, self._follow),
+                name="event-follower", daemon=True)
+            self._follower.start()
 
     # -- publishing ---------------------------------------------------------------
 
@@ -98,17 +107,33 @@ class EventBus:
             if self._closed.is_set():
                 raise RuntimeError("event bus is closed")
             # eventTime never goes backwards, so time order == sequence order
-            ts = max(now_ms(), self._last_ms)
-            self._last_ms = ts
-            event_time = format_event_time(ts)
-            seq = self.log.append(stream, ts, event_time, data)
-            event = StoredEvent.make(seq, stream, ts, event_time, data)
+            event = self.log.append_event(stream, max(now_ms(), self._last_ms), data)
+            self._last_ms = event.ts_ms
+            seq = event.seq
             with self._cond:
                 self._recent[seq] = event
-                self._recent.pop(seq - self.WINDOW, None)
-                self._head = seq
+                self._recent_order.append(seq)
+                if len(self._recent_order) > self.WINDOW:
+                    self._recent.pop(self._recent_order.popleft(), None)
+                # another node's later event may already have moved the head on
+                self._head = max(self._head, seq)
                 self._cond.notify_all()
         return seq
+
+    def _follow(self, payload: str | None) -> None:
+        """A NOTIFY from the shared log (payload: its seq) or a periodic re-read (None).
+        Every seq up to the notified one is committed (sequence order = commit order),
+        so consumers may read up to it; those not in the window come from the log."""
+        if self._closed.is_set():
+            return
+        try:
+            seq = self.log.last_seq() if payload is None else int(payload)
+        except (StorageError, ValueError):
+            return  # the next notification or poll tries again
+        with self._cond:
+            if seq > self._head:
+                self._head = seq
+                self._cond.notify_all()
 
     # -- reading (used by consumers) ----------------------------------------------
 
@@ -232,4 +257,6 @@ class EventBus:
         for consumer in self.consumers():
             consumer.close(wait=True)
         self._pruner.join(timeout=5)
+        if self._follower is not None:
+            self._follower.join(timeout=5)
         self.log.close()

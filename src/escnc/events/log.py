@@ -1,18 +1,23 @@
-"""Durable event log: every notification ever published, in order, in SQLite.
+"""Durable event log: every notification ever published, in order.
 
 One row per event: a global sequence number (delivery order), the stream, the
-eventTime (RFC 3339 text as sent, plus epoch seconds for range queries) and the
+eventTime (RFC 3339 text as sent, plus epoch milliseconds for range queries) and the
 serialised body. Subscribers read it at their own pace; replay (RFC 5277 startTime)
-is a range query. WAL mode lets readers run while the publisher appends.
+is a range query.
+
+The log lives behind the storage interface (escnc.storage): a SQLite file (the
+default; WAL mode lets readers run while the publisher appends) or a PostgreSQL
+database shared by several escnc nodes. The head row (``event_head``) hands out
+sequence numbers: the row lock it takes is held to the commit, so two writers --
+threads, processes or nodes -- commit in sequence order, a reader that saw seq N
+never sees N-1 appear later, and eventTime never goes backwards along the sequence.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,19 +25,19 @@ from pathlib import Path
 from lxml import etree
 
 from escnc.ns import NOTIF
+from escnc.storage import (
+    Connection,
+    ConnectionPool,
+    Migration,
+    Storage,
+    StorageClosed,
+    StorageUnavailable,
+    migrate,
+)
+from escnc.storage.sqlite import SqliteStorage
 
+NOTIFY_CHANNEL = "escnc_events"  # PostgreSQL: payload = the new head's seq
 _NOTIF_OPEN = f'<notification xmlns="{NOTIF}"><eventTime>'.encode()
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    stream TEXT NOT NULL,
-    ts_ms INTEGER NOT NULL,
-    event_time TEXT NOT NULL,
-    body BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_ts ON events(ts_ms);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
 
 
 def now_ms() -> int:
@@ -90,138 +95,141 @@ class StoredEvent:
 
 
 class EventLog:
-    """Append-only (apart from retention) SQLite log. Thread safe."""
+    """Append-only (apart from retention) log on a :class:`Storage`. Thread safe."""
 
-    def __init__(self, path: Path, max_bytes: int | None = None) -> None:
-        """``max_bytes``: budget for the stored bodies; beyond it the oldest events are
+    def __init__(self, path: Path | None = None, max_bytes: int | None = None, *,
+                 storage: Storage | None = None) -> None:
+        """A SQLite file at ``path``, or ``storage`` (e.g. PostgreSQL).
+
+        ``max_bytes``: budget for the stored bodies; beyond it the oldest events are
         dropped on append (down to 90 % of it), so the log cannot fill the disk."""
+        if storage is None:
+            if path is None:
+                raise ValueError("EventLog needs a path or a storage")
+            storage = SqliteStorage(path)
         self.path = path
+        self.storage = storage
         self.max_bytes = max_bytes if max_bytes and max_bytes > 0 else None
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
-        self._writer = self._connect()
-        with self._write_lock:
-            self._writer.executescript(_SCHEMA)
-            row = self._writer.execute("SELECT value FROM meta WHERE key='created'").fetchone()
-            if row is None:
-                self._writer.execute(
-                    "INSERT INTO meta(key, value) VALUES('created', ?)",
-                    (format_event_time(now_ms()),),
-                )
-                self._writer.commit()
-                row = self._writer.execute(
-                    "SELECT value FROM meta WHERE key='created'"
-                ).fetchone()
-            self.created = str(row[0])
-            # bytes of all stored bodies: one scan at open, then kept up to date
-            total = self._writer.execute("SELECT TOTAL(LENGTH(body)) FROM events").fetchone()
-            self._bytes = int(total[0] or 0)
+        self._writer: Connection | None = storage.connect()
+        migrate(self._writer, "events", MIGRATIONS)
+        row = self._writer.execute("SELECT created FROM event_head WHERE id = 1").fetchone()
+        self.created = str(row[0])
         # a pool, not per-thread connections: sessions and consumers come and go
-        self._pool: list[sqlite3.Connection] = []
-        self._all: list[sqlite3.Connection] = []
-        self._pool_lock = threading.Lock()
+        self._pool = ConnectionPool(storage, max_idle=16)
         self._closed = False
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level="DEFERRED")
-        conn.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: committed events survive a process crash; an OS crash
-        # may lose the last few, which replay cannot promise anyway.
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        return conn
-
-    @contextmanager
-    def _reader(self) -> Iterator[sqlite3.Connection]:
-        with self._pool_lock:
-            if self._closed:
-                raise sqlite3.ProgrammingError("event log is closed")
-            conn = self._pool.pop() if self._pool else None
-        if conn is None:
-            conn = self._connect()
-            with self._pool_lock:
-                self._all.append(conn)
-        try:
-            yield conn
-        finally:
-            with self._pool_lock:
-                if not self._closed:
-                    self._pool.append(conn)
+    def _write_conn(self) -> Connection:
+        """The writer connection, reopened after the database went away."""
+        if self._closed:
+            raise StorageClosed("event log is closed")
+        if self._writer is None or self._writer.closed:
+            self._writer = self.storage.connect()
+        return self._writer
 
     def _one(self, sql: str, args: tuple[object, ...] = ()) -> object:
-        with self._reader() as conn:
+        if self._closed:
+            raise StorageClosed("event log is closed")
+        with self._pool.connection() as conn:
             row = conn.execute(sql, args).fetchone()
         return row[0] if row else None
 
     # -- writing ------------------------------------------------------------------
 
     def append(self, stream: str, ts_ms: int, event_time: str, body: bytes) -> int:
-        """Append one event and commit. Callers serialise appends to keep time monotonic."""
-        with self._write_lock:
-            cur = self._writer.execute(
-                "INSERT INTO events(stream, ts_ms, event_time, body) VALUES(?, ?, ?, ?)",
-                (stream, ts_ms, event_time, body),
-            )
-            self._bytes += len(body)
-            if self.max_bytes is not None and self._bytes > self.max_bytes:
-                self._drop_oldest_locked(self._bytes - self.max_bytes * 9 // 10)
-            self._writer.commit()
-            return int(cur.lastrowid or 0)
+        """Append one event as given and commit; returns its sequence number."""
+        return self._append(stream, ts_ms, event_time, body).seq
 
-    def _drop_oldest_locked(self, at_least: int) -> int:
+    def append_event(self, stream: str, ts_ms: int, body: bytes) -> StoredEvent:
+        """Append one event at ``ts_ms`` or, if another writer already logged a later
+        one, at that later time (eventTime never goes backwards); commit; return it."""
+        return self._append(stream, ts_ms, None, body)
+
+    def _append(self, stream: str, ts_ms: int, event_time: str | None,
+                body: bytes) -> StoredEvent:
+        with self._write_lock:
+            conn = self._write_conn()
+            try:
+                with conn.transaction():
+                    seq, ts, total = conn.execute(
+                        "UPDATE event_head SET seq = seq + 1, bytes = bytes + ?,"
+                        " ts_ms = CASE WHEN ts_ms > ? THEN ts_ms ELSE ? END"
+                        " WHERE id = 1 RETURNING seq, ts_ms, bytes",
+                        (len(body), ts_ms, ts_ms),
+                    ).fetchone()
+                    if event_time is None:
+                        ts_ms, event_time = int(ts), format_event_time(int(ts))
+                    conn.execute(
+                        "INSERT INTO events(seq, stream, ts_ms, event_time, body)"
+                        " VALUES(?, ?, ?, ?, ?)",
+                        (seq, stream, ts_ms, event_time, body),
+                    )
+                    if self.max_bytes is not None and total > self.max_bytes:
+                        self._drop_oldest(conn, int(total) - self.max_bytes * 9 // 10, seq)
+                    if conn.dialect.name == "postgresql":
+                        # delivered at commit, in commit (= sequence) order: the other
+                        # nodes' buses wake their consumers (EventBus._follow)
+                        conn.execute("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, str(seq)))
+            except StorageUnavailable:
+                conn.close()  # reconnect on the next append
+                raise
+        return StoredEvent.make(int(seq), stream, ts_ms, event_time, body)
+
+    def _drop_oldest(self, conn: Connection, at_least: int, newest: int) -> int:
         """Delete the oldest events whose bodies add up to ``at_least`` bytes (the newest
         event always stays). Costs the rows deleted, not the log's size."""
         freed, upto, removed = 0, 0, 0
-        last = self._writer.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0
-        rows = self._writer.execute(
-            "SELECT seq, LENGTH(body) FROM events WHERE seq < ? ORDER BY seq", (last,)
-        )
-        for seq, size in rows:
-            freed += int(size)
-            upto = int(seq)
-            removed += 1
-            if freed >= at_least:
+        while freed < at_least:
+            rows = conn.execute(
+                "SELECT seq, LENGTH(body) FROM events WHERE seq > ? AND seq < ?"
+                " ORDER BY seq LIMIT 500", (upto, newest)
+            ).fetchall()
+            for seq, size in rows:
+                freed += int(size)
+                upto = int(seq)
+                removed += 1
+                if freed >= at_least:
+                    break
+            if len(rows) < 500:
                 break
-        rows.close()
         if removed:
-            self._writer.execute("DELETE FROM events WHERE seq <= ?", (upto,))
-            self._bytes -= freed
+            conn.execute("DELETE FROM events WHERE seq <= ?", (upto,))
+            conn.execute("UPDATE event_head SET bytes = bytes - ? WHERE id = 1", (freed,))
         return removed
 
     @property
     def size_bytes(self) -> int:
         """Bytes of the stored notification bodies."""
-        with self._write_lock:
-            return self._bytes
+        value = self._one("SELECT bytes FROM event_head WHERE id = 1")
+        return int(value) if isinstance(value, int) else 0
 
     def prune(self, max_age_seconds: float | None, max_count: int | None) -> int:
         """Drop events older than ``max_age_seconds`` and beyond the newest ``max_count``."""
         removed = 0
         with self._write_lock:
-            if max_age_seconds is not None:
-                cutoff = now_ms() - int(max_age_seconds * 1000)
-                self._bytes -= self._bytes_where("ts_ms < ?", (cutoff,))
-                cur = self._writer.execute("DELETE FROM events WHERE ts_ms < ?", (cutoff,))
-                removed += cur.rowcount
-            if max_count is not None:
-                where = "seq <= (SELECT MAX(seq) FROM events) - ?"
-                self._bytes -= self._bytes_where(where, (max(0, max_count),))
-                cur = self._writer.execute(f"DELETE FROM events WHERE {where}",
-                                           (max(0, max_count),))
-                removed += cur.rowcount
-            self._writer.commit()
+            conn = self._write_conn()
+            with conn.transaction():
+                if max_age_seconds is not None:
+                    cutoff = now_ms() - int(max_age_seconds * 1000)
+                    removed += self._delete_where(conn, "ts_ms < ?", (cutoff,))
+                if max_count is not None:
+                    where = "seq <= (SELECT MAX(seq) FROM events) - ?"
+                    removed += self._delete_where(conn, where, (max(0, max_count),))
         return removed
 
-    def _bytes_where(self, where: str, args: tuple[object, ...]) -> int:
-        row = self._writer.execute(
-            f"SELECT TOTAL(LENGTH(body)) FROM events WHERE {where}", args
+    @staticmethod
+    def _delete_where(conn: Connection, where: str, args: tuple[object, ...]) -> int:
+        row = conn.execute(
+            f"SELECT COALESCE(SUM(LENGTH(body)), 0) FROM events WHERE {where}", args
         ).fetchone()
-        return int(row[0] or 0)
+        cur = conn.execute(f"DELETE FROM events WHERE {where}", args)
+        conn.execute("UPDATE event_head SET bytes = bytes - ? WHERE id = 1", (int(row[0]),))
+        return int(cur.rowcount)
 
     # -- reading ------------------------------------------------------------------
 
     def last_seq(self) -> int:
-        value = self._one("SELECT seq FROM sqlite_sequence WHERE name='events'")
+        value = self._one("SELECT seq FROM event_head WHERE id = 1")
         return int(value) if isinstance(value, int) else 0
 
     def first_seq(self) -> int:
@@ -246,9 +254,11 @@ class EventLog:
         if streams:
             sql += f" AND stream IN ({','.join('?' * len(streams))})"
             args += tuple(streams)
-        with self._reader() as conn:
+        if self._closed:
+            raise StorageClosed("event log is closed")
+        with self._pool.connection() as conn:
             rows = conn.execute(sql + " ORDER BY seq LIMIT ?", (*args, limit)).fetchall()
-        return [StoredEvent.make(int(r[0]), r[1], r[2], r[3], bytes(r[4])) for r in rows]
+        return [StoredEvent.make(int(r[0]), r[1], int(r[2]), r[3], bytes(r[4])) for r in rows]
 
     def replay(
         self, streams: Sequence[str] | None, start_ms: int | None = None, stop_ms: int | None = None
@@ -266,15 +276,45 @@ class EventLog:
             seq = batch[-1].seq
 
     def close(self) -> None:
-        with self._pool_lock:
+        with self._write_lock:
             if self._closed:
                 return
             self._closed = True
-            conns, self._all, self._pool = self._all, [], []
-        for conn in conns:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
-        with self._write_lock:
-            self._writer.close()
+            self._pool.close()
+            if self._writer is not None:
+                self._writer.close()
+
+
+def _init_head(conn: Connection) -> None:
+    """The head row, from what the log already holds (a log created before the
+    storage interface kept its counter in sqlite_sequence and its birth in ``meta``)."""
+    seq, ts, size = conn.execute(
+        "SELECT COALESCE(MAX(seq), 0), COALESCE(MAX(ts_ms), 0),"
+        " COALESCE(SUM(LENGTH(body)), 0) FROM events"
+    ).fetchone()
+    created = format_event_time(now_ms())
+    if conn.dialect.name == "sqlite":
+        legacy = {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE name IN ('sqlite_sequence', 'meta')")}
+        if "sqlite_sequence" in legacy:
+            row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+            seq = max(int(seq), int(row[0]) if row else 0)
+        if "meta" in legacy:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'created'").fetchone()
+            created = str(row[0]) if row else created
+    conn.execute(
+        "INSERT INTO event_head(id, seq, ts_ms, bytes, created) VALUES(1, ?, ?, ?, ?)",
+        (int(seq), int(ts), int(size), created),
+    )
+
+
+MIGRATIONS = (
+    Migration(1, statements=(
+        "CREATE TABLE IF NOT EXISTS events (seq {bigint} PRIMARY KEY, stream TEXT NOT NULL,"
+        " ts_ms {bigint} NOT NULL, event_time TEXT NOT NULL, body {blob} NOT NULL)",
+        "CREATE INDEX IF NOT EXISTS events_ts ON events(ts_ms)",
+        "CREATE TABLE event_head (id INTEGER PRIMARY KEY CHECK (id = 1),"
+        " seq {bigint} NOT NULL, ts_ms {bigint} NOT NULL, bytes {bigint} NOT NULL,"
+        " created TEXT NOT NULL)",
+    ), run=_init_head),
+)
