@@ -230,3 +230,78 @@ def test_sigkill_keeps_acknowledged_entry_edits(tmp_path: Path) -> None:
     for k in range(7):  # each flavor holds its last acknowledged edit, or the one in flight
         last = max(i for i in range(acked + 1) if i % 7 == k)
         assert mem[f"f{k}"] - 1 in (last, last + 7), (k, last, mem)
+
+
+def test_filter_by_key_on_long_list_follows_edits(ds: Datastore) -> None:
+    """A subtree filter picking one flavor of many by key (the key-position cache)
+    answers right after entries are removed, added and replaced in place."""
+    from escnc.datastore import filters
+    from escnc.operations.datastore_read import key_resolver
+
+    keys = key_resolver(SCHEMA)
+    ds.edit("running", cfg("<flavors>" + "".join(flavor(f"f{i}") for i in range(100))
+                           + "</flavors>"), EditOptions(), 1, "u")
+
+    def pick(name: str) -> list[str]:
+        flt = etree.fromstring(f'<filter xmlns="{NC}"><esc_datamodel xmlns="{E}"><flavors>'
+                               f"<flavor><name>{name}</name></flavor></flavors></esc_datamodel>"
+                               "</filter>")
+        with ds.reading("running") as tree:
+            out = filters.apply_subtree_filter(tree, flt, keys)
+        return [f"{el.findtext(f'{{{E}}}name')}/{el.findtext(f'{{{E}}}vcpus')}"
+                for el in out.iter(f"{{{E}}}flavor")]
+
+    assert pick("f50") == ["f50/1"] and pick("nope") == []
+    # same number of entries, positions moved: f10 gone, g1 appended
+    ds.edit("running", cfg('<flavors><flavor nc:operation="delete"><name>f10</name></flavor>'
+                           + flavor("g1", 3) + "</flavors>"), EditOptions(), 1, "u")
+    assert pick("f10") == [] and pick("g1") == ["g1/3"] and pick("f50") == ["f50/1"]
+    ds.edit("running", cfg('<flavors><flavor nc:operation="replace"><name>f50</name>'
+                           "<vcpus>6</vcpus><memory_mb>1</memory_mb></flavor></flavors>"),
+            EditOptions(), 1, "u")
+    assert pick("f50") == ["f50/6"] and pick("f99") == ["f99/1"]
+
+
+def test_candidate_copy_config_and_rollback_with_entry_units(ds: Datastore, tmp_path: Path) -> None:
+    ds.edit("running", cfg("<flavors>" + flavor("a") + flavor("b") + "</flavors>"),
+            EditOptions(), 1, "u")
+    # candidate edit of one entry, committed
+    ds.edit("candidate", cfg("<flavors>" + flavor("b", 4) + flavor("c") + "</flavors>"),
+            EditOptions(), 1, "u")
+    ds.commit(1, "u")
+    assert names(ds, "flavor") == ["a", "b", "c"]
+    got = rows(tmp_path)
+    assert b"<vcpus>4</vcpus>" in got['["e", "flavors", "b"]'][1]
+    # copy-config replaces running: entries split again, one gone, one new
+    data = etree.fromstring(f'<config xmlns="{NC}"><esc_datamodel xmlns="{E}"><flavors>'
+                            f'{flavor("c", 2)}{flavor("d")}</flavors></esc_datamodel></config>')
+    ds.copy_config("running", data, 1, "u")
+    assert names(ds, "flavor") == ["c", "d"]
+    assert {k for k in rows(tmp_path) if k.startswith('["e"')} == {
+        '["e", "flavors", "c"]', '["e", "flavors", "d"]'}
+    # roll back to before the copy: the entries come back as they were
+    hist = ds.history()
+    ds.rollback(hist[0][0], 1, "u")
+    assert names(ds, "flavor") == ["a", "b", "c"]
+    with ds.reading("running") as tree:
+        assert [el.findtext(f"{{{E}}}vcpus") for el in tree.iter(f"{{{E}}}flavor")] == [
+            "1", "4", "1"]
+    ds.close()
+    again = Datastore(Settings(state_dir=tmp_path), SCHEMA)
+    assert names(again, "flavor") == ["a", "b", "c"]
+    again.close()
+
+
+def test_entries_created_together_keep_their_order_on_disk(tmp_path: Path) -> None:
+    ds = Datastore(Settings(state_dir=tmp_path), SCHEMA)
+    order = [f"n{i}" for i in (5, 3, 9, 1, 7, 2, 8)]
+    ds.edit("running", cfg("<flavors>" + "".join(flavor(n) for n in order) + "</flavors>"),
+            EditOptions(), 1, "u")
+    ds.edit("candidate", cfg("<flavors>" + "".join(flavor(f"c{n}") for n in order)
+                             + "</flavors>"), EditOptions(), 1, "u")
+    ds.commit(1, "u")
+    assert names(ds, "flavor") == order + [f"c{n}" for n in order]
+    ds.close()
+    again = Datastore(Settings(state_dir=tmp_path), SCHEMA)
+    assert names(again, "flavor") == order + [f"c{n}" for n in order]
+    again.close()

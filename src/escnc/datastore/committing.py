@@ -8,7 +8,7 @@ untouched ones are omitted so the cost follows the size of the edit.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from lxml import etree
 
@@ -91,7 +91,7 @@ class Committing(Validating):
         return {k: shell(el, k) for k, el in all_units(tree).items()}
 
     def _journal_bytes(
-        self, tree: etree._Element, keys: set[UnitKey]
+        self, tree: etree._Element, keys: Collection[UnitKey]
     ) -> dict[UnitKey, bytes | None]:
         out: dict[UnitKey, bytes | None] = {}
         for k in keys:
@@ -199,6 +199,12 @@ class Committing(Validating):
                 raw = None if el is None else shell(el, k)
                 if raw != self._units.get(k):
                     changed[k] = raw
+            new = [k for k, v in changed.items() if v is not None and k not in self._seq]
+            if len(new) > 1:  # give units new to running their sequence in tree order
+                order = {k: i for i, k in enumerate(all_units(data))}
+                changed = dict(
+                    sorted(changed.items(), key=lambda kv: order.get(kv[0], len(order)))
+                )
         else:
             if elements is None:
                 elements = all_units(data)

@@ -204,7 +204,9 @@ class Journal:
 
     index: EntryIndex
     undo_ops: list[Callable[[], None]] = field(default_factory=list)
-    units: set[UnitKey] = field(default_factory=set)
+    # touched units in the order first touched (new units get their stored sequence
+    # numbers in this order, so entries created by one edit keep their order on disk)
+    units: dict[UnitKey, None] = field(default_factory=dict)
     changes: list[Change] = field(default_factory=list)
 
     def insert(
@@ -217,8 +219,8 @@ class Journal:
         else:
             parent.insert(pos, child)
         self.index.inserted(parent, child, sn)
-        self.units.add(unit_key(parent))
-        self.units.update(units_within(child))
+        self.units[unit_key(parent)] = None
+        self.units.update(dict.fromkeys(units_within(child)))
         self.undo_ops.append(partial(_detach, self.index, parent, child, sn))
 
     def append_leaf(self, parent: etree._Element, child: etree._Element) -> None:
@@ -233,15 +235,15 @@ class Journal:
         # the previous sibling, not the index (O(n) in lxml): undo runs in reverse
         # order, so that sibling is where it was when this removal is undone
         prev = child.getprevious()
-        self.units.add(unit_key(parent))
-        self.units.update(units_within(child))
+        self.units[unit_key(parent)] = None
+        self.units.update(dict.fromkeys(units_within(child)))
         _detach(self.index, parent, child, sn)
         self.undo_ops.append(partial(_attach, self.index, parent, prev, child, sn))
 
     def set_text(self, el: etree._Element, text: str | None) -> None:
         old = el.text
         el.text = text
-        self.units.add(unit_key(el))
+        self.units[unit_key(el)] = None
         self.undo_ops.append(lambda: setattr(el, "text", old))
 
     def undo(self) -> None:

@@ -210,13 +210,76 @@ def _children(nodes: Nodes, tag: str | None = None) -> Iterable[etree._Element]:
 _PREFILTER_MIN = 64  # children of a parent before candidates are found with XPath
 
 
-def _candidates(parent: etree._Element, group: _FGroup) -> Iterable[etree._Element]:
+class _KeyCache:
+    """Positions of the entries of a few long lists by key, for filters that pick
+    entries by key.
+
+    Built with one pass over a parent's children and reused while the parent has
+    as many children as then. A hit is used only after checking that the child at
+    that position still has that key; a miss falls back to the XPath prefilter, so
+    a stale map can cost time but never a wrong answer. Positions, not elements:
+    the cache keeps no removed entry alive (lxml elements take no weak references)."""
+
+    _MAX = 8
+
+    def __init__(self) -> None:
+        self._maps: dict[tuple[etree._Element, str, str], tuple[int, dict[str, int]]] = {}
+
+    def lookup(
+        self, parent: etree._Element, tag: str, key_tag: str, value: str, fresh: bool = False
+    ) -> etree._Element | None:
+        k = (parent, tag, key_tag)
+        n = len(parent)
+        got = None if fresh else self._maps.get(k)
+        if got is None or got[0] != n:
+            fresh = True
+            for old in [o for o in self._maps if o[0].getparent() is None]:
+                del self._maps[old]  # a removed container: let it go
+            if len(self._maps) >= self._MAX:
+                self._maps.clear()
+            m: dict[str, int] = {}
+            for i, ch in enumerate(parent):
+                if ch.tag == tag:
+                    m.setdefault((ch.findtext(key_tag) or "").strip(), i)
+            got = self._maps[k] = (n, m)
+        pos = got[1].get(value)
+        if pos is None or pos >= n:
+            # absent, or added after the map was made: only a fresh map can tell
+            return None
+        hit = parent[pos]  # a walk in C
+        if hit.tag != tag or (hit.findtext(key_tag) or "").strip() != value:
+            # entries moved while the count stayed: rebuild once, then trust the map
+            return None if fresh else self.lookup(parent, tag, key_tag, value, fresh=True)
+        return hit
+
+
+_KEYS = _KeyCache()
+
+
+def _by_key(parent: etree._Element, f: _FNode, keys: KeyResolver) -> list[etree._Element] | None:
+    """The entry ``f`` picks by its one key from a long list (None: not that case)."""
+    g = f.group
+    if f.tag is None or g is None or len(g.cms) != 1 or g.cms[0].tag is None:
+        return None
+    first = next(parent.iterchildren(f.tag), None)
+    if first is None or keys(first) != [g.cms[0].tag]:
+        return None
+    hit = _KEYS.lookup(parent, f.tag, g.cms[0].tag, g.cms[0].text or "")
+    return None if hit is None else [hit]
+
+
+def _candidates(
+    parent: etree._Element, group: _FGroup, keys: KeyResolver = _no_keys
+) -> Iterable[etree._Element]:
     """Children of a long list parent that ``group``'s filter nodes can select."""
     if group.cms or group.by_local or len(parent) < _PREFILTER_MIN:
         return _children(parent)
     found: dict[etree._Element, None] = {}
     for f in group.others:
-        if f.prefilter is not None:
+        picked = _by_key(parent, f, keys) if f.prefilter is not None else None
+        if picked is not None:
+            found.update((h, None) for h in picked)
+        elif f.prefilter is not None:
             hits = f.prefilter(parent, **f.values)
             if isinstance(hits, list):
                 found.update((h, None) for h in hits if isinstance(h, etree._Element))
@@ -242,7 +305,7 @@ def _select(nodes: Nodes, group: _FGroup, keys: KeyResolver) -> Selection | None
         for d in _children(nodes):
             sel[d] = FULL
         return sel
-    for d in _candidates(nodes, group) if isinstance(nodes, etree._Element) else nodes:
+    for d in _candidates(nodes, group, keys) if isinstance(nodes, etree._Element) else nodes:
         if (
             group.cm_local
             and _split(d.tag)[1] in group.cm_local

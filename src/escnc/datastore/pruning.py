@@ -1,11 +1,14 @@
-"""Entry-level pruning of the datastore root for incremental YANG validation.
+"""Which top-level lists validate entry by entry (incremental YANG validation).
 
-The root unit holds the top-level lists (images, flavors, networks, VIM
-connectors). Validating all of it on every edit makes a small edit cost grow with
-those lists. A top-level list is *entry-local* when nothing in the schema can make
-one entry's validity depend on another entry of it: no min/max-elements or unique
-on the list, no must/when/leafref inside an entry that leaves the entry (absolute
-path, ``..`` above the entry, deref), and nothing outside the list mentions it
+The entries of the top-level lists (images, flavors, networks, VIM connectors)
+are units of their own (units.py); validation.py gives yangson only the entries a
+write touched or names, for the lists :func:`analyse` finds entry-local (the others
+are validated whole). :func:`prune` does the same cut on a whole tree.
+
+A top-level list is *entry-local* when nothing in the schema can make one entry's
+validity depend on another entry of it: no min/max-elements or unique on the list,
+no must/when/leafref inside an entry that leaves the entry (absolute path, ``..``
+above the entry, deref), and nothing outside the list mentions it
 except leafrefs to its key. For such lists yangson needs to see only
 
 * the entries that differ from the last validated (running) root, and

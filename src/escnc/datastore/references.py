@@ -1,19 +1,17 @@
 """Cross-tree reference checks for incremental validation.
 
-A one-deployment edit is validated by yangson on a pruned tree (root + touched
-units), which resolves the deployment's leafrefs into images/flavors/networks.
-The reverse direction -- removing an image/flavor/network that an *untouched*
-deployment still uses -- is checked here over the whole tree, only when the root
-unit changed and a referenced name disappeared.
+A one-deployment edit is validated by yangson on a pruned tree (touched units plus
+the root list entries they name, validation.py), which resolves the deployment's
+leafrefs into images/flavors/networks. The reverse direction -- removing an
+image/flavor/network that an *untouched* deployment still uses -- is checked here
+over the whole tree, only for the entries a write removed.
 """
 
 from __future__ import annotations
 
-import functools
-
 from lxml import etree
 
-from escnc.datastore.lxmltypes import xpath_elements, xpath_texts
+from escnc.datastore.lxmltypes import xpath_elements
 from escnc.errors import RpcError
 from escnc.ns import ESC
 
@@ -31,37 +29,6 @@ _REFS = (
         "//esc:deployment/esc:vm_group/esc:scaling/esc:static_ip_address_pool/esc:network",
     ),
 )
-# entry tags of the target lists: removing none of these needs no check
-REFERENCED = frozenset(f"{{{ESC}}}{target.split(':')[-1]}" for target, _ in _REFS)
-_PARSER = etree.XMLParser(remove_blank_text=True, resolve_entities=False)
-
-
-@functools.lru_cache(maxsize=32)  # the same root bytes are asked about repeatedly
-def _names(root_bytes: bytes | None, target: str) -> frozenset[str]:
-    if not root_bytes:
-        return frozenset()
-    root = etree.fromstring(root_bytes, _PARSER)
-    return frozenset(
-        t.strip() for t in xpath_texts(root, f"esc:esc_datamodel/esc:{target}/esc:name/text()", _NS)
-    )
-
-
-def check_references(data: etree._Element, new_root: bytes | None, old_root: bytes | None) -> None:
-    for target, refs in _REFS:
-        gone = _names(old_root, target) - _names(new_root, target) if old_root is not None else None
-        if gone is not None and not gone:
-            continue
-        alive = _names(new_root, target)
-        for leaf in xpath_elements(data, refs, _NS):
-            value = (leaf.text or "").strip()
-            if value not in alive and (gone is None or value in gone):
-                raise RpcError(
-                    "data-missing",
-                    f"{target.split('/')[0][:-1]} {value!r} is still used by {_path(leaf)}",
-                    app_tag="instance-required",
-                    path=_path(leaf),
-                    path_nsmap=_NS,
-                )
 
 
 def check_removed(data: etree._Element, gone: dict[str, set[str]]) -> None:

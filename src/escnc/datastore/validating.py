@@ -7,7 +7,7 @@ untouched deployments still use are found by references.check_removed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from lxml import etree
 
@@ -95,7 +95,7 @@ class Validating(GroupCommit):
     def _validate_units(
         self,
         data: etree._Element,
-        keys: set[UnitKey],
+        keys: Collection[UnitKey],
         old_units: dict[UnitKey, bytes] | None,
         elements: dict[UnitKey, etree._Element] | None = None,
     ) -> None:
