@@ -91,6 +91,7 @@ def test_crud_json_and_xml(srv, http) -> None:  # type: ignore[no-untyped-def]
                  params={"content": "config"})
     el = etree.fromstring(r.content)
     assert el.tag == f"{{{ESC}}}tenant" and el.findtext(f"{{{ESC}}}description") == "BB"
+    assert r.headers["Last-Modified"].endswith(" GMT")
     # a body that is not the resource the URL names
     r = http.put(f"{DATA}/tenants/tenant=c", headers={"Content-Type": XML}, content=body)
     assert r.status_code == 400

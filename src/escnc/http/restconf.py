@@ -17,6 +17,7 @@ import hashlib
 import json
 import urllib.parse
 import xml.etree.ElementTree as ET
+from email.utils import formatdate
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,16 @@ class Restconf:
         self.ctx = ctx
         self.schema = ctx.services.schema
         self.module_by_ns = {m.namespace: m.name for m in self.schema.modules()}
+        # Last-Modified of the configuration: the last commit to running seen (or the
+        # start of this server)
+        self.last_modified = formatdate(usegmt=True)
+        add = getattr(ctx.services.datastore, "add_commit_listener", None)
+        if add is not None:
+            add(self._committed)
+
+    def _committed(self, event: Any) -> None:
+        if getattr(event, "datastore", "running") == "running":
+            self.last_modified = formatdate(usegmt=True)
 
     # -- paths ------------------------------------------------------------------------
 
@@ -341,8 +352,11 @@ class Restconf:
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"ETag": etag})
+        headers = {"ETag": etag}
+        if content == "config":
+            headers["Last-Modified"] = self.last_modified
         return Response(body if request.method == "GET" else b"", 200, media_type=media,
-                        headers={"ETag": etag})
+                        headers=headers)
 
     def _drop_config(self, el: etree._Element, node: Any) -> bool:
         """Remove configuration leaves (keys stay); True when nothing is left."""
