@@ -117,6 +117,13 @@ def test_crud_json_and_xml(srv, http) -> None:  # type: ignore[no-untyped-def]
     assert r.json() == {"escnc:esc_datamodel": {}}
     r = http.get(f"{DATA}/opdata/system_status", headers={"Accept": JSON})
     assert r.status_code == 200 and "status" in r.json()["escnc:system_status"]
+    state = http.get(DATA, params={"content": "nonconfig"}, headers={"Accept": JSON}).json()
+    assert "opdata" in state["escnc:esc_datamodel"]
+    assert "tenants" not in state["escnc:esc_datamodel"]
+    config = http.get(DATA, params={"content": "config"}, headers={"Accept": JSON}).json()
+    assert "opdata" not in config["escnc:esc_datamodel"]
+    assert config["escnc:esc_datamodel"]["tenants"]["tenant"] == [
+        {"name": "a", "description": "A2"}]
 
 
 def test_curl_and_auth_and_nacm(srv, http) -> None:  # type: ignore[no-untyped-def]
