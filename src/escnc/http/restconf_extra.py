@@ -197,15 +197,21 @@ async def stream(rc: Restconf, request: Request) -> Response:
     session = RequestSession(rc.ctx.services, rc.ctx.session_ids.next(), user)
     accept = event_filter(rc.ctx.services, session)
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10_000)
+    # bounded by the consumer: it waits while 1024 events are queued for a slow client,
+    # and ends the stream (b"") once the client falls subscriber_max_lag behind
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
 
     def deliver(event: Any) -> None:
-        if accept is not None and not accept(event):
-            return
         loop.call_soon_threadsafe(queue.put_nowait, event.notification)
 
-    consumer = bus.consume(deliver, stream=name, start_seq=start_seq, max_lag=100_000,
-                           name=f"sse-{session.session_id}")
+    def ended(_reason: str) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, b"")
+
+    consumer = bus.consume(
+        deliver, stream=name, start_seq=start_seq, accept=accept,
+        max_lag=rc.ctx.services.settings.subscriber_max_lag, backlog=queue.qsize,
+        max_backlog=1024, on_end=ended, name=f"sse-{session.session_id}",
+    )
 
     async def events() -> AsyncIterator[bytes]:
         try:
@@ -215,6 +221,8 @@ async def stream(rc: Restconf, request: Request) -> Response:
                 except TimeoutError:
                     yield b": keepalive\n\n"
                     continue
+                if not data:
+                    return  # the consumer ended (too far behind, or closed)
                 lines = data.decode().splitlines() or [""]
                 yield ("".join(f"data: {line}\n" for line in lines) + "\n").encode()
         finally:
