@@ -308,9 +308,13 @@ class Restconf:
         depth = params.get("depth", "unbounded")
         if depth != "unbounded" and not (depth.isdigit() and 1 <= int(depth) <= 65535):
             raise _bad("depth must be 1..65535 or unbounded")
-        op = etree.Element(qn(NC, "get-config" if content == "config" else "get"),
+        # A subtree without state data reads the same through get-config, which does not
+        # build the state trees (opdata of every deployment) only to filter them away.
+        config_only = content == "config" or (
+            content == "all" and bool(segs) and not _has_state(segs[-1].node))
+        op = etree.Element(qn(NC, "get-config" if config_only else "get"),
                            nsmap={None: NC})  # type: ignore[dict-item]
-        if content == "config":
+        if config_only:
             etree.SubElement(etree.SubElement(op, qn(NC, "source")), qn(NC, "running"))
         top, _ = self.chain(segs)
         if top is not None:
@@ -470,6 +474,13 @@ class Restconf:
                   methods=["POST"]),
             Route("/restconf/streams/{stream}", partial(extra.stream, self), methods=["GET"]),
         ]
+
+
+def _has_state(node: Any) -> bool:
+    """Whether the schema subtree of ``node`` holds any config false node."""
+    if not node.config:
+        return True
+    return any(_has_state(child) for child in node.children.values())
 
 
 def routes(ctx: HttpContext) -> list[BaseRoute]:
