@@ -112,6 +112,13 @@ def test_crud_json_and_xml(srv, http) -> None:  # type: ignore[no-untyped-def]
     assert http.get("/restconf/data/nosuch:thing").status_code == 400
     assert http.get(f"{DATA}/nothing").status_code == 404
     assert http.get(f"{DATA}/tenants/tenant").status_code == 400  # key missing
+    # fields
+    r = http.get(f"{DATA}/tenants", params={"fields": "tenant(name)"}, headers={"Accept": JSON})
+    assert r.json() == {"escnc:tenants": {"tenant": [{"name": "a"}]}}
+    r = http.get(f"{DATA}/tenants/tenant=a", params={"fields": "description"},
+                 headers={"Accept": JSON})
+    assert r.json() == {"escnc:tenant": [{"name": "a", "description": "A2"}]}  # key kept
+    assert http.get(f"{DATA}/tenants", params={"fields": "tenant(name"}).status_code == 400
     # depth and state data
     r = http.get(DATA, params={"depth": "1"}, headers={"Accept": JSON})
     assert r.json() == {"escnc:esc_datamodel": {}}

@@ -1,6 +1,6 @@
 """RESTCONF (RFC 8040) over the same YANG and the same operations as NETCONF.
 
-``/restconf/data`` GET (content, depth, with-defaults; ETag), POST (create a child),
+``/restconf/data`` GET (content, depth, fields, with-defaults; ETag), POST (create a child),
 PUT (create or replace), PATCH (plain merge; RFC 8072 YANG Patch), DELETE -- each the ``get``/
 ``get-config``/``edit-config`` a NETCONF client would send, run through escnc.rpc
 (YANG validation, NACM). ``/restconf/operations`` lists and runs escnc's RPCs.
@@ -301,7 +301,7 @@ class Restconf:
         content = params.get("content", "all")
         if content not in ("all", "config", "nonconfig"):
             raise _bad("content must be all, config or nonconfig")
-        unknown = set(params) - {"content", "depth", "with-defaults"}
+        unknown = set(params) - {"content", "depth", "with-defaults", "fields"}
         if unknown:
             raise _bad(f"query parameter {sorted(unknown)[0]} is not supported",
                        "invalid-value")
@@ -337,6 +337,12 @@ class Restconf:
             self._drop_config(data, self.schema.root)
         if depth != "unbounded":
             self._prune_depth(data, segs, int(depth))
+        fields = params.get("fields")
+        if fields is not None:
+            selection = parse_fields(fields)
+            for target in (self.find(data, segs) if segs else list(data)):
+                _select(target, selection, segs[-1].node if segs else self.schema.root
+                        .child(target.tag))
         if segs:
             found = self.find(data, segs)
             if not found:
@@ -474,6 +480,73 @@ class Restconf:
                   methods=["POST"]),
             Route("/restconf/streams/{stream}", partial(extra.stream, self), methods=["GET"]),
         ]
+
+
+Fields = dict[str, "Fields | None"]
+
+
+def parse_fields(text: str) -> Fields:
+    """RFC 8040 4.8.3 ``fields``: ``a(b;c);d/e`` -> {"a": {"b": None, "c": None},
+    "d": {"e": None}}; names may be module-qualified (the prefix is dropped)."""
+    pos = 0
+
+    def expr() -> Fields:
+        nonlocal pos
+        out: Fields = {}
+        while True:
+            path: list[str] = []
+            while True:
+                start = pos
+                while pos < len(text) and text[pos] not in "/;()":
+                    pos += 1
+                name = text[start:pos].rpartition(":")[2]
+                if not name:
+                    raise _bad(f"fields: a node name is missing at {start}")
+                path.append(name)
+                if pos < len(text) and text[pos] == "/":
+                    pos += 1
+                    continue
+                break
+            sub: Fields | None = None
+            if pos < len(text) and text[pos] == "(":
+                pos += 1
+                sub = expr()
+                if pos >= len(text) or text[pos] != ")":
+                    raise _bad("fields: unbalanced parentheses")
+                pos += 1
+            cursor = out
+            for name in path[:-1]:
+                nxt = cursor.get(name)
+                if nxt is None:
+                    nxt = cursor[name] = {}
+                cursor = nxt
+            cursor[path[-1]] = sub
+            if pos < len(text) and text[pos] == ";":
+                pos += 1
+                continue
+            return out
+
+    if len(text) > 4096:
+        raise _bad("fields: too long")
+    result = expr()
+    if pos != len(text):
+        raise _bad(f"fields: unexpected {text[pos]!r} at {pos}")
+    return result
+
+
+def _select(el: etree._Element, selection: Fields, node: Any) -> None:
+    """Keep of ``el`` the children ``selection`` names (list keys always)."""
+    keys = {f"{{{node.ns}}}{k}" for k in getattr(node, "keys", ())} if node else set()
+    for child in list(el):
+        if not isinstance(child.tag, str) or child.tag in keys:
+            continue
+        name = etree.QName(child).localname
+        if name not in selection:
+            el.remove(child)
+            continue
+        sub = selection[name]
+        if sub is not None:
+            _select(child, sub, node.child(child.tag) if node else None)
 
 
 def _has_state(node: Any) -> bool:
