@@ -147,16 +147,20 @@ def _tenant_a_deployment() -> str:
     return etree.tostring(etree.fromstring((text[:start] + both + text[end:]).encode())).decode()
 
 
-def _sse_until(http: httpx.Client, url: str, want: str) -> list[dict[str, str]]:
+def _sse_until(http: httpx.Client, url: str, want: str,
+               headers: dict[str, str] | None = None) -> list[dict[str, str]]:
     """The dashboard stream's events up to the first of type ``want`` (bounded)."""
     seen: list[dict[str, str]] = []
     deadline = time.monotonic() + WAIT
-    with http.stream("GET", url, timeout=WAIT) as r:
+    with http.stream("GET", url, timeout=WAIT, headers=headers) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
+        last_id = ""
         for line in r.iter_lines():
-            if line.startswith("data: "):
-                seen.append(json.loads(line[6:]))
+            if line.startswith("id: "):
+                last_id = line[4:]
+            elif line.startswith("data: "):
+                seen.append({**json.loads(line[6:]), "id": last_id})
                 if seen[-1]["type"] == want:
                     return seen
             assert time.monotonic() < deadline, f"no {want} in {seen}"
@@ -184,7 +188,12 @@ def test_login_csp_and_nacm_restricted_view(server: Server, tmp_path: Path) -> N
         # both deployments' events (replay from the start), each VM alive at the end
         events = _sse_until(http, "/dashboard/events?after=0&tenant=tenant-a", "SERVICE_ALIVE")
         assert {e["tenant"] for e in events} == {"tenant-a"}
-        _sse_until(http, "/dashboard/events?after=0&tenant=admin", "SERVICE_ALIVE")
+        admin = _sse_until(http, "/dashboard/events?after=0&tenant=admin", "SERVICE_ALIVE")
+        # a reconnecting EventSource sends the last id back: the stream goes on after it
+        again = _sse_until(http, "/dashboard/events?after=0&tenant=admin", "SERVICE_ALIVE",
+                           {"Last-Event-ID": admin[0]["id"]})
+        assert again == admin[1:] and again
+        assert http.get("/dashboard/events?after=x").status_code == 400
         state = http.get("/dashboard/state").text
         assert 'data-deployment="admin/Cirros-VNF"' in state
         assert 'data-deployment="tenant-a/A-VNF"' in state
