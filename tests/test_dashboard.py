@@ -197,6 +197,16 @@ def test_login_csp_and_nacm_restricted_view(server: Server, tmp_path: Path) -> N
         state = http.get("/dashboard/state").text
         assert 'data-deployment="admin/Cirros-VNF"' in state
         assert 'data-deployment="tenant-a/A-VNF"' in state
+        assert "reservation(s) held" not in state
+        with connect(server) as m:  # a pool reservation shows as reserved capacity
+            m.dispatch(etree.fromstring(
+                f'<createComputeReservation xmlns="{ESC}"><zoneId>default</zoneId>'
+                "<computePoolReservation><numCpuCores>3</numCpuCores><numVcInstances>1"
+                "</numVcInstances><virtualMemSize>700</virtualMemSize>"
+                "</computePoolReservation></createComputeReservation>"))
+        state = http.get("/dashboard/state").text
+        assert "1 reservation(s) held" in state
+        assert "3 / 16 (18%)" in state and "700 / 3072 MiB (22%)" in state
         only_a = http.get("/dashboard/state?tenant=tenant-a").text
         assert "A-VNF" in only_a and "Cirros-VNF" not in only_a
         # names from the datastore and the query are escaped

@@ -88,7 +88,18 @@ class Dashboard:
             raise _Failed("; ".join(e.message for e in done.errors))
         result = done.result
         items = [result] if isinstance(result, etree._Element) else list(result or [])
-        return items[0] if items else etree.Element(qn(NC, "data"))
+        data = items[0] if items else etree.Element(qn(NC, "data"))
+        # reservations held now (the capacity model; an RPC, so NACM's exec rules apply:
+        # a user who may not run it sees no reserved figures)
+        query = etree.Element(qn(ESC, "queryComputeReservation"),
+                              nsmap={None: ESC})  # type: ignore[dict-item]
+        held = await self.ctx.run(user, query)
+        if not held.errors:
+            found = held.result
+            box = etree.SubElement(data, qn(ESC, "reservations"))
+            for el in [found] if isinstance(found, etree._Element) else list(found or []):
+                box.append(el)
+        return data
 
     @staticmethod
     def _tenant(request: Request) -> str:
@@ -218,12 +229,28 @@ def _bar(label: str, used: int, total: int, unit: str) -> str:
     return (f'<div class="bar"><span class="bar-label">{escape(label)}</span>'
             f'<meter min="0" max="{max(total, 1)}" value="{min(used, max(total, 1))}" '
             f'high="{max(total, 1) * 0.8:.0f}" optimum="0">{used}/{total}</meter>'
-            f'<span class="bar-figure">{used} / {total} {escape(unit)} ({pct})</span></div>')
+            f'<span class="bar-figure">{used} / {total}{" " + escape(unit) if unit else ""} '
+            f"({pct})</span></div>")
+
+
+def _reserved(data: etree._Element) -> dict[str, tuple[int, int, int]]:
+    """Zone -> (reservations, vCPUs, memory MiB) of the pool reservations active now."""
+    out: dict[str, tuple[int, int, int]] = {}
+    for r in data.iterfind(f"{E}reservations/{E}reservationData"):
+        if _t(r, "reservationStatus") != "active":
+            continue
+        for pool in r.iterfind(f"{E}computePoolReserved"):
+            zone = _t(pool, "zoneId")
+            count, cores, mem = out.get(zone, (0, 0, 0))
+            out[zone] = (count + 1, cores + _int(pool, "numCpuCores"),
+                         mem + _int(pool, "virtualMemSize"))
+    return out
 
 
 def render_state(data: etree._Element, tenant: str = "") -> str:
     """Hosts with capacity bars, then deployments with their groups and VMs."""
     out = ['<section class="hosts"><h2>Hosts</h2>']
+    reserved = _reserved(data)
     hosts = list(data.iterfind(f"{E}esc_datamodel/{E}opdata/{E}hosts/{E}host"))
     if not hosts:
         out.append('<p class="empty">no host visible</p>')
@@ -235,9 +262,14 @@ def render_state(data: etree._Element, tenant: str = "") -> str:
                    f'<span class="{"st-alive" if connected else "st-error"}">'
                    f'{"connected" if connected else "disconnected"}</span></h3>')
         if connected:
-            out.append(_bar("vCPUs", _int(h, "vcpus_used"), _int(h, "vcpus_total"), ""))
-            out.append(_bar("memory", _int(h, "memory_used_mb"), _int(h, "memory_total_mb"),
-                            "MiB"))
+            vcpus, memory = _int(h, "vcpus_total"), _int(h, "memory_total_mb")
+            out.append(_bar("vCPUs", _int(h, "vcpus_used"), vcpus, ""))
+            out.append(_bar("memory", _int(h, "memory_used_mb"), memory, "MiB"))
+            if name in reserved:
+                count, cores, mem = reserved[name]
+                out.append(f'<p class="reserved">{count} reservation(s) held</p>')
+                out.append(_bar("reserved vCPUs", cores, vcpus, ""))
+                out.append(_bar("reserved memory", mem, memory, "MiB"))
         out.append("</article>")
     out.append('</section><section class="deployments"><h2>Deployments</h2>')
     count = 0
