@@ -11,7 +11,8 @@ measures sequential requests per second over loopback with one keep-alive client
   with a subtree filter (ncclient);
 * a service operation (STOP, accepted and queued; each request another deployment so
   none is refused): ESC REST ``POST .../deployments/service/{d}`` (with and without a
-  ``Callback`` header: the durable transaction write) against NETCONF serviceAction.
+  ``Callback`` header: the durable transaction write) against NETCONF serviceAction;
+* the dashboard: ``GET /`` and ``GET /dashboard/state`` (each a NETCONF get of opdata).
 
 The client shares the process and the machine; /proc/loadavg is printed with the
 figures.
@@ -143,6 +144,11 @@ def main() -> None:
              .raise_for_status())
         rate("NETCONF get-config, subtree filter (ncclient)", args.gets,
              lambda i: m.get_config(source="running", filter=("subtree", flt)))
+        print(f"Dashboard (a NETCONF get of the opdata of all {n} deployments each):")
+        pages = max(1, args.gets // 5)
+        rate("GET / (whole page)", pages, lambda i: http.get("/").raise_for_status())
+        rate("GET /dashboard/state (what the page re-reads after events)", pages,
+             lambda i: http.get("/dashboard/state").raise_for_status())
         third = n // 3
         print("Service operation STOP (accepted and queued, a different deployment each):")
 

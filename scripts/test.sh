@@ -29,6 +29,7 @@ PACKAGES=(
     busybox-static syslinux syslinux-common mtools cpio genisoimage iputils-ping iproute2
     procps postgresql
     openssh-client libyang2-tools curl
+    chromium chromium-driver
 )
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -84,6 +85,9 @@ else
     stamp "no root and no sudo: QEMU tests will be skipped"
 fi
 
+# the browser test's screenshot (tests/test_dashboard.py) is kept here
+export ESCNC_TEST_ARTIFACTS="${ESCNC_TEST_ARTIFACTS:-$root/tests/artifacts}"
+[ "${#in_netns[@]}" -eq 0 ] || in_netns+=("ESCNC_TEST_ARTIFACTS=$ESCNC_TEST_ARTIFACTS")
 stamp "pytest"
 set +e
 "${in_netns[@]}" python -m pytest -q -p no:cacheprovider "$@"

@@ -181,3 +181,42 @@ def test_failed_http_logins_count_against_ssh_too(server_factory) -> None:  # ty
     assert penalty.delay("127.0.0.1") == pytest.approx(0.05)  # capped, after 3 failures
     with client(srv.http_ports["http"]) as good:
         assert good.get(f"{PREFIX}/tenants").status_code == 200
+
+
+def test_request_time_limit_answers_503_without_waiting(tmp_path: Path) -> None:
+    """http_request_timeout: the answer does not wait for an operation that hangs."""
+    import threading
+
+    from escnc.http.context import Timeout
+
+    state = tmp_path / "state"
+    add_user(state)
+    release = threading.Event()
+    finished = threading.Event()
+
+    def routes(ctx: HttpContext) -> list[BaseRoute]:
+        async def slow(request: Request) -> PlainTextResponse:
+            try:
+                await ctx.run("admin", etree.Element("{urn:test}hang"))
+            except Timeout:
+                return PlainTextResponse("timed out", 503)
+            return PlainTextResponse("done")
+
+        return [Route("/test/hang", slow, methods=["GET"])]
+
+    srv = Server(make_settings(state, http_listen="127.0.0.1:0", http_request_timeout=0.2),
+                 http_routes=[routes])
+    srv.start()
+    try:
+        def hang(_ctx: object, _req: object) -> None:
+            release.wait(60)
+            finished.set()
+
+        assert srv.services is not None
+        srv.services.registry.register("urn:test", "hang", hang)
+        r = httpx.get(f"http://127.0.0.1:{srv.http_ports['http']}/test/hang", timeout=30)
+        assert r.status_code == 503 and not finished.is_set()
+    finally:
+        release.set()
+        srv.stop()
+    assert finished.wait(10)

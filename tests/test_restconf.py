@@ -91,6 +91,7 @@ def test_crud_json_and_xml(srv, http) -> None:  # type: ignore[no-untyped-def]
                  params={"content": "config"})
     el = etree.fromstring(r.content)
     assert el.tag == f"{{{ESC}}}tenant" and el.findtext(f"{{{ESC}}}description") == "BB"
+    assert r.headers["Last-Modified"].endswith(" GMT")
     # a body that is not the resource the URL names
     r = http.put(f"{DATA}/tenants/tenant=c", headers={"Content-Type": XML}, content=body)
     assert r.status_code == 400
@@ -111,11 +112,25 @@ def test_crud_json_and_xml(srv, http) -> None:  # type: ignore[no-untyped-def]
     assert http.get("/restconf/data/nosuch:thing").status_code == 400
     assert http.get(f"{DATA}/nothing").status_code == 404
     assert http.get(f"{DATA}/tenants/tenant").status_code == 400  # key missing
+    # fields
+    r = http.get(f"{DATA}/tenants", params={"fields": "tenant(name)"}, headers={"Accept": JSON})
+    assert r.json() == {"escnc:tenants": {"tenant": [{"name": "a"}]}}
+    r = http.get(f"{DATA}/tenants/tenant=a", params={"fields": "description"},
+                 headers={"Accept": JSON})
+    assert r.json() == {"escnc:tenant": [{"name": "a", "description": "A2"}]}  # key kept
+    assert http.get(f"{DATA}/tenants", params={"fields": "tenant(name"}).status_code == 400
     # depth and state data
     r = http.get(DATA, params={"depth": "1"}, headers={"Accept": JSON})
     assert r.json() == {"escnc:esc_datamodel": {}}
     r = http.get(f"{DATA}/opdata/system_status", headers={"Accept": JSON})
     assert r.status_code == 200 and "status" in r.json()["escnc:system_status"]
+    state = http.get(DATA, params={"content": "nonconfig"}, headers={"Accept": JSON}).json()
+    assert "opdata" in state["escnc:esc_datamodel"]
+    assert "tenants" not in state["escnc:esc_datamodel"]
+    config = http.get(DATA, params={"content": "config"}, headers={"Accept": JSON}).json()
+    assert "opdata" not in config["escnc:esc_datamodel"]
+    assert config["escnc:esc_datamodel"]["tenants"]["tenant"] == [
+        {"name": "a", "description": "A2"}]
 
 
 def test_curl_and_auth_and_nacm(srv, http) -> None:  # type: ignore[no-untyped-def]

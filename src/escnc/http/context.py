@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
 from lxml import etree
-from starlette.concurrency import run_in_threadpool
 
 from escnc.errors import RpcError
 from escnc.rpc.request import Executed, RequestSession, SessionIds, execute
@@ -55,7 +55,11 @@ class HttpContext:
 
         timeout = self.services.settings.http_request_timeout or None
         try:
-            return await asyncio.wait_for(run_in_threadpool(work), timeout)
+            # abandon_on_cancel: the answer does not wait for a stuck operation (it
+            # finishes on its worker thread; its session ends there)
+            return await asyncio.wait_for(
+                anyio.to_thread.run_sync(work, abandon_on_cancel=True), timeout
+            )
         except TimeoutError:
             raise Timeout() from None
 

@@ -1,6 +1,6 @@
 """RESTCONF (RFC 8040) over the same YANG and the same operations as NETCONF.
 
-``/restconf/data`` GET (content, depth, with-defaults; ETag), POST (create a child),
+``/restconf/data`` GET (content, depth, fields, with-defaults; ETag), POST (create a child),
 PUT (create or replace), PATCH (plain merge; RFC 8072 YANG Patch), DELETE -- each the ``get``/
 ``get-config``/``edit-config`` a NETCONF client would send, run through escnc.rpc
 (YANG validation, NACM). ``/restconf/operations`` lists and runs escnc's RPCs.
@@ -17,6 +17,7 @@ import hashlib
 import json
 import urllib.parse
 import xml.etree.ElementTree as ET
+from email.utils import formatdate
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +55,16 @@ class Restconf:
         self.ctx = ctx
         self.schema = ctx.services.schema
         self.module_by_ns = {m.namespace: m.name for m in self.schema.modules()}
+        # Last-Modified of the configuration: the last commit to running seen (or the
+        # start of this server)
+        self.last_modified = formatdate(usegmt=True)
+        add = getattr(ctx.services.datastore, "add_commit_listener", None)
+        if add is not None:
+            add(self._committed)
+
+    def _committed(self, event: Any) -> None:
+        if getattr(event, "datastore", "running") == "running":
+            self.last_modified = formatdate(usegmt=True)
 
     # -- paths ------------------------------------------------------------------------
 
@@ -290,16 +301,20 @@ class Restconf:
         content = params.get("content", "all")
         if content not in ("all", "config", "nonconfig"):
             raise _bad("content must be all, config or nonconfig")
-        unknown = set(params) - {"content", "depth", "with-defaults"}
+        unknown = set(params) - {"content", "depth", "with-defaults", "fields"}
         if unknown:
             raise _bad(f"query parameter {sorted(unknown)[0]} is not supported",
                        "invalid-value")
         depth = params.get("depth", "unbounded")
         if depth != "unbounded" and not (depth.isdigit() and 1 <= int(depth) <= 65535):
             raise _bad("depth must be 1..65535 or unbounded")
-        op = etree.Element(qn(NC, "get-config" if content == "config" else "get"),
+        # A subtree without state data reads the same through get-config, which does not
+        # build the state trees (opdata of every deployment) only to filter them away.
+        config_only = content == "config" or (
+            content == "all" and bool(segs) and not _has_state(segs[-1].node))
+        op = etree.Element(qn(NC, "get-config" if config_only else "get"),
                            nsmap={None: NC})  # type: ignore[dict-item]
-        if content == "config":
+        if config_only:
             etree.SubElement(etree.SubElement(op, qn(NC, "source")), qn(NC, "running"))
         top, _ = self.chain(segs)
         if top is not None:
@@ -322,6 +337,12 @@ class Restconf:
             self._drop_config(data, self.schema.root)
         if depth != "unbounded":
             self._prune_depth(data, segs, int(depth))
+        fields = params.get("fields")
+        if fields is not None:
+            selection = parse_fields(fields)
+            for target in (self.find(data, segs) if segs else list(data)):
+                _select(target, selection, segs[-1].node if segs else self.schema.root
+                        .child(target.tag))
         if segs:
             found = self.find(data, segs)
             if not found:
@@ -341,8 +362,11 @@ class Restconf:
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         if request.headers.get("if-none-match") == etag:
             return Response(status_code=304, headers={"ETag": etag})
+        headers = {"ETag": etag}
+        if content == "config":
+            headers["Last-Modified"] = self.last_modified
         return Response(body if request.method == "GET" else b"", 200, media_type=media,
-                        headers={"ETag": etag})
+                        headers=headers)
 
     def _drop_config(self, el: etree._Element, node: Any) -> bool:
         """Remove configuration leaves (keys stay); True when nothing is left."""
@@ -456,6 +480,80 @@ class Restconf:
                   methods=["POST"]),
             Route("/restconf/streams/{stream}", partial(extra.stream, self), methods=["GET"]),
         ]
+
+
+Fields = dict[str, "Fields | None"]
+
+
+def parse_fields(text: str) -> Fields:
+    """RFC 8040 4.8.3 ``fields``: ``a(b;c);d/e`` -> {"a": {"b": None, "c": None},
+    "d": {"e": None}}; names may be module-qualified (the prefix is dropped)."""
+    pos = 0
+
+    def expr() -> Fields:
+        nonlocal pos
+        out: Fields = {}
+        while True:
+            path: list[str] = []
+            while True:
+                start = pos
+                while pos < len(text) and text[pos] not in "/;()":
+                    pos += 1
+                name = text[start:pos].rpartition(":")[2]
+                if not name:
+                    raise _bad(f"fields: a node name is missing at {start}")
+                path.append(name)
+                if pos < len(text) and text[pos] == "/":
+                    pos += 1
+                    continue
+                break
+            sub: Fields | None = None
+            if pos < len(text) and text[pos] == "(":
+                pos += 1
+                sub = expr()
+                if pos >= len(text) or text[pos] != ")":
+                    raise _bad("fields: unbalanced parentheses")
+                pos += 1
+            cursor = out
+            for name in path[:-1]:
+                nxt = cursor.get(name)
+                if nxt is None:
+                    nxt = cursor[name] = {}
+                cursor = nxt
+            cursor[path[-1]] = sub
+            if pos < len(text) and text[pos] == ";":
+                pos += 1
+                continue
+            return out
+
+    if len(text) > 4096:
+        raise _bad("fields: too long")
+    result = expr()
+    if pos != len(text):
+        raise _bad(f"fields: unexpected {text[pos]!r} at {pos}")
+    return result
+
+
+def _select(el: etree._Element, selection: Fields, node: Any) -> None:
+    """Keep of ``el`` the children ``selection`` names (list keys always)."""
+    keys = {f"{{{node.ns}}}{k}" for k in getattr(node, "keys", ())} if node else set()
+    for child in list(el):
+        if not isinstance(child.tag, str) or child.tag in keys:
+            continue
+        name = etree.QName(child).localname
+        if name not in selection:
+            el.remove(child)
+            continue
+        sub = selection[name]
+        if sub is not None:
+            _select(child, sub, node.child(child.tag) if node else None)
+
+
+def _has_state(node: Any) -> bool:
+    """Whether the schema subtree of ``node`` holds any config false node."""
+    if not node.config:
+        return True
+    return any(_has_state(child) for child in node.children.values())
 
 
 def routes(ctx: HttpContext) -> list[BaseRoute]:

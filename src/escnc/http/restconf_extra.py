@@ -3,32 +3,26 @@ and the event streams as Server-Sent Events (used by escnc.http.restconf)."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from escnc.errors import RpcError
 from escnc.http.auth import Unauthorized
 from escnc.http.context import Timeout
 from escnc.http.payload import BadRequest, read_body
 from escnc.http.restconf_base import _OP, JSON, RESTCONF_NS, XML, Seg, _bad, _Fail
+from escnc.http.sse import event_stream
 from escnc.ns import NC, qn
 from escnc.rpc.errors import error_dict, http_status
-from escnc.rpc.events import event_filter
-from escnc.rpc.request import RequestSession
 from escnc.xmlutil import parse_untrusted
 
 if TYPE_CHECKING:
     from escnc.http.restconf import Restconf
-
-_HEARTBEAT = 15.0
-
 
 async def yang_patch(rc: Restconf, request: Request, user: str, segs: list[Seg]) -> Response:
     """RFC 8072: every edit in one edit-config (all or nothing)."""
@@ -194,35 +188,7 @@ async def stream(rc: Restconf, request: Request) -> Response:
         start_seq = bus.first_seq_at_or_after(start) if start else None
     except Exception:
         return rc.errors(request, [RpcError("invalid-value", "bad start-time")], 400)
-    session = RequestSession(rc.ctx.services, rc.ctx.session_ids.next(), user)
-    accept = event_filter(rc.ctx.services, session)
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=10_000)
-
-    def deliver(event: Any) -> None:
-        if accept is not None and not accept(event):
-            return
-        loop.call_soon_threadsafe(queue.put_nowait, event.notification)
-
-    consumer = bus.consume(deliver, stream=name, start_seq=start_seq, max_lag=100_000,
-                           name=f"sse-{session.session_id}")
-
-    async def events() -> AsyncIterator[bytes]:
-        try:
-            while True:
-                try:
-                    data = await asyncio.wait_for(queue.get(), _HEARTBEAT)
-                except TimeoutError:
-                    yield b": keepalive\n\n"
-                    continue
-                lines = data.decode().splitlines() or [""]
-                yield ("".join(f"data: {line}\n" for line in lines) + "\n").encode()
-        finally:
-            consumer.close()
-            session.end()
-
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache"})
+    return event_stream(rc.ctx, user, name, start_seq)
 
 async def streams_list(rc: Restconf, request: Request) -> Response:
     try:
