@@ -513,3 +513,24 @@ def test_snapshot_timeout_is_failure_and_leaves_nothing(srv, nc, ev, image, monk
     while conn(srv, host).lookupByName(vm).snapshotListNames() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert conn(srv, host).lookupByName(vm).snapshotListNames() == []
+
+
+def test_migration_keeps_strict_anti_affinity_within_a_group(srv, nc, ev, image):  # type: ignore[no-untyped-def]
+    """Two VMs of one group in a strict anti-affinity placement group: deploy puts them
+    on hostA and hostB, and neither may then move onto the other's host."""
+    group = (
+        "<placement_group><name>apart</name><type>anti_affinity</type>"
+        "<enforcement>strict</enforcement><vm_group>g1</vm_group></placement_group>"
+    )
+    config = config_xml("small", 2, image)
+    edit(nc, config.replace("<deployment><name>d1</name>", f"<deployment><name>d1</name>{group}"))
+    got = ev.until("SERVICE_ALIVE")
+    assert status(got[-1]) == "SUCCESS", etree.tostring(got[-1])
+    first, second = vm_names(nc)
+    assert {where(srv, first)[0], where(srv, second)[0]} == {"hostA", "hostB"}
+    other = where(srv, second)[0]
+    error = refused(nc, rpc("vmMigrate", vmName=first, migrationType="live", host=other))
+    assert "not allowed by the placement rules" in str(error)
+    anywhere = rpc("vmMigrate", vmName=first, migrationType="live")
+    assert "no host can take" in str(refused(nc, anywhere))
+    assert where(srv, first)[0] != where(srv, second)[0]

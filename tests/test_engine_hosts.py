@@ -18,7 +18,7 @@ from ncclient.operations import RPCError
 
 import conftest
 from conftest import add_user, connect, make_settings
-from engine_support import E, config, deployment, nc_edit, nc_opdata
+from engine_support import E, config, deployment, nc_edit, nc_events, nc_opdata, nc_rpc
 from escnc.app import Server
 from escnc.ns import ESC
 from netconf_helpers import wait_for
@@ -194,3 +194,28 @@ def test_the_same_libvirtd_under_another_uri_is_not_used(server_factory, tmp_pat
             nc_edit(m, config(tmp_path, placed))
         assert "<deployment>" not in m.get_config(source="running").data_xml
 
+
+
+def test_a_disconnected_migration_target_is_reported_as_such(
+    server_factory, silent: SilentListener, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    """Not "not allowed by the placement rules": the target is not connected."""
+    srv = server_factory(
+        vims={
+            "default": conftest.test_host_uri(tmp_path / "hosts"),
+            "hang": f"qemu+tcp://127.0.0.1:{silent.port}/system",
+        },
+        reconcile_interval=1.0,
+    )
+    pinned = deployment(extra_group="<locator><vim_id>default</vim_id></locator>")
+    with connect(srv) as m:
+        m.create_subscription(stream_name="escEvent")
+        nc_edit(m, config(tmp_path, pinned))
+        seen = nc_events(m, "SERVICE_ALIVE")
+        assert seen[-1].findtext(f"{E}status") == "SUCCESS"
+        (vm,) = [v.findtext(f"{E}name") for v in nc_opdata(m).iter(f"{E}vm_instance")]
+        with pytest.raises(RPCError) as info:
+            nc_rpc(m, "vmMigrate", vmName=vm, migrationType="live", host="hang")
+        message = str(info.value)
+        assert "host [hang] is not connected (connecting" in message
+        assert "placement" not in message

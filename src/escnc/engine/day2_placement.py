@@ -1,8 +1,10 @@
 """Which hosts a VM may move to under its deployment's placement rules.
 
 * vm_group ``placement`` zone_host (strict): only the named host.
-* placement_group anti_affinity: not a host holding a VM of another listed group
-  (strict: never; loose: only if nothing else fits).
+* placement_group anti_affinity: not a host holding another VM of a listed group --
+  its own group's included, as deploy places them (strict: never; loose: only if
+  nothing else fits); vm_group ``placement`` anti_affinity: preferably not a host
+  holding another VM of its group (engine/placement.py treats it so at deploy).
 * placement_group affinity (strict): only the host of the other listed groups' VMs.
 """
 
@@ -47,10 +49,17 @@ def allowed_hosts(
         allowed = [h for h in allowed if h == group.placement_host]
     preferred = list(allowed)
     others = [p for p in peers if p.generated_name != vm.generated_name]
+    if group is not None and group.placement_type == "anti_affinity":
+        preferred = [
+            h for h in preferred if h not in {p.host for p in others if p.group == vm.group}
+        ]
     for pg in spec.placement_groups:
         if vm.group not in pg.groups:
             continue
-        related = {p.host for p in others if p.group in pg.groups and p.group != vm.group}
+        if pg.type == "anti_affinity":
+            related = {p.host for p in others if p.group in pg.groups}
+        else:
+            related = {p.host for p in others if p.group in pg.groups and p.group != vm.group}
         if pg.type == "anti_affinity":
             preferred = [h for h in preferred if h not in related]
             if pg.enforcement == "strict":

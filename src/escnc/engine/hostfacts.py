@@ -50,13 +50,3 @@ class HostFactsCache:
         """A connected host had network ``name`` at the last refresh."""
         with self._lock:
             return any(f.connected and name in f.networks for f in self._facts.values())
-
-    def host_with_uuid(self, uuid: str, other_than: str) -> str | None:
-        """The name of another connected host with libvirt host UUID ``uuid``."""
-        if not uuid:
-            return None
-        with self._lock:
-            for f in self._facts.values():
-                if f.connected and f.uuid == uuid and f.name != other_than:
-                    return f.name
-        return None

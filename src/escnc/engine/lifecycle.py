@@ -205,6 +205,13 @@ def start_in_order(
     )
 
 
+def _refresh_facts(engine: JobView, vms: list[VmRecord]) -> None:
+    """The hosts a deployment changed, in the engine's host snapshot before its
+    outcome is published: a <get> after SERVICE_ALIVE shows the VMs' allocation."""
+    for host in sorted({vm.host for vm in vms}):
+        engine.host_facts.refresh(only=host)
+
+
 def _finish(
     engine: JobView,
     dep: DeploymentRecord,
@@ -213,6 +220,7 @@ def _finish(
     state: str | None,
     ok: str = "",
 ) -> None:
+    _refresh_facts(engine, engine.store.vms(dep.tenant, dep.name))
     message = "; ".join(errors) if errors else ok
     changes: dict[str, object] = {"status_message": message}
     if state is not None:
@@ -228,7 +236,8 @@ def undeploy(engine: JobView, job: Job, tenant: str, name: str) -> None:
     if dep is None:
         return
     errors = []
-    for vm in engine.store.vms(tenant, name):
+    vms = engine.store.vms(tenant, name)
+    for vm in vms:
         engine.set_vm_state(vm.generated_name, st.VM_UNDEPLOYING, monitoring=False)
         try:
             engine.ops.remove(vm)
@@ -239,6 +248,7 @@ def undeploy(engine: JobView, job: Job, tenant: str, name: str) -> None:
         engine.store.delete_vm(vm.generated_name)
         engine.publish("VM_UNDEPLOYED", dep, vm, message="VM has been undeployed")
     engine.store.delete_deployment(tenant, name)
+    _refresh_facts(engine, vms)
     message = "; ".join(errors) if errors else "Service successfully undeployed"
     engine.publish("SERVICE_UNDEPLOYED", dep, message=message, failure=bool(errors))
 

@@ -14,7 +14,7 @@ from escnc.engine import states
 from escnc.engine.day2_link import Day2Context
 from escnc.engine.day2_placement import allowed_hosts
 from escnc.engine.day2_store import PendingResize
-from escnc.engine.errors import Refused
+from escnc.engine.errors import Refused, Unavailable
 from escnc.engine.store import VmRecord
 from escnc.errors import RpcError
 from escnc.vim import day2_migrate
@@ -42,7 +42,13 @@ class Migrations:
             vm, spec, self.link.vms(vm.tenant, vm.deployment), self.link.host_names()
         )
         if host:
-            self.link.host(host)  # unknown host -> rpc-error
+            wanted = self.link.host(host)  # unknown host -> rpc-error
+            if not wanted.connected and host != vm.host:
+                # not a placement question: say what is wrong with the host
+                raise Unavailable(
+                    f"host [{host}] is not connected ({wanted.status_message}): "
+                    f"VM [{vm_name}] cannot migrate to it now"
+                )
             if host == vm.host:
                 raise RpcError(
                     "invalid-value",
