@@ -140,3 +140,25 @@ def test_routes_cover_the_seed_endpoints() -> None:
             assert want in paths, (kind, want)
     statuses = {path: status for _m, path, _f, status in api.ROUTES}
     assert statuses["/reservation/{kind}/create"] == 201  # the seed's 201 CREATED
+
+
+def test_capacity_settings_from_the_config_file(tmp_path: Path) -> None:
+    from escnc.cli.server import CliError, load_config
+    from escnc.settings import Settings
+
+    conf = tmp_path / "escnc.toml"
+    conf.write_text(
+        'public_ip_ranges = ["10.2.91.60-10.2.91.79"]\n'
+        "[overcommit]\nvcpus = 4\nmemory = 1.5\n"
+        '[capacity_zones]\n"12345" = ["hostA", "hostB"]\n'
+        "[capacity_limits]\nvolumes = 10\n"
+    )
+    s = load_config(conf, Settings(state_dir=tmp_path))
+    assert s.overcommit == {"vcpus": 4.0, "memory": 1.5}
+    assert s.capacity_zones == {"12345": ["hostA", "hostB"]}
+    assert s.public_ip_ranges == ["10.2.91.60-10.2.91.79"]
+    assert s.capacity_limits == {"volumes": 10}
+    conf.write_text('[overcommit]\nvcpus = "lots"\n')
+    with pytest.raises(CliError) as exc:
+        load_config(conf, Settings(state_dir=tmp_path))
+    assert "overcommit.vcpus must be a number" in str(exc.value)
