@@ -162,3 +162,21 @@ def test_capacity_settings_from_the_config_file(tmp_path: Path) -> None:
     with pytest.raises(CliError) as exc:
         load_config(conf, Settings(state_dir=tmp_path))
     assert "overcommit.vcpus must be a number" in str(exc.value)
+
+
+def test_rows_of_the_compute_only_version_still_load(tmp_path: Path) -> None:
+    from escnc.engine.capacity.records import RecordStore
+
+    store = RecordStore(tmp_path / "reservations.sqlite3")
+    old_r = {"id": "r1", "zone": "hostA", "start": 0.0, "stop": None, "created": 0.0,
+             "amount": {"instances": 1, "vcpus": 2, "memory_mb": 512},
+             "containers": [], "terminated": False}
+    old_s = {"id": "s1", "zone": "", "types": ["vcInstances"], "created": 0.0,
+             "thresholds": [{"capacity_info": "used", "condition": "gt", "value": 3}]}
+    store._put("reservations", "r1", json.dumps(old_r))
+    store._put("subscriptions", "s1", json.dumps(old_s))
+    [r] = store.reservations()
+    assert (r.kind, r.amount.vcpus, r.status(1.0)) == ("compute", 2, "active")
+    [s] = store.subscriptions()
+    assert s.kind == "compute" and s.thresholds[0].capacity_info == "allocated"
+    store.close()
