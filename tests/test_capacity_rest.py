@@ -13,6 +13,7 @@ import pytest
 
 import capacity_seed as seed
 from escnc.engine.capacity.events import capacity_notification
+from escnc.engine.clock import ManualClock
 from escnc.operations import capacity_rest as api
 from test_capacity import CAPACITY_SETTINGS, NODE
 
@@ -180,3 +181,20 @@ def test_rows_of_the_compute_only_version_still_load(tmp_path: Path) -> None:
     [s] = store.subscriptions()
     assert s.kind == "compute" and s.thresholds[0].capacity_info == "allocated"
     store.close()
+
+
+def test_a_past_period_sees_the_reservations_that_held_then(mgr) -> None:  # type: ignore[no-untyped-def]
+    body = {
+        "startTime": "2015-09-21T01:00:00Z",
+        "zoneId": "hostA",
+        "computePoolReservation": {"numCpuCores": 3, "numVcInstances": 1},
+    }
+    rid = api.create_reservation(mgr, "compute", body)["reservationData"]["reservationId"]
+    stop = time.time() + 3600
+    update = {"reservationId": rid, "stopTime": api.format_time(stop)}
+    api.update_reservation(mgr, "compute", update)
+    mgr.clock = ManualClock(start=stop + 60)  # it has expired
+    q = {"zoneId": "hostA", "resourceDescriptor": {"computeResourceTypeId": "vcpus"}}
+    assert api.query_capacity(mgr, "compute", q)["capacityInformation"]["reserved"] == 0
+    q["timePeriod"] = {"startTime": "2016-01-01T00:00:00Z", "stopTime": "2016-01-02T00:00:00Z"}
+    assert api.query_capacity(mgr, "compute", q)["capacityInformation"]["reserved"] == 3
