@@ -34,7 +34,8 @@ def main() -> None:
     )
     settings.reconcile_interval = 1.0  # the periodic reconcile on, as in production
     settings.image_import_dirs = [state.parent]  # the test's image is next to the state
-    settings.overcommit = {"vcpus": 64.0, "memory": 64.0}  # as conftest.TEST_OVERCOMMIT
+    # as conftest.TEST_OVERCOMMIT (the test node has 16 CPUs, 3 GiB)
+    settings.overcommit = {"vcpus": 256.0, "memory": 256.0, "storage": 256.0}
     srv = Server(settings)
     srv.start()
     print(f"PORT {srv.port}", flush=True)

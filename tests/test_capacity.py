@@ -337,7 +337,7 @@ def test_network_reservation_keeps_its_addresses_for_its_group(srv, nc, image) -
     m.edit_config(target="running", config=cfg("plain", ""))
     m.edit_config(target="running", config=cfg("owner", f"<reservation_id>{nid}</reservation_id>"))
     ips = {}
-    for _ in range(200):
+    for _ in range(600):  # up to 30 s on a loaded machine
         vms = srv.services.engine.store.vms("t1")
         ips = {v.deployment: v.interfaces[0][2] for v in vms if v.interfaces}
         if len(ips) == 2:
@@ -366,7 +366,7 @@ def test_storage_reservation_is_honoured_by_placement(srv, nc, image) -> None:  
         or "storage 2048 MiB needed" in str(exc.value), str(exc.value)
     m.edit_config(target="running", config=config(
         image, flavor=disk, group=f"<reservation_id>{zones['hostB']}</reservation_id>"))
-    for _ in range(200):
+    for _ in range(600):  # up to 30 s on a loaded machine
         vms = srv.services.engine.store.vms("t1", "d1")
         if vms:
             break

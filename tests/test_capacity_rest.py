@@ -13,6 +13,7 @@ import pytest
 
 import capacity_seed as seed
 from escnc.engine.capacity.events import capacity_notification
+from escnc.engine.clock import ManualClock
 from escnc.operations import capacity_rest as api
 from test_capacity import CAPACITY_SETTINGS, NODE
 
@@ -140,3 +141,60 @@ def test_routes_cover_the_seed_endpoints() -> None:
             assert want in paths, (kind, want)
     statuses = {path: status for _m, path, _f, status in api.ROUTES}
     assert statuses["/reservation/{kind}/create"] == 201  # the seed's 201 CREATED
+
+
+def test_capacity_settings_from_the_config_file(tmp_path: Path) -> None:
+    from escnc.cli.server import CliError, load_config
+    from escnc.settings import Settings
+
+    conf = tmp_path / "escnc.toml"
+    conf.write_text(
+        'public_ip_ranges = ["10.2.91.60-10.2.91.79"]\n'
+        "[overcommit]\nvcpus = 4\nmemory = 1.5\n"
+        '[capacity_zones]\n"12345" = ["hostA", "hostB"]\n'
+        "[capacity_limits]\nvolumes = 10\n"
+    )
+    s = load_config(conf, Settings(state_dir=tmp_path))
+    assert s.overcommit == {"vcpus": 4.0, "memory": 1.5}
+    assert s.capacity_zones == {"12345": ["hostA", "hostB"]}
+    assert s.public_ip_ranges == ["10.2.91.60-10.2.91.79"]
+    assert s.capacity_limits == {"volumes": 10}
+    conf.write_text('[overcommit]\nvcpus = "lots"\n')
+    with pytest.raises(CliError) as exc:
+        load_config(conf, Settings(state_dir=tmp_path))
+    assert "overcommit.vcpus must be a number" in str(exc.value)
+
+
+def test_rows_of_the_compute_only_version_still_load(tmp_path: Path) -> None:
+    from escnc.engine.capacity.records import RecordStore
+
+    store = RecordStore(tmp_path / "reservations.sqlite3")
+    old_r = {"id": "r1", "zone": "hostA", "start": 0.0, "stop": None, "created": 0.0,
+             "amount": {"instances": 1, "vcpus": 2, "memory_mb": 512},
+             "containers": [], "terminated": False}
+    old_s = {"id": "s1", "zone": "", "types": ["vcInstances"], "created": 0.0,
+             "thresholds": [{"capacity_info": "used", "condition": "gt", "value": 3}]}
+    store._put("reservations", "r1", json.dumps(old_r))
+    store._put("subscriptions", "s1", json.dumps(old_s))
+    [r] = store.reservations()
+    assert (r.kind, r.amount.vcpus, r.status(1.0)) == ("compute", 2, "active")
+    [s] = store.subscriptions()
+    assert s.kind == "compute" and s.thresholds[0].capacity_info == "allocated"
+    store.close()
+
+
+def test_a_past_period_sees_the_reservations_that_held_then(mgr) -> None:  # type: ignore[no-untyped-def]
+    body = {
+        "startTime": "2015-09-21T01:00:00Z",
+        "zoneId": "hostA",
+        "computePoolReservation": {"numCpuCores": 3, "numVcInstances": 1},
+    }
+    rid = api.create_reservation(mgr, "compute", body)["reservationData"]["reservationId"]
+    stop = time.time() + 3600
+    update = {"reservationId": rid, "stopTime": api.format_time(stop)}
+    api.update_reservation(mgr, "compute", update)
+    mgr.clock = ManualClock(start=stop + 60)  # it has expired
+    q = {"zoneId": "hostA", "resourceDescriptor": {"computeResourceTypeId": "vcpus"}}
+    assert api.query_capacity(mgr, "compute", q)["capacityInformation"]["reserved"] == 0
+    q["timePeriod"] = {"startTime": "2016-01-01T00:00:00Z", "stopTime": "2016-01-02T00:00:00Z"}
+    assert api.query_capacity(mgr, "compute", q)["capacityInformation"]["reserved"] == 3

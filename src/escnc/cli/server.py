@@ -100,9 +100,18 @@ def _coerce(name: str, hint: Any, value: Any) -> Any:
             raise CliError(f"config: {name} must be a path string")
         return Path(value).expanduser()
     if origin is dict:
+        args = typing.get_args(hint)
+        if args and args[1] is not str:  # capacity tables: overcommit, zones, limits
+            if not isinstance(value, dict):
+                raise CliError(f"config: {name} must be a table")
+            return {str(k): _coerce(f"{name}.{k}", args[1], v) for k, v in value.items()}
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
             raise CliError(f"config: {name} must be a table of NAME = \"URI\" strings")
         return {str(k): v for k, v in value.items()}
+    if origin is list and typing.get_args(hint) and typing.get_args(hint)[0] is not Path:
+        if not isinstance(value, list):
+            raise CliError(f"config: {name} must be a list")
+        return [_coerce(name, typing.get_args(hint)[0], v) for v in value]
     if hint is bool:
         if not isinstance(value, bool):
             raise CliError(f"config: {name} must be true or false")

@@ -71,7 +71,10 @@ class Ledger:
         for r in self.holding:
             m = self.zones.members(r.zone)
             if r.id != exclude and r.kind in PLACED_KINDS and m is not None and m <= hosts:
-                reserved += kind_part(self.remaining[r.id], r.kind)
+                left = self.remaining.get(r.id)
+                if left is None:  # holds in a past period only (a query's timePeriod)
+                    left = (r.amount - self.consumed.get(r.id, Amount())).clamp()
+                reserved += kind_part(left, r.kind)
         return Figures(total, allocated, reserved)
 
     def draw(self, host: str, need: Amount, rids: Iterable[str]) -> dict[str, Amount]:

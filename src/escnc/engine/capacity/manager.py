@@ -107,6 +107,8 @@ class CapacityManager:
         self._vlock = threading.Lock()
         self._version = [0, 0, 0]  # VM records, snapshot, reservations
         self._derived: tuple[tuple[int, ...], Derived] | None = None
+        self._records: dict[str, VmRecord] | None = None  # kept by the VM listener
+        self._early: list[tuple[str, VmRecord | None]] = []  # changes before start()
         self.subs = SubscriptionSet(self)
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -119,7 +121,13 @@ class CapacityManager:
         placement.register_capacity(self.engine.vims, self)
         day2_placement.register_host_filter(self.migration_hosts)
         self.engine.services.state_providers.append(self.state)
-        self.engine.store.add_vm_listener(lambda _name, _vm: self._vms_changed())
+        # listen first, then read the store: changes in between are replayed on top
+        self.engine.store.add_vm_listener(self._vms_changed)
+        snapshot = {v.generated_name: v for v in self.engine.store.vms()}
+        with self._vlock:
+            for name, vm in self._early:
+                _apply(snapshot, name, vm)
+            self._records, self._early = snapshot, []
         self.refresh()
         self.subs.evaluate(baseline_only=True)
         self._thread = threading.Thread(target=self._run, name="capacity", daemon=True)
@@ -133,9 +141,16 @@ class CapacityManager:
             self._thread.join(5)
         self.store.close()
 
-    def _vms_changed(self) -> None:
+    def _vms_changed(self, name: str = "", vm: VmRecord | None = None) -> None:
+        """The store's VM listener (under the store's lock: ``vm`` is the store's copy)."""
         with self._vlock:
             self._version[0] += 1
+            if not name:
+                return
+            if self._records is None:
+                self._early.append((name, vm))
+            else:
+                _apply(self._records, name, vm)
         self._wake.set()
 
     def changed(self) -> None:
@@ -234,8 +249,9 @@ class CapacityManager:
             key = (*self._version, id(desired))
             if self._derived is not None and self._derived[0] == key:
                 return self._derived[1]
+            records = None if self._records is None else list(self._records.values())
         facts = self.facts()
-        vms = self.engine.store.vms()
+        vms = self.engine.store.vms() if records is None else records
         by_host: dict[str, list[VmRecord]] = {}
         for vm in vms:
             by_host.setdefault(vm.host, []).append(vm)
@@ -502,3 +518,9 @@ class CapacityManager:
     def state(self) -> list[Any]:
         return events.opdata(self.reservations(), self.consumed(), self.clock.now())
 
+
+def _apply(records: dict[str, VmRecord], name: str, vm: VmRecord | None) -> None:
+    if vm is None:
+        records.pop(name, None)
+    else:
+        records[name] = vm

@@ -57,6 +57,7 @@ class Reservation:
     @staticmethod
     def from_json(text: str) -> Reservation:
         data = json.loads(text)
+        data.setdefault("kind", "compute")  # rows of the compute-only version
         data["amount"] = Amount(**data["amount"])
         data["containers"] = tuple(data.get("containers") or ())
         data["public_ips"] = tuple(data.get("public_ips") or ())
@@ -100,7 +101,12 @@ class Subscription:
     def from_json(text: str) -> Subscription:
         data = json.loads(text)
         data["types"] = tuple(data["types"])
-        data["thresholds"] = tuple(Threshold(**t) for t in data["thresholds"])
+        data["thresholds"] = tuple(
+            Threshold(**dict(t, capacity_info="allocated"))
+            if t.get("capacity_info") == "used"
+            else Threshold(**t)
+            for t in data["thresholds"]
+        )
         data.setdefault("kind", "compute")
         return Subscription(**data)
 

@@ -79,19 +79,34 @@ def host_usage(
         volumes=int(limits.get("volumes", DEFAULT_LIMITS["volumes"])),
         snapshots=int(limits.get("snapshots", DEFAULT_LIMITS["snapshots"])),
     )
-    allocated = Amount(
-        storage_mb=facts.storage_used_mb, volumes=facts.volumes, snapshots=facts.snapshots
-    )
+    # sums of plain ints: this runs over every VM of the host after each VM change
+    instances = vcpus_used = memory = 0
+    storage = facts.storage_used_mb
+    sizes: dict[str, Amount] = {}
     known: set[str] = set()
     for vm in vms:
         known.add(vm.generated_name)
-        need = vm_amount(desired.flavors.get(vm.flavor))
-        if vm.generated_name in facts.defined:
-            need = Amount(instances=need.instances, vcpus=need.vcpus, memory_mb=need.memory_mb)
-        allocated += need
+        need = sizes.get(vm.flavor)
+        if need is None:
+            need = sizes[vm.flavor] = vm_amount(desired.flavors.get(vm.flavor))
+        instances += need.instances
+        vcpus_used += need.vcpus
+        memory += need.memory_mb
+        if vm.generated_name not in facts.defined:
+            storage += need.storage_mb  # the pools do not show its disks yet
     for name, size in facts.running.items():
         if name not in known:
-            allocated += Amount(instances=1, vcpus=size.vcpus, memory_mb=size.memory_mb)
+            instances += 1
+            vcpus_used += size.vcpus
+            memory += size.memory_mb
+    allocated = Amount(
+        instances=instances,
+        vcpus=vcpus_used,
+        memory_mb=memory,
+        storage_mb=storage,
+        volumes=facts.volumes,
+        snapshots=facts.snapshots,
+    )
     return HostUsage(total, allocated)
 
 
