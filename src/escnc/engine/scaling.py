@@ -38,6 +38,8 @@ from escnc.engine.store import DeploymentRecord, EngineStore, VmRecord
 log = logging.getLogger(__name__)
 
 GroupKey = tuple[str, str, str]  # tenant, deployment, vm_group
+# states of a VM that another operation holds: scale in does not take it
+_HELD = frozenset({st.VM_DEPLOYING, st.VM_INERT, st.VM_UNDEPLOYING}) | st.HELD_BY_DAY2
 
 
 def target_count(dep: DeploymentRecord | None, group: GroupSpec) -> int:
@@ -232,8 +234,8 @@ class Scaler:
         if len(vms) <= group.min_active:
             return f"not done: vm_group {group.name} runs min_active {group.min_active} VMs"
         vm = max(vms, key=lambda v: v.index)
-        if vm.state not in (st.VM_ALIVE, st.VM_ERROR):
-            # never interrupt what holds it (resize, migration, a start, a stop)
+        if vm.state in _HELD:
+            # never interrupt what holds it (a start, a resize, a migration, a removal)
             return f"not done: newest VM {vm.generated_name} is in {vm.state}"
         ops.publish(
             "VM_SCALE_IN_INIT",
