@@ -12,11 +12,13 @@ be allowed to create databases).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -108,6 +110,7 @@ class PgServer:
                               "-w", "-t", str(int(START_TIMEOUT)), "-l", str(self.log),
                               "-o", opts, timeout=START_TIMEOUT + 10)
                     self._started = True
+                    atexit.register(self.stop)  # also when the session ends abnormally
                     return self
                 except PgUnavailable as exc:
                     last = exc
@@ -138,12 +141,34 @@ class PgServer:
         with psycopg.connect(self.dsn(), autocommit=True, connect_timeout=10) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
+    def _postmaster_pid(self) -> int | None:
+        try:
+            return int((self.data / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
+    def _is_ours(self, pid: int) -> bool:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return str(self.data).encode() in cmdline
+
     def stop(self) -> None:
         if self._started:
             self._started = False
+            pid = self._postmaster_pid()
             with contextlib.suppress(PgUnavailable, OSError, subprocess.SubprocessError):
                 self._cmd(str(self.bindir / "pg_ctl"), "stop", "-D", str(self.data),
                           "-m", "immediate", "-w", "-t", "30", timeout=40)
+            # never leave a server behind: pg_ctl failed or timed out -> SIGKILL it
+            # (only if that pid is still our postmaster, not a reused pid)
+            if pid is not None and self._is_ours(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                    deadline = time.monotonic() + 10
+                    while time.monotonic() < deadline and self._is_ours(pid):
+                        time.sleep(0.05)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -175,6 +175,9 @@ class LeaderElector:
             started = self.clock.now()
             try:
                 self._round(started)
+                # after the renewal (it is what must be on time); informational
+                self.store.heartbeat(self._connection(), self.node_id, self.address,
+                                     "leader" if self.is_leader else "standby")
             except StorageError as exc:
                 if self._conn is not None:
                     self._conn.close()
@@ -190,8 +193,6 @@ class LeaderElector:
         with self._lock:
             token = self._token
         conn = self._connection()
-        self.store.heartbeat(conn, self.node_id, self.address,
-                             "standby" if token is None else "leader")
         if token is not None:
             renewed = self.store.renew(conn, self.node_id, token)
             with self._lock:
@@ -229,7 +230,7 @@ class LeaderElector:
         self._wake.set()
         log.info("elected leader with fencing token %d", new)
         if self._on_elected is not None:
-            self._on_elected(new)
+            self._on_elected(new)  # an error here demotes us (the _run handler)
 
     def _watchdog(self) -> None:
         """Demote at the renew deadline, whatever the renew thread is doing."""
@@ -256,5 +257,8 @@ class LeaderElector:
             return None
         log.warning("demoted (fencing token %d): %s", token, reason)
         if self._on_demoted is not None:
-            self._on_demoted(reason)
+            try:
+                self._on_demoted(reason)
+            except Exception:  # the term is over regardless; keep the watchdog alive
+                log.exception("on_demoted failed")
         return token
