@@ -19,6 +19,7 @@ from escnc.engine.kpi.collectors import CollectorEnv, Collectors, Unknown
 from escnc.engine.kpi.spec import KpiDef
 from escnc.engine.store import VmRecord
 from escnc.settings import MetricScript
+from escnc.vim.driver import Domain
 
 MAC = "52:54:00:aa:bb:01"
 DOMAIN = f"""<domain type='test'><name>kpi-vm</name><memory unit='MiB'>256</memory>
@@ -45,7 +46,9 @@ def vm() -> VmRecord:
 
 
 def collectors(dom: libvirt.virDomain, is_test: bool) -> Collectors:
-    return Collectors(CollectorEnv(lambda _vm: dom, lambda _vm: is_test),
+    # the engine hands collectors the VIM driver's wrapper, as here
+    wrapped = Domain(dom)
+    return Collectors(CollectorEnv(lambda _vm: wrapped, lambda _vm: is_test),
                       {"LOAD": MetricScript(("/bin/echo", "7"), 2.0)}, 4096)
 
 

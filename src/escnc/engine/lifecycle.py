@@ -30,7 +30,6 @@ from escnc.engine.model import DeploymentSpec, GroupSpec
 from escnc.engine.placement import PlacementError, new_vm
 from escnc.engine.scaling import ScaleOps, target_count
 from escnc.engine.store import DeploymentRecord, VmRecord
-from escnc.vim.live_nics import sync_live_nics
 
 if TYPE_CHECKING:
     from escnc.engine.context import ElasticView, JobView
@@ -433,7 +432,7 @@ def _update_vm(
     ]
     dom = engine.ops.domain(new) if nics_changed else None
     if dom is not None:  # vNICs of a running VM: attached/detached live where possible
-        nics = sync_live_nics(dom).summary()
+        nics = dom.sync_live_nics().summary()
         if nics:
             message = f"VM has been updated (other changes apply at next start); interfaces {nics}"
     engine.publish("VM_UPDATED", dep, new, message=message)

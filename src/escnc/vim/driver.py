@@ -22,10 +22,18 @@ from typing import Any, Protocol
 
 import libvirt
 
-from escnc.vim import day2_migrate, day2_resize, day2_snapshots, day2_volumes, storage
+from escnc.vim import (
+    day2_migrate,
+    day2_resize,
+    day2_snapshots,
+    day2_volumes,
+    guest_metrics,
+    storage,
+)
 from escnc.vim.day2_common import libvirt_message
 from escnc.vim.domain_xml import META_NS, VmMeta
 from escnc.vim.hosts import Host, HostRegistry
+from escnc.vim.live_nics import NicSync, sync_live_nics
 from escnc.vim.stats import DomainStats, HostStats, domain_stats, host_stats
 
 log = logging.getLogger(__name__)
@@ -88,6 +96,25 @@ class Domain:
 
     def stats(self) -> DomainStats:
         return domain_stats(self._dom)
+
+    # guest counters for the KPI collectors (vim/guest_metrics.py; MetricsError when the
+    # hypervisor cannot say)
+    def cpu_counter(self) -> guest_metrics.CpuCounter:
+        return guest_metrics.cpu(self._dom)
+
+    def memory_stats(self) -> dict[str, int]:
+        return guest_metrics.memory(self._dom)
+
+    def nic_bytes(self, mac: str) -> tuple[int, int]:
+        return guest_metrics.nic_bytes(self._dom, mac)
+
+    def disk_bytes(self) -> tuple[int, int]:
+        return guest_metrics.disk_bytes(self._dom)
+
+    def sync_live_nics(self) -> NicSync:
+        """Attach/detach live what differs between the running and the defined domain
+        (vim/live_nics.py)."""
+        return sync_live_nics(self._dom)
 
     def address(self, mac: str) -> str:
         """The IPv4 address the guest really has on the NIC with ``mac``: libvirt's

@@ -39,7 +39,6 @@ from escnc.engine.kpi.spec import KpiDef
 from escnc.engine.liveness import icmp_ping
 from escnc.engine.store import VmRecord
 from escnc.settings import MetricScript
-from escnc.vim import guest_metrics
 from escnc.vim.guest_metrics import MetricsError
 
 
@@ -63,8 +62,8 @@ class Collector(Protocol):
 
 @dataclass(frozen=True)
 class CollectorEnv:
-    """What libvirt collectors need from the engine: the VM's domain (a
-    libvirt.virDomain, or None) and whether its host is a test driver."""
+    """What libvirt collectors need from the engine: the VM's domain (the VIM driver's
+    ``vim.driver.Domain``, or None) and whether its host is a test driver."""
 
     domain_of: Callable[[VmRecord], Any]
     is_test: Callable[[VmRecord], bool]
@@ -218,7 +217,7 @@ class _RateCollector:
 
 class CpuLoad(_RateCollector):
     def _read(self, dom: Any, vm: VmRecord, kpi: KpiDef) -> Sample:
-        c = guest_metrics.cpu(dom)
+        c = dom.cpu_counter()
         # ns of CPU per second of wall time, per vCPU, in percent
         rate = self._rate(vm, "cpu", c.cpu_time_ns, 100.0 / 1e9 / c.vcpus)
         return min(rate, 100.0) if isinstance(rate, float) else rate
@@ -226,7 +225,7 @@ class CpuLoad(_RateCollector):
 
 class Memory(_RateCollector):
     def _read(self, dom: Any, vm: VmRecord, kpi: KpiDef) -> Sample:
-        m = guest_metrics.memory(dom)
+        m = dom.memory_stats()
         total = m.get("available", 0)
         free = m.get("usable", m.get("unused", -1))
         if total <= 0 or free < 0:
@@ -243,7 +242,7 @@ class NicBitRate(_RateCollector):
         mac = next((m for n, _net, _ip, m in vm.interfaces if n == kpi.nicid and m), "")
         if not mac:
             return Unknown(f"{self.name}: VM has no interface with nicid {kpi.nicid}")
-        rx, tx = guest_metrics.nic_bytes(dom, mac)
+        rx, tx = dom.nic_bytes(mac)
         return self._rate(vm, f"nic{kpi.nicid}", tx if self._sent else rx, 8.0)
 
 
@@ -253,7 +252,7 @@ class DiskByteRate(_RateCollector):
         self._written = written
 
     def _read(self, dom: Any, vm: VmRecord, kpi: KpiDef) -> Sample:
-        rd, wr = guest_metrics.disk_bytes(dom)
+        rd, wr = dom.disk_bytes()
         return self._rate(vm, "disk", wr if self._written else rd)
 
 
