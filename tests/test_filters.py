@@ -396,6 +396,31 @@ VALID_RPCS = {
     "terminateComputeReservation": "<reservationId>x</reservationId>"
     "<reservationId>y</reservationId>",
 }
+# the network and storage faces of seed 003 take the compute shapes with their own
+# resource types and pools
+for _kind, _type, _pool in (
+    ("Network", "<networkResourceTypeId>publicIps</networkResourceTypeId>",
+     "<networkReservation><numPublicIps>2</numPublicIps></networkReservation>"),
+    ("Storage", "<storageResourceTypeId>storageSize</storageResourceTypeId>",
+     "<storagePoolReservation><storageSize>10</storageSize><numVolumes>2</numVolumes>"
+     "</storagePoolReservation>"),
+):
+    VALID_RPCS.update({
+        f"query{_kind}Capacity": f"<zoneId>h1</zoneId><resourceDescriptor>{_type}"
+        "</resourceDescriptor><timePeriod><startTime>2015-09-21T00:00:00Z</startTime>"
+        "</timePeriod>",
+        f"subscribe{_kind}Capacity": f"<zoneId>12345</zoneId><resourceDescriptor>{_type}"
+        "</resourceDescriptor><threshold><capacity_info>available</capacity_info>"
+        "<condition>lt</condition><value>5</value></threshold>",
+        f"unsubscribe{_kind}Capacity":
+        "<capacityChangeSubscriptionId>a</capacityChangeSubscriptionId>",
+        f"create{_kind}Reservation": f"<startTime>2015-09-21T01:00:00Z</startTime>{_pool}",
+        f"query{_kind}Reservation": "<queryReservationFilter><reservationId>x"
+        "</reservationId></queryReservationFilter>",
+        f"update{_kind}Reservation": "<reservationId>x</reservationId>"
+        "<stopTime>2015-09-22T00:00:00Z</stopTime>",
+        f"terminate{_kind}Reservation": "<reservationId>x</reservationId><force>true</force>",
+    })
 # (rpc, body, error-tag, error-path, bad-element)
 INVALID_RPCS = [
     (
