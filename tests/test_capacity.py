@@ -412,6 +412,29 @@ def test_overcommit_admission_refuses_what_the_host_cannot_hold(  # type: ignore
         assert len(srv2.services.engine.store.vms()) == 1
 
 
+def test_admission_counts_vms_whose_flavor_the_edit_does_not_name(  # type: ignore[no-untyped-def]
+    server_factory, image
+) -> None:
+    """An edit is validated on a tree pruned to what it references: the VMs of another
+    deployment, whose flavor this edit does not name, still take their capacity."""
+    srv = server_factory(reconcile_interval=1.0, overcommit={})  # one host: 16 CPUs
+    first = config(image, dep="d1", instances=3, flavor="<vcpus>5</vcpus><memory_mb>64</memory_mb>")
+    second = (
+        f'<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0"><esc_datamodel xmlns="{ESC}">'
+        "<flavors><flavor><name>f9</name><vcpus>2</vcpus><memory_mb>64</memory_mb></flavor>"
+        "</flavors><tenants><tenant><name>t1</name><deployments><deployment><name>d2</name>"
+        "<vm_group><name>g1</name><image>img</image><flavor>f9</flavor>"
+        "<bootup_time>30</bootup_time><recovery_wait_time>0</recovery_wait_time>"
+        "<scaling><min_active>1</min_active><max_active>1</max_active></scaling>"
+        "</vm_group></deployment></deployments></tenant></tenants></esc_datamodel></config>"
+    )
+    with connect(srv) as m:
+        m.edit_config(target="running", config=first)  # 15 of 16 vCPUs
+        with pytest.raises(RPCError) as exc:
+            m.edit_config(target="running", config=second)  # 2 more do not fit
+        assert "vcpus 2 needed, 1 available" in str(exc.value), str(exc.value)
+
+
 # -- notifications and the clock ----------------------------------------------------------
 
 

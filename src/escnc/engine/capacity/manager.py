@@ -9,6 +9,7 @@ engine's VM records (which change at once when a VM is placed).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -513,6 +514,11 @@ class CapacityManager:
         err: Callable[[str, str], None],
         group_path: Callable[..., str],
     ) -> None:
+        # the validated tree holds only the root entries the edit references (the
+        # datastore prunes it): VMs elsewhere run with flavors that are only in the
+        # committed configuration, and their use must still count
+        committed = self.engine.desired
+        desired = dataclasses.replace(desired, flavors={**committed.flavors, **desired.flavors})
         check_desired(self, desired, err, group_path)
 
     def state(self) -> list[Any]:
