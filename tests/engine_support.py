@@ -33,7 +33,7 @@ class FeedDatastore:
     def running_xml(self) -> etree._Element:
         return self.running
 
-    def add_validator(self, v: Callable[[etree._Element], None]) -> None:
+    def add_validator(self, v: Callable[[etree._Element], None], whole_lists: object = ()) -> None:
         self.validators.append(v)
 
     def add_commit_listener(self, cb: Callable[[CommitEvent], None]) -> None:

@@ -8,7 +8,7 @@ Each component keeps its own SQLite file in ``settings.state_dir``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -51,7 +51,9 @@ StateProvider = Callable[[], list[etree._Element]]
 class DatastoreAPI(Protocol):
     def running_xml(self) -> etree._Element: ...
     def add_commit_listener(self, listener: CommitListener) -> None: ...
-    def add_validator(self, validator: ConfigValidator) -> None: ...
+    def add_validator(
+        self, validator: ConfigValidator, whole_lists: Collection[str] = ()
+    ) -> None: ...
     def system_edit(self, config: etree._Element, username: str = "escnc") -> None:
         """Merge ``config`` (a <config> element, nc:operation attributes allowed) into
         running (and startup), validated and durable, as the system (session 0)."""

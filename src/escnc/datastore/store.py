@@ -17,7 +17,7 @@ import contextlib
 import copy
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 from lxml import etree
 
@@ -187,8 +187,14 @@ class Datastore(Candidates):
     def add_commit_listener(self, listener: CommitListener) -> None:
         self._listeners.append(listener)
 
-    def add_validator(self, validator: ConfigValidator) -> None:
+    def add_validator(
+        self, validator: ConfigValidator, whole_lists: Collection[str] = ()
+    ) -> None:
+        """``validator`` sees the (pruned) proposed tree of every write. ``whole_lists``:
+        entry tags of root lists (e.g. ``{esc}vim_connector``) whose entries it checks
+        against each other; its tree then holds every entry of those lists."""
         self._validators.append(validator)
+        self._prunable -= set(whole_lists)
 
     def add_confirmed_commit_listener(self, listener: ConfirmedCommitListener) -> None:
         self._cc_listeners.append(listener)

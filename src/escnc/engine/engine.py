@@ -115,7 +115,8 @@ class Engine:
     def start(self) -> None:
         ds = self.services.datastore
         if ds is not None:
-            ds.add_validator(self.validate)
+            # one libvirtd is one VIM: URIs are compared across every vim_connector
+            ds.add_validator(self.validate, whole_lists=(f"{{{ESC}}}vim_connector",))
             ds.add_commit_listener(self.on_commit)
             self.desired = parse_desired(ds.running_xml())
         self.services.state_providers.append(self.state)
