@@ -297,7 +297,7 @@ def render_state(data: etree._Element, tenant: str = "") -> str:
                                     v.iterfind(f"{E}interfaces/{E}interface"))
                     out.append(
                         f'<tr data-vm="{escape(_t(v, "name"))}"><td>{escape(_t(g, "name"))}</td>'
-                        f'<td>{escape(_t(v, "name"))}</td>'
+                        f'<td class="vm-name">{escape(_t(v, "name"))}</td>'
                         f'<td class="vm-state {_state_class(vstate)}">{escape(vstate)}</td>'
                         f'<td>{escape(_t(v, "host"))}</td><td>{escape(_t(v, "flavor"))}</td>'
                         f"<td>{escape(ips)}</td></tr>")
