@@ -93,3 +93,20 @@ def test_collector_names_and_scripts(dom: libvirt.virDomain) -> None:
     assert cs.get("LOAD").sample(vm(), KpiDef("K")) == 7.0  # type: ignore[union-attr]
     assert cs.get("NOPE") is None
     assert "LOAD" in cs.names() and "CPU_LOAD" in cs.names()
+
+
+def test_two_kpis_on_one_rate_collector_keep_their_own_intervals(
+    dom: libvirt.virDomain,
+) -> None:
+    """VM_OVERLOADED and VM_UNDERLOADED both on CPU_LOAD: the second KPI's sample must
+    not become the first one's baseline (it would measure the instant between them)."""
+    cpu = collectors(dom, is_test=False).get("CPU_LOAD")
+    assert cpu is not None
+    over, under = KpiDef("VM_OVERLOADED"), KpiDef("VM_UNDERLOADED")
+    assert isinstance(cpu.sample(vm(), over), Unknown)
+    # each KPI's first sample is its own first: no interval yet, whatever the other did
+    got = cpu.sample(vm(), under)
+    assert isinstance(got, Unknown) and got.quiet, got
+    time.sleep(0.02)
+    assert isinstance(cpu.sample(vm(), over), float)
+    assert isinstance(cpu.sample(vm(), under), float)

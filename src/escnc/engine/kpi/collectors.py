@@ -170,14 +170,16 @@ class ScriptCollector:
 
 
 class _RateCollector:
-    """A libvirt counter turned into a rate or a percentage; per-VM previous counter."""
+    """A libvirt counter turned into a rate or a percentage; previous counter per VM and
+    KPI, so that two KPIs on one collector (VM_OVERLOADED and VM_UNDERLOADED on CPU_LOAD)
+    each measure over their own poll interval, not over the moment between them."""
 
     blocking = True
 
     def __init__(self, name: str, env: CollectorEnv) -> None:
         self.name = name
         self._env = env
-        self._prev: dict[tuple[str, str], tuple[float, float]] = {}
+        self._prev: dict[tuple[str, str, str], tuple[float, float]] = {}
         self._lock = threading.Lock()
 
     def _domain(self, vm: VmRecord) -> Any:
@@ -190,9 +192,11 @@ class _RateCollector:
             raise MetricsError(f"VM {vm.generated_name} has no domain on host {vm.host}")
         return dom
 
-    def _rate(self, vm: VmRecord, part: str, counter: float, scale: float = 1.0) -> Sample:
+    def _rate(
+        self, vm: VmRecord, kpi: KpiDef, part: str, counter: float, scale: float = 1.0
+    ) -> Sample:
         now = time.monotonic()
-        key = (vm.generated_name, part)
+        key = (vm.generated_name, kpi.event_name, part)
         with self._lock:
             prev = self._prev.get(key)
             self._prev[key] = (now, counter)
@@ -219,7 +223,7 @@ class CpuLoad(_RateCollector):
     def _read(self, dom: Any, vm: VmRecord, kpi: KpiDef) -> Sample:
         c = dom.cpu_counter()
         # ns of CPU per second of wall time, per vCPU, in percent
-        rate = self._rate(vm, "cpu", c.cpu_time_ns, 100.0 / 1e9 / c.vcpus)
+        rate = self._rate(vm, kpi, "cpu", c.cpu_time_ns, 100.0 / 1e9 / c.vcpus)
         return min(rate, 100.0) if isinstance(rate, float) else rate
 
 
@@ -243,7 +247,7 @@ class NicBitRate(_RateCollector):
         if not mac:
             return Unknown(f"{self.name}: VM has no interface with nicid {kpi.nicid}")
         rx, tx = dom.nic_bytes(mac)
-        return self._rate(vm, f"nic{kpi.nicid}", tx if self._sent else rx, 8.0)
+        return self._rate(vm, kpi, f"nic{kpi.nicid}", tx if self._sent else rx, 8.0)
 
 
 class DiskByteRate(_RateCollector):
@@ -253,7 +257,7 @@ class DiskByteRate(_RateCollector):
 
     def _read(self, dom: Any, vm: VmRecord, kpi: KpiDef) -> Sample:
         rd, wr = dom.disk_bytes()
-        return self._rate(vm, "disk", wr if self._written else rd)
+        return self._rate(vm, kpi, "disk", wr if self._written else rd)
 
 
 class IcmpPing:
