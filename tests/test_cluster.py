@@ -72,7 +72,8 @@ def step(clock: ManualClock, *electors: LeaderElector, seconds: float = TIMINGS.
     before = [e.ticks for e in electors]
     clock.advance(seconds)
     assert wait_for(lambda: all(e.ticks > b for e, b in zip(electors, before, strict=True)),
-                    timeout=30), "an elector did not finish its round"
+                    timeout=30), (f"an elector did not finish its round: ticks {before} ->"
+                                  f" {[e.ticks for e in electors]} at {clock.now()}")
 
 
 def run_until(clock: ManualClock, predicate: Callable[[], bool], *electors: LeaderElector,
@@ -191,9 +192,14 @@ def test_a_stuck_renewal_demotes_at_the_deadline(
             clock.advance(TIMINGS.retry)
             if wait_for(lambda: journal.has("a", "demoted"), timeout=1):
                 break
-        assert wait_for(lambda: journal.has("a", "demoted"), timeout=30)
-        assert a.ticks == ticks  # its renewal is still stuck
-        assert not a.is_leader and not b.is_leader
+
+        def state() -> str:  # what a failure message shows
+            return (f"clock {clock.now()}, ticks a {a.ticks} (was {ticks}) b {b.ticks},"
+                    f" journal {journal.entries}, a {a.status()}, b {b.status()}")
+
+        assert wait_for(lambda: journal.has("a", "demoted"), timeout=30), state()
+        assert a.ticks == ticks, state()  # its renewal is still stuck
+        assert not a.is_leader and not b.is_leader, state()
         with pytest.raises(NotLeader):
             a.fence.check()
         clock.advance(TIMINGS.lease_duration)  # b now tries to take over (and waits)
@@ -203,8 +209,8 @@ def test_a_stuck_renewal_demotes_at_the_deadline(
     electors = (a, b)
     run_until(clock, lambda: any(e.is_leader for e in electors), a, b)
     leader = a if a.is_leader else b
-    assert leader.fence.check() == 2
-    assert journal.index("a", "demoted") < journal.index(leader.node_id, "elected", 2)
+    assert leader.fence.check() == 2, state()
+    assert journal.index("a", "demoted") < journal.index(leader.node_id, "elected", 2), state()
 
 
 @pytest.mark.postgresql

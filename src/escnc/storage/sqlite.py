@@ -57,10 +57,12 @@ class SqliteStorage:
     def connect(self) -> Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            raw = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            # the busy timeout from the start: switching a new file to WAL takes a lock
+            # that another connection opening it at the same moment may hold
+            raw = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                  timeout=self.busy_timeout_ms / 1000)
             raw.execute("PRAGMA journal_mode=WAL")
             raw.execute(f"PRAGMA synchronous={self.synchronous}")
-            raw.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
         except (sqlite3.Error, OSError) as exc:
             raise StorageUnavailable(f"cannot open {self.path}: {exc}") from exc
         return SqliteConnection(raw, SQLITE, _translate)
