@@ -87,7 +87,7 @@ def test_https_self_signed_pair_and_extra_router(tmp_path: Path) -> None:
             user = await ctx.auth.username(request)
             return PlainTextResponse(f"hello {user}, {len(ctx.services.registry.names())} rpcs")
 
-        return [Route("/capacity/compute/query", hello, methods=["GET"])]
+        return [Route("/extra/hello", hello, methods=["GET"])]
 
     srv = Server(make_settings(state, https_listen="127.0.0.1:0"), http_routes=[routes])
     srv.start()
@@ -100,7 +100,7 @@ def test_https_self_signed_pair_and_extra_router(tmp_path: Path) -> None:
         assert "http" not in srv.http_ports  # only what is configured listens
         with httpx.Client(base_url=f"https://localhost:{port}", verify=ctx,
                           auth=(USER, PASSWORD)) as https:
-            r = https.get("/capacity/compute/query")
+            r = https.get("/extra/hello")
             assert r.status_code == 200 and r.text.startswith("hello admin, ")
             r = https.get(f"{PREFIX}/tenants", headers={"Accept": "application/xml"})
             assert etree.fromstring(r.content).tag.endswith("tenants")

@@ -144,7 +144,7 @@ def _rtype(kind: str, item: Json, field: str) -> str:
     return rtype
 
 
-def _merge(body: Any, query: Mapping[str, str] | None) -> Json:
+def merge_query(body: Any, query: Mapping[str, str] | None) -> Json:
     """The body, with query parameters filling what it lacks (GET without body)."""
     data = dict(_obj(body, ""))
     for key, value in (query or {}).items():
@@ -167,7 +167,7 @@ def query_capacity(
 ) -> Json:
     """GET /capacity/{kind}/query -> 200 {zoneId?, lastUpdate, capacityInformation}."""
     _kind(kind)
-    data = _merge(body, query)
+    data = merge_query(body, query)
     if "limit" in data:
         _num(data, "limit", "limit")  # accepted as the seed shows; one object is answered
     descriptors = _items(data.get("resourceDescriptor"), "resourceDescriptor")
@@ -413,7 +413,7 @@ def query_reservation(
 ) -> Json:
     """GET /reservation/{kind}/query -> 200 {reservationData} (a list when several)."""
     _kind(kind)
-    data = _merge(body, query)
+    data = merge_query(body, query)
     field = "queryReservationFilter/reservationId"
     ids = [_str(f, "reservationId", field) for f in
            _items(data.get("queryReservationFilter"), "queryReservationFilter")]
