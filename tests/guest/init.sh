@@ -9,6 +9,8 @@
 #      ("ip_address"/"netmask"/"gateway"), NoCloud network-config
 #      (address:/addresses:/netmask:/gateway: lines), or any file with such keys
 #   3. DHCP (udhcpc) as a last resort
+# A day-0 program on the config drive (escnc/run) is run in the background once the
+# network is up (the QEMU elastic test's CPU burner and interface reporter).
 # The ACPI power button (virsh shutdown) powers the guest off.
 export PATH=/bin:/sbin
 mount -t proc proc /proc
@@ -64,6 +66,7 @@ json_value_of() {
 
 read_day0() {
     dir="$1"
+    [ -s "$dir/escnc/run" ] && cp "$dir/escnc/run" /tmp/day0-run
     # escnc's own list: one "nicid mac ip prefix gateway" line per NIC
     if [ -s "$dir/escnc/nics" ]; then
         cp "$dir/escnc/nics" /tmp/nics
@@ -162,6 +165,10 @@ fi
 acpid -c /etc/acpi -l /var/log/acpid.log -p /run/acpid.pid 2>/dev/console
 hostname escnc-guest
 log "ready"
+if [ -s /tmp/day0-run ]; then
+    log "running day-0 program escnc/run"
+    sh /tmp/day0-run </dev/null >/dev/console 2>&1 &
+fi
 # keep a shell on the serial console for debugging; init itself never exits
 while :; do
     setsid cttyhack sh </dev/console >/dev/console 2>&1
