@@ -110,3 +110,20 @@ def test_two_kpis_on_one_rate_collector_keep_their_own_intervals(
     time.sleep(0.02)
     assert isinstance(cpu.sample(vm(), over), float)
     assert isinstance(cpu.sample(vm(), under), float)
+
+
+def test_icmpping_kpi_pings_the_static_address_or_asks_libvirt_for_the_lease(
+    dom: libvirt.virDomain,
+) -> None:
+    ping = collectors(dom, is_test=False).get("ICMPPing")
+    assert ping is not None
+    kpi = KpiDef("K", collector="ICMPPing", nicid=0)
+    static = VmRecord("kpi-vm", "id", "t1", "dep1", "g1", 0, "host", "VM_ALIVE_STATE",
+                      interfaces=[(0, "default", "127.0.0.1", MAC)])
+    assert ping.sample(static, kpi) == 1.0  # a real echo request to the address
+    dhcp = VmRecord("kpi-vm", "id", "t1", "dep1", "g1", 0, "host", "VM_ALIVE_STATE",
+                    interfaces=[(0, "default", "", MAC)])
+    got = ping.sample(dhcp, kpi)  # the test driver knows no lease for the MAC
+    assert isinstance(got, Unknown) and "no DHCP lease" in got.reason, got
+    other = ping.sample(dhcp, KpiDef("K", collector="ICMPPing", nicid=4))
+    assert isinstance(other, Unknown) and "nicid 4" in other.reason

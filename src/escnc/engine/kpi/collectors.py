@@ -272,9 +272,17 @@ class IcmpPing:
     def sample(self, vm: VmRecord, kpi: KpiDef) -> Sample:
         if self._env.is_test(vm):
             return Unknown(f"ICMPPing: host {vm.host} is a libvirt test driver (no guest network)")
-        address = next((ip for n, _net, ip, _m in vm.interfaces if n == kpi.nicid and ip), "")
+        nic = next(((ip, mac) for n, _net, ip, mac in vm.interfaces if n == kpi.nicid), None)
+        if nic is None:
+            return Unknown(f"ICMPPing: VM has no interface with nicid {kpi.nicid}")
+        address, mac = nic
+        if not address and mac:
+            # a DHCP interface: the address the guest really has (libvirt's lease, ARP)
+            dom = self._env.domain_of(vm)
+            address = dom.address(mac) if dom is not None else ""
         if not address:
-            return Unknown(f"ICMPPing: VM has no address on nicid {kpi.nicid}")
+            return Unknown(f"ICMPPing: no address known on nicid {kpi.nicid} "
+                           "(no static address and no DHCP lease)")
         return 1.0 if icmp_ping(address) else 0.0
 
     def forget(self, generated_name: str) -> None:
