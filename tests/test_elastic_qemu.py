@@ -276,10 +276,10 @@ def scale_events(events: Events) -> list[tuple[str, str]]:
 
 
 def test_cpu_load_scales_out_to_max_and_back_in_to_min(
-    server_factory: Callable[..., Server],
     guest_disk: Path,  # noqa: F811
     qemu_env: Env,  # noqa: F811
     control: tuple[Control, int],
+    server_factory: Callable[..., Server],  # last: escnc stops before the env's clean-up
 ) -> None:
     env = qemu_env
     ctl, port = control
@@ -373,10 +373,10 @@ def test_cpu_load_scales_out_to_max_and_back_in_to_min(
 
 
 def test_vnic_hot_added_to_a_running_guest_appears_inside_it(
-    server_factory: Callable[..., Server],
     guest_disk: Path,  # noqa: F811
     qemu_env: Env,  # noqa: F811
     control: tuple[Control, int],
+    server_factory: Callable[..., Server],
 ) -> None:
     """An update adding nicid 1 attaches it live (VM_UPDATED says so); the guest's
     kernel sees the hot-plugged virtio NIC, and the guest reports its MAC."""
