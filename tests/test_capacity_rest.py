@@ -15,19 +15,13 @@ import capacity_seed as seed
 from escnc.engine.capacity.events import capacity_notification
 from escnc.engine.clock import ManualClock
 from escnc.operations import capacity_rest as api
-from test_capacity import CAPACITY_SETTINGS, NODE
+from test_capacity import CAPACITY_SETTINGS, vims  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def mgr(server_factory, tmp_path: Path):  # type: ignore[no-untyped-def]
-    d = tmp_path / "hosts"
-    d.mkdir()
-    vims = {}
-    for name in ("hostA", "hostB"):
-        (d / f"{name}.xml").write_text(NODE)
-        vims[name] = f"test://{d / name}.xml"
+def mgr(server_factory, vims):  # type: ignore[no-untyped-def]  # noqa: F811
     return server_factory(vims=vims, **CAPACITY_SETTINGS).services.engine.capacity
 
 

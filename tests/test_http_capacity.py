@@ -16,20 +16,14 @@ import capacity_seed as seed
 from conftest import connect
 from escnc.operations import capacity_rest as api
 from http_helpers import client
-from test_capacity import CAPACITY_SETTINGS, NODE
+from test_capacity import CAPACITY_SETTINGS, vims  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.timeout(120)
 ESC = "http://www.cisco.com/esc/esc"
 
 
 @pytest.fixture
-def srv(server_factory, tmp_path: Path):  # type: ignore[no-untyped-def]
-    d = tmp_path / "hosts"
-    d.mkdir()
-    vims = {}
-    for name in ("hostA", "hostB"):
-        (d / f"{name}.xml").write_text(NODE)
-        vims[name] = f"test://{d / name}.xml"
+def srv(server_factory, vims):  # type: ignore[no-untyped-def]  # noqa: F811
     return server_factory(vims=vims, http_listen="127.0.0.1:0", **CAPACITY_SETTINGS)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from lxml import etree
 
 from escnc.errors import RpcError
@@ -66,3 +68,22 @@ def namespace(el: etree._Element) -> str | None:
 
 def to_bytes(el: etree._Element, pretty: bool = False) -> bytes:
     return etree.tostring(el, encoding="utf-8", pretty_print=pretty)
+
+
+def to_json_value(el: etree._Element) -> Any:
+    """An element as a plain JSON value by local names: a leaf's text, or an object
+    whose repeated names become lists (ESC's REST JSON and its callbacks)."""
+    children = [c for c in el if isinstance(c.tag, str)]
+    if not children:
+        return el.text or ""
+    out: dict[str, Any] = {}
+    for c in children:
+        name = etree.QName(c).localname
+        value = to_json_value(c)
+        if name in out:
+            if not isinstance(out[name], list):
+                out[name] = [out[name]]
+            out[name].append(value)
+        else:
+            out[name] = value
+    return out

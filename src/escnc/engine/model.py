@@ -14,6 +14,9 @@ from lxml import etree
 
 from escnc.engine.kpi.spec import KpiDef, RuleDef, parse_kpis, parse_rules
 from escnc.engine.startup import StartupDep, parse_startup
+from escnc.engine.xmltext import int_of as _int
+from escnc.engine.xmltext import q as _q
+from escnc.engine.xmltext import text as _text
 from escnc.ns import ESC
 from escnc.vim.networks import NetworkSpec, SubnetSpec
 
@@ -21,24 +24,6 @@ DEFAULT_POLL_SECONDS = 3.0
 _T = TypeVar("_T")
 _K = TypeVar("_K")
 _V = TypeVar("_V")
-
-
-def _q(name: str) -> str:
-    return f"{{{ESC}}}{name}"
-
-
-def _text(el: etree._Element | None, name: str, default: str = "") -> str:
-    if el is None:
-        return default
-    value = el.findtext(_q(name))
-    return value.strip() if value is not None else default
-
-
-def _int(el: etree._Element | None, name: str, default: int) -> int:
-    try:
-        return int(_text(el, name, str(default)))
-    except ValueError:
-        return default
 
 
 def _bool(el: etree._Element | None, name: str, default: bool = False) -> bool:

@@ -34,6 +34,7 @@ from lxml import etree
 
 from escnc.events.esc_event import ESC_STREAM
 from escnc.ns import ESC
+from escnc.xmlutil import to_json_value
 
 if TYPE_CHECKING:
     from escnc.events.bus import EventBus
@@ -238,21 +239,6 @@ def _headers(txn: Transaction, code: int, message: str, content_type: str) -> di
     }
 
 
-def _json_value(el: etree._Element) -> Any:
-    children = [c for c in el if isinstance(c.tag, str)]
-    if not children:
-        return el.text or ""
-    out: dict[str, Any] = {}
-    for c in children:
-        name = etree.QName(c).localname
-        value = _json_value(c)
-        if name in out:
-            out[name] = [*out[name], value] if isinstance(out[name], list) else [out[name], value]
-        else:
-            out[name] = value
-    return out
-
-
 class CallbackTracker:
     """Turns escEvents into queued deliveries, and sends them."""
 
@@ -369,7 +355,7 @@ class CallbackTracker:
                     # ESC's JSON callback message, with the escEvent itself
                     body = json.dumps({
                         "escTransactionId": txn.id, "eventType": etype, "message": message,
-                        "statusCode": str(code), "escEvent": _json_value(ev),
+                        "statusCode": str(code), "escEvent": to_json_value(ev),
                     }).encode()
                 else:
                     body = event.body

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from escnc.errors import RpcError
 from escnc.ns import ESC, NC
 from escnc.rpc.errors import error_dict, http_status
-from escnc.xmlutil import parse_untrusted
+from escnc.xmlutil import parse_untrusted, to_json_value
 
 XML = "application/xml"
 JSON = "application/json"
@@ -136,23 +136,6 @@ def _copy_into(src: etree._Element, dst: etree._Element) -> None:
 
 def leaf(el: etree._Element, name: str) -> str:
     return (el.findtext(f"{{{ESC}}}{name}") or "").strip()
-
-
-def to_json_value(el: etree._Element) -> Any:
-    children = [c for c in el if isinstance(c.tag, str)]
-    if not children:
-        return el.text or ""
-    out: dict[str, Any] = {}
-    for c in children:
-        name = etree.QName(c).localname
-        value = to_json_value(c)
-        if name in out:
-            if not isinstance(out[name], list):
-                out[name] = [out[name]]
-            out[name].append(value)
-        else:
-            out[name] = value
-    return out
 
 
 def in_namespace(el: etree._Element, namespace: str) -> etree._Element:

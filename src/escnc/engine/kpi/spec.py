@@ -12,29 +12,13 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from escnc.ns import ESC
+from escnc.engine.xmltext import int_of as _int
+from escnc.engine.xmltext import q as _q
+from escnc.engine.xmltext import text as _text
 
 ALIVE_EVENT = "VM_ALIVE"  # the liveness KPI: engine/monitor.py samples it
 CONDITIONS = ("GT", "GE", "LT", "LE", "EQ", "NE")
 DEFAULT_POLL = 3.0
-
-
-def _q(name: str) -> str:
-    return f"{{{ESC}}}{name}"
-
-
-def _text(el: etree._Element | None, name: str, default: str = "") -> str:
-    if el is None:
-        return default
-    value = el.findtext(_q(name))
-    return value.strip() if value is not None else default
-
-
-def _int(el: etree._Element | None, name: str, default: int) -> int:
-    try:
-        return int(_text(el, name, str(default)))
-    except ValueError:
-        return default
 
 
 @dataclass(frozen=True)
