@@ -87,14 +87,10 @@ def callback_url_check(settings: Settings) -> Callable[[str, bool], None]:
     """The outbound URL policy (as for image URLs) for ESC REST callback URIs:
     raise ValueError saying why a URL is refused; with ``resolve``, every address the
     host resolves to must be allowed too."""
-    from pathlib import Path
-
     from escnc.vim.fetch import FetchError, resolve
-    from escnc.vim.source_policy import SourcePolicy, SourceRefused, parse_url
+    from escnc.vim.source_policy import SourceRefused, callback_policy, parse_url
 
-    policy = SourcePolicy(what="callback", dirs=(), dirs_setting="",
-                          state_dir=Path(settings.state_dir),
-                          allow_loopback=settings.url_allow_loopback)
+    policy = callback_policy(settings)
 
     def check(url: str, resolve_host: bool) -> None:
         try:

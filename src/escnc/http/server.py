@@ -27,6 +27,7 @@ from starlette.routing import BaseRoute
 
 from escnc.events.callbacks import CallbackStore, CallbackTracker, UrlCheck
 from escnc.http.auth import BasicAuth
+from escnc.http.capacity import CapacityNotifier
 from escnc.http.context import HttpContext, RouteFactory
 from escnc.http.health import install_metrics
 
@@ -107,6 +108,8 @@ class HttpServer:
             self._post, check_url, max_attempts=st.callback_max_attempts,
             retry_base=st.callback_retry_base, retry_max=st.callback_retry_max,
             transaction_timeout=st.callback_transaction_timeout,
+            notifier=CapacityNotifier(services.engine.capacity)
+            if getattr(services.engine, "capacity", None) is not None else None,
         )
         self.ctx = HttpContext(
             services, BasicAuth(services.users, st, services.auth_penalty), tracker

@@ -233,6 +233,8 @@ def subscribe_capacity(mgr: CapacityManager, kind: str, body: Any) -> Json:
         sub = mgr.subs.add(kind, _str(data, "zoneId"), types, thresholds, url)
     except NotFound as exc:
         raise _engine_error(exc, "zoneId") from None
+    except Invalid as exc:
+        raise _engine_error(exc, "notificationUrl") from None
     return {"created": format_time(sub.created), "capacityChangeSubscriptionId": sub.id}
 
 
