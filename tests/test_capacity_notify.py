@@ -136,6 +136,18 @@ def test_netconf_subscriber_that_is_down_at_first_gets_it_when_up(srv) -> None: 
             up.close()
 
 
+def test_without_an_http_listener_netconf_subscribers_get_it_too(
+        server_factory, vims, receiver) -> None:  # type: ignore[no-untyped-def]
+    srv = server_factory(vims=vims, **dict(NOTIFY_SETTINGS, http_listen=""))
+    assert srv.http_ports == {}
+    with connect(srv) as m:
+        rpc(m, "subscribeComputeCapacity", subscription(receiver.url("/nc")))
+        for _ in range(2):
+            rpc(m, "createComputeReservation", {"zoneId": "hostA", "computePoolReservation": ONE})
+        [got] = receiver.wait_for("/nc", "")
+        check_body(got.body)
+
+
 def test_a_queued_notification_survives_a_restart(tmp_path: Path, vims) -> None:  # type: ignore[no-untyped-def]
     state = tmp_path / "state"
     add_user(state)

@@ -13,10 +13,6 @@ over NETCONF. The seed's JSON members are the RPC's YANG nodes; a GET's body is
 accepted as the seed shows, and query parameters as well (a body member wins).
 The reply is the seed's JSON: one reservation as an object, several as a list, and
 the YANG integer leaves as JSON numbers.
-
-:class:`CapacityNotifier` routes a ``capacityChangeNotification`` to its subscription's
-notificationUrl as the seed's notification JSON, through the ESC callback outbox
-(events/callbacks.py: durable, retried, bounded, URL policy before each POST).
 """
 
 from __future__ import annotations
@@ -35,7 +31,7 @@ from escnc.http.auth import Unauthorized
 from escnc.http.context import HttpContext, Timeout
 from escnc.http.payload import BadRequest, read_body
 from escnc.ns import ESC
-from escnc.operations.capacity_rest import merge_query, notification_body
+from escnc.operations.capacity_rest import merge_query
 from escnc.operations.esc_capacity import to_json, to_xml
 from escnc.rpc.errors import error_dict, http_status
 
@@ -55,31 +51,6 @@ ENDPOINTS: list[tuple[str, str, str, int]] = [
 ]
 # the path's {id} is this member of the RPC's input
 PATH_ID = {"unsubscribe": "capacityChangeSubscriptionId", "terminate": "reservationId"}
-
-
-class CapacityNotifier:
-    """events.callbacks.Notifier for the capacity subscriptions of ``capacity``
-    (engine/capacity: CapacityManager)."""
-
-    def __init__(self, capacity: Any) -> None:
-        self.capacity = capacity
-
-    def _urls(self) -> dict[str, str]:
-        return {s.id: s.notification_url for s in self.capacity.subs.all()
-                if s.notification_url}
-
-    def active(self) -> bool:
-        return bool(self._urls())
-
-    def target(self, ev: etree._Element) -> tuple[str, str, dict[str, str], bytes] | None:
-        if ev.tag != f"{{{ESC}}}capacityChangeNotification":
-            return None
-        sid = ev.findtext(f"{{{ESC}}}capacityChangeSubscriptionId") or ""
-        url = self._urls().get(sid, "")
-        if not url:  # removed, or subscribed without a URL
-            return None
-        return (f"capacity:{sid}", url, {"Content-Type": "application/json"},
-                json.dumps(notification_body(ev)).encode())
 
 
 class CapacityFace:
