@@ -50,7 +50,7 @@ class Received:
 class CallbackReceiver:
     """Records every POST; answers ``status`` (a list pops one per request, then 200)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.got: list[Received] = []
         self.statuses: list[int] = []
         self._cond = threading.Condition()
@@ -73,7 +73,7 @@ class CallbackReceiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()

@@ -9,7 +9,8 @@ Component constructors (each owned by its package):
   escnc.engine.engine.Engine(services)                     reconciler and jobs
   escnc.netconf.sessions.SessionManager(services)          live sessions
   escnc.netconf.server.NetconfServer(services)             SSH listener
-  escnc.http.server.HttpServer(services, check_url)        HTTP(S) listener, when set
+  escnc.events.callbacks.CallbackTracker(...)              callback/notification outbox
+  escnc.http.server.HttpServer(services, callbacks)        HTTP(S) listener, when set
 Every module in escnc.operations with a ``register(registry, services)`` function
 is registered automatically, in name order.
 """
@@ -31,6 +32,7 @@ from escnc.settings import Settings
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from escnc.events.callbacks import CallbackTracker
     from escnc.http.context import RouteFactory
     from escnc.http.server import HttpServer
     from escnc.netconf.server import NetconfServer
@@ -87,14 +89,10 @@ def callback_url_check(settings: Settings) -> Callable[[str, bool], None]:
     """The outbound URL policy (as for image URLs) for ESC REST callback URIs:
     raise ValueError saying why a URL is refused; with ``resolve``, every address the
     host resolves to must be allowed too."""
-    from pathlib import Path
-
     from escnc.vim.fetch import FetchError, resolve
-    from escnc.vim.source_policy import SourcePolicy, SourceRefused, parse_url
+    from escnc.vim.source_policy import SourceRefused, callback_policy, parse_url
 
-    policy = SourcePolicy(what="callback", dirs=(), dirs_setting="",
-                          state_dir=Path(settings.state_dir),
-                          allow_loopback=settings.url_allow_loopback)
+    policy = callback_policy(settings)
 
     def check(url: str, resolve_host: bool) -> None:
         try:
@@ -105,6 +103,40 @@ def callback_url_check(settings: Settings) -> Callable[[str, bool], None]:
             raise ValueError(str(exc)) from None
 
     return check
+
+
+class Outbox:
+    """The ESC REST callback outbox (events/callbacks.py) with its HTTP client: POSTs
+    ESC REST callbacks and capacity notifications (a notificationUrl subscribed over
+    NETCONF is delivered with or without escnc's own HTTP listener)."""
+
+    def __init__(self, services: Services) -> None:
+        import httpx
+
+        from escnc.events.callbacks import CallbackStore, CallbackTracker
+        from escnc.operations.capacity_rest import CapacityNotifier
+
+        st = services.settings
+        self._client = httpx.Client(timeout=st.callback_timeout, follow_redirects=False)
+        capacity = getattr(services.engine, "capacity", None)
+        self.tracker: CallbackTracker = CallbackTracker(
+            CallbackStore(st.state_dir / "callbacks.sqlite3"), services.events,
+            self._post, callback_url_check(st), max_attempts=st.callback_max_attempts,
+            retry_base=st.callback_retry_base, retry_max=st.callback_retry_max,
+            transaction_timeout=st.callback_transaction_timeout,
+            notifier=CapacityNotifier(capacity) if capacity is not None else None,
+        )
+
+    def _post(self, url: str, headers: dict[str, str], body: bytes) -> int:
+        return self._client.post(url, headers=headers, content=body).status_code
+
+    def start(self) -> None:
+        self.tracker.start()
+
+    def stop(self) -> None:
+        self.tracker.stop()
+        self.tracker.store.close()
+        self._client.close()
 
 
 class Server:
@@ -120,6 +152,7 @@ class Server:
         self.services: Services | None = None
         self._netconf: NetconfServer | None = None
         self._http: HttpServer | None = None
+        self._outbox: Outbox | None = None
         self._http_routes = list(http_routes)
         self._state_lock: statedir.StateDirLock | None = None
         self._stopped = threading.Event()
@@ -136,14 +169,14 @@ class Server:
             self._state_lock.release()
             raise
         self.services.engine.start()
+        self._outbox = Outbox(self.services)
+        self._outbox.start()
         self._netconf = NetconfServer(self.services)
         self._netconf.start()
         if self.settings.http_listen or self.settings.https_listen:
             from escnc.http.server import HttpServer
 
-            self._http = HttpServer(
-                self.services, callback_url_check(self.settings), self._http_routes
-            )
+            self._http = HttpServer(self.services, self._outbox.tracker, self._http_routes)
             self._http.start()
         log.info(
             "escnc listening on %s port %d (state %s)",
@@ -171,6 +204,9 @@ class Server:
             self._http = None
         if self._netconf is not None:
             self._netconf.stop()
+        if self._outbox is not None:
+            self._outbox.stop()
+            self._outbox = None
         if self.services is not None:
             self.services.engine.stop()
             closers = (

@@ -15,6 +15,12 @@ lock, with exponential backoff between failed attempts, at most
 ``callback_max_attempts`` times; then the delivery is marked failed (and logged).
 Every URL is checked by the injected ``check_url`` (the outbound URL policy) when the
 request is accepted and again, resolved, right before each attempt.
+
+Capacity notifications ride the same outbox: with a :class:`Notifier`, each
+``capacityChangeNotification`` whose subscription has a notificationUrl becomes a
+delivery of kind ``notification`` (its "transaction" is ``capacity:<subscription>``,
+which keeps them in order per subscriber), queued with the cursor move like the rest.
+While a subscriber has a URL the tracker resumes at the cursor after a restart.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from lxml import etree
 
@@ -47,6 +53,19 @@ E = f"{{{ESC}}}"
 Sender = Callable[[str, dict[str, str], bytes], int]
 # check_url(url, resolve): raise ValueError with the reason when the policy refuses it
 UrlCheck = Callable[[str, bool], None]
+# the cursor moves at least every this many events even when they queue nothing,
+# so a restart does not reread the whole log
+_IDLE_CURSOR_EVERY = 256
+
+
+class Notifier(Protocol):
+    """Where an event goes besides transactions (capacity notificationUrl)."""
+
+    def target(self, ev: etree._Element) -> tuple[str, str, dict[str, str], bytes] | None:
+        """(group, url, headers, body) of the POST ``ev`` calls for, or None."""
+
+    def active(self) -> bool:
+        """Whether some event may call for a POST (a subscriber has a URL)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS txn (
@@ -103,7 +122,7 @@ class Transaction:
 class DeliveryInfo:
     id: int
     txn: str
-    kind: str  # outcome | event
+    kind: str  # outcome | event | notification
     url: str
     attempts: int
     state: str  # pending | delivered | failed
@@ -253,7 +272,10 @@ class CallbackTracker:
         retry_base: float = 1.0,
         retry_max: float = 300.0,
         transaction_timeout: float = 86_400.0,
+        notifier: Notifier | None = None,
     ) -> None:
+        self.notifier = notifier
+        self._idle = 0
         self.store = store
         self.bus = bus
         self._send = send
@@ -276,8 +298,11 @@ class CallbackTracker:
         for txn, after in self.store.open_transactions():
             self._open[txn.id] = (txn, after)
         cursor = self.store.cursor_seq()
-        # resume where the last run stopped only when a request still waits for events
-        start = (cursor if cursor is not None and self._open else self.bus.head) + 1
+        if cursor is None:  # from now on events are read from a stored cursor
+            self.store.advance(self.bus.head, [], [])
+        waiting = bool(self._open) or (self.notifier is not None and self.notifier.active())
+        # resume where the last run stopped only when someone still waits for events
+        start = (cursor if cursor is not None and waiting else self.bus.head) + 1
         self._consumer = self.bus.consume(self._on_event, stream=ESC_STREAM, start_seq=start)
         self._sender = threading.Thread(target=self._send_loop, name="esc-callbacks",
                                         daemon=True)
@@ -324,19 +349,37 @@ class CallbackTracker:
         with self._lock:
             deliveries: list[tuple[str, str, str, dict[str, str], bytes]] = []
             closed: list[tuple[str, int, str]] = []
-            if self._open:
+            notify = self.notifier is not None and b"capacityChangeNotification" in event.body
+            if self._open or notify:
                 try:
                     ev = etree.fromstring(event.body)
                 except etree.XMLSyntaxError:
                     ev = None
                 if ev is not None and ev.tag == f"{E}escEvent":
                     self._match(event, ev, deliveries, closed)
+                elif ev is not None and self.notifier is not None:
+                    self._notify(ev, deliveries)
             # The cursor moves with what the event queued; an event that queued nothing
-            # is read again after a restart and queues nothing again (no write per event).
-            if deliveries or closed:
+            # is read again after a restart and queues nothing again (a write only every
+            # _IDLE_CURSOR_EVERY such events).
+            self._idle += 1
+            if deliveries or closed or self._idle >= _IDLE_CURSOR_EVERY:
                 self.store.advance(event.seq, deliveries, closed)
+                self._idle = 0
         if deliveries:
             self._wake.set()
+
+    def _notify(self, ev: etree._Element,
+                deliveries: list[tuple[str, str, str, dict[str, str], bytes]]) -> None:
+        assert self.notifier is not None
+        try:
+            target = self.notifier.target(ev)
+        except Exception:  # a malformed notification must not stop the stream
+            log.exception("cannot route %s", ev.tag)
+            return
+        if target is not None:
+            group, url, headers, body = target
+            deliveries.append((group, "notification", url, headers, body))
 
     def _match(self, event: StoredEvent, ev: etree._Element,
                deliveries: list[tuple[str, str, str, dict[str, str], bytes]],

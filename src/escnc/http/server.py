@@ -20,17 +20,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from escnc.events.callbacks import CallbackStore, CallbackTracker, UrlCheck
 from escnc.http.auth import BasicAuth
 from escnc.http.context import HttpContext, RouteFactory
 from escnc.http.health import install_metrics
 
 if TYPE_CHECKING:
+    from escnc.events.callbacks import CallbackTracker
     from escnc.services import Services
 
 log = logging.getLogger(__name__)
@@ -97,32 +96,22 @@ def build_app(ctx: HttpContext, extra_routes: Sequence[RouteFactory] = ()) -> St
 
 
 class HttpServer:
-    def __init__(self, services: Services, check_url: UrlCheck,
+    def __init__(self, services: Services, callbacks: CallbackTracker,
                  extra_routes: Sequence[RouteFactory] = ()) -> None:
+        """``callbacks``: the ESC REST callback outbox (app.py runs it, for NETCONF's
+        capacity notificationUrl too)."""
         self.services = services
-        st = services.settings
-        self._client = httpx.Client(timeout=st.callback_timeout, follow_redirects=False)
-        tracker = CallbackTracker(
-            CallbackStore(st.state_dir / "callbacks.sqlite3"), services.events,
-            self._post, check_url, max_attempts=st.callback_max_attempts,
-            retry_base=st.callback_retry_base, retry_max=st.callback_retry_max,
-            transaction_timeout=st.callback_transaction_timeout,
-        )
         self.ctx = HttpContext(
-            services, BasicAuth(services.users, st, services.auth_penalty), tracker
+            services, BasicAuth(services.users, services.settings, services.auth_penalty),
+            callbacks,
         )
         self.ctx.metrics = install_metrics(self.ctx)
         self.app = build_app(self.ctx, extra_routes)
         self._servers: list[tuple[uvicorn.Server, threading.Thread]] = []
         self.ports: dict[str, int] = {}
 
-    def _post(self, url: str, headers: dict[str, str], body: bytes) -> int:
-        return self._client.post(url, headers=headers, content=body).status_code
-
     def start(self) -> None:
         st = self.services.settings
-        assert self.ctx.callbacks is not None
-        self.ctx.callbacks.start()
         if st.http_listen:
             self._listen("http", st.http_listen, None, None)
         if st.https_listen:
@@ -167,7 +156,3 @@ class HttpServer:
             server.should_exit = True
         for _server, thread in self._servers:
             thread.join(10.0)
-        if self.ctx.callbacks is not None:
-            self.ctx.callbacks.stop()
-            self.ctx.callbacks.store.close()
-        self._client.close()

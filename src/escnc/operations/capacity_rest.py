@@ -13,6 +13,7 @@ operator's settings (``capacity_zones``); public addresses belong to no zone.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from escnc.engine.capacity.model import (
 )
 from escnc.engine.capacity.records import CONDITIONS, FIGURES, Reservation, Threshold
 from escnc.engine.errors import Conflict, EngineError, Invalid, NotFound, Refused
+from escnc.ns import ESC
 
 MAX_NUMBER = 2**40
 MAX_ITEMS = 64  # descriptors, thresholds, filters, containers of one request
@@ -233,6 +235,8 @@ def subscribe_capacity(mgr: CapacityManager, kind: str, body: Any) -> Json:
         sub = mgr.subs.add(kind, _str(data, "zoneId"), types, thresholds, url)
     except NotFound as exc:
         raise _engine_error(exc, "zoneId") from None
+    except Invalid as exc:
+        raise _engine_error(exc, "notificationUrl") from None
     return {"created": format_time(sub.created), "capacityChangeSubscriptionId": sub.id}
 
 
@@ -267,6 +271,31 @@ def notification_body(el: Any) -> Json:
         c.tag.split("}")[1]: int(c.text or 0) for c in (info if info is not None else [])
     }
     return out
+
+
+class CapacityNotifier:
+    """events.callbacks.Notifier: a ``capacityChangeNotification`` whose subscription
+    has a notificationUrl -> a POST of the seed's notification JSON there, ordered per
+    subscription (app.py hands it to the ESC callback outbox)."""
+
+    def __init__(self, mgr: CapacityManager) -> None:
+        self.mgr = mgr
+
+    def _urls(self) -> dict[str, str]:
+        return {s.id: s.notification_url for s in self.mgr.subs.all() if s.notification_url}
+
+    def active(self) -> bool:
+        return bool(self._urls())
+
+    def target(self, ev: Any) -> tuple[str, str, dict[str, str], bytes] | None:
+        if ev.tag != f"{{{ESC}}}capacityChangeNotification":
+            return None
+        sid = ev.findtext(f"{{{ESC}}}capacityChangeSubscriptionId") or ""
+        url = self._urls().get(sid, "")
+        if not url:  # removed, or subscribed without a URL
+            return None
+        return (f"capacity:{sid}", url, {"Content-Type": "application/json"},
+                json.dumps(notification_body(ev)).encode())
 
 
 # -- reservations -----------------------------------------------------------------------
@@ -476,6 +505,7 @@ ROUTES: list[tuple[str, str, Handler, int]] = [
 __all__ = [
     "RESOURCE_TYPES",
     "ROUTES",
+    "CapacityNotifier",
     "CapacityRequestError",
     "create_reservation",
     "notification_body",

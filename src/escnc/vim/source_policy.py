@@ -81,6 +81,13 @@ def day0_policy(settings: Settings) -> SourcePolicy:
     )
 
 
+def callback_policy(settings: Settings, what: str = "callback") -> SourcePolicy:
+    """URLs escnc POSTs to (ESC REST callbacks, capacity notificationUrl): no files."""
+    return SourcePolicy(what=what, dirs=(), dirs_setting="",
+                        state_dir=Path(os.path.abspath(settings.state_dir)),
+                        allow_loopback=settings.url_allow_loopback)
+
+
 def is_url(src: str) -> bool:
     scheme = urllib.parse.urlsplit(src).scheme if "://" in src else ""
     return bool(scheme) and scheme.lower() != "file"

@@ -92,7 +92,7 @@ class Subscription:
     types: tuple[str, ...]
     thresholds: tuple[Threshold, ...] = ()
     created: float = 0.0
-    notification_url: str = ""  # the REST face POSTs there (not done by the engine)
+    notification_url: str = ""  # POSTed to by events/callbacks.py (wired by http/)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

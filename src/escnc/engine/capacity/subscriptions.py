@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from escnc.engine.capacity import events
 from escnc.engine.capacity.model import Figures
 from escnc.engine.capacity.records import Subscription, Threshold
-from escnc.engine.errors import NotFound
+from escnc.engine.errors import Invalid, NotFound
+from escnc.vim.source_policy import SourceRefused, callback_policy, parse_url
 
 if TYPE_CHECKING:
     from escnc.engine.capacity.manager import CapacityManager
@@ -44,6 +45,13 @@ class SubscriptionSet:
     ) -> Subscription:
         if zone and self.mgr.zones().members(zone) is None:
             raise NotFound(f"resource zone {zone} unknown")
+        if notification_url:
+            # the outbound URL policy of callbacks, now (spelling) and before each POST
+            try:
+                parse_url(callback_policy(self.mgr.engine.settings, "notificationUrl"),
+                          notification_url)
+            except SourceRefused as exc:
+                raise Invalid(str(exc)) from None
         sub = Subscription(
             id=str(uuid.uuid4()),
             kind=kind,
