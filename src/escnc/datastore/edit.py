@@ -400,6 +400,8 @@ class Editor:
             if existing is not None:
                 pos = data.index(existing)
                 self.j.remove(existing, sn)
+                if e.get(INSERT) is not None and sn.user_ordered:
+                    pos = self._position(data, e, sn)  # a replace may move the entry
                 new = self._new_element(e, sn, data)
                 self.j.insert(data, pos, new, sn)
                 self._fill(new, e, sn, my_path)

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from escnc.http.context import HttpContext
 
 from escnc.http import restconf_extra as extra
+from escnc.http import restconf_insert as positions
 from escnc.http.restconf_base import (
     JSON,
     RESTCONF_NS,
@@ -416,6 +417,8 @@ class Restconf:
         else:
             body = await read_body(request, self.ctx.services.settings.http_max_body)
             top, target = self.body_tree(request, body, segs, child=method == "POST")
+            if method in ("POST", "PUT"):
+                await self._place(request, user, segs, target)
             if method == "PUT":
                 exists = await self._exists(user, segs)
                 created = not exists
@@ -435,6 +438,22 @@ class Restconf:
         if created:
             return Response(status_code=201, headers={"Location": str(request.url)})
         return Response(status_code=204)
+
+    async def _place(self, request: Request, user: str, segs: list[Seg],
+                     target: etree._Element) -> None:
+        """RFC 8040 4.8.5/4.8.6: ``insert``/``point`` onto the edit's element."""
+        params = request.query_params
+        insert, point = params.get("insert"), params.get("point")
+        if insert is None and point is None:
+            return
+        if request.method == "POST":
+            node = (segs[-1].node if segs else self.schema.root).child(target.tag)
+            parent = segs
+        else:
+            node, parent = segs[-1].node, segs[:-1]
+        if node is None:
+            raise _bad("no such data node", "invalid-value", 400)
+        await positions.place(self, user, target, node, parent, insert, point)
 
     async def _exists(self, user: str, segs: list[Seg]) -> bool:
         if not segs:
