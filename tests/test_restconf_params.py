@@ -78,3 +78,43 @@ def test_insert_and_point_on_post_and_put(http) -> None:  # type: ignore[no-unty
         content=json.dumps({"escnc:tenant": [{"name": "t"}]}))
     assert r.status_code == 400 and tag(r) == "invalid-value"  # not ordered-by user
     assert order(http) == ["g", "c", "b", "d", "a", "e", "f"]
+
+
+def test_yang_patch_insert_and_move(http) -> None:  # type: ignore[no-untyped-def]
+    yp = {"Content-Type": "application/yang-patch+json", "Accept": JSON}
+    for name in ("a", "b", "c"):
+        assert post(http, name).status_code == 201
+
+    def patch(*edits: dict[str, object]) -> httpx.Response:
+        body = {"ietf-yang-patch:yang-patch": {"patch-id": "p", "edit": [
+            {"edit-id": str(i), **e} for i, e in enumerate(edits)]}}
+        return http.patch(NACM, headers=yp, content=json.dumps(body))
+
+    def value(name: str) -> dict[str, object]:
+        return json.loads(rule_list(name))  # type: ignore[no-any-return]
+
+    r = patch({"operation": "insert", "target": "/rule-list=n", "where": "before",
+               "point": "/rule-list=b", "value": value("n")},
+              {"operation": "move", "target": "/rule-list=c", "where": "first"},
+              {"operation": "insert", "target": "/rule-list=z", "where": "first",
+               "value": value("z")})
+    assert r.status_code == 200, r.text
+    assert order(http) == ["z", "c", "a", "n", "b"]
+    r = patch({"operation": "move", "target": "/rule-list=z", "where": "after",
+               "point": "/rule-list=b"})
+    assert r.status_code == 200, r.text
+    assert order(http) == ["c", "a", "n", "b", "z"]
+    # all or nothing: a bad point, a missing entry to move, where without before's point
+    r = patch({"operation": "move", "target": "/rule-list=a", "where": "last"},
+              {"operation": "move", "target": "/rule-list=c", "where": "after",
+               "point": "/rule-list=nosuch"})
+    assert r.status_code == 400 and tag(r) == "invalid-value"
+    r = patch({"operation": "move", "target": "/rule-list=nosuch", "where": "first"})
+    assert r.status_code == 404
+    r = patch({"operation": "insert", "target": "/rule-list=q", "where": "before",
+               "value": value("q")})
+    assert r.status_code == 400
+    r = patch({"operation": "merge", "target": "/rule-list=a", "where": "first",
+               "value": value("a")})
+    assert r.status_code == 400
+    assert order(http) == ["c", "a", "n", "b", "z"]

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from escnc.errors import RpcError
+from escnc.http import restconf_insert as positions
 from escnc.http.auth import Unauthorized
 from escnc.http.context import Timeout
 from escnc.http.payload import BadRequest, read_body
@@ -28,7 +29,7 @@ async def yang_patch(rc: Restconf, request: Request, user: str, segs: list[Seg])
     """RFC 8072: every edit in one edit-config (all or nothing)."""
     body = await read_body(request, rc.ctx.services.settings.http_max_body)
     json_mode = "json" in request.headers.get("content-type", "")
-    edits: list[tuple[str, str, str, Any]] = []
+    edits: list[tuple[str, str, str, Any, str | None, str | None]] = []
     if json_mode:
         try:
             patch = json.loads(body)["ietf-yang-patch:yang-patch"]
@@ -37,8 +38,10 @@ async def yang_patch(rc: Restconf, request: Request, user: str, segs: list[Seg])
                 value = e.get("value")
                 item = next(iter(value.items())) if isinstance(value, dict) and value \
                     else None
+                where, point = e.get("where"), e.get("point")
                 edits.append((str(e["edit-id"]), str(e["operation"]), str(e["target"]),
-                              item))
+                              item, None if where is None else str(where),
+                              None if point is None else str(point)))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise _bad(f"malformed YANG Patch: {exc}", "malformed-message") from None
     else:
@@ -53,17 +56,29 @@ async def yang_patch(rc: Restconf, request: Request, user: str, segs: list[Seg])
             kids = [c for c in value if isinstance(c.tag, str)] if value is not None else []
             edits.append((e.findtext(qn(yp, "edit-id")) or "",
                           e.findtext(qn(yp, "operation")) or "",
-                          e.findtext(qn(yp, "target")) or "", kids[0] if kids else None))
+                          e.findtext(qn(yp, "target")) or "", kids[0] if kids else None,
+                          e.findtext(qn(yp, "where")), e.findtext(qn(yp, "point"))))
     if not edits:
         raise _bad("a YANG Patch needs at least one edit")
     holder = etree.Element("config")
-    for edit_id, operation, target, value in edits:
+    for edit_id, operation, target, value, where, point in edits:
         tsegs = rc.parse_path(target, segs)
         if not tsegs:
             raise _bad(f"edit {edit_id}: no target")
-        if operation in ("delete", "remove"):
+        if operation not in ("insert", "move") and (where is not None or point is not None):
+            raise _bad(f"edit {edit_id}: where and point are for insert and move")
+        if operation == "move":
+            # RFC 8072: moves an existing entry (a merge without content, repositioned)
+            if not await rc._exists(user, tsegs):
+                raise _bad(f"edit {edit_id}: {target} does not exist", "data-missing", 404)
             top, el_target = rc.chain(tsegs)
-        elif operation in ("create", "merge", "replace"):
+            assert el_target is not None
+            await positions.place(rc, user, el_target, tsegs[-1].node, tsegs[:-1],
+                                  where or "last", point, segs)
+            operation = "merge"
+        elif operation in ("delete", "remove"):
+            top, el_target = rc.chain(tsegs)
+        elif operation in ("create", "merge", "replace", "insert"):
             if value is None:
                 raise _bad(f"edit {edit_id}: {operation} needs a value", "missing-element")
             top, el_target = (rc.tree_for(tsegs, False, json_value=value) if json_mode
@@ -72,6 +87,10 @@ async def yang_patch(rc: Restconf, request: Request, user: str, segs: list[Seg])
             raise _bad(f"edit {edit_id}: operation {operation} is not supported",
                        "operation-not-supported")
         assert top is not None and el_target is not None
+        if operation == "insert":  # a create at a position
+            await positions.place(rc, user, el_target, tsegs[-1].node, tsegs[:-1],
+                                  where or "last", point, segs)
+            operation = "create"
         el_target.set(_OP, operation)
         _merge(holder, top, rc.schema.root)
     op = etree.Element(qn(NC, "edit-config"), nsmap={None: NC})  # type: ignore[dict-item]
