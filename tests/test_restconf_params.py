@@ -118,3 +118,31 @@ def test_yang_patch_insert_and_move(http) -> None:  # type: ignore[no-untyped-de
                "value": value("a")})
     assert r.status_code == 400
     assert order(http) == ["c", "a", "n", "b", "z"]
+
+
+def test_stream_filter(http) -> None:  # type: ignore[no-untyped-def]
+    for name in ("drop1", "keep1", "drop2", "keep2"):
+        assert http.post(f"{DATA}/tenants", headers={"Content-Type": JSON}, content=json.dumps(
+            {"escnc:tenant": [{"name": name}]})).status_code == 201
+    select = ("/ietf-netconf-notifications:netconf-config-change"
+              "[contains(ietf-netconf-notifications:edit/ietf-netconf-notifications:target,"
+              " 'keep')]")
+    seen: list[str] = []
+    with http.stream("GET", "/restconf/streams/NETCONF",
+                     params={"start-time": "1970-01-01T00:00:00Z", "filter": select}) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                seen.append(line)
+            if "keep2" in line:
+                break
+    text = "\n".join(seen)
+    assert "keep1" in text and "keep2" in text
+    assert "drop" not in text
+    # a bad XPath is refused before the stream starts; so is an overlong one
+    for bad in ("/ietf-netconf-notifications:netconf-config-change[", "nosuchprefix:x",
+                "a" * 5000):
+        r = http.get("/restconf/streams/NETCONF", params={"filter": bad},
+                     headers={"Accept": JSON})
+        assert r.status_code == 400, bad
+        assert tag(r) == "invalid-value"

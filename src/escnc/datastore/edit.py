@@ -398,7 +398,7 @@ class Editor:
                 self._children(existing, e, sn, op, my_path)
         elif op == "replace":
             if existing is not None:
-                pos = data.index(existing)
+                pos: int | None = data.index(existing)
                 self.j.remove(existing, sn)
                 if e.get(INSERT) is not None and sn.user_ordered:
                     pos = self._position(data, e, sn)  # a replace may move the entry

@@ -38,7 +38,9 @@ def compile_filter(filter_el: etree._Element | None) -> BodyPredicate | None:
         nsmap = {p: u for p, u in filter_el.nsmap.items() if p}
         try:
             xpath = etree.XPath(select, namespaces=nsmap)
-        except etree.XPathSyntaxError as exc:
+            # lxml finds an undefined prefix or function only when it evaluates
+            xpath(etree.Element("probe"))
+        except (etree.XPathSyntaxError, etree.XPathEvalError) as exc:
             raise RpcError(
                 "invalid-value", f"invalid XPath filter {select!r}: {exc}",
                 info={"bad-element": "filter"},

@@ -20,6 +20,7 @@ from escnc.http.restconf_base import _OP, JSON, RESTCONF_NS, XML, Seg, _bad, _Fa
 from escnc.http.sse import event_stream
 from escnc.ns import NC, qn
 from escnc.rpc.errors import error_dict, http_status
+from escnc.rpc.events import xpath_filter
 from escnc.xmlutil import parse_untrusted
 
 if TYPE_CHECKING:
@@ -207,7 +208,15 @@ async def stream(rc: Restconf, request: Request) -> Response:
         start_seq = bus.first_seq_at_or_after(start) if start else None
     except Exception:
         return rc.errors(request, [RpcError("invalid-value", "bad start-time")], 400)
-    return event_stream(rc.ctx, user, name, start_seq)
+    select = request.query_params.get("filter")
+    content = None
+    if select is not None:  # RFC 8040 4.8.4: prefixes are the module names
+        prefixes = {m.name: m.namespace for m in rc.schema.modules()}
+        try:
+            content = xpath_filter(select, prefixes)
+        except RpcError as exc:
+            return rc.errors(request, [exc], 400)
+    return event_stream(rc.ctx, user, name, start_seq, content=content)
 
 async def streams_list(rc: Restconf, request: Request) -> Response:
     try:

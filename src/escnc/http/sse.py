@@ -13,6 +13,7 @@ from escnc.rpc.events import event_filter
 from escnc.rpc.request import RequestSession
 
 if TYPE_CHECKING:
+    from escnc.events.filtering import BodyPredicate
     from escnc.events.log import StoredEvent
     from escnc.http.context import HttpContext
 
@@ -30,13 +31,14 @@ def data_lines(event: StoredEvent) -> bytes:
 
 
 def event_stream(ctx: HttpContext, user: str, stream: str, start_seq: int | None,
-                 render: Render = data_lines) -> StreamingResponse:
+                 render: Render = data_lines,
+                 content: BodyPredicate | None = None) -> StreamingResponse:
     """The SSE response of ``stream`` for ``user`` from ``start_seq`` (None: new events
-    only). Events NACM does not let ``user`` read are not delivered."""
+    only). Events NACM does not let ``user`` read, or ``content`` rejects, are not delivered."""
     services = ctx.services
     bus = services.events
     session = RequestSession(services, ctx.session_ids.next(), user)
-    accept = event_filter(services, session)
+    accept = event_filter(services, session, content)
     loop = asyncio.get_running_loop()
     # bounded by the consumer: it waits while MAX_QUEUED events are queued for a slow
     # client, and ends the stream (b"") once the client falls subscriber_max_lag behind
