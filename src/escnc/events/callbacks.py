@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -131,6 +132,8 @@ class DeliveryInfo:
 
 class CallbackStore:
     def __init__(self, path: Path) -> None:
+        # private from the start: SQLite gives its -wal and -shm files the database's mode
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
