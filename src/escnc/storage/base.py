@@ -12,8 +12,9 @@ cluster lease) do not import sqlite3 or psycopg.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -94,7 +95,7 @@ class Cursor(Protocol):
     def __iter__(self) -> Iterator[Any]: ...
 
 
-class Connection:
+class Connection(abc.ABC):
     """One database connection (not thread safe: one user at a time, e.g. via a pool)."""
 
     def __init__(self, raw: Any, dialect: Dialect,
@@ -134,10 +135,9 @@ class Connection:
         finally:
             self._in_tx = False
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        raise NotImplementedError
-        yield
+    @abc.abstractmethod
+    def _transaction(self) -> AbstractContextManager[None]:
+        """The backend's BEGIN ... COMMIT (ROLLBACK on an error) around the block."""
 
     def close(self) -> None:
         if self.closed:

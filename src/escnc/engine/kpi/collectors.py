@@ -25,6 +25,7 @@ Per-VM state (previous counters) is dropped with :meth:`Collector.forget`.
 
 from __future__ import annotations
 
+import abc
 import os
 import selectors
 import signal
@@ -169,7 +170,7 @@ class ScriptCollector:
         pass
 
 
-class _RateCollector:
+class _RateCollector(abc.ABC):
     """A libvirt counter turned into a rate or a percentage; previous counter per VM and
     KPI, so that two KPIs on one collector (VM_OVERLOADED and VM_UNDERLOADED on CPU_LOAD)
     each measure over their own poll interval, not over the moment between them."""
@@ -215,8 +216,9 @@ class _RateCollector:
         except MetricsError as exc:
             return Unknown(f"{self.name}: {exc}")
 
+    @abc.abstractmethod
     def _read(self, dom: Any, vm: VmRecord, kpi: KpiDef) -> Sample:
-        raise NotImplementedError
+        """One sample from the VIM driver's ``Domain`` (each collector reads its counter)."""
 
 
 class CpuLoad(_RateCollector):
