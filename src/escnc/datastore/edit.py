@@ -1,22 +1,36 @@
 """RFC 6241 edit-config semantics on lxml trees, with an undo journal.
 
 The datastore edits its live tree in place (a deep copy of 10,000 deployments costs
-~0.25 s) and records every mutation in a :class:`Journal`, so a failed or rejected
-edit is undone exactly. The journal also names the *units* (the datastore root,
-each entry of a root list, each tenant, each deployment) that changed: validation
-and persistence work on those only.
+~0.25 s) and records every mutation in a :class:`Journal` (journal.py), so a failed
+or rejected edit is undone exactly. The journal also names the *units* (the datastore root,
+each entry of a root list, each tenant, each deployment: unitkeys.py) that changed:
+validation and persistence work on those only. The unit and journal names are
+re-exported here for the modules that import them with the editor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import partial
+from dataclasses import dataclass
 
 from lxml import etree
 
+from escnc.datastore.journal import EntryIndex as EntryIndex
+from escnc.datastore.journal import Journal as Journal
+from escnc.datastore.journal import entry_key as entry_key
 from escnc.datastore.lxmltypes import NsMap, drop_attr, make_element
 from escnc.datastore.schema import Schema, SNode
+from escnc.datastore.unitkeys import CONTAINER_TAGS as CONTAINER_TAGS
+from escnc.datastore.unitkeys import DEPLOYMENT as DEPLOYMENT
+from escnc.datastore.unitkeys import ENTRY_CONTAINER as ENTRY_CONTAINER
+from escnc.datastore.unitkeys import ESC_ROOT as ESC_ROOT
+from escnc.datastore.unitkeys import NAME as NAME
+from escnc.datastore.unitkeys import ROOT_LISTS as ROOT_LISTS
+from escnc.datastore.unitkeys import ROOT_UNIT as ROOT_UNIT
+from escnc.datastore.unitkeys import TENANT as TENANT
+from escnc.datastore.unitkeys import UnitKey as UnitKey
+from escnc.datastore.unitkeys import root_entry_key as root_entry_key
+from escnc.datastore.unitkeys import unit_key as unit_key
+from escnc.datastore.unitkeys import units_within as units_within
 from escnc.errors import RpcError
 from escnc.ns import ESC, NC
 from escnc.services import Change
@@ -31,233 +45,6 @@ WD_DEFAULT = "{urn:ietf:params:xml:ns:netconf:default:1.0}default"
 # attributes edit-config content may carry; anything else is refused (unknown-attribute)
 _KNOWN_ATTRIBUTES = frozenset({OPERATION, INSERT, KEY_ATTR, VALUE_ATTR, WD_DEFAULT})
 OPERATIONS = ("merge", "replace", "create", "delete", "remove", "none")
-
-TENANT = f"{{{ESC}}}tenant"
-DEPLOYMENT = f"{{{ESC}}}deployment"
-NAME = f"{{{ESC}}}name"
-
-ESC_ROOT = f"{{{ESC}}}esc_datamodel"
-
-UnitKey = tuple[str, ...]
-ROOT_UNIT: UnitKey = ("r",)
-# the lists directly below esc_datamodel (container local name -> entry tag); each
-# entry is its own unit ("e", container, name), so a one-flavor edit of 10,000
-# flavors serializes, stores and validates one flavor
-ROOT_LISTS: dict[str, str] = {
-    name: f"{{{ESC}}}{name[:-1]}" for name in ("vim_connectors", "images", "flavors", "networks")
-}
-CONTAINER_TAGS: dict[str, str] = {f"{{{ESC}}}{name}": name for name in ROOT_LISTS}
-ENTRY_CONTAINER: dict[str, str] = {tag: f"{{{ESC}}}{name}" for name, tag in ROOT_LISTS.items()}
-_INDEX_MIN = 48  # lists shorter than this are scanned; longer ones get a key index
-
-
-def unit_key(el: etree._Element) -> UnitKey:
-    """The persistence/validation unit an element belongs to."""
-    dep = ten = None
-    node: etree._Element | None = el
-    while node is not None:
-        tag = node.tag
-        if tag == DEPLOYMENT and dep is None:
-            dep = node
-        elif tag == TENANT:
-            ten = node
-            break
-        elif tag in ENTRY_CONTAINER:
-            key = root_entry_key(node)
-            if key is not None:
-                return key
-        node = node.getparent()
-    if ten is None:
-        return ROOT_UNIT
-    tname = ten.findtext(NAME) or ""
-    if dep is None:
-        return ("t", tname)
-    return ("d", tname, dep.findtext(NAME) or "")
-
-
-def root_entry_key(el: etree._Element) -> UnitKey | None:
-    """("e", container, name) when ``el`` is an entry of a root list, else None."""
-    parent = el.getparent()
-    if parent is None or parent.tag != ENTRY_CONTAINER.get(el.tag):
-        return None
-    top = parent.getparent()
-    if top is None or top.tag != ESC_ROOT:
-        return None
-    return ("e", CONTAINER_TAGS[parent.tag], (el.findtext(NAME) or "").strip())
-
-
-def _root_entries_within(el: etree._Element) -> list[UnitKey]:
-    tag = el.tag
-    if tag in ENTRY_CONTAINER:
-        key = root_entry_key(el)
-        return [] if key is None else [key]
-    if tag in CONTAINER_TAGS:
-        parent = el.getparent()
-        if parent is None or parent.tag != ESC_ROOT:
-            return []
-        name = CONTAINER_TAGS[tag]
-        entry = ROOT_LISTS[name]
-        return [("e", name, (ch.findtext(NAME) or "").strip()) for ch in el.iterchildren(entry)]
-    if tag == ESC_ROOT:
-        return [k for ch in el.iterchildren(*CONTAINER_TAGS) for k in _root_entries_within(ch)]
-    if tag == f"{{{NC}}}data":
-        return [k for ch in el.iterchildren(ESC_ROOT) for k in _root_entries_within(ch)]
-    return []
-
-
-def units_within(el: etree._Element) -> list[UnitKey]:
-    """Units wholly inside ``el`` (root list entries, tenants and deployments below
-    it, or itself)."""
-    out: list[UnitKey] = _root_entries_within(el)
-    if el.tag in (TENANT, DEPLOYMENT):
-        out.append(unit_key(el))
-    for ten in el.iter(TENANT):
-        if ten is not el:
-            out.append(("t", ten.findtext(NAME) or ""))
-    for dep in el.iter(DEPLOYMENT):
-        if dep is not el:
-            out.append(unit_key(dep))
-    return out
-
-
-class EntryIndex:
-    """Key -> entry dictionaries for long lists, kept current by the journal."""
-
-    def __init__(self) -> None:
-        self._maps: dict[tuple[etree._Element, str], dict[tuple[str, ...], etree._Element]] = {}
-
-    def clear(self) -> None:
-        self._maps.clear()
-
-    def lookup(
-        self, parent: etree._Element, sn: SNode, key: tuple[str, ...]
-    ) -> etree._Element | None:
-        m = self._maps.get((parent, sn.tag))
-        if m is None:
-            if len(parent) < _INDEX_MIN:
-                for ch in parent:
-                    if ch.tag == sn.tag and entry_key(ch, sn) == key:
-                        return ch
-                return None
-            m = _build_map(parent, sn)
-            self._maps[(parent, sn.tag)] = m
-        return m.get(key)
-
-    def inserted(self, parent: etree._Element, child: etree._Element, sn: SNode | None) -> None:
-        if sn is not None and sn.kind == "list":
-            m = self._maps.get((parent, child.tag))
-            if m is not None:
-                m[entry_key(child, sn)] = child
-
-    def removed(self, parent: etree._Element, child: etree._Element, sn: SNode | None) -> None:
-        self._maps.pop((child, ""), None)
-        if sn is not None and sn.kind == "list":
-            m = self._maps.get((parent, child.tag))
-            if m is not None:
-                m.pop(entry_key(child, sn), None)
-        # entries below a removed subtree keep stale maps keyed by detached parents:
-        # they are harmless (never looked up again) but drop them to free memory
-        if len(child):
-            for key in [k for k in self._maps if k[0] is child]:
-                del self._maps[key]
-
-
-def _build_map(parent: etree._Element, sn: SNode) -> dict[tuple[str, ...], etree._Element]:
-    if len(sn.keys) != 1:
-        return {entry_key(ch, sn): ch for ch in parent.iterchildren(sn.tag)}
-    ktag = f"{{{sn.ns}}}{sn.keys[0]}"
-    return {((ch.findtext(ktag) or "").strip(),): ch for ch in parent.iterchildren(sn.tag)}
-
-
-def entry_key(el: etree._Element, sn: SNode) -> tuple[str, ...]:
-    return tuple((el.findtext(f"{{{sn.ns}}}{k}") or "").strip() for k in sn.keys)
-
-
-# undo operations are partials of these (not closures over the journal: no reference
-# cycle keeps a large edit's detached subtrees alive until the cyclic GC runs)
-def _detach(
-    index: EntryIndex, parent: etree._Element, child: etree._Element, sn: SNode | None
-) -> None:
-    tail = child.tail
-    parent.remove(child)
-    child.tail = tail
-    index.removed(parent, child, sn)
-
-
-def _attach(
-    index: EntryIndex,
-    parent: etree._Element,
-    prev: etree._Element | None,
-    child: etree._Element,
-    sn: SNode | None,
-) -> None:
-    if prev is None:
-        parent.insert(0, child)
-    else:
-        prev.addnext(child)  # O(1); prev keeps its tail, child its own
-    index.inserted(parent, child, sn)
-
-
-@dataclass
-class Journal:
-    """Undo log of in-place mutations plus the set of units they touched."""
-
-    index: EntryIndex
-    undo_ops: list[Callable[[], None]] = field(default_factory=list)
-    # touched units in the order first touched (new units get their stored sequence
-    # numbers in this order, so entries created by one edit keep their order on disk)
-    units: dict[UnitKey, None] = field(default_factory=dict)
-    changes: list[Change] = field(default_factory=list)
-
-    def insert(
-        self, parent: etree._Element, pos: int | None, child: etree._Element, sn: SNode | None
-    ) -> None:
-        """Insert ``child`` at ``pos`` (None: append; lxml's insert and len walk the
-        children, which made long lists quadratic)."""
-        if pos is None:
-            parent.append(child)
-        else:
-            parent.insert(pos, child)
-        self.index.inserted(parent, child, sn)
-        self.units[unit_key(parent)] = None
-        self.units.update(dict.fromkeys(units_within(child)))
-        self.undo_ops.append(partial(_detach, self.index, parent, child, sn))
-
-    def append_leaf(self, parent: etree._Element, child: etree._Element) -> None:
-        """Append a leaf to a node this edit created: its unit is already recorded
-        (the node's insert named it) and a leaf holds no unit of its own."""
-        parent.append(child)
-        self.undo_ops.append(partial(_detach, self.index, parent, child, None))
-
-    def remove(self, child: etree._Element, sn: SNode | None) -> None:
-        parent = child.getparent()
-        assert parent is not None
-        # the previous sibling, not the index (O(n) in lxml): undo runs in reverse
-        # order, so that sibling is where it was when this removal is undone
-        prev = child.getprevious()
-        self.units[unit_key(parent)] = None
-        self.units.update(dict.fromkeys(units_within(child)))
-        _detach(self.index, parent, child, sn)
-        self.undo_ops.append(partial(_attach, self.index, parent, prev, child, sn))
-
-    def set_text(self, el: etree._Element, text: str | None) -> None:
-        old = el.text
-        el.text = text
-        self.units[unit_key(el)] = None
-        self.undo_ops.append(lambda: setattr(el, "text", old))
-
-    def undo(self) -> None:
-        while self.undo_ops:
-            self.undo_ops.pop()()
-        self.units.clear()
-        self.changes.clear()
-
-    def mark(self) -> int:
-        return len(self.undo_ops)
-
-    def undo_to(self, mark: int) -> None:
-        while len(self.undo_ops) > mark:
-            self.undo_ops.pop()()
 
 
 @dataclass
