@@ -17,9 +17,11 @@ from escnc.engine.vmops import VmOps
 from escnc.settings import Settings
 
 
-def main() -> None:
-    state, uri = Path(sys.argv[1]), sys.argv[2]
-    delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+def settings_from_argv(argv: list[str]) -> Settings:
+    """STATE_DIR HOST_URI [CREATE_DELAY]: the settings of a test server process (and the
+    slowed VM creation when a delay is given)."""
+    state, uri = Path(argv[1]), argv[2]
+    delay = float(argv[3]) if len(argv) > 3 else 0.0
     if delay:
         original = VmOps.create
 
@@ -36,7 +38,11 @@ def main() -> None:
     settings.image_import_dirs = [state.parent]  # the test's image is next to the state
     # as conftest.TEST_OVERCOMMIT (the test node has 16 CPUs, 3 GiB)
     settings.overcommit = {"vcpus": 256.0, "memory": 256.0, "storage": 256.0}
-    srv = Server(settings)
+    return settings
+
+
+def main() -> None:
+    srv = Server(settings_from_argv(sys.argv))
     srv.start()
     print(f"PORT {srv.port}", flush=True)
     srv.serve_forever()

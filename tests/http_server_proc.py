@@ -7,33 +7,14 @@ so a test can kill the process between a request's accept and its completion.
 
 from __future__ import annotations
 
-import logging
 import sys
-import time
-from pathlib import Path
 
+from engine_server_proc import settings_from_argv
 from escnc.app import Server
-from escnc.engine.vmops import VmOps
-from escnc.settings import Settings
 
 
 def main() -> None:
-    state, uri = Path(sys.argv[1]), sys.argv[2]
-    delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
-    if delay:
-        original = VmOps.create
-
-        def slow_create(self, *args, **kw):  # type: ignore[no-untyped-def]
-            time.sleep(delay)
-            return original(self, *args, **kw)
-
-        VmOps.create = slow_create  # type: ignore[method-assign]
-    logging.basicConfig(level=logging.WARNING)
-    settings = Settings(
-        state_dir=state, listen_host="127.0.0.1", listen_port=0, vims={"default": uri}
-    )
-    settings.reconcile_interval = 1.0  # the periodic reconcile on, as in production
-    settings.image_import_dirs = [state.parent]
+    settings = settings_from_argv(sys.argv)
     settings.http_listen = "127.0.0.1:0"
     settings.url_allow_loopback = True  # the test's callback receiver
     settings.callback_retry_base = 0.05
