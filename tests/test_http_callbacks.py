@@ -62,7 +62,7 @@ def test_callbacks_survive_kill9_between_accept_and_completion(tmp_path: Path) -
     proc, port = start(state, uri, delay=0.0)
     try:
         (done,) = receiver.wait_for("/callback", txn, timeout=120)
-        assert done.headers["esc-status-code"] == "200", done.headers.get("esc-status-message")
+        assert done.headers["esc-status-code"] == "200"
         assert etree.fromstring(done.body).findtext(f"{E}name") == "dep1"
         events = receiver.wait_for("/event", txn, event="SERVICE_ALIVE")
         kinds = [e.event_type for e in events]
@@ -107,7 +107,7 @@ def test_failed_delivery_is_retried_in_order_then_given_up(tmp_path: Path,
             assert "HTTP status 500" in last["last_error"]
             metrics = http.get("/metrics").text
             assert 'escnc_callback_deliveries{state="failed"} 1.0' in metrics
-        assert done.headers["esc-status-code"] == "200", done.headers.get("esc-status-message")
+        assert done.headers["esc-status-code"] == "200"
         assert not httpx.get(f"http://127.0.0.1:{srv.http_ports['http']}/escnc/callbacks"
                              ).is_success  # needs a login
     finally:
@@ -142,7 +142,7 @@ def test_queued_callback_survives_kill9_before_it_is_delivered(tmp_path: Path) -
     proc, port = start(state, uri, delay=0.0)
     try:
         (done,) = receiver.wait_for("/callback", txn, timeout=120)
-        assert done.headers["esc-status-code"] == "200", done.headers.get("esc-status-message")
+        assert done.headers["esc-status-code"] == "200"
         assert etree.fromstring(done.body).findtext(f"{E}event_type") == "CREATE_TENANT"
     finally:
         proc.terminate()

@@ -201,24 +201,6 @@ class CapacityManager:
         with self._vlock:
             self._version[1] += 1
 
-    def _read_if_unknown(self, name: str) -> None:
-        """A connected host that the snapshot does not know yet (it connected after the
-        last refresh, e.g. at start, when hosts connect in the background) is read now
-        rather than counted as a host with nothing."""
-        with self._lock:
-            if name in self._facts:
-                return
-        if name not in self.engine.vims:
-            return
-        host = self.engine.vims.get(name)
-        if not host.connected:
-            return
-        facts = gather(host)
-        with self._lock:
-            self._facts.setdefault(name, facts)
-        with self._vlock:
-            self._version[1] += 1
-
     def facts(self) -> dict[str, HostFacts]:
         with self._lock:
             return dict(self._facts)
@@ -495,9 +477,6 @@ class CapacityManager:
         return ""
 
     def refusal(self, group: GroupSpec, host: str) -> str:
-        """Why ``group``'s next VM does not fit on ``host`` ("" when it does). Runs on
-        the placing job's thread, which may read a host the snapshot lacks."""
-        self._read_if_unknown(host)
         need = vm_amount(self.engine.desired.flavors.get(group.flavor))
         return self.ledger().refusal(host, need, group_ids(group))
 
