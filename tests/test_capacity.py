@@ -19,6 +19,7 @@ import capacity_seed as seed
 from conftest import connect
 from escnc.engine.clock import ManualClock
 from escnc.ns import ESC
+from netconf_helpers import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -409,7 +410,8 @@ def test_overcommit_admission_refuses_what_the_host_cannot_hold(  # type: ignore
     srv2 = server_factory(reconcile_interval=1.0, overcommit={"vcpus": 4.0})
     with connect(srv2) as m:
         m.edit_config(target="running", config=config(image, flavor=big))  # 64 = 16 x 4
-        assert len(srv2.services.engine.store.vms()) == 1
+        # accepted: the deploy job places the VM
+        assert wait_for(lambda: len(srv2.services.engine.store.vms()) == 1, 20)
 
 
 def test_admission_counts_vms_whose_flavor_the_edit_does_not_name(  # type: ignore[no-untyped-def]

@@ -263,8 +263,15 @@ def test_manual_recovery_vm_lost_while_down(tmp_path: Path) -> None:
 
 def hold(h: Harness) -> threading.Event:
     """Keep dep1's queue busy until the returned event is set."""
-    gate = threading.Event()
-    h.engine.submit("t1", "dep1", "hold", lambda job: gate.wait(20))
+    gate, running = threading.Event(), threading.Event()
+
+    def job(_job: object) -> None:
+        running.set()
+        gate.wait(20)
+
+    h.engine.submit("t1", "dep1", "hold", job)
+    # running, not queued: what is submitted next queues behind it
+    assert running.wait(20)
     return gate
 
 

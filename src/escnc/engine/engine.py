@@ -121,7 +121,7 @@ class Engine:
             self.desired = parse_desired(ds.running_xml())
         self.services.state_providers.append(self.state)
         self.driver.add_lifecycle_listener(self._on_domain_event)
-        self.vims.add_reconnect_listener(lambda _host: self.reconcile())
+        self.vims.add_reconnect_listener(self._host_connected)
         self._apply_vims(Desired(), self.desired)
         self._apply_images(Desired(), self.desired)
         self.reconcile()
@@ -167,6 +167,15 @@ class Engine:
 
     def reconcile(self) -> None:
         reconcile.reconcile(self)
+
+    def _host_connected(self, host: str) -> None:
+        """A host (re)connected (its connect thread): its capacity figures first, so
+        that the jobs the reconcile resumes are placed on what it really has."""
+        try:
+            self.capacity.read_host(host)
+        except Exception:  # a host that fails to answer now is read by the next poll
+            log.exception("reading the capacity of host %s", host)
+        self.reconcile()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """For tests and benchmarks: block until no job is queued or running."""

@@ -15,7 +15,7 @@ A VM of ``need`` fits on host ``h`` when
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -47,6 +47,9 @@ class Ledger:
     usage: Callable[[str], HostUsage]  # host -> usage (memoised below)
     holding: list[Reservation]  # reservations holding capacity from now on
     consumed: Mapping[str, Amount]  # reservation id -> what its VMs use
+    # the VM records the usage was computed from: a check that also counts VMs not yet
+    # placed must read these, not a newer view (a VM placed in between is else in neither)
+    records: Sequence[VmRecord] = ()
     remaining: dict[str, Amount] = field(default_factory=dict)
     extra: dict[str, Amount] = field(default_factory=dict)  # placed during this pass
     _usage: dict[str, HostUsage] = field(default_factory=dict)
@@ -54,6 +57,10 @@ class Ledger:
     def __post_init__(self) -> None:
         for r in self.holding:
             self.remaining[r.id] = (r.amount - self.consumed.get(r.id, Amount())).clamp()
+
+    def vms(self, tenant: str, deployment: str) -> list[VmRecord]:
+        mine = [v for v in self.records if v.tenant == tenant and v.deployment == deployment]
+        return sorted(mine, key=lambda v: (v.group, v.index))
 
     def host(self, name: str) -> HostUsage:
         if name not in self._usage:

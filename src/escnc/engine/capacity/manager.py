@@ -66,6 +66,7 @@ class Derived:
     by_host: dict[str, list[VmRecord]]
     consumed: dict[str, Amount]
     usage: dict[str, HostUsage]  # filled on demand (the same for every ledger)
+    vms: list[VmRecord]
 
 
 class CapacityContext(Protocol):
@@ -201,6 +202,30 @@ class CapacityManager:
         with self._vlock:
             self._version[1] += 1
 
+    def read_host(self, name: str, *, only_if_unknown: bool = False) -> None:
+        """Read one connected host into the snapshot: when it (re)connects, so that the
+        jobs its reconnect resumes see its figures, and from a placement that reaches a
+        connected host the snapshot does not know yet (it connected after the last
+        refresh; at start hosts connect in the background) instead of counting it as a
+        host with nothing. Runs on the caller's thread (a connect or job thread)."""
+        if only_if_unknown:
+            with self._lock:
+                if name in self._facts:
+                    return
+        if name not in self.engine.vims:
+            return
+        host = self.engine.vims.get(name)
+        if not host.connected:
+            return
+        facts = gather(host)
+        with self._lock:
+            if only_if_unknown:
+                self._facts.setdefault(name, facts)
+            else:
+                self._facts[name] = facts
+        with self._vlock:
+            self._version[1] += 1
+
     def facts(self) -> dict[str, HostFacts]:
         with self._lock:
             return dict(self._facts)
@@ -256,7 +281,7 @@ class CapacityManager:
         by_host: dict[str, list[VmRecord]] = {}
         for vm in vms:
             by_host.setdefault(vm.host, []).append(vm)
-        derived = Derived(facts, by_host, self.consumed(desired, vms), {})
+        derived = Derived(facts, by_host, self.consumed(desired, vms), {}, list(vms))
         with self._vlock:
             if (*self._version, id(desired)) == key:  # nothing changed meanwhile
                 self._derived = (key, derived)
@@ -280,6 +305,7 @@ class CapacityManager:
             usage=usage,
             holding=[r for r in self.reservations() if r.holds(now, INF)],
             consumed=d.consumed,
+            records=d.vms,
         )
 
     def figures(
@@ -477,6 +503,9 @@ class CapacityManager:
         return ""
 
     def refusal(self, group: GroupSpec, host: str) -> str:
+        """Why ``group``'s next VM does not fit on ``host`` ("" when it does); on the
+        placing job's thread, which may read a host the snapshot lacks."""
+        self.read_host(host, only_if_unknown=True)
         need = vm_amount(self.engine.desired.flavors.get(group.flavor))
         return self.ledger().refusal(host, need, group_ids(group))
 

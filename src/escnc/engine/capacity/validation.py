@@ -33,7 +33,7 @@ def check_desired(
     # VMs the committed configuration asks for and the engine has not placed yet
     # (their records are being created): they take capacity before this commit's
     for (tenant, dname), spec in sorted(committed.deployments.items()):
-        recorded = mgr.engine.store.vms(tenant, dname)
+        recorded = ledger.vms(tenant, dname)
         for g in spec.groups.values():
             pending = g.min_active - sum(1 for v in recorded if v.group == g.name)
             flavor = committed.flavors.get(g.flavor)
@@ -48,7 +48,7 @@ def check_desired(
                 if host:
                     ledger.take(host, need, group_ids(g))
     for (tenant, dname), spec in sorted(desired.deployments.items()):
-        vms = mgr.engine.store.vms(tenant, dname)
+        vms = ledger.vms(tenant, dname)
         before = committed.deployments.get((tenant, dname))
         for g in spec.groups.values():
             rids = group_ids(g)
