@@ -20,6 +20,7 @@ from typing import Protocol
 
 from lxml import etree
 
+from escnc.cluster.errors import NotLeader
 from escnc.datastore.edit import (
     ROOT_LISTS,
     EntryIndex,
@@ -100,7 +101,12 @@ class _Queued:
     event: CommitEvent | None
 
 
-def _write_failed(exc: BaseException | None) -> RpcError:
+def _write_failed(exc: BaseException | None) -> Exception:
+    """What a commit whose write failed raises: a fence's refusal as itself (a new
+    NotLeader for each waiting thread; operations/ maps it to not-leader), anything
+    else as operation-failed."""
+    if isinstance(exc, NotLeader):
+        return NotLeader(str(exc), exc.leader)
     return RpcError("operation-failed", f"the datastore could not be written: {exc}")
 
 
@@ -151,3 +157,6 @@ class DatastoreState:
     _running: etree._Element
     _next_seq: int
     _startup: etree._Element
+    _reload_listeners: list[Callable[[int], None]]
+    _follow_stop: threading.Event | None
+    _follower: threading.Thread | None
