@@ -21,6 +21,7 @@ from collections.abc import Collection, Iterator
 
 from lxml import etree
 
+from escnc.cluster.errors import NotLeader
 from escnc.datastore.edit import (
     ENTRY_CONTAINER,
     EditOptions,
@@ -196,7 +197,7 @@ class Datastore(Following):
                 self._cancel_pending_locked("cancel", session_id, p.username, rollback=True)
 
     def close(self) -> None:
-        with contextlib.suppress(RpcError):
+        with contextlib.suppress(RpcError, NotLeader):  # a failed write was reported
             self._wait_durable(self._version)
         self.stop_following()
         with self._locked():
