@@ -219,7 +219,7 @@ def test_an_old_format_sqlite_file_is_adopted(tmp_path: Path) -> None:
                    (ds, '["t", "old"]', 2, t1.encode()))
     db.execute("INSERT INTO meta VALUES ('unit_layout', '2')")
     undo = json.dumps([[["t", "old"], 2, t1_before]])
-    for i in range(1, 8):  # ids 1..7, then 6 and 7 dropped: the counter stays at 7
+    for _ in range(1, 8):  # ids 1..7, then 6 and 7 dropped: the counter stays at 7
         db.execute("INSERT INTO history(time, username, session_id, nchanges, undo)"
                    " VALUES ('2026-01-01T00:00:00Z', 'old', 1, 1, ?)", (undo,))
     db.execute("DELETE FROM history WHERE id >= 6")
