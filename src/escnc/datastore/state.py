@@ -4,7 +4,8 @@ The :class:`~escnc.datastore.store.Datastore` is built in layers, one module eac
 groupcommit.py (the lock, queued durable writes, listener delivery), validating.py
 (unit lookup, incremental validation), committing.py (turning changed units into a
 commit: authorization, persistence, history, rollback), candidate.py (candidate
-datastore, copy-on-write overlay, confirmed commit) and store.py (the public API).
+datastore, copy-on-write overlay, confirmed commit), follow.py (a standby re-reading
+what the leader writes: reload, follow, take_over) and store.py (the public API).
 :class:`DatastoreState` declares the attributes they share (set in Datastore.__init__).
 """
 

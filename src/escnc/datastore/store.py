@@ -3,8 +3,10 @@
 Running is one live lxml tree edited in place under a lock with an undo journal
 (see edit.py); readers take the same lock, so a session sees the old or the new
 running, never a mix. A commit validates only the units it touched (plus the
-cross-tree references that reach them), writes those units to SQLite durably,
-then notifies listeners with pruned trees (committing.py). Units (units.py): the
+cross-tree references that reach them), writes those units durably (SQLite file
+or PostgreSQL, persistence.py; fenced when a fence is given), then notifies
+listeners with pruned trees (committing.py). A standby follows another node's
+writes (follow.py: ``follow()``, ``reload()``, ``take_over()``). Units (units.py): the
 root shell, each root list entry, each tenant, each deployment.
 
 This module is the public API; the machinery is layered below it (state.py lists
