@@ -245,3 +245,39 @@ def test_an_old_format_sqlite_file_is_adopted(tmp_path: Path) -> None:
     assert db.execute("SELECT version FROM escnc_schema WHERE component = 'datastore'"
                       ).fetchone() == (1,)
     db.close()
+
+
+@pytest.mark.postgresql
+def test_a_lost_postgresql_connection_is_replaced(tmp_path: Path, pg_dsn: str) -> None:
+    """The server ends the datastore's connections (a PostgreSQL restart, a failover):
+    a commit whose connection died before COMMIT is written once more on a new
+    connection, reads retry on a fresh pooled one; nothing is lost or doubled, and a
+    standby following it keeps following (its LISTEN connection reconnects)."""
+    import psycopg
+
+    from escnc.storage.postgresql import PostgresStorage
+
+    a = Datastore(Settings(state_dir=tmp_path / "a"), SCHEMA,
+                  storage=PostgresStorage(pg_dsn, application_name="escnc-victim"))
+    b = Datastore(Settings(state_dir=tmp_path / "b", database=pg_dsn), SCHEMA)
+    try:
+        assert b.follow(poll=0.2)
+        a.edit("running", tenant("t", "0"), EditOptions(), 1, "u")
+        for i in range(1, 4):
+            with psycopg.connect(pg_dsn, autocommit=True) as admin:
+                killed = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE application_name IN ('escnc-victim', 'escnc')").fetchone()
+            assert killed is not None and killed[0] >= 1
+            a.edit("running", tenant("t", str(i)), EditOptions(), 1, "u")
+            assert a.history()[0][0] == i + 1
+        assert wait_for(lambda: tenants(b) == {"t": "3"}, timeout=10), tenants(b)
+    finally:
+        b.close()
+        a.close()
+    again = Datastore(Settings(state_dir=tmp_path / "c", database=pg_dsn), SCHEMA)
+    try:
+        assert tenants(again) == {"t": "3"}
+        assert [h[0] for h in again.history()] == [4, 3, 2, 1]
+    finally:
+        again.close()

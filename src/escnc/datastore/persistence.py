@@ -30,6 +30,7 @@ no head row) is adopted by migration 1: its units, history and meta stay.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from escnc.storage import (
 from escnc.storage.sqlite import SqliteStorage
 
 COMPONENT = "datastore"
+log = logging.getLogger(__name__)
 NOTIFY_CHANNEL = "escnc_datastore"  # PostgreSQL: payload = the head's new version
 
 
@@ -151,8 +153,14 @@ class Store:
     def _read(self, fn: Callable[[Connection], object]) -> object:
         if self._closed:
             raise StorageClosed("datastore storage is closed")
-        with self._pool.connection() as conn:
-            return fn(conn)
+        try:
+            with self._pool.connection() as conn:
+                return fn(conn)
+        except StorageUnavailable:
+            # a pooled connection the server ended (restart, failover): the pool
+            # dropped it; a read is safe to repeat on a fresh one
+            with self._pool.connection() as conn:
+                return fn(conn)
 
     @staticmethod
     def _head(conn: Connection) -> tuple[int, int]:
@@ -253,33 +261,46 @@ class Store:
         """Apply several commits, in order, in one durable transaction (one fsync)."""
         given = max((w.hid for w in writes if w.history is not None and w.hid is not None),
                     default=0)
-        hids: list[int | None] = []
         with self._lock:
-            conn = self._write_conn()
-            try:
-                with conn.transaction():
-                    if self.fence is not None:
-                        self.fence.check_in(conn)
-                    version, top = conn.execute(
-                        "UPDATE datastore_head SET version = version + 1,"
-                        " hid = CASE WHEN hid > ? THEN hid ELSE ? END"
-                        " WHERE id = 1 RETURNING version, hid", (given, given)
-                    ).fetchone()
-                    top = head = int(top)
-                    for w in writes:
-                        hid = self._apply(conn, w, top)
-                        hids.append(hid)
-                        if hid is not None and hid > top:
-                            top = hid
-                    if top > head:  # ids given out here (writes without an id)
-                        conn.execute("UPDATE datastore_head SET hid = ? WHERE id = 1", (top,))
-                    if conn.dialect.name == "postgresql":
-                        conn.execute("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, str(version)))
-            except StorageUnavailable:
-                conn.close()  # reconnect on the next write
-                raise
-            self.version = int(version)
+            for attempt in (1, 2):
+                conn = self._write_conn()
+                sent = False  # the body ran: COMMIT was (being) sent
+                try:
+                    with conn.transaction():
+                        hids, version = self._batch(conn, writes, given)
+                        sent = True
+                    break
+                except StorageUnavailable:
+                    conn.close()  # reconnect on the next write
+                    # lost before COMMIT (a PostgreSQL restart or failover since the
+                    # last write): nothing committed, so once more on a new connection
+                    if sent or attempt == 2:
+                        raise
+                    log.warning("datastore connection lost before the commit; retrying")
+            self.version = version
         return hids
+
+    def _batch(self, conn: Connection, writes: list[Write],
+               given: int) -> tuple[list[int | None], int]:
+        if self.fence is not None:
+            self.fence.check_in(conn)
+        version, top = conn.execute(
+            "UPDATE datastore_head SET version = version + 1,"
+            " hid = CASE WHEN hid > ? THEN hid ELSE ? END"
+            " WHERE id = 1 RETURNING version, hid", (given, given)
+        ).fetchone()
+        top = head = int(top)
+        hids: list[int | None] = []
+        for w in writes:
+            hid = self._apply(conn, w, top)
+            hids.append(hid)
+            if hid is not None and hid > top:
+                top = hid
+        if top > head:  # ids given out here (writes without an id)
+            conn.execute("UPDATE datastore_head SET hid = ? WHERE id = 1", (top,))
+        if conn.dialect.name == "postgresql":
+            conn.execute("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, str(version)))
+        return hids, int(version)
 
     def seen(self, version: int) -> bool:
         """Whether this node wrote or loaded ``version`` already (waits for a write
