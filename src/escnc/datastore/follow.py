@@ -39,6 +39,7 @@ from escnc.datastore.persistence import Snapshot, UnitRow, Write
 from escnc.datastore.state import UNIT_LAYOUT
 from escnc.datastore.units import all_units, shell
 from escnc.errors import RpcError, RpcErrors
+from escnc.storage import StorageError
 
 log = logging.getLogger("escnc.datastore.follow")
 
@@ -157,7 +158,11 @@ class Following(Candidates):
     def _on_version(self, version: int) -> None:
         if self._closed or self._store.seen(version):
             return
-        self.reload()
+        try:
+            self.reload()
+        except StorageError as exc:  # the next notification or poll tries again
+            if not self._closed:
+                log.warning("datastore reload failed (retrying): %s", exc)
 
     def stop_following(self, timeout: float = 5.0) -> None:
         stop, thread = self._follow_stop, self._follower
