@@ -5,8 +5,12 @@ copy-config of a one-deployment change, and (``--writers``) edit throughput of
 concurrent writer threads (group commit).
 
 Measures the datastore path a NETCONF edit-config takes (edit, incremental YANG
-validation, durable SQLite commit), without SSH. Usage:
+validation, durable commit), without SSH. Usage:
     python bench/datastore_bench.py [--sizes 10,1000,10000] [--edits 200] [--commit]
+        [--database postgresql://...] [--fast]
+
+``--database``: the datastore on that PostgreSQL database instead of a SQLite file
+(its datastore tables are dropped before each size). ``--fast``: durable_commits=False.
 """
 
 from __future__ import annotations
@@ -112,11 +116,29 @@ def writers(ds: Datastore, size: int, n: int, secs: float = 2.0) -> float:
     return sum(counts) / (time.perf_counter() - t0)
 
 
+def reset(database: str) -> None:
+    """Drop the datastore's tables (a fresh datastore on a reused database)."""
+    if not database:
+        return
+    from escnc.storage.postgresql import PostgresStorage
+
+    conn = PostgresStorage(database).connect()
+    for table in ("units", "history", "meta", "datastore_head"):
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+    conn.execute("CREATE TABLE IF NOT EXISTS escnc_schema (component TEXT PRIMARY KEY,"
+                 " version INTEGER NOT NULL)")
+    conn.execute("DELETE FROM escnc_schema WHERE component = 'datastore'")
+    conn.close()
+
+
 def run(
-    size: int, edits: int, schema: Schema, commit: bool = False, threads: tuple[int, ...] = ()
+    size: int, edits: int, schema: Schema, commit: bool = False, threads: tuple[int, ...] = (),
+    database: str = "", durable: bool = True,
 ) -> None:
+    reset(database)
     with tempfile.TemporaryDirectory() as tmp:
-        ds = Datastore(Settings(state_dir=Path(tmp)), schema)
+        ds = Datastore(Settings(state_dir=Path(tmp), database=database,
+                                durable_commits=durable), schema)
         ds.edit("running", config(GLOBALS), EditOptions(), 1, "bench")
         t0 = time.perf_counter()
         step = 500
@@ -190,11 +212,17 @@ def main() -> None:
     ap.add_argument(
         "--writers", default="", help="also edits/s with these numbers of threads, e.g. 1,4,32"
     )
+    ap.add_argument("--database", default="",
+                    help="postgresql:// URL (its datastore tables are dropped first)")
+    ap.add_argument("--fast", action="store_true", help="durable_commits=False")
     args = ap.parse_args()
     schema = Schema.load()
     threads = tuple(int(n) for n in args.writers.split(",") if n)
+    print(f"datastore on {'PostgreSQL' if args.database else 'SQLite'}"
+          f"{' (durable_commits=False)' if args.fast else ''},"
+          f" loadavg {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
     for size in (int(s) for s in args.sizes.split(",")):
-        run(size, args.edits, schema, args.commit, threads)
+        run(size, args.edits, schema, args.commit, threads, args.database, not args.fast)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ default admission limits) and measures from this process over loopback with the
 raw paramiko NETCONF 1.1 client of ``netconf_bench.py``, on a ~50-entry flavor list
 (as in the issue), then on a 10,000-entry flavor list. ``--fast`` runs the same
 server with ``durable_commits=False`` (an explicit opt-out of fsync, off by default)
-so both figures can be reported side by side.
+so both figures can be reported side by side. ``--database postgresql://...`` puts the
+server's datastore and event log on that PostgreSQL database (issue 18; use an empty
+database: the server creates its tables).
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ SERVER_CODE = textwrap.dedent(
     extra = {}
     if sys.argv[4] == "fast":
         extra["durable_commits"] = False
+    if sys.argv[5]:
+        extra["database"] = sys.argv[5]
     settings = Settings(state_dir=state, listen_host="127.0.0.1", listen_port=0,
                         max_sessions=1000, max_sessions_per_user=0,
                         vims={"default": f"test://{node}"}, **extra)
@@ -173,6 +177,8 @@ def main() -> None:
     ap.add_argument("--idle", type=int, default=100)
     ap.add_argument("--fast", action="store_true",
                     help="server with durable_commits=False (fsync opt-out)")
+    ap.add_argument("--database", default="",
+                    help="postgresql:// URL for the datastore and event log (empty database)")
     ap.add_argument("--rows", default="all", help="comma list: small,parallel,notify,memory,large")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="escnc-perf-"))
@@ -181,7 +187,7 @@ def main() -> None:
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.Popen(
         [sys.executable, "-c", SERVER_CODE, str(tmp / "state"), USER, PASSWORD,
-         "fast" if args.fast else "durable"],
+         "fast" if args.fast else "durable", args.database],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
     )
     try:
@@ -202,7 +208,8 @@ def run(port: int, pid: int, args: argparse.Namespace) -> None:
         return want is None or name in want
 
     load = Path("/proc/loadavg").read_text().split()[:3]
-    print(f"escnc perf bench ({'durable_commits=False' if args.fast else 'durable'}): "
+    where = ", PostgreSQL" if args.database else ""
+    print(f"escnc perf bench ({'durable_commits=False' if args.fast else 'durable'}{where}): "
           f"pid {pid}, {secs:g} s per rate, loadavg {' '.join(load)}")
     time.sleep(1.0)
     row("RSS after start", f"{rss_kb(pid) / 1024:.1f} MiB")

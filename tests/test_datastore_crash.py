@@ -1,5 +1,8 @@
 """Crash safety: SIGKILL a child process during a stream of acknowledged edits.
 
+Both backends (the ``backend`` parameter): the SQLite file in the state directory and
+a PostgreSQL database (``settings.database``), a fresh one per round.
+
 The child applies edits to a Datastore and prints "ack i" after each returns (the
 point where a NETCONF server sends <ok/>). After the kill, a fresh Datastore over the
 same state directory must hold every acknowledged edit, plus at most the one edit
@@ -14,7 +17,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pytest
 
 from escnc.datastore.schema import Schema
 from escnc.datastore.store import Datastore
@@ -32,7 +38,7 @@ from escnc.datastore.store import Datastore
 from escnc.settings import Settings
 E = "http://www.cisco.com/esc/esc"
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
-ds = Datastore(Settings(state_dir=Path(sys.argv[1])), Schema.load())
+ds = Datastore(Settings(state_dir=Path(sys.argv[1]), database=sys.argv[2]), Schema.load())
 i = 0
 while True:
     cfg = etree.fromstring(
@@ -50,6 +56,25 @@ while True:
 """
 
 
+@pytest.fixture
+def fresh_db(backend: str, request: pytest.FixtureRequest) -> Iterator[Callable[[], str]]:
+    """``settings.database`` for a fresh datastore: "" (SQLite in the state directory)
+    or a new, empty PostgreSQL database on the session's server."""
+    made: list[str] = []
+    server = request.getfixturevalue("pg_server") if backend == "postgresql" else None
+
+    def make() -> str:
+        if server is None:
+            return ""
+        dsn = str(server.create_database())
+        made.append(dsn)
+        return dsn
+
+    yield make
+    for dsn in made:
+        server.drop_database(dsn)  # type: ignore[union-attr]
+
+
 def expected(n: int) -> set[str]:
     """Tenants present after edits 0..n-1 completed."""
     names: set[str] = set()
@@ -60,15 +85,19 @@ def expected(n: int) -> set[str]:
     return names
 
 
-def test_sigkill_during_edits_keeps_exactly_acked_state(tmp_path: Path) -> None:
+def test_sigkill_during_edits_keeps_exactly_acked_state(
+    tmp_path: Path, fresh_db: Callable[[], str]
+) -> None:
     rng = random.Random(1234)
     schema = Schema.load()
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
     for round_no in range(4):
         state = tmp_path / f"s{round_no}"
         state.mkdir()
+        db = fresh_db()
         proc = subprocess.Popen(
-            [sys.executable, "-c", CHILD, str(state)], stdout=subprocess.PIPE, text=True, env=env
+            [sys.executable, "-c", CHILD, str(state), db], stdout=subprocess.PIPE, text=True,
+            env=env,
         )
         assert proc.stdout is not None
         acked = -1
@@ -84,7 +113,7 @@ def test_sigkill_during_edits_keeps_exactly_acked_state(tmp_path: Path) -> None:
         for line in proc.stdout:  # acks written before the kill count too
             if line.startswith("ack "):
                 acked = int(line.split()[1])
-        ds = Datastore(Settings(state_dir=state), schema)
+        ds = Datastore(Settings(state_dir=state, database=db), schema)
         with ds.reading("running") as tree:
             names = {el.text for el in tree.iter(f"{{{E}}}name")}
         ds.close()
@@ -104,7 +133,7 @@ from escnc.datastore.store import Datastore
 from escnc.settings import Settings
 E = "http://www.cisco.com/esc/esc"
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
-ds = Datastore(Settings(state_dir=Path(sys.argv[1])), Schema.load())
+ds = Datastore(Settings(state_dir=Path(sys.argv[1]), database=sys.argv[2]), Schema.load())
 out = threading.Lock()
 
 def writer(k):
@@ -125,7 +154,9 @@ threading.Event().wait()
 """
 
 
-def test_sigkill_with_concurrent_writers_keeps_every_ack(tmp_path: Path) -> None:
+def test_sigkill_with_concurrent_writers_keeps_every_ack(
+    tmp_path: Path, fresh_db: Callable[[], str]
+) -> None:
     """Group commit: with six threads committing at once, every acknowledged edit
     survives SIGKILL (each writer's tenant holds its last ack or the one after)."""
     rng = random.Random(99)
@@ -134,8 +165,9 @@ def test_sigkill_with_concurrent_writers_keeps_every_ack(tmp_path: Path) -> None
     for round_no in range(3):
         state = tmp_path / f"w{round_no}"
         state.mkdir()
+        db = fresh_db()
         proc = subprocess.Popen(
-            [sys.executable, "-c", THREADED_CHILD, str(state)],
+            [sys.executable, "-c", THREADED_CHILD, str(state), db],
             stdout=subprocess.PIPE,
             text=True,
             env=env,
@@ -157,7 +189,7 @@ def test_sigkill_with_concurrent_writers_keeps_every_ack(tmp_path: Path) -> None
             if line.startswith("ack "):
                 _, k, i = line.split()
                 acked[int(k)] = max(acked.get(int(k), -1), int(i))
-        ds = Datastore(Settings(state_dir=state), schema)
+        ds = Datastore(Settings(state_dir=state, database=db), schema)
         with ds.reading("running") as tree:
             got = {
                 t.findtext(f"{{{E}}}name"): int(t.findtext(f"{{{E}}}description") or -1)

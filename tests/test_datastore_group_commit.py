@@ -1,5 +1,6 @@
 """Group commit: concurrent writers share durable writes, listeners run in commit
-order, and a failed write leaves running as it is on disk."""
+order, and a failed write leaves running as it is on disk. Both backends (the
+``backend`` parameter: SQLite file, PostgreSQL via settings.database)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,12 @@ NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
 SCHEMA = Schema.load()
 
 
+@pytest.fixture
+def db(backend: str, request: pytest.FixtureRequest) -> str:
+    """``settings.database`` of this test: "" (SQLite) or a PostgreSQL database."""
+    return str(request.getfixturevalue("pg_dsn")) if backend == "postgresql" else ""
+
+
 def tenant(name: str, desc: str) -> etree._Element:
     return etree.fromstring(
         f'<config xmlns="{NC}"><esc_datamodel xmlns="{E}"><tenants><tenant><name>{name}</name>'
@@ -33,8 +40,8 @@ def dump(ds: Datastore) -> bytes:
         return etree.tostring(tree)
 
 
-def test_concurrent_writers_all_durable_and_listeners_in_order(tmp_path: Path) -> None:
-    ds = Datastore(Settings(state_dir=tmp_path, rollback_history=1000), SCHEMA)
+def test_concurrent_writers_all_durable_and_listeners_in_order(tmp_path: Path, db: str) -> None:
+    ds = Datastore(Settings(state_dir=tmp_path, rollback_history=1000, database=db), SCHEMA)
     seen: list[str] = []
     ds.add_commit_listener(
         lambda ev: seen.extend(
@@ -64,13 +71,13 @@ def test_concurrent_writers_all_durable_and_listeners_in_order(tmp_path: Path) -
         assert mine == list(range(15))
     before = dump(ds)
     ds.close()
-    again = Datastore(Settings(state_dir=tmp_path), SCHEMA)
+    again = Datastore(Settings(state_dir=tmp_path, database=db), SCHEMA)
     assert dump(again) == before
     again.close()
 
 
-def test_listener_commit_is_delivered_after_the_outer_one(tmp_path: Path) -> None:
-    ds = Datastore(Settings(state_dir=tmp_path), SCHEMA)
+def test_listener_commit_is_delivered_after_the_outer_one(tmp_path: Path, db: str) -> None:
+    ds = Datastore(Settings(state_dir=tmp_path, database=db), SCHEMA)
     order: list[str] = []
 
     def listener(ev: CommitEvent) -> None:
@@ -86,9 +93,9 @@ def test_listener_commit_is_delivered_after_the_outer_one(tmp_path: Path) -> Non
 
 
 def test_failed_write_leaves_running_as_on_disk(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db: str
 ) -> None:
-    ds = Datastore(Settings(state_dir=tmp_path), SCHEMA)
+    ds = Datastore(Settings(state_dir=tmp_path, database=db), SCHEMA)
     ds.edit("running", tenant("a", "1"), EditOptions(), 1, "u")
     before = dump(ds)
     store = ds._store  # inject a disk failure

@@ -3,17 +3,18 @@
 A one-entry edit stores, validates and hands to listeners that entry only; the
 other entries' stored rows stay as they were; what was acknowledged survives
 SIGKILL; a state directory of the previous layout (entries inside the root unit)
-is migrated on open; large edits and removals keep the datastore consistent.
+is migrated on open; large edits and removals keep the datastore consistent. On both
+backends (the ``backend`` parameter: SQLite file, PostgreSQL via settings.database).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from escnc.engine.model import merge_pruned, parse_desired
 from escnc.errors import RpcError, RpcErrors
 from escnc.services import CommitEvent
 from escnc.settings import Settings
+from escnc.storage import open_storage
 
 E = "http://www.cisco.com/esc/esc"
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
@@ -45,15 +47,18 @@ def flavor(name: str, vcpus: int = 1) -> str:
             "</flavor>")
 
 
-def rows(state: Path) -> dict[str, tuple[int, bytes]]:
-    db = sqlite3.connect(str(state / "datastore.sqlite3"))
+def query(ds: Datastore, sql: str) -> list[tuple[object, ...]]:
+    """Rows straight from the datastore's storage (either backend)."""
+    conn = ds._store.storage.connect()
     try:
-        return {
-            k: (s, bytes(x))
-            for k, s, x in db.execute("SELECT key, seq, xml FROM units WHERE ds='running'")
-        }
+        return [tuple(r) for r in conn.execute(sql).fetchall()]
     finally:
-        db.close()
+        conn.close()
+
+
+def rows(ds: Datastore) -> dict[str, tuple[int, bytes]]:
+    return {str(k): (int(s), bytes(x))  # type: ignore[call-overload]
+            for k, s, x in query(ds, "SELECT key, seq, xml FROM units WHERE ds='running'")}
 
 
 def names(ds: Datastore, tag: str) -> list[str]:
@@ -61,24 +66,34 @@ def names(ds: Datastore, tag: str) -> list[str]:
         return [el.findtext(f"{{{E}}}name") or "" for el in tree.iter(f"{{{E}}}{tag}")]
 
 
+Make = Callable[[], Settings]
+
+
 @pytest.fixture
-def ds(tmp_path: Path):  # type: ignore[no-untyped-def]
-    store = Datastore(Settings(state_dir=tmp_path), SCHEMA)
+def mk(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Make:
+    """Settings of this test's datastore, on its backend (call again: a restart)."""
+    db = str(request.getfixturevalue("pg_dsn")) if backend == "postgresql" else ""
+    return lambda: Settings(state_dir=tmp_path, database=db)
+
+
+@pytest.fixture
+def ds(mk: Make):  # type: ignore[no-untyped-def]
+    store = Datastore(mk(), SCHEMA)
     yield store
     store.close()
 
 
-def test_one_flavor_edit_leaves_other_rows_untouched(ds: Datastore, tmp_path: Path) -> None:
+def test_one_flavor_edit_leaves_other_rows_untouched(ds: Datastore) -> None:
     ds.edit("running", cfg("<flavors>" + "".join(flavor(f"f{i}") for i in range(5))
                            + "</flavors><images><image><name>img</name><src>/tmp/i.qcow2</src>"
                            "</image></images>"), EditOptions(), 1, "u")
-    before = rows(tmp_path)
+    before = rows(ds)
     assert '["e", "flavors", "f3"]' in before and '["e", "images", "img"]' in before
     assert b"f3" not in before['["r"]'][1]  # the root unit holds no entries
     events: list[CommitEvent] = []
     ds.add_commit_listener(events.append)
     ds.edit("running", cfg("<flavors>" + flavor("f3", 7) + "</flavors>"), EditOptions(), 1, "u")
-    after = rows(tmp_path)
+    after = rows(ds)
     changed = {k for k in before if before[k] != after.get(k)}
     assert changed == {'["e", "flavors", "f3"]'}
     assert b"<vcpus>7</vcpus>" in after['["e", "flavors", "f3"]'][1]
@@ -87,9 +102,8 @@ def test_one_flavor_edit_leaves_other_rows_untouched(ds: Datastore, tmp_path: Pa
     assert [el.findtext(f"{{{E}}}name") for el in event.new.iter(f"{{{E}}}flavor")] == ["f3"]
     assert not list(event.new.iter(f"{{{E}}}image"))
     # the rollback history holds the one old entry
-    db = sqlite3.connect(str(tmp_path / "datastore.sqlite3"))
-    (undo,) = db.execute("SELECT undo FROM history ORDER BY id DESC LIMIT 1").fetchone()
-    db.close()
+    ((undo,),) = query(ds, "SELECT undo FROM history ORDER BY id DESC LIMIT 1")
+    assert isinstance(undo, str)
     assert "f3" in undo and "f1" not in undo
     assert names(ds, "flavor") == ["f0", "f1", "f2", "f3", "f4"]
 
@@ -114,11 +128,11 @@ def test_deployment_validates_against_entries_it_references(ds: Datastore) -> No
     assert "f42" in names(ds, "flavor") and "f41" not in names(ds, "flavor")
 
 
-def test_large_edit_remove_and_undo(ds: Datastore, tmp_path: Path) -> None:
+def test_large_edit_remove_and_undo(ds: Datastore, mk: Make) -> None:
     n = 2000
     ds.edit("running", cfg("<flavors>" + "".join(flavor(f"f{i}", i % 8 + 1) for i in range(n))
                            + "</flavors>"), EditOptions(), 1, "u")
-    assert len(rows(tmp_path)) == n + 1
+    assert len(rows(ds)) == n + 1
     # a failed edit that removed many entries first is undone in place, order kept
     bad = ("<flavors>" + "".join(f'<flavor nc:operation="remove"><name>f{i}</name></flavor>'
                                  for i in range(0, n, 2))
@@ -130,28 +144,29 @@ def test_large_edit_remove_and_undo(ds: Datastore, tmp_path: Path) -> None:
         f'<flavor nc:operation="remove"><name>f{i}</name></flavor>' for i in range(0, n, 2))
         + "</flavors>"), EditOptions(), 1, "u")
     assert names(ds, "flavor") == [f"f{i}" for i in range(1, n, 2)]
-    assert len(rows(tmp_path)) == n // 2 + 1
+    assert len(rows(ds)) == n // 2 + 1
     ds.edit("running", cfg('<flavors nc:operation="delete"/>'), EditOptions(), 1, "u")
-    assert names(ds, "flavor") == [] and list(rows(tmp_path)) == ['["r"]']
+    assert names(ds, "flavor") == [] and list(rows(ds)) == ['["r"]']
     ds.close()
-    again = Datastore(Settings(state_dir=tmp_path), SCHEMA)
+    again = Datastore(mk(), SCHEMA)
     assert names(again, "flavor") == []
     again.close()
 
 
-def test_old_layout_state_dir_is_migrated(tmp_path: Path) -> None:
+def test_old_layout_state_dir_is_migrated(tmp_path: Path, mk: Make) -> None:
     root = (f'<data xmlns="{NC}"><esc_datamodel xmlns="{E}"><flavors>{flavor("a", 2)}'
             f'{flavor("b", 3)}</flavors><tenants/></esc_datamodel></data>').encode()
     tenant = f'<tenant xmlns="{E}"><name>t</name><description>x</description></tenant>'.encode()
-    old = Store(tmp_path / "datastore.sqlite3")
+    settings = mk()
+    old = Store(storage=open_storage(settings.database, tmp_path / "datastore.sqlite3"))
     for ds_name in ("running", "startup"):
         old.write(ds_name, [UnitRow(("r",), 1, root), UnitRow(("t", "t"), 2, tenant)], [])
     old.write("running", [], [], history=("2026-01-01T00:00:00Z", "u", 1, 1,
                                            [(("r",), 1, root)]))
     old.close()
-    ds = Datastore(Settings(state_dir=tmp_path), SCHEMA)
+    ds = Datastore(mk(), SCHEMA)
     assert names(ds, "flavor") == ["a", "b"] and names(ds, "tenant") == ["t"]
-    got = rows(tmp_path)
+    got = rows(ds)
     assert set(got) == {'["r"]', '["e", "flavors", "a"]', '["e", "flavors", "b"]', '["t", "t"]'}
     assert b"<flavor>" not in got['["r"]'][1]
     assert ds.history() == []  # old-layout undo data is not replayed
@@ -159,7 +174,7 @@ def test_old_layout_state_dir_is_migrated(tmp_path: Path) -> None:
     with ds.reading("startup") as tree:
         assert [el.findtext(f"{{{E}}}name") for el in tree.iter(f"{{{E}}}flavor")] == ["a", "b"]
     ds.close()
-    again = Datastore(Settings(state_dir=tmp_path), SCHEMA)
+    again = Datastore(mk(), SCHEMA)
     with again.reading("running") as tree:
         vcpus = {el.findtext(f"{{{E}}}name"): el.findtext(f"{{{E}}}vcpus")
                  for el in tree.iter(f"{{{E}}}flavor")}
@@ -190,9 +205,10 @@ from escnc.datastore.edit import EditOptions
 from escnc.datastore.schema import Schema
 from escnc.datastore.store import Datastore
 from escnc.settings import Settings
+from escnc.storage import open_storage
 E = "http://www.cisco.com/esc/esc"
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
-ds = Datastore(Settings(state_dir=Path(sys.argv[1])), Schema.load())
+ds = Datastore(Settings(state_dir=Path(sys.argv[1]), database=sys.argv[2]), Schema.load())
 i = 0
 while True:
     cfg = etree.fromstring(
@@ -205,9 +221,9 @@ while True:
 """
 
 
-def test_sigkill_keeps_acknowledged_entry_edits(tmp_path: Path) -> None:
+def test_sigkill_keeps_acknowledged_entry_edits(tmp_path: Path, mk: Make) -> None:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)],
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), mk().database],
                             stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     acked = -1
@@ -222,7 +238,7 @@ def test_sigkill_keeps_acknowledged_entry_edits(tmp_path: Path) -> None:
         if line.startswith("ack "):
             acked = int(line.split()[1])
     assert acked >= 7
-    ds = Datastore(Settings(state_dir=tmp_path), SCHEMA)
+    ds = Datastore(mk(), SCHEMA)
     with ds.reading("running") as tree:
         mem = {el.findtext(f"{{{E}}}name"): int(el.findtext(f"{{{E}}}memory_mb") or 0)
                for el in tree.iter(f"{{{E}}}flavor")}
@@ -262,7 +278,7 @@ def test_filter_by_key_on_long_list_follows_edits(ds: Datastore) -> None:
     assert pick("f50") == ["f50/6"] and pick("f99") == ["f99/1"]
 
 
-def test_candidate_copy_config_and_rollback_with_entry_units(ds: Datastore, tmp_path: Path) -> None:
+def test_candidate_copy_config_and_rollback_with_entry_units(ds: Datastore, mk: Make) -> None:
     ds.edit("running", cfg("<flavors>" + flavor("a") + flavor("b") + "</flavors>"),
             EditOptions(), 1, "u")
     # candidate edit of one entry, committed
@@ -270,14 +286,14 @@ def test_candidate_copy_config_and_rollback_with_entry_units(ds: Datastore, tmp_
             EditOptions(), 1, "u")
     ds.commit(1, "u")
     assert names(ds, "flavor") == ["a", "b", "c"]
-    got = rows(tmp_path)
+    got = rows(ds)
     assert b"<vcpus>4</vcpus>" in got['["e", "flavors", "b"]'][1]
     # copy-config replaces running: entries split again, one gone, one new
     data = etree.fromstring(f'<config xmlns="{NC}"><esc_datamodel xmlns="{E}"><flavors>'
                             f'{flavor("c", 2)}{flavor("d")}</flavors></esc_datamodel></config>')
     ds.copy_config("running", data, 1, "u")
     assert names(ds, "flavor") == ["c", "d"]
-    assert {k for k in rows(tmp_path) if k.startswith('["e"')} == {
+    assert {k for k in rows(ds) if k.startswith('["e"')} == {
         '["e", "flavors", "c"]', '["e", "flavors", "d"]'}
     # roll back to before the copy: the entries come back as they were
     hist = ds.history()
@@ -287,13 +303,13 @@ def test_candidate_copy_config_and_rollback_with_entry_units(ds: Datastore, tmp_
         assert [el.findtext(f"{{{E}}}vcpus") for el in tree.iter(f"{{{E}}}flavor")] == [
             "1", "4", "1"]
     ds.close()
-    again = Datastore(Settings(state_dir=tmp_path), SCHEMA)
+    again = Datastore(mk(), SCHEMA)
     assert names(again, "flavor") == ["a", "b", "c"]
     again.close()
 
 
-def test_entries_created_together_keep_their_order_on_disk(tmp_path: Path) -> None:
-    ds = Datastore(Settings(state_dir=tmp_path), SCHEMA)
+def test_entries_created_together_keep_their_order_on_disk(mk: Make) -> None:
+    ds = Datastore(mk(), SCHEMA)
     order = [f"n{i}" for i in (5, 3, 9, 1, 7, 2, 8)]
     ds.edit("running", cfg("<flavors>" + "".join(flavor(n) for n in order) + "</flavors>"),
             EditOptions(), 1, "u")
@@ -302,6 +318,6 @@ def test_entries_created_together_keep_their_order_on_disk(tmp_path: Path) -> No
     ds.commit(1, "u")
     assert names(ds, "flavor") == order + [f"c{n}" for n in order]
     ds.close()
-    again = Datastore(Settings(state_dir=tmp_path), SCHEMA)
+    again = Datastore(mk(), SCHEMA)
     assert names(again, "flavor") == order + [f"c{n}" for n in order]
     again.close()

@@ -7,6 +7,7 @@ untouched ones are omitted so the cost follows the size of the edit.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable, Collection
 
@@ -325,4 +326,12 @@ class Committing(Validating):
     def _write_startup(self) -> None:
         units = {k: shell(el, k) for k, el in all_units(self._startup).items()}
         rows = [UnitRow(k, i, raw) for i, (k, raw) in enumerate(units.items())]
-        self._store.write("startup", rows, [], replace_all=True)
+        try:
+            self._store.write("startup", rows, [], replace_all=True)
+        except BaseException:
+            # refused (fence) or failed: memory must not stay ahead of storage
+            with contextlib.suppress(Exception):
+                stored = self._store.load("startup")
+                self._startup = (assemble({r.key: r.xml for r in stored}) if stored
+                                 else copy.deepcopy(self._running))
+            raise

@@ -13,13 +13,15 @@ and the in-memory state is reloaded from disk.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 
+from escnc.cluster.errors import NotLeader
 from escnc.datastore.edit import (
     EntryIndex,
 )
 from escnc.datastore.memory import release_memory
-from escnc.datastore.persistence import Write
+from escnc.datastore.persistence import Snapshot, Write
 from escnc.datastore.state import (
     DatastoreState,
     _Queued,
@@ -115,7 +117,10 @@ class GroupCommit(DatastoreState):
                 try:
                     self._store.write_batch([q.write for q in batch])
                 except BaseException as exc:
-                    log.exception("datastore write failed; reloading from disk")
+                    if isinstance(exc, NotLeader):  # fenced: expected after a takeover
+                        log.warning("datastore write refused by the fence: %s", exc)
+                    else:
+                        log.exception("datastore write failed; reloading from disk")
                     with self._q:
                         self._lost.append((batch[0].version, max(self._version, v)))
                         for q in self._queue:
@@ -154,16 +159,26 @@ class GroupCommit(DatastoreState):
         """Make every queued commit durable (before reading the history from disk)."""
         self._wait_durable(self._version)
 
-    def _recover_locked(self) -> None:
-        """A write failed: running in memory is ahead of the disk; reload it."""
-        log.warning("reloading running from disk after a failed write")
-        rows = self._store.load("running") or []
+    def _install(self, snap: Snapshot) -> None:
+        """Make ``snap`` (read from storage) running and startup in memory (datastore
+        lock held for writing, or in __init__)."""
+        rows = snap.running or []
         self._units = {r.key: r.xml for r in rows}
         self._seq = {r.key: r.seq for r in rows}
         self._running = assemble(self._units) if rows else empty_data()
         self._index = EntryIndex()
         self._next_seq = max(self._seq.values(), default=0) + 1
-        self._next_hid = self._store.next_history_id()
+        self._next_hid = snap.next_hid
+        if snap.startup is not None:
+            self._startup = assemble({r.key: r.xml for r in snap.startup})
+        else:  # never written (a fresh database): startup starts as running
+            self._startup = copy.deepcopy(self._running)
+        self._store.loaded(snap.version)
+
+    def _recover_locked(self) -> None:
+        """A write failed: running in memory is ahead of the disk; reload it."""
+        log.warning("reloading running from disk after a failed write")
+        self._install(self._store.snapshot())
         self._cand_dirty = None
         with self._q:
             self._broken = None

@@ -4,7 +4,8 @@ The :class:`~escnc.datastore.store.Datastore` is built in layers, one module eac
 groupcommit.py (the lock, queued durable writes, listener delivery), validating.py
 (unit lookup, incremental validation), committing.py (turning changed units into a
 commit: authorization, persistence, history, rollback), candidate.py (candidate
-datastore, copy-on-write overlay, confirmed commit) and store.py (the public API).
+datastore, copy-on-write overlay, confirmed commit), follow.py (a standby re-reading
+what the leader writes: reload, follow, take_over) and store.py (the public API).
 :class:`DatastoreState` declares the attributes they share (set in Datastore.__init__).
 """
 
@@ -20,6 +21,7 @@ from typing import Protocol
 
 from lxml import etree
 
+from escnc.cluster.errors import NotLeader
 from escnc.datastore.edit import (
     ROOT_LISTS,
     EntryIndex,
@@ -100,7 +102,12 @@ class _Queued:
     event: CommitEvent | None
 
 
-def _write_failed(exc: BaseException | None) -> RpcError:
+def _write_failed(exc: BaseException | None) -> Exception:
+    """What a commit whose write failed raises: a fence's refusal as itself (a new
+    NotLeader for each waiting thread; operations/ maps it to not-leader), anything
+    else as operation-failed."""
+    if isinstance(exc, NotLeader):
+        return NotLeader(str(exc), exc.leader)
     return RpcError("operation-failed", f"the datastore could not be written: {exc}")
 
 
@@ -151,3 +158,6 @@ class DatastoreState:
     _running: etree._Element
     _next_seq: int
     _startup: etree._Element
+    _reload_listeners: list[Callable[[int], None]]
+    _follow_stop: threading.Event | None
+    _follower: threading.Thread | None

@@ -3,8 +3,10 @@
 Running is one live lxml tree edited in place under a lock with an undo journal
 (see edit.py); readers take the same lock, so a session sees the old or the new
 running, never a mix. A commit validates only the units it touched (plus the
-cross-tree references that reach them), writes those units to SQLite durably,
-then notifies listeners with pruned trees (committing.py). Units (units.py): the
+cross-tree references that reach them), writes those units durably (SQLite file
+or PostgreSQL, persistence.py; fenced when a fence is given), then notifies
+listeners with pruned trees (committing.py). A standby follows another node's
+writes (follow.py: ``follow()``, ``reload()``, ``take_over()``). Units (units.py): the
 root shell, each root list entry, each tenant, each deployment.
 
 This module is the public API; the machinery is layered below it (state.py lists
@@ -21,7 +23,7 @@ from collections.abc import Collection, Iterator
 
 from lxml import etree
 
-from escnc.datastore.candidate import Candidates
+from escnc.cluster.errors import NotLeader
 from escnc.datastore.edit import (
     ENTRY_CONTAINER,
     EditOptions,
@@ -29,13 +31,13 @@ from escnc.datastore.edit import (
     EntryIndex,
     Journal,
 )
-from escnc.datastore.persistence import Store, UnitRow, Write
+from escnc.datastore.follow import Following
+from escnc.datastore.persistence import Store, WriteFence
 from escnc.datastore.pruning import analyse
 from escnc.datastore.rwlock import RWLock
 from escnc.datastore.schema import Schema
 from escnc.datastore.state import (
     DATASTORES,
-    UNIT_LAYOUT,
     ConfirmedCommitListener,
     StartupListener,
     UnitChanges,
@@ -46,15 +48,13 @@ from escnc.datastore.state import (
     unit_path,
 )
 from escnc.datastore.units import (
-    all_units,
-    assemble,
     empty_data,
-    shell,
     split_units,
 )
 from escnc.errors import RpcError, RpcErrors
 from escnc.services import CommitListener, ConfigValidator
 from escnc.settings import Settings
+from escnc.storage import Storage, open_storage
 
 __all__ = [
     "DATASTORES",
@@ -67,23 +67,32 @@ __all__ = [
 ]
 
 
-class Datastore(Candidates):
+class Datastore(Following):
     def __init__(
         self,
         settings: Settings,
         schema: Schema,
         incremental: bool = True,
         overlay_candidate: bool = True,
+        *,
+        storage: Storage | None = None,
+        fence: WriteFence | None = None,
     ) -> None:
+        """``storage``: where the units live; by default ``settings.database`` (a
+        PostgreSQL URL) or state_dir/datastore.sqlite3. ``fence``: checked first thing
+        in every write transaction (escnc.cluster.Fence; None: no check)."""
         self.settings = settings
         self.schema = schema
         self.incremental = incremental
         self.overlay_candidate = overlay_candidate
         self._lock = RWLock()
         settings.state_dir.mkdir(parents=True, exist_ok=True)
-        self._store = Store(
-            settings.state_dir / "datastore.sqlite3", durable=settings.durable_commits
-        )
+        if storage is None:
+            storage = open_storage(
+                settings.database, settings.state_dir / "datastore.sqlite3",
+                synchronous="FULL" if settings.durable_commits else "NORMAL")
+        self._store = Store(storage=storage, durable=settings.durable_commits, fence=fence)
+        log.info("datastore on %s", storage.describe())
         self._index = EntryIndex()
         self._listeners = []
         self._validators = []
@@ -117,57 +126,13 @@ class Datastore(Candidates):
         # root lists whose entries validate alone (the others are validated whole)
         ns = {m.name: m.namespace for m in schema.modules()}
         self._prunable = {p.tag for p in analyse(schema.dm.schema, ns) if p.tag in ENTRY_CONTAINER}
-        self._next_hid = self._store.next_history_id()
-
-        rows = self._store.load("running")
-        self._units = {}
-        self._seq = {}
-        if rows:
-            for r in rows:
-                self._units[r.key] = r.xml
-                self._seq[r.key] = r.seq
-            self._running = assemble(self._units)
-        else:
-            self._running = empty_data()
-        self._next_seq = max(self._seq.values(), default=0) + 1
-        startup = self._store.load("startup")
-        if startup is None:
-            self._startup = copy.deepcopy(self._running)
-            self._write_startup()
-        else:
-            self._startup = assemble({r.key: r.xml for r in startup})
-        if self._store.get_meta("unit_layout") != UNIT_LAYOUT:
-            self._migrate_units(bool(rows))
-        pending = self._store.get_meta("pending_confirm")
-        if pending is not None:  # crashed during a confirmed commit: undo it
-            log.warning("rolling back an unconfirmed commit left by a restart")
-            with contextlib.suppress(RpcError, RpcErrors):
-                self._rollback_locked(int(pending), 0, "escnc")
-            self._enqueue(Write("running", [], [], meta={"pending_confirm": None}))
-            self._wait_durable(self._version)
-
-    def _migrate_units(self, had_rows: bool) -> None:
-        """A state directory of the previous layout (root list entries inside the root
-        unit): rewrite running and startup as today's units. The rollback history
-        holds old-layout units, so it is dropped."""
-        if had_rows:
-            log.warning("datastore: migrating to per-entry units (rollback history dropped)")
-            units = {k: shell(el, k) for k, el in all_units(self._running).items()}
-            for k in units:
-                if k not in self._seq:
-                    self._seq[k] = self._next_seq
-                    self._next_seq += 1
-            self._units = units
-            self._seq = {k: self._seq[k] for k in units}
-            rows = [UnitRow(k, self._seq[k], raw) for k, raw in units.items()]
-            self._store.write_batch([
-                Write("running", rows, [], replace_all=True, clear_history=True,
-                      meta={"unit_layout": UNIT_LAYOUT}),
-            ])
-            self._write_startup()
-            self._next_hid = self._store.next_history_id()
-        else:
-            self._store.write("running", [], [], meta={"unit_layout": UNIT_LAYOUT})
+        self._reload_listeners = []
+        self._follow_stop = None
+        self._follower = None
+        snap = self._store.snapshot()
+        self._install(snap)
+        if self._may_write():  # a standby leaves this to the leader (take_over)
+            self._settle_storage(snap)
 
     # ------------------------------------------------------------------ API (services)
 
@@ -234,8 +199,9 @@ class Datastore(Candidates):
                 self._cancel_pending_locked("cancel", session_id, p.username, rollback=True)
 
     def close(self) -> None:
-        with contextlib.suppress(RpcError):
+        with contextlib.suppress(RpcError, NotLeader):  # a failed write was reported
             self._wait_durable(self._version)
+        self.stop_following()
         with self._locked():
             if self._pending is not None and self._pending.timer is not None:
                 self._pending.timer.cancel()

@@ -119,6 +119,19 @@ class Connection(abc.ABC):
     def _execute(self, sql: str, args: tuple[object, ...]) -> Cursor:
         return self.raw.execute(sql, args)  # type: ignore[no-any-return]
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """``sql`` once per row of arguments (one round trip per batch on psycopg)."""
+        if self.closed:
+            raise StorageClosed("connection is closed")
+        if not rows:
+            return
+        try:
+            self.raw.cursor().executemany(self.dialect.sql(sql), [tuple(r) for r in rows])
+        except Exception as exc:
+            if not _is_driver_error(exc):
+                raise
+            raise self._translate(exc) from exc
+
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """A write transaction: commits when the block ends, rolls back on an error."""
