@@ -63,8 +63,11 @@ class DatastoreAPI(Protocol):
 
 
 class EventBusAPI(Protocol):
-    def publish(self, stream: str, body: etree._Element) -> int:
-        """Append durably to the event log, then deliver. Returns the sequence number."""
+    def publish(self, stream: str, body: etree._Element, key: str | None = None) -> int:
+        """Append durably to the event log, then deliver. Returns the sequence number
+        (0: an event with idempotency ``key`` was published before, nothing is)."""
+    def logged_keys(self, keys: list[str]) -> set[str]: ...
+    def forget_keys(self, prefix: str) -> int: ...
     def add_listener(self, listener: Callable[[Any], None]) -> None: ...
 
 

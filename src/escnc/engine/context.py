@@ -84,6 +84,7 @@ class ReconcileView(Protocol):
         failure: bool = False,
         status_code: int | None = None,
         target: VmRecord | None = None,
+        key: str | None = None,
     ) -> None: ...
 
 
@@ -106,6 +107,7 @@ class JobView(ReconcileView, Protocol):
         late: Callable[[VmRecord, str], bool] | None = None,
     ) -> list[str]: ...
     def manual_recovery_needed(self, dep: DeploymentRecord, name: str, reason: str) -> None: ...
+    def forget_reported(self, dep: DeploymentRecord) -> None: ...
 
 
 class ElasticView(JobView, Protocol):

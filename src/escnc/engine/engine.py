@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
-from escnc.engine import actions, imagejobs, lifecycle, reconcile
+from escnc.engine import actions, imagejobs, lifecycle, outbox, reconcile
 from escnc.engine import states as st
 from escnc.engine.capacity import CapacityManager
 from escnc.engine.clock import Clock, SystemClock
@@ -124,6 +124,8 @@ class Engine:
         self.vims.add_reconnect_listener(self._host_connected)
         self._apply_vims(Desired(), self.desired)
         self._apply_images(Desired(), self.desired)
+        # outcomes flagged as reported that a kill -9 kept from the log (engine/outbox.py)
+        outbox.republish(self)
         self.reconcile()
         # after reconcile's jobs are queued: a down VM found now is handled after them
         self.store.add_vm_listener(self.monitor.on_vm)
@@ -302,10 +304,17 @@ class Engine:
         failure: bool = False,
         status_code: int | None = None,
         target: VmRecord | None = None,
+        key: str | None = None,
     ) -> None:
+        """``key``: the idempotency key of a flagged outcome (engine/outbox.py)."""
         self.notifier.publish(
-            type_, dep, vm, message=message, failure=failure, status_code=status_code, target=target
+            type_, dep, vm, message=message, failure=failure, status_code=status_code,
+            target=target, key=key,
         )
+
+    def forget_reported(self, dep: DeploymentRecord) -> None:
+        """An undeployed deployment owes no event any more (engine/outbox.py)."""
+        outbox.forget(self.notifier, dep)
 
     def wait_alive(
         self,
@@ -352,6 +361,8 @@ class Engine:
         def on_alive(vm: VmRecord) -> None:
             current = self.store.vm(vm.generated_name) or vm
             report = event is not None and (always or not current.alive_reported)
+            # the first VM_ALIVE is flagged before it is sent, and sent under its key
+            first = report and event == "VM_ALIVE" and not current.alive_reported
             vm = self.set_vm_state(
                 vm.generated_name,
                 st.VM_ALIVE,
@@ -363,7 +374,9 @@ class Engine:
                 lease = leased.get(vm.generated_name)
                 how = f"ICMPPing on {lease.address}, its DHCP lease" if lease else ""
                 how = how or notes.get(vm.generated_name, "")
-                self.publish(event, dep, vm, message="VM is alive" + (f" ({how})" if how else ""))
+                key = outbox.vm_key(dep, vm, outbox.ALIVE) if first else None
+                self.publish(event, dep, vm, message="VM is alive" + (f" ({how})" if how else ""),
+                             key=key)
 
         alive, failed, cancelled = wait_alive(probes, job.cancel, on_alive)
         errors = []

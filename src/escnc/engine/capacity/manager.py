@@ -130,6 +130,7 @@ class CapacityManager:
             for name, vm in self._early:
                 _apply(snapshot, name, vm)
             self._records, self._early = snapshot, []
+        self._republish()
         self.refresh()
         self.subs.evaluate(baseline_only=True)
         self._thread = threading.Thread(target=self._run, name="capacity", daemon=True)
@@ -174,6 +175,25 @@ class CapacityManager:
             except Exception:
                 log.exception("capacity")
 
+    def _republish(self) -> None:
+        """A status change saved as reported whose event a kill -9 kept from the log
+        (``tick`` saves, then publishes under a key): published now, once."""
+        bus = self.engine.services.events
+        with self._lock:
+            owed = [r for r in self._reservations.values() if r.reported]
+        if bus is None or not owed:
+            return
+        try:
+            done = bus.logged_keys([events.reservation_key(r, r.reported) for r in owed])
+        except Exception:
+            log.exception("cannot read the event log's keys")
+            return
+        now = self.clock.now()
+        for r in owed:
+            if events.reservation_key(r, r.reported) not in done:
+                when = {ACTIVE: r.start, EXPIRED: r.stop}.get(r.reported) or now
+                events.publish_reservation(bus, r, r.reported, when)
+
     def tick(self) -> None:
         """Announce reservations that became active or expired; check thresholds."""
         now = self.clock.now()
@@ -183,7 +203,7 @@ class CapacityManager:
                 for r in self._reservations.values()
                 if r.status(now) != (r.reported or INITIALIZED)
             ]
-            for r in moved:
+            for r in moved:  # saved first, then published under a key (_republish)
                 self._save(replace(r, reported=r.status(now)))
         for r in moved:
             events.publish_reservation(self.engine.services.events, r, r.status(now), now)
