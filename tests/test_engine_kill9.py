@@ -192,3 +192,29 @@ def test_kill9_between_report_and_publish(tmp_path: Path, kill_at: str) -> None:
         assert count[("VM_ALIVE", vm)] == 1, (vm, count)
         assert count[("VM_DEPLOYED", vm)] == 1, (vm, count)
     assert count[("SERVICE_ALIVE", "")] == 1, count
+
+
+def test_a_log_from_before_event_keys_repeats_nothing(tmp_path: Path) -> None:
+    """Outcomes flagged by an escnc whose log had no keys were sent by it: the first
+    start on such a log adopts them (engine/outbox.py) instead of publishing them."""
+    from engine_support import Harness
+
+    h1 = Harness(tmp_path).start()
+    h1.ds.commit(config(tmp_path, deployment(min_active=2)))
+    h1.events.wait_for("SERVICE_ALIVE")
+    running = h1.ds.running
+    names = sorted(v.generated_name for v in h1.engine.store.vms())
+    h1.stop()
+    state = h1.settings.state_dir
+    db = sqlite3.connect(state / "events.sqlite3")
+    with db:
+        db.execute("DELETE FROM event_keys")  # the log of an escnc from before keys
+    db.close()
+    h2 = Harness(tmp_path)
+    h2.ds.running = running
+    h2.start()
+    assert h2.engine.wait_idle(20)
+    h2.stop()
+    counted = logged(state)
+    assert all(counted[("VM_ALIVE", vm)] == 1 for vm in names), counted
+    assert counted[("SERVICE_ALIVE", "")] == 1

@@ -113,6 +113,11 @@ class Notifier:
         """Which of the idempotency ``keys`` were published."""
         return self._events.logged_keys(keys) if self._events is not None and keys else set()
 
+    def adopt(self, keys: list[str]) -> None:
+        """Count ``keys`` as published (outcomes reported before there were keys)."""
+        if self._events is not None and keys:
+            self._events.adopt_keys(keys)
+
     def forget(self, prefix: str) -> None:
         """Nothing will be published under keys starting with ``prefix`` again."""
         if self._events is None:

@@ -13,6 +13,10 @@ Flags covered: VmRecord.deployed_reported (VM_DEPLOYED or VM_SCALE_OUT_DEPLOYED)
 VmRecord.alive_reported (the first VM_ALIVE), DeploymentRecord.alive_reported
 (SERVICE_ALIVE). A deployment's keys are forgotten when it is undeployed (its
 records are gone, so nothing is owed under them any more).
+
+The first start on an event log without this instance's marker key (a log from
+before keys, or a new instance) adopts every flagged outcome as published instead of
+publishing it: they were sent by the escnc that flagged them.
 """
 
 from __future__ import annotations
@@ -56,6 +60,27 @@ class OutboxView(Protocol):
     store: EngineStore
     notifier: Notifier
     desired: Desired
+    instance_id: str
+
+
+def marker(owner: str, what: str) -> str:
+    """The key saying that ``owner``'s ``what`` outcomes are published under keys."""
+    return f"outbox/{owner}/{what}"
+
+
+def owed_now(notifier: Notifier, keys: list[str], mark: str) -> set[str] | None:
+    """Which of ``keys`` are to be published now: those the log lacks, or none when
+    the log has no ``mark`` yet (then they are adopted and the mark set). None when
+    the log cannot be read (the next start tries again)."""
+    try:
+        done = notifier.published([mark, *keys])
+        if mark not in done:
+            notifier.adopt([*keys, mark])  # one transaction
+            return set()
+    except Exception:
+        log.exception("cannot read the event log's keys: owed events not republished")
+        return None
+    return set(keys) - done
 
 
 def _deployed_type(engine: OutboxView, vm: VmRecord) -> str:
@@ -83,16 +108,13 @@ def republish(engine: OutboxView) -> int:
         key = service_key(dep)
         if key and dep.alive_reported and dep.state != st.SERVICE_UNDEPLOYING:
             owed.append((key, "service", dep, None))
-    if not owed:
-        return 0
-    try:
-        done = engine.notifier.published([k for k, *_ in owed])
-    except Exception:  # the log is unreachable: the next start tries again
-        log.exception("cannot read the event log's keys: owed events not republished")
+    missing = owed_now(engine.notifier, [k for k, *_ in owed],
+                       marker(engine.instance_id, "engine"))
+    if not missing:
         return 0
     count = 0
     for key, outcome, dep, vm in owed:
-        if key in done:
+        if key not in missing:
             continue
         log.warning("publishing an event owed since before a restart: %s", key)
         if vm is None:

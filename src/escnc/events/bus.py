@@ -134,6 +134,10 @@ class EventBus:
         """Which of ``keys`` were published (``publish(key=...)``)."""
         return self.log.logged_keys(keys) if keys else set()
 
+    def adopt_keys(self, keys: list[str]) -> None:
+        """Log ``keys`` as published, publishing nothing (EventLog.adopt_keys)."""
+        self.log.adopt_keys(keys)
+
     def forget_keys(self, prefix: str) -> int:
         """Drop the idempotency keys under ``prefix``: nothing publishes under them again."""
         return self.log.forget_keys(prefix)

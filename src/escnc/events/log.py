@@ -158,6 +158,18 @@ class EventLog:
                 found.update(str(r[0]) for r in rows)
         return found
 
+    def adopt_keys(self, keys: Sequence[str]) -> None:
+        """Log ``keys`` as published without publishing anything (one transaction):
+        outcomes reported before keys existed (a log from an older escnc)."""
+        with self._write_lock:
+            conn = self._write_conn()
+            with conn.transaction():
+                for key in keys:
+                    conn.execute(
+                        "INSERT INTO event_keys(event_key, seq) VALUES(?, 0)"
+                        " ON CONFLICT (event_key) DO NOTHING", (key,)
+                    )
+
     def forget_keys(self, prefix: str) -> int:
         """Drop the idempotency keys starting with ``prefix`` (their owner is gone, so
         nothing will publish under them again)."""

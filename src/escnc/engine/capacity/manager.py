@@ -76,6 +76,7 @@ class CapacityContext(Protocol):
     services: Services
     vims: HostRegistry
     store: EngineStore
+    instance_id: str  # names this instance's keys in the event log
 
     @property
     def desired(self) -> Desired: ...
@@ -181,16 +182,21 @@ class CapacityManager:
         bus = self.engine.services.events
         with self._lock:
             owed = [r for r in self._reservations.values() if r.reported]
-        if bus is None or not owed:
+        if bus is None:
             return
+        keys = [events.reservation_key(r, r.reported) for r in owed]
+        mark = f"outbox/{self.engine.instance_id}/reservations"  # as engine/outbox.py
         try:
-            done = bus.logged_keys([events.reservation_key(r, r.reported) for r in owed])
+            done = bus.logged_keys([mark, *keys])
+            if mark not in done:  # a log from before keys: what was flagged was sent
+                bus.adopt_keys([*keys, mark])
+                return
         except Exception:
             log.exception("cannot read the event log's keys")
             return
         now = self.clock.now()
-        for r in owed:
-            if events.reservation_key(r, r.reported) not in done:
+        for r, key in zip(owed, keys, strict=True):
+            if key not in done:
                 when = {ACTIVE: r.start, EXPIRED: r.stop}.get(r.reported) or now
                 events.publish_reservation(bus, r, r.reported, when)
 
