@@ -336,3 +336,8 @@ def test_allowed_hosts_follow_placement_rules():
         "gb": groups["gb"],
     }
     assert allowed_hosts(vm, DeploymentSpec("t", "d", pinned), [vm], hosts)[0] == ["h3"]
+    # capacity admission is the caller's collaborator (no registry shared by servers)
+    full = {"h2"}
+    fits = allowed_hosts(vm, plain, [vm, peer], hosts, lambda _vm, hs: [h for h in hs
+                                                                        if h not in full])
+    assert fits == (["h3"], ["h3"])

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from escnc.engine.jobs import Job, JobQueue
     from escnc.engine.model import Desired, GroupSpec
     from escnc.engine.notify import Notifier
+    from escnc.engine.placement import CapacityCheck
     from escnc.engine.store import DeploymentRecord, EngineStore, VmRecord
     from escnc.engine.vmops import VmOps
     from escnc.settings import Settings
@@ -95,6 +96,10 @@ class JobView(ReconcileView, Protocol):
     hooks: Day2Hooks
     images: ImageRegistry
     image_wait_seconds: float
+
+    @property
+    def capacity(self) -> CapacityCheck:
+        """Admission for the VMs a job places (engine/placement.py)."""
 
     def set_vm_state(self, generated_name: str, state: str, **fields: Any) -> VmRecord: ...
     def wait_alive(

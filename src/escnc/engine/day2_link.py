@@ -69,6 +69,10 @@ class EngineLink:
             )
         return dep  # type: ignore[no-any-return]
 
+    def fitting_hosts(self, vm: VmRecord, hosts: list[str]) -> list[str]:
+        """Those of ``hosts`` where ``vm`` fits (the engine's capacity admission)."""
+        return self.engine.capacity.migration_hosts(vm, hosts)  # type: ignore[no-any-return]
+
     def update_vm(self, name: str, **changes: object) -> VmRecord | None:
         return self.engine.store.update_vm(name, **changes)  # type: ignore[no-any-return]
 

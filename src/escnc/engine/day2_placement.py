@@ -17,19 +17,9 @@ if TYPE_CHECKING:
     from escnc.engine.model import DeploymentSpec
     from escnc.engine.store import VmRecord
 
-# (vm, candidate hosts) -> the hosts it may take; engine/capacity.py registers one per
-# server to keep reserved capacity out of migrations' reach
+# (vm, candidate hosts) -> the hosts it may take: the engine's capacity manager passes
+# one in (through the day-2 link) to keep reserved capacity out of migrations' reach
 HostFilter = Callable[["VmRecord", list[str]], list[str]]
-_host_filters: list[HostFilter] = []
-
-
-def register_host_filter(f: HostFilter) -> None:
-    _host_filters.append(f)
-
-
-def unregister_host_filter(f: HostFilter) -> None:
-    if f in _host_filters:
-        _host_filters.remove(f)
 
 
 def allowed_hosts(
@@ -37,10 +27,12 @@ def allowed_hosts(
     spec: DeploymentSpec | None,
     peers: Sequence[VmRecord],
     hosts: Iterable[str],
+    host_filter: HostFilter | None = None,
 ) -> tuple[list[str], list[str]]:
-    """(strictly allowed hosts, preferred subset) for moving ``vm``; its own host excluded."""
+    """(strictly allowed hosts, preferred subset) for moving ``vm``; its own host
+    excluded, and the hosts ``host_filter`` (capacity admission) refuses."""
     allowed = [h for h in hosts if h != vm.host]
-    for host_filter in list(_host_filters):
+    if host_filter is not None:
         allowed = host_filter(vm, allowed)
     if spec is None:
         return allowed, allowed

@@ -48,7 +48,7 @@ def _ensure_records(engine: JobView, spec: DeploymentSpec) -> list[VmRecord]:
         while len(have) < target_count(dep, group):  # min_active + elastic scale-out
             while index in used:
                 index += 1
-            vm = new_vm(engine.vims, spec, group, index, existing)
+            vm = new_vm(engine.vims, spec, group, index, existing, engine.capacity)
             engine.store.put_vm(vm)
             have.append(vm)
             existing.append(vm)
@@ -474,7 +474,7 @@ def elastic_for(engine: ElasticView) -> Elastic:
         create=lambda job, dep, spec, vms, ev: _create_vms(engine, job, dep, spec, vms, ev),
         wait_alive=lambda job, dep, vms: engine.wait_alive(job, dep, vms, event="VM_ALIVE"),
         new_vm=lambda spec, group, index, existing: new_vm(
-            engine.vims, spec, group, index, existing
+            engine.vims, spec, group, index, existing, engine.capacity
         ),
         remove=engine.ops.remove,
     )

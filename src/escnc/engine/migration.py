@@ -39,7 +39,11 @@ class Migrations:
         desired = self.link.desired()
         spec = desired.deployments.get((vm.tenant, vm.deployment))
         allowed, preferred = allowed_hosts(
-            vm, spec, self.link.vms(vm.tenant, vm.deployment), self.link.host_names()
+            vm,
+            spec,
+            self.link.vms(vm.tenant, vm.deployment),
+            self.link.host_names(),
+            self.link.fitting_hosts,
         )
         if host:
             wanted = self.link.host(host)  # unknown host -> rpc-error

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-import weakref
 from typing import Protocol
 
 from escnc.engine.model import DeploymentSpec, GroupSpec
@@ -18,19 +17,12 @@ class PlacementError(Exception):
 
 
 class CapacityCheck(Protocol):
-    """Capacity admission (engine/capacity/ registers one per host registry): overcommit
-    ratios and reservations."""
+    """Capacity admission (the engine's engine/capacity/ manager, passed in by the
+    caller): overcommit ratios and reservations."""
 
     def reservation_zone(self, group: GroupSpec) -> str: ...
     def refusal(self, group: GroupSpec, host: str) -> str: ...
     def addresses(self, group: GroupSpec) -> tuple[tuple[str, ...], frozenset[str]]: ...
-
-
-_capacity: weakref.WeakKeyDictionary[HostRegistry, CapacityCheck] = weakref.WeakKeyDictionary()
-
-
-def register_capacity(vims: HostRegistry, check: CapacityCheck) -> None:
-    _capacity[vims] = check
 
 
 def generated_name(deployment: str, group: str, index: int) -> str:
@@ -38,14 +30,18 @@ def generated_name(deployment: str, group: str, index: int) -> str:
 
 
 def choose_host(
-    vims: HostRegistry, spec: DeploymentSpec, group: GroupSpec, existing: list[VmRecord]
+    vims: HostRegistry,
+    spec: DeploymentSpec,
+    group: GroupSpec,
+    existing: list[VmRecord],
+    cap: CapacityCheck | None = None,
 ) -> str:
     """zone_host placement, locator vim_id or a host of the zone of the group's
     reservation first; then affinity / anti-affinity placement groups across hosts;
     otherwise the default host. Every choice must pass capacity admission (overcommit
     ratios, capacity held by reservations): a host that refuses the VM is skipped
-    where the rules allow another host, else placement fails saying why."""
-    cap = _capacity.get(vims)
+    where the rules allow another host, else placement fails saying why (``cap``:
+    the admission to apply; None admits everything)."""
 
     def refusal(host: str) -> str:
         return cap.refusal(group, host) if cap is not None else ""
@@ -131,9 +127,9 @@ def new_vm(
     group: GroupSpec,
     index: int,
     existing: list[VmRecord],
+    cap: CapacityCheck | None = None,
 ) -> VmRecord:
     name = generated_name(spec.name, group.name, index)
-    cap = _capacity.get(vims)
     siblings = [v for v in existing if v.group == group.name]
     return VmRecord(
         generated_name=name,
@@ -142,7 +138,7 @@ def new_vm(
         deployment=spec.name,
         group=group.name,
         index=index,
-        host=choose_host(vims, spec, group, existing),
+        host=choose_host(vims, spec, group, existing, cap),
         state=VM_DEPLOYING,
         flavor=group.flavor,
         image=group.image,

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from escnc.engine import day2_placement, placement
 from escnc.engine.capacity import events
 from escnc.engine.capacity.admission import (
     Ledger,
@@ -121,8 +120,6 @@ class CapacityManager:
     # -- lifecycle
 
     def start(self) -> None:
-        placement.register_capacity(self.engine.vims, self)
-        day2_placement.register_host_filter(self.migration_hosts)
         self.engine.services.state_providers.append(self.state)
         # listen first, then read the store: changes in between are replayed on top
         self.engine.store.add_vm_listener(self._vms_changed)
@@ -140,7 +137,6 @@ class CapacityManager:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        day2_placement.unregister_host_filter(self.migration_hosts)
         if self._thread is not None:
             self._thread.join(5)
         self.store.close()
@@ -509,7 +505,8 @@ class CapacityManager:
         with self._vlock:
             self._version[2] += 1
 
-    # -- placement hooks (engine/placement.py, engine/day2_placement.py, validator)
+    # -- placement (engine/placement.py: the CapacityCheck its callers pass in;
+    # migration_hosts: the day-2 link's fitting_hosts; validator)
 
     def reservation_zone(self, group: GroupSpec) -> str:
         """A host of the zone of the group's active compute reservation that holds
