@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from escnc.engine.capacity import CapacityManager
     from escnc.engine.clock import Clock
     from escnc.engine.elastic import Elastic
-    from escnc.engine.hooks import Day2Hooks
+    from escnc.engine.hooks import MaintenanceHooks
     from escnc.engine.hostfacts import HostFactsCache
     from escnc.engine.imagereg import ImageRegistry
     from escnc.engine.jobs import Job, JobQueue
@@ -93,7 +93,7 @@ class JobView(ReconcileView, Protocol):
     """engine/lifecycle.py, actions.py, converge.py: what a job body does to VMs --
     records, events, the VIM operations, the liveness wait and day-2 hooks."""
 
-    hooks: Day2Hooks
+    hooks: MaintenanceHooks
     images: ImageRegistry
     image_wait_seconds: float
 

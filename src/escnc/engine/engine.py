@@ -13,7 +13,7 @@ libvirt's crash/shut-off events, hands a VM that went down to ``Engine._vm_down`
 recovery per recovery_policy (``actions.run_recovery``) or, for MANUAL,
 VM_MANUAL_RECOVERY_NEEDED and a wait for recoveryVmAction DO.
 
-Extension API for day-2 modules (resize, migration, snapshots, volumes)::
+Extension API for VM maintenance (resize, migration, snapshots, volumes)::
 
     engine = services.engine
     engine.submit(tenant, deployment, "name", fn)     # fn(job) on its queue; undeploy cancels
@@ -24,7 +24,7 @@ Extension API for day-2 modules (resize, migration, snapshots, volumes)::
     engine.publish(type, dep, vm=None, message=..., failure=False, target=None)
     engine.wait_alive(job, dep, [vm], event="VM_ALIVE", always=True) -> [errors]
     engine.ops.host(vm) / engine.ops.domain(vm)       # Host and vim.driver.Domain
-    engine.driver; engine.hooks (engine/hooks.py)     # the VIM driver, day-2 hooks
+    engine.driver; engine.hooks (engine/hooks.py)     # the VIM driver, maintenance hooks
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from escnc.engine import actions, imagejobs, lifecycle, outbox, reconcile
 from escnc.engine import states as st
 from escnc.engine.capacity import CapacityManager
 from escnc.engine.clock import Clock, SystemClock
-from escnc.engine.hooks import Day2Hooks
+from escnc.engine.hooks import MaintenanceHooks
 from escnc.engine.hostfacts import HostFactsCache
 from escnc.engine.imagereg import ImageRegistry
 from escnc.engine.jobs import Job, JobQueue
@@ -96,7 +96,7 @@ class Engine:
             self.driver, self.images, state_dir, self.instance_id, day0_policy(self.settings)
         )
         self.notifier = Notifier(services.events, self.vims)
-        self.hooks = Day2Hooks()
+        self.hooks = MaintenanceHooks()
         self.monitor = Monitor(self)
         self.capacity = CapacityManager(self)  # reservations, capacity (engine/capacity.py)
         self.elastic = lifecycle.elastic_for(self)  # KPIs, rules, scaling (engine/elastic.py)

@@ -506,7 +506,7 @@ class CapacityManager:
             self._version[2] += 1
 
     # -- placement (engine/placement.py: the CapacityCheck its callers pass in;
-    # migration_hosts: the day-2 link's fitting_hosts; validator)
+    # migration_hosts: the maintenance link's fitting_hosts; validator)
 
     def reservation_zone(self, group: GroupSpec) -> str:
         """A host of the zone of the group's active compute reservation that holds

@@ -1,10 +1,11 @@
-"""The day-2 code's one adapter onto the lifecycle engine.
+"""The VM maintenance code's one adapter onto the lifecycle engine.
 
-Everything day-2 needs from the engine (VM and deployment records, the per-deployment
-job queue, the notifier, host and pool setup, the VIM driver) goes through
+Everything maintenance (resize, migration, snapshots, volumes) needs from the engine
+(VM and deployment records, the per-deployment job queue, the notifier, host and pool
+setup, the VIM driver) goes through
 :class:`EngineLink`, so a change in the engine's internals is a change here only.
-:class:`Day2Context` is what each day-2 concept (engine/resize.py, migration.py,
-snapshots.py, volumes.py) receives: the link, the day-2 store and the settings.
+:class:`MaintenanceContext` is what each maintenance concept (engine/resize.py,
+migration.py, snapshots.py, volumes.py) receives: the link, the store and the settings.
 """
 
 from __future__ import annotations
@@ -175,8 +176,8 @@ BUSY_STATES = (states.VM_VERIFY_RESIZE, states.VM_MIGRATING)
 
 
 @dataclass
-class Day2Context:
-    """What a day-2 concept works with (no Engine, no Services beyond the link)."""
+class MaintenanceContext:
+    """What a maintenance concept works with (no Engine, no Services beyond the link)."""
 
     link: EngineLink
     store: Day2Store
