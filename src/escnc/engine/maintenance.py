@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
-from escnc.engine.day2_store import Day2Store, SnapshotRecord
 from escnc.engine.maintenance_link import EngineLink, MaintenanceContext
+from escnc.engine.maintenance_store import Day2Store, SnapshotRecord
 from escnc.engine.migration import Migrations
 from escnc.engine.resize import Resizes
 from escnc.engine.snapshots import Snapshots

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from escnc.engine import states
-from escnc.engine.day2_store import Day2Store
 from escnc.engine.errors import Conflict
 from escnc.engine.jobs import waiting
+from escnc.engine.maintenance_store import Day2Store
 from escnc.engine.model import Desired, parse_desired
 from escnc.errors import RpcError
 from escnc.settings import Settings

@@ -11,9 +11,9 @@ from dataclasses import replace
 from typing import Any
 
 from escnc.engine import states
-from escnc.engine.day2_store import PendingResize
 from escnc.engine.errors import Refused, Unavailable
 from escnc.engine.maintenance_link import MaintenanceContext
+from escnc.engine.maintenance_store import PendingResize
 from escnc.engine.placement import allowed_hosts
 from escnc.engine.store import VmRecord
 from escnc.errors import RpcError

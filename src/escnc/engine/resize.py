@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from lxml import etree
 
 from escnc.engine import states
-from escnc.engine.day2_store import PendingResize
 from escnc.engine.maintenance_link import MaintenanceContext
+from escnc.engine.maintenance_store import PendingResize
 from escnc.engine.migration import Migrations
 from escnc.errors import RpcError
 from escnc.ns import ESC, NC, qn

@@ -16,9 +16,9 @@ from typing import Any
 from lxml import etree
 
 from escnc.engine import states
-from escnc.engine.day2_store import SnapshotRecord, now_iso
 from escnc.engine.errors import Conflict, Refused
 from escnc.engine.maintenance_link import MaintenanceContext
+from escnc.engine.maintenance_store import SnapshotRecord, now_iso
 from escnc.engine.store import VmRecord
 from escnc.errors import RpcError, RpcErrors
 from escnc.ns import ESC, NC, qn

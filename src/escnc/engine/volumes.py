@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-from escnc.engine.day2_store import SnapshotRecord, VolumeRecord
 from escnc.engine.errors import Conflict
 from escnc.engine.maintenance_link import MaintenanceContext
+from escnc.engine.maintenance_store import SnapshotRecord, VolumeRecord
 from escnc.engine.snapshots import Snapshots
 from escnc.engine.store import VmRecord
 from escnc.errors import RpcError
