@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
 from escnc.ns import ESC  # noqa: E402
-from escnc.vim import day2_migrate, day2_resize, day2_snapshots  # noqa: E402
+from escnc.vim import migrate, resize, snapshots  # noqa: E402
 
 libvirt.registerErrorHandler(lambda _c, _e: None, None)
 NS = {"e": ESC}
@@ -78,29 +78,29 @@ def bench_vim(
     try:
 
         def resize_revert() -> None:
-            rec = day2_resize.resize_domain(a, "bench-vm", 2, 256, shutdown_timeout=20)
-            day2_resize.revert_resize(a, rec, shutdown_timeout=20)
+            rec = resize.resize_domain(a, "bench-vm", 2, 256, shutdown_timeout=20)
+            resize.revert_resize(a, rec, shutdown_timeout=20)
 
         report(f"{label} vim resize(live)+revert", timed(resize_revert, n))
 
         def cold() -> None:
-            rec = day2_resize.resize_domain(a, "bench-vm", 3, 256, shutdown_timeout=5)
-            day2_resize.revert_resize(a, rec, shutdown_timeout=5)
+            rec = resize.resize_domain(a, "bench-vm", 3, 256, shutdown_timeout=5)
+            resize.revert_resize(a, rec, shutdown_timeout=5)
 
         report(f"{label} vim resize(cold)+revert", timed(cold, max(1, n // 4)))
         counter = iter(range(10**6))
 
         def snap() -> None:
             sid = f"s{next(counter)}"
-            day2_snapshots.create_snapshot(a, "bench-vm", sid, "bench")
-            day2_snapshots.delete_snapshot(a, "bench-vm", sid)
+            snapshots.create_snapshot(a, "bench-vm", sid, "bench")
+            snapshots.delete_snapshot(a, "bench-vm", sid)
 
         report(f"{label} vim snapshot create+delete", timed(snap, max(1, n // 4)))
         if b is not None:
             hosts = [a, b]
 
             def move() -> None:
-                day2_migrate.migrate_domain(hosts[0], hosts[1], "bench-vm", live=True)
+                migrate.migrate_domain(hosts[0], hosts[1], "bench-vm", live=True)
                 hosts.reverse()
 
             kind = "definition move" if label == "test" else "libvirt, 2 daemons"
@@ -109,9 +109,9 @@ def bench_vim(
         for c in (a, b):
             if c is None:
                 continue
-            dom = day2_migrate.find_domain(c, "bench-vm")
+            dom = migrate.find_domain(c, "bench-vm")
             if dom is not None:
-                day2_migrate.undefine_fully(dom)
+                migrate.undefine_fully(dom)
 
 
 # ---- end to end ---------------------------------------------------------------------------

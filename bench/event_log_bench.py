@@ -2,7 +2,9 @@
 
 Appends N events of ~600 bytes (an escEvent's size) from one thread and from W
 writer threads each with its own EventLog (W nodes on one database), then reads them
-all back in batches of 1000. Prints events/s. PostgreSQL: ``--dsn postgresql://...``
+all back in batches of 1000; then appends N events under idempotency keys (the
+engine's flagged outcomes, engine/outbox.py), repeats them (all no-ops) and looks the
+N keys up (what a restart does). Prints events/s. PostgreSQL: ``--dsn postgresql://...``
 or, without it, a throw-away server from tests/pg_support.py. Usage:
     python bench/event_log_bench.py [--events 5000] [--writers 4] [--dsn URL]
 """
@@ -54,6 +56,21 @@ def run(name: str, make: Callable[[], Storage], events: int, writers: int) -> No
     read = n / (time.perf_counter() - t0)
     print(f"{name:10} append 1 writer {one:8.0f}/s   {writers} writers {many:8.0f}/s"
           f"   read {read:9.0f}/s  ({n} events)")
+    keys = [f"dep/vm{i}/alive" for i in range(events)]
+    t0 = time.perf_counter()
+    for key in keys:
+        log.append_keyed("escEvent", now_ms(), BODY, key)
+    keyed = events / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for key in keys:
+        assert log.append_keyed("escEvent", now_ms(), BODY, key) is None
+    repeat = events / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    found = log.logged_keys(keys)
+    lookup = time.perf_counter() - t0
+    assert len(found) == events
+    print(f"{name:10} keyed append {keyed:8.0f}/s   repeat (no-op) {repeat:8.0f}/s"
+          f"   look up {events} keys {lookup * 1000:6.1f} ms")
     for w in [log, *logs]:
         w.close()
 

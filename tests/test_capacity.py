@@ -522,6 +522,49 @@ def test_reservation_survives_restart(server_factory, vims, tmp_path) -> None:  
         assert info(m, "compute", "memory", "hostB")["reserved"] == 1024
 
 
+def test_a_reservation_status_lost_by_a_kill_is_announced_once(  # type: ignore[no-untyped-def]
+    server_factory, vims, tmp_path
+) -> None:
+    """The manager saves a reservation's new status, then publishes it under a key: a
+    kill -9 in between leaves the saved status and no event (made here by deleting the
+    event and its key from the log); each restart publishes what the log lacks, once."""
+    import sqlite3
+
+    state = tmp_path / "st"
+    s1 = server_factory(state_dir=state, vims=vims, **CAPACITY_SETTINGS)
+    pool = {"numCpuCores": 1, "numVcInstances": 1, "virtualMemSize": 1}
+    with connect(s1) as m:
+        m.create_subscription(stream_name="escEvent")
+        rid = rpc(m, "createComputeReservation", {
+            "zoneId": "hostB", "computePoolReservation": pool})["reservationData"]["reservationId"]
+        change = to_json(take(m, "reservationStatusChange"))
+        assert (change["reservationId"], change["reservationStatus"]) == (rid, "active")
+    s1.stop()
+    db = sqlite3.connect(state / "events.sqlite3")
+    with db:
+        assert db.execute("DELETE FROM event_keys WHERE event_key LIKE ?",
+                          (f"reservation/{rid}/%",)).rowcount == 1
+        for seq, body in db.execute("SELECT seq, body FROM events").fetchall():
+            if rid.encode() in bytes(body):
+                db.execute("DELETE FROM events WHERE seq = ?", (seq,))
+    db.close()
+
+    def announced() -> int:
+        db = sqlite3.connect(state / "events.sqlite3")
+        try:
+            rows = db.execute("SELECT body FROM events").fetchall()
+        finally:
+            db.close()
+        return sum(b"reservationStatusChange" in bytes(r[0]) and rid.encode() in bytes(r[0])
+                   for r in rows)
+
+    assert announced() == 0
+    for _ in range(2):  # the first restart publishes it, the second does not repeat it
+        srv = server_factory(state_dir=state, vims=vims, **CAPACITY_SETTINGS)
+        srv.stop()
+        assert announced() == 1
+
+
 def test_bad_input_gets_precise_rpc_errors(nc) -> None:  # type: ignore[no-untyped-def]
     m = nc
     with pytest.raises(RPCError) as exc:

@@ -490,18 +490,18 @@ def test_revert_to_snapshot_in_place(srv, nc, ev, image):  # type: ignore[no-unt
 
 
 def test_snapshot_timeout_is_failure_and_leaves_nothing(srv, nc, ev, image, monkeypatch):  # type: ignore[no-untyped-def]
-    from escnc.vim import day2_snapshots
+    from escnc.vim import snapshots as vim_snapshots
 
     (vm,) = deploy(nc, ev, image)
     host = where(srv, vm)[0]
     srv.settings.snapshot_timeout_mins = 0.3 / 60  # 0.3 s
-    real = day2_snapshots.create_snapshot
+    real = vim_snapshots.create_snapshot
 
     def slow(*args, **kw):  # type: ignore[no-untyped-def]
         time.sleep(0.8)
         return real(*args, **kw)
 
-    monkeypatch.setattr(day2_snapshots, "create_snapshot", slow)
+    monkeypatch.setattr(vim_snapshots, "create_snapshot", slow)
     nc.dispatch(etree.fromstring(rpc("vmBackupAction", vmName=vm, backupName="slow")))
     got = ev.until("VM_BACKUP_COMPLETE")
     assert types(got) == ["VM_BACKUP_INIT", "VM_BACKUP_COMPLETE"]

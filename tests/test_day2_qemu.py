@@ -19,10 +19,10 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from escnc.vim import day2_migrate as mig
-from escnc.vim import day2_resize as rz
-from escnc.vim import day2_snapshots as snaps
-from escnc.vim import day2_volumes as vols
+from escnc.vim import migrate as mig
+from escnc.vim import resize as rz
+from escnc.vim import snapshots as snaps
+from escnc.vim import volumes as vols
 
 URI = os.environ.get("ESCNC_QEMU_URI", "")
 pytestmark = [

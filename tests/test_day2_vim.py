@@ -10,11 +10,11 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from escnc.vim import day2_migrate as mig
-from escnc.vim import day2_resize as rz
-from escnc.vim import day2_snapshots as snaps
-from escnc.vim import day2_volumes as vols
-from escnc.vim.day2_common import Day2Error, Day2Timeout, domain_size, run_polled
+from escnc.vim import migrate as mig
+from escnc.vim import resize as rz
+from escnc.vim import snapshots as snaps
+from escnc.vim import volumes as vols
+from escnc.vim.domains import DomainOpError, DomainOpTimeout, domain_size, run_polled
 
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
@@ -107,10 +107,10 @@ def test_resize_stopped_vm_is_offline(hosts):
 
 def test_resize_unknown_vm_and_bad_size(hosts):
     a, _ = hosts
-    with pytest.raises(Day2Error, match="not found"):
+    with pytest.raises(DomainOpError, match="not found"):
         rz.resize_domain(a, "nope", 1, 512)
     define_vm(a)
-    with pytest.raises(Day2Error, match="invalid size"):
+    with pytest.raises(DomainOpError, match="invalid size"):
         rz.resize_domain(a, "vm1", 0, 512)
 
 
@@ -145,7 +145,7 @@ def test_move_takes_the_disk_volumes_along(hosts, tmp_path):
     assert str(tmp_path / "poolB" / "vm1-root.qcow2") in b.lookupByName("vm1").XMLDesc(0)
     # a failed move leaves the volumes where they were
     mig.migrate_domain(b, a, "vm1")
-    with pytest.raises(Day2Error):
+    with pytest.raises(DomainOpError):
         mig.migrate_domain(a, _FailingStartConn(b), "vm1")  # type: ignore[arg-type]
     assert pool.listVolumes() == ["vm1-root.qcow2"]
     assert b.storagePoolLookupByName("escnc").listVolumes() == []
@@ -165,7 +165,7 @@ def test_move_refuses_duplicate_on_target(hosts):
     a, b = hosts
     define_vm(a)
     define_vm(b)
-    with pytest.raises(Day2Error, match="already has a domain"):
+    with pytest.raises(DomainOpError, match="already has a domain"):
         mig.migrate_domain(a, b, "vm1")
     assert a.lookupByName("vm1").isActive()
 
@@ -174,7 +174,7 @@ def test_move_refuses_when_target_too_small(hosts):
     a, b = hosts
     define_vm(a, memory_mb=3000)
     define_vm(b, name="big", memory_mb=2000)
-    with pytest.raises(Day2Error, match="free memory"):
+    with pytest.raises(DomainOpError, match="free memory"):
         mig.migrate_domain(a, b, "vm1")
     assert a.lookupByName("vm1").isActive()
     assert [d.name() for d in b.listAllDomains()] == ["big"]
@@ -206,12 +206,12 @@ def test_failed_move_leaves_no_copy_and_source_running(hosts):
     a, b = hosts
     define_vm(a)
     snaps.create_snapshot(a, "vm1", "s-1")
-    with pytest.raises(Day2Error, match="injected"):
+    with pytest.raises(DomainOpError, match="injected"):
         mig.migrate_domain(a, _FailingStartConn(b), "vm1", live=True)  # type: ignore[arg-type]
     assert b.listAllDomains() == []
     dom = a.lookupByName("vm1")
     assert dom.isActive() and dom.snapshotListNames() == ["s-1"]
-    with pytest.raises(Day2Error, match="injected"):
+    with pytest.raises(DomainOpError, match="injected"):
         mig.migrate_domain(a, _FailingStartConn(b), "vm1", live=False)  # type: ignore[arg-type]
     assert b.listAllDomains() == [] and a.lookupByName("vm1").isActive()
 
@@ -240,9 +240,9 @@ def test_snapshot_create_list_revert_delete(hosts):
     assert [s.id for s in snaps.list_snapshots(a, "vm1")] == ["id-1"]
     snaps.delete_snapshot(a, "vm1", "id-1")
     assert snaps.list_snapshots(a, "vm1") == []
-    with pytest.raises(Day2Error, match=r"Snapshot image \[id-1\] not found."):
+    with pytest.raises(DomainOpError, match=r"Snapshot image \[id-1\] not found."):
         snaps.delete_snapshot(a, "vm1", "id-1")
-    with pytest.raises(Day2Error, match="longer than 255"):
+    with pytest.raises(DomainOpError, match="longer than 255"):
         snaps.create_snapshot(a, "vm1", "id-2", "x" * 256)
 
 
@@ -267,7 +267,7 @@ def test_export_and_volume_from_snapshot_pool_disk(hosts, tmp_path):
 def test_export_needs_a_pool(hosts):
     a, _ = hosts
     define_vm(a)
-    with pytest.raises(Day2Error, match="no active storage pool"):
+    with pytest.raises(DomainOpError, match="no active storage pool"):
         vols.copy_disk_to_volume(a, "vm1", "x")
 
 
@@ -285,7 +285,7 @@ def test_run_polled_returns_and_times_out():
         return 42
 
     started = time.monotonic()
-    with pytest.raises(Day2Timeout, match=r"snapshot timed out after 0\.2 s"):
+    with pytest.raises(DomainOpTimeout, match=r"snapshot timed out after 0\.2 s"):
         run_polled(
             slow,
             poll_secs=0.05,
@@ -307,8 +307,8 @@ def test_run_polled_returns_and_times_out():
 
 
 def test_allowed_hosts_follow_placement_rules():
-    from escnc.engine.day2_placement import allowed_hosts
     from escnc.engine.model import DeploymentSpec, GroupSpec, PlacementGroup
+    from escnc.engine.placement import allowed_hosts
     from escnc.engine.store import VmRecord
 
     def rec(name: str, group: str, host: str) -> VmRecord:
@@ -336,3 +336,8 @@ def test_allowed_hosts_follow_placement_rules():
         "gb": groups["gb"],
     }
     assert allowed_hosts(vm, DeploymentSpec("t", "d", pinned), [vm], hosts)[0] == ["h3"]
+    # capacity admission is the caller's collaborator (no registry shared by servers)
+    full = {"h2"}
+    fits = allowed_hosts(vm, plain, [vm, peer], hosts, lambda _vm, hs: [h for h in hs
+                                                                        if h not in full])
+    assert fits == (["h3"], ["h3"])

@@ -136,10 +136,10 @@ def test_retention_keeps_the_byte_total_exact(tmp_path: Path) -> None:
 
 def test_day2_libvirt_xml_is_built_with_lxml() -> None:
     """Names with quotes, & and < cannot break out of volume or snapshot XML."""
-    from escnc.vim import day2_volumes
+    from escnc.vim import volumes
 
     hostile = "a'b\"c&d<e>"
-    root = etree.fromstring(day2_volumes._vol_xml(hostile, 10, hostile))
+    root = etree.fromstring(volumes._vol_xml(hostile, 10, hostile))
     assert root.findtext("name") == hostile
     assert root.find("target/format").get("type") == hostile  # type: ignore[union-attr]
     assert root.findtext("capacity") == "10"

@@ -187,6 +187,35 @@ def test_two_writers_share_one_gapless_sequence(make_storage: Factory) -> None:
         log.close()
 
 
+def test_an_event_key_is_logged_once_across_writers(make_storage: Factory) -> None:
+    """An idempotency key is stored in its event's transaction: of two nodes (or a
+    publisher before and after a restart) publishing under one key, one appends, the
+    other appends nothing; the key outlives retention until it is forgotten."""
+    logs = [EventLog(storage=make_storage()) for _ in range(2)]
+    results: list[object] = []
+    barrier = threading.Barrier(2)
+
+    def write(i: int) -> None:
+        barrier.wait()
+        results.append(logs[i].append_keyed("escEvent", now_ms(), b"<alive/>", "d1/vm1/alive"))
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(r is None for r in results) == [False, True]
+    assert logs[0].count() == 1
+    assert logs[1].logged_keys(["d1/vm1/alive", "d1/vm2/alive"]) == {"d1/vm1/alive"}
+    logs[0].prune(None, 0)  # retention drops the event, not its key
+    assert logs[0].append_keyed("escEvent", now_ms(), b"<alive/>", "d1/vm1/alive") is None
+    assert logs[0].forget_keys("d1/") == 1
+    assert logs[0].logged_keys(["d1/vm1/alive"]) == set()
+    assert logs[0].append_keyed("escEvent", now_ms(), b"<alive/>", "d1/vm1/alive") is not None
+    for log in logs:
+        log.close()
+
+
 def test_a_log_written_before_the_storage_interface_is_adopted(tmp_path: Path) -> None:
     """events.sqlite3 of an older escnc: its events, counter and creation time stay."""
     path = tmp_path / "events.sqlite3"

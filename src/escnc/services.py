@@ -63,8 +63,12 @@ class DatastoreAPI(Protocol):
 
 
 class EventBusAPI(Protocol):
-    def publish(self, stream: str, body: etree._Element) -> int:
-        """Append durably to the event log, then deliver. Returns the sequence number."""
+    def publish(self, stream: str, body: etree._Element, key: str | None = None) -> int:
+        """Append durably to the event log, then deliver. Returns the sequence number
+        (0: an event with idempotency ``key`` was published before, nothing is)."""
+    def logged_keys(self, keys: list[str]) -> set[str]: ...
+    def adopt_keys(self, keys: list[str]) -> None: ...
+    def forget_keys(self, prefix: str) -> int: ...
     def add_listener(self, listener: Callable[[Any], None]) -> None: ...
 
 
@@ -88,7 +92,7 @@ class Services:
     users: Any = None  # escnc.rpc.users.UserStore
     vims: Any = None  # escnc.vim.hosts.HostRegistry
     engine: Any = None  # EngineAPI
-    day2: Any = None  # escnc.engine.day2.Day2Manager (set by operations/esc_day2.py)
+    day2: Any = None  # escnc.engine.maintenance.Maintenance (set by operations/esc_day2.py)
     nacm: Any = None  # escnc.nacm.Nacm, access control (set by operations/authorize.py)
     auth_penalty: Any = None  # escnc.rpc.auth.AuthPenalty, one for SSH and HTTP Basic
     state_providers: list[StateProvider] = field(default_factory=list)

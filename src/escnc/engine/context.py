@@ -14,12 +14,13 @@ if TYPE_CHECKING:
     from escnc.engine.capacity import CapacityManager
     from escnc.engine.clock import Clock
     from escnc.engine.elastic import Elastic
-    from escnc.engine.hooks import Day2Hooks
+    from escnc.engine.hooks import MaintenanceHooks
     from escnc.engine.hostfacts import HostFactsCache
     from escnc.engine.imagereg import ImageRegistry
     from escnc.engine.jobs import Job, JobQueue
     from escnc.engine.model import Desired, GroupSpec
     from escnc.engine.notify import Notifier
+    from escnc.engine.placement import CapacityCheck
     from escnc.engine.store import DeploymentRecord, EngineStore, VmRecord
     from escnc.engine.vmops import VmOps
     from escnc.settings import Settings
@@ -84,6 +85,7 @@ class ReconcileView(Protocol):
         failure: bool = False,
         status_code: int | None = None,
         target: VmRecord | None = None,
+        key: str | None = None,
     ) -> None: ...
 
 
@@ -91,9 +93,13 @@ class JobView(ReconcileView, Protocol):
     """engine/lifecycle.py, actions.py, converge.py: what a job body does to VMs --
     records, events, the VIM operations, the liveness wait and day-2 hooks."""
 
-    hooks: Day2Hooks
+    hooks: MaintenanceHooks
     images: ImageRegistry
     image_wait_seconds: float
+
+    @property
+    def capacity(self) -> CapacityCheck:
+        """Admission for the VMs a job places (engine/placement.py)."""
 
     def set_vm_state(self, generated_name: str, state: str, **fields: Any) -> VmRecord: ...
     def wait_alive(
@@ -106,6 +112,7 @@ class JobView(ReconcileView, Protocol):
         late: Callable[[VmRecord, str], bool] | None = None,
     ) -> list[str]: ...
     def manual_recovery_needed(self, dep: DeploymentRecord, name: str, reason: str) -> None: ...
+    def forget_reported(self, dep: DeploymentRecord) -> None: ...
 
 
 class ElasticView(JobView, Protocol):

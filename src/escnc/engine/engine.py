@@ -13,7 +13,7 @@ libvirt's crash/shut-off events, hands a VM that went down to ``Engine._vm_down`
 recovery per recovery_policy (``actions.run_recovery``) or, for MANUAL,
 VM_MANUAL_RECOVERY_NEEDED and a wait for recoveryVmAction DO.
 
-Extension API for day-2 modules (resize, migration, snapshots, volumes)::
+Extension API for VM maintenance (resize, migration, snapshots, volumes)::
 
     engine = services.engine
     engine.submit(tenant, deployment, "name", fn)     # fn(job) on its queue; undeploy cancels
@@ -24,7 +24,7 @@ Extension API for day-2 modules (resize, migration, snapshots, volumes)::
     engine.publish(type, dep, vm=None, message=..., failure=False, target=None)
     engine.wait_alive(job, dep, [vm], event="VM_ALIVE", always=True) -> [errors]
     engine.ops.host(vm) / engine.ops.domain(vm)       # Host and vim.driver.Domain
-    engine.driver; engine.hooks (engine/hooks.py)     # the VIM driver, day-2 hooks
+    engine.driver; engine.hooks (engine/hooks.py)     # the VIM driver, maintenance hooks
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
-from escnc.engine import actions, imagejobs, lifecycle, reconcile
+from escnc.engine import actions, imagejobs, lifecycle, outbox, reconcile
 from escnc.engine import states as st
 from escnc.engine.capacity import CapacityManager
 from escnc.engine.clock import Clock, SystemClock
-from escnc.engine.hooks import Day2Hooks
+from escnc.engine.hooks import MaintenanceHooks
 from escnc.engine.hostfacts import HostFactsCache
 from escnc.engine.imagereg import ImageRegistry
 from escnc.engine.jobs import Job, JobQueue
@@ -96,7 +96,7 @@ class Engine:
             self.driver, self.images, state_dir, self.instance_id, day0_policy(self.settings)
         )
         self.notifier = Notifier(services.events, self.vims)
-        self.hooks = Day2Hooks()
+        self.hooks = MaintenanceHooks()
         self.monitor = Monitor(self)
         self.capacity = CapacityManager(self)  # reservations, capacity (engine/capacity.py)
         self.elastic = lifecycle.elastic_for(self)  # KPIs, rules, scaling (engine/elastic.py)
@@ -124,6 +124,8 @@ class Engine:
         self.vims.add_reconnect_listener(self._host_connected)
         self._apply_vims(Desired(), self.desired)
         self._apply_images(Desired(), self.desired)
+        # outcomes flagged as reported that a kill -9 kept from the log (engine/outbox.py)
+        outbox.republish(self)
         self.reconcile()
         # after reconcile's jobs are queued: a down VM found now is handled after them
         self.store.add_vm_listener(self.monitor.on_vm)
@@ -302,10 +304,17 @@ class Engine:
         failure: bool = False,
         status_code: int | None = None,
         target: VmRecord | None = None,
+        key: str | None = None,
     ) -> None:
+        """``key``: the idempotency key of a flagged outcome (engine/outbox.py)."""
         self.notifier.publish(
-            type_, dep, vm, message=message, failure=failure, status_code=status_code, target=target
+            type_, dep, vm, message=message, failure=failure, status_code=status_code,
+            target=target, key=key,
         )
+
+    def forget_reported(self, dep: DeploymentRecord) -> None:
+        """An undeployed deployment owes no event any more (engine/outbox.py)."""
+        outbox.forget(self.notifier, dep)
 
     def wait_alive(
         self,
@@ -352,6 +361,8 @@ class Engine:
         def on_alive(vm: VmRecord) -> None:
             current = self.store.vm(vm.generated_name) or vm
             report = event is not None and (always or not current.alive_reported)
+            # the first VM_ALIVE is flagged before it is sent, and sent under its key
+            first = report and event == "VM_ALIVE" and not current.alive_reported
             vm = self.set_vm_state(
                 vm.generated_name,
                 st.VM_ALIVE,
@@ -363,7 +374,9 @@ class Engine:
                 lease = leased.get(vm.generated_name)
                 how = f"ICMPPing on {lease.address}, its DHCP lease" if lease else ""
                 how = how or notes.get(vm.generated_name, "")
-                self.publish(event, dep, vm, message="VM is alive" + (f" ({how})" if how else ""))
+                key = outbox.vm_key(dep, vm, outbox.ALIVE) if first else None
+                self.publish(event, dep, vm, message="VM is alive" + (f" ({how})" if how else ""),
+                             key=key)
 
         alive, failed, cancelled = wait_alive(probes, job.cancel, on_alive)
         errors = []

@@ -1,6 +1,6 @@
-"""Extension points for day-2 operations (resize, migration, snapshots, volumes).
+"""Extension points for VM maintenance (resize, migration, snapshots, volumes).
 
-The day-2 modules fill these at import/registration time::
+The maintenance modules (engine/maintenance.py) fill these at import/registration time::
 
     engine.hooks.vm_actions["CONFIRM_RESIZE"] = handler   # handler(engine, job, vm)
     engine.hooks.resize = handler   # handler(engine, job, vm, old_flavor, new_flavor)
@@ -30,6 +30,6 @@ ResizeHandler = Callable[[Any, "Job", "VmRecord", "FlavorSpec", "FlavorSpec"], N
 
 
 @dataclass
-class Day2Hooks:
+class MaintenanceHooks:
     vm_actions: dict[str, VmActionHandler] = field(default_factory=dict)
     resize: ResizeHandler | None = None

@@ -14,7 +14,7 @@ passes the operator's policy (``vim/source_policy.py``); both are mode 0600. Poo
 so a changed image never overwrites a volume that still backs a VM's disk.
 
 An image whose ``src`` already is a volume of a host's escnc pool (an EXPORT of a VM's
-disk, ``engine/day2.py``) is registered in place: nothing is fetched or copied, the
+disk, ``engine/maintenance.py``) is registered in place: nothing is fetched or copied, the
 volume itself backs the VMs of that host; another host gets a copy when a deployment
 first needs it there.
 """

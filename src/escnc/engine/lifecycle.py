@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from escnc.engine import actions, startup
+from escnc.engine import actions, outbox, startup
 from escnc.engine import states as st
 from escnc.engine.elastic import Elastic
 from escnc.engine.jobs import Job, waiting
@@ -48,7 +48,7 @@ def _ensure_records(engine: JobView, spec: DeploymentSpec) -> list[VmRecord]:
         while len(have) < target_count(dep, group):  # min_active + elastic scale-out
             while index in used:
                 index += 1
-            vm = new_vm(engine.vims, spec, group, index, existing)
+            vm = new_vm(engine.vims, spec, group, index, existing, engine.capacity)
             engine.store.put_vm(vm)
             have.append(vm)
             existing.append(vm)
@@ -94,9 +94,11 @@ def _create_vms(
             engine.publish(deployed_event(vm), dep, vm, message=msg, failure=True)
             continue
         if not vm.deployed_reported:
+            # flagged, then sent under its key: exactly once across kill -9 (outbox.py)
             vm = engine.set_vm_state(vm.generated_name, vm.state, deployed_reported=True)
             engine.publish(
-                deployed_event(vm), dep, vm, message="VIM Driver: VM successfully created"
+                deployed_event(vm), dep, vm, message="VIM Driver: VM successfully created",
+                key=outbox.vm_key(dep, vm, outbox.DEPLOYED),
             )
         elif not stopped:
             # the domain vanished (host restarted, test driver, kill -9 of a host)
@@ -173,10 +175,12 @@ def _recover(engine: JobView, job: Job) -> Callable[[VmRecord, str], bool]:
         now = engine.store.vm(vm.generated_name)
         if now is None or now.state != st.VM_ALIVE:
             return False
+        first = not now.alive_reported
         now = engine.set_vm_state(now.generated_name, st.VM_ALIVE, alive_reported=True)
         dep = engine.store.deployment(vm.tenant, vm.deployment)
         if dep is not None:
-            engine.publish("VM_ALIVE", dep, now, message="VM is alive (after recovery)")
+            key = outbox.vm_key(dep, now, outbox.ALIVE) if first else None
+            engine.publish("VM_ALIVE", dep, now, message="VM is alive (after recovery)", key=key)
         return True
 
     return late
@@ -224,10 +228,13 @@ def _finish(
     changes: dict[str, object] = {"status_message": message}
     if state is not None:
         changes["state"] = state
+    key = None
     if event == "SERVICE_ALIVE":
+        # the first SERVICE_ALIVE is flagged, then sent under its key (outbox.py)
+        key = None if dep.alive_reported else outbox.service_key(dep)
         changes["alive_reported"] = True
     dep = engine.store.update_deployment(dep.tenant, dep.name, **changes) or dep
-    engine.publish(event, dep, message=message, failure=bool(errors))
+    engine.publish(event, dep, message=message, failure=bool(errors), key=key)
 
 
 def undeploy(engine: JobView, job: Job, tenant: str, name: str) -> None:
@@ -250,6 +257,7 @@ def undeploy(engine: JobView, job: Job, tenant: str, name: str) -> None:
     _refresh_facts(engine, vms)
     message = "; ".join(errors) if errors else "Service successfully undeployed"
     engine.publish("SERVICE_UNDEPLOYED", dep, message=message, failure=bool(errors))
+    engine.forget_reported(dep)
 
 
 def update(engine: JobView, job: Job, old: DeploymentSpec | None, spec: DeploymentSpec) -> None:
@@ -466,7 +474,7 @@ def elastic_for(engine: ElasticView) -> Elastic:
         create=lambda job, dep, spec, vms, ev: _create_vms(engine, job, dep, spec, vms, ev),
         wait_alive=lambda job, dep, vms: engine.wait_alive(job, dep, vms, event="VM_ALIVE"),
         new_vm=lambda spec, group, index, existing: new_vm(
-            engine.vims, spec, group, index, existing
+            engine.vims, spec, group, index, existing, engine.capacity
         ),
         remove=engine.ops.remove,
     )

@@ -11,19 +11,19 @@ from dataclasses import replace
 from typing import Any
 
 from escnc.engine import states
-from escnc.engine.day2_link import Day2Context
-from escnc.engine.day2_placement import allowed_hosts
-from escnc.engine.day2_store import PendingResize
 from escnc.engine.errors import Refused, Unavailable
+from escnc.engine.maintenance_link import MaintenanceContext
+from escnc.engine.maintenance_store import PendingResize
+from escnc.engine.placement import allowed_hosts
 from escnc.engine.store import VmRecord
 from escnc.errors import RpcError
-from escnc.vim import day2_migrate
-from escnc.vim.day2_common import Day2Error
+from escnc.vim import migrate as vim_migrate
+from escnc.vim.domains import DomainOpError
 from escnc.vim.driver import VimError, error_text
 
 
 class Migrations:
-    def __init__(self, ctx: Day2Context) -> None:
+    def __init__(self, ctx: MaintenanceContext) -> None:
         self.ctx = ctx
         self.link = ctx.link
         self.store = ctx.store
@@ -39,7 +39,11 @@ class Migrations:
         desired = self.link.desired()
         spec = desired.deployments.get((vm.tenant, vm.deployment))
         allowed, preferred = allowed_hosts(
-            vm, spec, self.link.vms(vm.tenant, vm.deployment), self.link.host_names()
+            vm,
+            spec,
+            self.link.vms(vm.tenant, vm.deployment),
+            self.link.host_names(),
+            self.link.fitting_hosts,
         )
         if host:
             wanted = self.link.host(host)  # unknown host -> rpc-error
@@ -87,9 +91,9 @@ class Migrations:
                 continue
         try:
             vcpus, mem = self.driver.current_size(vm.host, vm.generated_name)
-        except (Day2Error, VimError, KeyError):
+        except (DomainOpError, VimError, KeyError):
             vcpus, mem = 1, 0
-        return day2_migrate.pick_host(caps, vcpus, mem)
+        return vim_migrate.pick_host(caps, vcpus, mem)
 
     def _migrate(self, job: Any, vm_name: str, target: str, live: bool, block: bool) -> None:
         vm = self.link.vm(vm_name)
@@ -107,7 +111,7 @@ class Migrations:
         try:
             self.link.prepare_host(target, vm, self.link.desired())
             self.driver.migrate(source, target, vm_name, live=live, block=block)
-        except (Day2Error, RpcError, VimError) as exc:
+        except (DomainOpError, RpcError, VimError) as exc:
             vm = (
                 self.link.update_vm(vm_name, state=previous, monitoring=previous == states.VM_ALIVE)
                 or vm

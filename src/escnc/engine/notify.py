@@ -49,7 +49,10 @@ class Notifier:
         failure: bool = False,
         status_code: int | None = None,
         target: VmRecord | None = None,
+        key: str | None = None,
     ) -> None:
+        """``key``: an idempotency key (engine/outbox.py): an event published before
+        under the same key is not published again."""
         event = EscEvent(
             type=type_,
             status=FAILURE if failure else SUCCESS,
@@ -74,7 +77,7 @@ class Notifier:
             extra={"tenant": dep.tenant, "deployment": dep.name,
                    "vm": vm.generated_name if vm else ""},  # log tags (cli/logging_setup)
         )
-        self._send(type_, event)
+        self._send(type_, event, key)
 
     def publish_resource(
         self,
@@ -95,10 +98,31 @@ class Notifier:
         log.info("event %s %s: %s", type_, event.status, message)
         self._send(type_, event)
 
-    def _send(self, type_: str, event: EscEvent) -> None:
+    def _send(self, type_: str, event: EscEvent, key: str | None = None) -> None:
         if self._events is None:
             return
         try:
-            self._events.publish(STREAM, event.to_xml())
+            if key is None:
+                self._events.publish(STREAM, event.to_xml())
+            else:
+                self._events.publish(STREAM, event.to_xml(), key=key)
         except Exception:
             log.exception("cannot publish %s", type_)
+
+    def published(self, keys: list[str]) -> set[str]:
+        """Which of the idempotency ``keys`` were published."""
+        return self._events.logged_keys(keys) if self._events is not None and keys else set()
+
+    def adopt(self, keys: list[str]) -> None:
+        """Count ``keys`` as published (outcomes reported before there were keys)."""
+        if self._events is not None and keys:
+            self._events.adopt_keys(keys)
+
+    def forget(self, prefix: str) -> None:
+        """Nothing will be published under keys starting with ``prefix`` again."""
+        if self._events is None:
+            return
+        try:
+            self._events.forget_keys(prefix)
+        except Exception:  # a leftover key costs a row, never a lost event
+            log.exception("cannot forget event keys %s", prefix)

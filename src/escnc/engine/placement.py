@@ -1,9 +1,20 @@
-"""New VM records: host placement, generated name, addresses."""
+"""Placement: the host of a new VM (``new_vm``, ``choose_host``), its generated name
+and addresses, and the hosts a VM may move to (``allowed_hosts``, migration):
+
+* vm_group ``placement`` zone_host (strict): only the named host.
+* placement_group anti_affinity: not a host holding another VM of a listed group --
+  its own group's included, as deploy places them (strict: never; loose: only if
+  nothing else fits); vm_group ``placement`` anti_affinity: preferably not a host
+  holding another VM of its group (``choose_host`` treats it so at deploy).
+* placement_group affinity (strict): only the host of the other listed groups' VMs.
+
+Capacity admission is the caller's collaborator (``CapacityCheck``, ``HostFilter``).
+"""
 
 from __future__ import annotations
 
 import uuid
-import weakref
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from escnc.engine.model import DeploymentSpec, GroupSpec
@@ -18,19 +29,12 @@ class PlacementError(Exception):
 
 
 class CapacityCheck(Protocol):
-    """Capacity admission (engine/capacity/ registers one per host registry): overcommit
-    ratios and reservations."""
+    """Capacity admission (the engine's engine/capacity/ manager, passed in by the
+    caller): overcommit ratios and reservations."""
 
     def reservation_zone(self, group: GroupSpec) -> str: ...
     def refusal(self, group: GroupSpec, host: str) -> str: ...
     def addresses(self, group: GroupSpec) -> tuple[tuple[str, ...], frozenset[str]]: ...
-
-
-_capacity: weakref.WeakKeyDictionary[HostRegistry, CapacityCheck] = weakref.WeakKeyDictionary()
-
-
-def register_capacity(vims: HostRegistry, check: CapacityCheck) -> None:
-    _capacity[vims] = check
 
 
 def generated_name(deployment: str, group: str, index: int) -> str:
@@ -38,14 +42,18 @@ def generated_name(deployment: str, group: str, index: int) -> str:
 
 
 def choose_host(
-    vims: HostRegistry, spec: DeploymentSpec, group: GroupSpec, existing: list[VmRecord]
+    vims: HostRegistry,
+    spec: DeploymentSpec,
+    group: GroupSpec,
+    existing: list[VmRecord],
+    cap: CapacityCheck | None = None,
 ) -> str:
     """zone_host placement, locator vim_id or a host of the zone of the group's
     reservation first; then affinity / anti-affinity placement groups across hosts;
     otherwise the default host. Every choice must pass capacity admission (overcommit
     ratios, capacity held by reservations): a host that refuses the VM is skipped
-    where the rules allow another host, else placement fails saying why."""
-    cap = _capacity.get(vims)
+    where the rules allow another host, else placement fails saying why (``cap``:
+    the admission to apply; None admits everything)."""
 
     def refusal(host: str) -> str:
         return cap.refusal(group, host) if cap is not None else ""
@@ -131,9 +139,9 @@ def new_vm(
     group: GroupSpec,
     index: int,
     existing: list[VmRecord],
+    cap: CapacityCheck | None = None,
 ) -> VmRecord:
     name = generated_name(spec.name, group.name, index)
-    cap = _capacity.get(vims)
     siblings = [v for v in existing if v.group == group.name]
     return VmRecord(
         generated_name=name,
@@ -142,7 +150,7 @@ def new_vm(
         deployment=spec.name,
         group=group.name,
         index=index,
-        host=choose_host(vims, spec, group, existing),
+        host=choose_host(vims, spec, group, existing, cap),
         state=VM_DEPLOYING,
         flavor=group.flavor,
         image=group.image,
@@ -151,3 +159,49 @@ def new_vm(
             group, name, siblings, cap.addresses(group) if cap is not None else ((), frozenset())
         ),
     )
+
+
+# (vm, candidate hosts) -> the hosts it may take: the engine's capacity manager passes
+# one in (through the maintenance link) to keep reserved capacity out of migrations' reach
+HostFilter = Callable[["VmRecord", list[str]], list[str]]
+
+
+def allowed_hosts(
+    vm: VmRecord,
+    spec: DeploymentSpec | None,
+    peers: Sequence[VmRecord],
+    hosts: Iterable[str],
+    host_filter: HostFilter | None = None,
+) -> tuple[list[str], list[str]]:
+    """(strictly allowed hosts, preferred subset) for moving ``vm``; its own host
+    excluded, and the hosts ``host_filter`` (capacity admission) refuses."""
+    allowed = [h for h in hosts if h != vm.host]
+    if host_filter is not None:
+        allowed = host_filter(vm, allowed)
+    if spec is None:
+        return allowed, allowed
+    group = spec.groups.get(vm.group)
+    if group is not None and group.placement_type == "zone_host" and group.placement_host:
+        allowed = [h for h in allowed if h == group.placement_host]
+    preferred = list(allowed)
+    others = [p for p in peers if p.generated_name != vm.generated_name]
+    if group is not None and group.placement_type == "anti_affinity":
+        preferred = [
+            h for h in preferred if h not in {p.host for p in others if p.group == vm.group}
+        ]
+    for pg in spec.placement_groups:
+        if vm.group not in pg.groups:
+            continue
+        if pg.type == "anti_affinity":
+            related = {p.host for p in others if p.group in pg.groups}
+        else:
+            related = {p.host for p in others if p.group in pg.groups and p.group != vm.group}
+        if pg.type == "anti_affinity":
+            preferred = [h for h in preferred if h not in related]
+            if pg.enforcement == "strict":
+                allowed = [h for h in allowed if h not in related]
+        elif pg.type == "affinity" and related:
+            preferred = [h for h in preferred if h in related]
+            if pg.enforcement == "strict":
+                allowed = [h for h in allowed if h in related]
+    return allowed, [h for h in preferred if h in allowed]

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 from lxml import etree
 
 from escnc.engine import states
-from escnc.engine.day2_link import Day2Context
-from escnc.engine.day2_store import PendingResize
+from escnc.engine.maintenance_link import MaintenanceContext
+from escnc.engine.maintenance_store import PendingResize
 from escnc.engine.migration import Migrations
 from escnc.errors import RpcError
 from escnc.ns import ESC, NC, qn
-from escnc.vim import day2_resize
-from escnc.vim.day2_common import Day2Error
+from escnc.vim import resize as vim_resize
+from escnc.vim.domains import DomainOpError
 from escnc.vim.driver import VimError, error_text
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 
 class Resizes:
-    def __init__(self, ctx: Day2Context, migrations: Migrations) -> None:
+    def __init__(self, ctx: MaintenanceContext, migrations: Migrations) -> None:
         self.ctx = ctx
         self.link = ctx.link
         self.store = ctx.store
@@ -86,7 +86,7 @@ class Resizes:
         self.link.update_vm(vm_name, monitoring=False)
         try:
             record = self.driver.resize(vm.host, vm_name, flavor.vcpus, flavor.memory_mb)
-        except (Day2Error, RpcError, VimError) as exc:
+        except (DomainOpError, RpcError, VimError) as exc:
             vm = self.link.update_vm(vm_name, monitoring=previous == states.VM_ALIVE) or vm
             self.link.publish(
                 "VM_VERIFY_RESIZE", vm, failure=True, message=f"VM Resize failed: {error_text(exc)}"
@@ -142,7 +142,7 @@ class Resizes:
                 self.migrations.move_back(vm, pending)
             else:
                 self._unresize(vm.host, pending)
-        except (Day2Error, RpcError, VimError) as exc:
+        except (DomainOpError, RpcError, VimError) as exc:
             self.link.publish(
                 "VM_REVERT_RESIZE_COMPLETE",
                 vm,
@@ -172,7 +172,7 @@ class Resizes:
 
     def _unresize(self, host: str, pending: PendingResize) -> None:
         assert pending.resize is not None
-        record = day2_resize.ResizeRecord(**pending.resize)  # type: ignore[arg-type]
+        record = vim_resize.ResizeRecord(**pending.resize)  # type: ignore[arg-type]
         self.driver.revert_resize(host, record)
         self.link.update_vm(pending.vm_name, flavor=pending.old_flavor)
 
@@ -184,7 +184,7 @@ class Resizes:
         self.link.publish("VM_REVERT_RESIZE_INIT", vm, message="Revert resize of the group")
         try:
             self.driver.resize(vm.host, name, flavor.vcpus, flavor.memory_mb)
-        except (Day2Error, RpcError) as exc:
+        except (DomainOpError, RpcError) as exc:
             self.link.publish(
                 "VM_REVERT_RESIZE_COMPLETE", vm, failure=True, message=error_text(exc)
             )

@@ -16,14 +16,15 @@ from typing import Any
 from lxml import etree
 
 from escnc.engine import states
-from escnc.engine.day2_link import Day2Context
-from escnc.engine.day2_store import SnapshotRecord, now_iso
 from escnc.engine.errors import Conflict, Refused
+from escnc.engine.maintenance_link import MaintenanceContext
+from escnc.engine.maintenance_store import SnapshotRecord, now_iso
 from escnc.engine.store import VmRecord
 from escnc.errors import RpcError, RpcErrors
 from escnc.ns import ESC, NC, qn
-from escnc.vim import day2_snapshots, day2_volumes
-from escnc.vim.day2_common import Day2Error, run_polled
+from escnc.vim import snapshots as vim_snapshots
+from escnc.vim import volumes as vim_volumes
+from escnc.vim.domains import DomainOpError, run_polled
 from escnc.vim.driver import VimError, error_text
 
 BACKUP_STATES = (states.VM_ALIVE, states.VM_STOPPED)
@@ -31,7 +32,7 @@ IMAGE_NAME = re.compile(r"[^/\s]+")  # the YANG name-type of images/image/name
 
 
 class Snapshots:
-    def __init__(self, ctx: Day2Context) -> None:
+    def __init__(self, ctx: MaintenanceContext) -> None:
         self.ctx = ctx
         self.link = ctx.link
         self.store = ctx.store
@@ -46,7 +47,7 @@ class Snapshots:
                 f"VM [{vm_name}] is in {vm.state}: a backup needs VM_ALIVE_STATE "
                 "or VM_STOPPED_STATE"
             )
-        if len(name) > day2_snapshots.MAX_NAME_LEN:
+        if len(name) > vim_snapshots.MAX_NAME_LEN:
             raise RpcError(
                 "invalid-value",
                 "Snapshot names must be at most 255 characters",
@@ -109,7 +110,7 @@ class Snapshots:
                 info={"bad-element": "backupName"},
             )
 
-    def _register_export(self, name: str, vol: day2_volumes.VolumeInfo, fmt: str) -> str:
+    def _register_export(self, name: str, vol: vim_volumes.VolumeInfo, fmt: str) -> str:
         """Add the exported volume as image ``name`` to the configuration and wait
         for the engine to register it (in place, no copy); its registration message."""
         config = etree.fromstring(
@@ -165,7 +166,7 @@ class Snapshots:
                 fmt = drv.volume_format(host, vol) or "qcow2"
                 registered = self._register_export(rec.name, vol, fmt)
                 message += f" Registered as image [{rec.name}]: {registered}."
-        except (Day2Error, RpcError, VimError) as exc:
+        except (DomainOpError, RpcError, VimError) as exc:
             self.store.update_snapshot(
                 snap_id, status="error", status_message=error_text(exc), creation_end_date=now_iso()
             )
@@ -250,7 +251,7 @@ class Snapshots:
                 pool, _, vol = rec.image_volume.partition("/")
                 if drv.volume_exists(host, pool, vol):
                     drv.delete_volume(host, pool, vol)
-        except (Day2Error, RpcError, VimError) as exc:
+        except (DomainOpError, RpcError, VimError) as exc:
             self.store.update_snapshot(rec.id, status="error", status_message=error_text(exc))
             self.link.publish(
                 "VM_SNAPSHOT_DELETED",
@@ -295,7 +296,7 @@ class Snapshots:
         try:
             self.link.host(vm.host)  # not configured: an rpc-error naming it
             self.driver.revert_snapshot(vm.host, vm_name, rec.id)
-        except (Day2Error, RpcError, VimError) as exc:
+        except (DomainOpError, RpcError, VimError) as exc:
             self.link.update_vm(vm_name, monitoring=vm.monitoring)
             self.link.publish(
                 "VM_SNAPSHOT_REVERTED",

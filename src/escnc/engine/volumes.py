@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import uuid
 
-from escnc.engine.day2_link import Day2Context
-from escnc.engine.day2_store import SnapshotRecord, VolumeRecord
 from escnc.engine.errors import Conflict
+from escnc.engine.maintenance_link import MaintenanceContext
+from escnc.engine.maintenance_store import SnapshotRecord, VolumeRecord
 from escnc.engine.snapshots import Snapshots
 from escnc.engine.store import VmRecord
 from escnc.errors import RpcError
-from escnc.vim.day2_common import Day2Error, run_polled
+from escnc.vim.domains import DomainOpError, run_polled
 from escnc.vim.driver import VimError, error_text
 
 
 class Volumes:
-    def __init__(self, ctx: Day2Context, snapshots: Snapshots) -> None:
+    def __init__(self, ctx: MaintenanceContext, snapshots: Snapshots) -> None:
         self.ctx = ctx
         self.link = ctx.link
         self.store = ctx.store
@@ -82,7 +82,7 @@ class Volumes:
                 what=f"volume {vol.name}",
                 on_late_result=lambda i: drv.delete_volume(host, i.pool, i.name),
             )
-        except (Day2Error, RpcError, VimError) as exc:
+        except (DomainOpError, RpcError, VimError) as exc:
             self.store.update_volume(vol_id, status="error")
             self.link.publish(
                 "VM_VOLUME_CREATED_EVENT",

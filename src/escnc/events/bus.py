@@ -96,8 +96,11 @@ class EventBus:
 
     # -- publishing ---------------------------------------------------------------
 
-    def publish(self, stream: str, body: etree._Element | bytes) -> int:
-        """Append ``body`` to ``stream`` durably, then wake consumers. Returns the seq."""
+    def publish(self, stream: str, body: etree._Element | bytes, key: str | None = None) -> int:
+        """Append ``body`` to ``stream`` durably, then wake consumers. Returns the seq.
+
+        ``key``: an idempotency key (EventLog.append_keyed): when an event with this
+        key was logged before, nothing is published and 0 is returned."""
         if stream not in self.streams:
             raise ValueError(f"unknown event stream {stream!r}")
         data = body if isinstance(body, bytes) else etree.tostring(body, encoding="utf-8")
@@ -107,7 +110,14 @@ class EventBus:
             if self._closed.is_set():
                 raise RuntimeError("event bus is closed")
             # eventTime never goes backwards, so time order == sequence order
-            event = self.log.append_event(stream, max(now_ms(), self._last_ms), data)
+            ts = max(now_ms(), self._last_ms)
+            if key is None:
+                event = self.log.append_event(stream, ts, data)
+            else:
+                keyed = self.log.append_keyed(stream, ts, data, key)
+                if keyed is None:
+                    return 0  # published before (a publisher catching up after a crash)
+                event = keyed
             self._last_ms = event.ts_ms
             seq = event.seq
             with self._cond:
@@ -119,6 +129,18 @@ class EventBus:
                 self._head = max(self._head, seq)
                 self._cond.notify_all()
         return seq
+
+    def logged_keys(self, keys: list[str]) -> set[str]:
+        """Which of ``keys`` were published (``publish(key=...)``)."""
+        return self.log.logged_keys(keys) if keys else set()
+
+    def adopt_keys(self, keys: list[str]) -> None:
+        """Log ``keys`` as published, publishing nothing (EventLog.adopt_keys)."""
+        self.log.adopt_keys(keys)
+
+    def forget_keys(self, prefix: str) -> int:
+        """Drop the idempotency keys under ``prefix``: nothing publishes under them again."""
+        return self.log.forget_keys(prefix)
 
     def _follow(self, payload: str | None) -> None:
         """A NOTIFY from the shared log (payload: its seq) or a periodic re-read (None).

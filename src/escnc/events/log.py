@@ -138,19 +138,77 @@ class EventLog:
 
     def append(self, stream: str, ts_ms: int, event_time: str, body: bytes) -> int:
         """Append one event as given and commit; returns its sequence number."""
-        return self._append(stream, ts_ms, event_time, body).seq
+        event = self._append(stream, ts_ms, event_time, body)
+        assert event is not None
+        return event.seq
+
+    def logged_keys(self, keys: Sequence[str]) -> set[str]:
+        """Which of ``keys`` an appended event carried (kept after retention drops the
+        event itself, until :meth:`forget_keys`)."""
+        found: set[str] = set()
+        if self._closed:
+            raise StorageClosed("event log is closed")
+        with self._pool.connection() as conn:
+            for i in range(0, len(keys), 500):
+                part = list(keys[i : i + 500])
+                rows = conn.execute(
+                    "SELECT event_key FROM event_keys WHERE event_key IN"
+                    f" ({','.join('?' * len(part))})", tuple(part),
+                ).fetchall()
+                found.update(str(r[0]) for r in rows)
+        return found
+
+    def adopt_keys(self, keys: Sequence[str]) -> None:
+        """Log ``keys`` as published without publishing anything (one transaction):
+        outcomes reported before keys existed (a log from an older escnc)."""
+        with self._write_lock:
+            conn = self._write_conn()
+            with conn.transaction():
+                for key in keys:
+                    conn.execute(
+                        "INSERT INTO event_keys(event_key, seq) VALUES(?, 0)"
+                        " ON CONFLICT (event_key) DO NOTHING", (key,)
+                    )
+
+    def forget_keys(self, prefix: str) -> int:
+        """Drop the idempotency keys starting with ``prefix`` (their owner is gone, so
+        nothing will publish under them again)."""
+        if not prefix:
+            raise ValueError("forget_keys needs a prefix")
+        with self._write_lock:
+            conn = self._write_conn()
+            with conn.transaction():
+                cur = conn.execute(
+                    "DELETE FROM event_keys WHERE substr(event_key, 1, ?) = ?",
+                    (len(prefix), prefix),
+                )
+        return int(cur.rowcount)
 
     def append_event(self, stream: str, ts_ms: int, body: bytes) -> StoredEvent:
         """Append one event at ``ts_ms`` or, if another writer already logged a later
         one, at that later time (eventTime never goes backwards); commit; return it."""
-        return self._append(stream, ts_ms, None, body)
+        event = self._append(stream, ts_ms, None, body)
+        assert event is not None  # no key: always appended
+        return event
+
+    def append_keyed(self, stream: str, ts_ms: int, body: bytes, key: str) -> StoredEvent | None:
+        """:meth:`append_event` with an idempotency key, stored in the event's own
+        transaction: an event whose key is already logged is not appended (None). A
+        publisher that records "I owe this event" before publishing can so publish it
+        again after a crash without it being sent twice (engine/outbox.py)."""
+        return self._append(stream, ts_ms, None, body, key)
 
     def _append(self, stream: str, ts_ms: int, event_time: str | None,
-                body: bytes) -> StoredEvent:
+                body: bytes, key: str | None = None) -> StoredEvent | None:
         with self._write_lock:
             conn = self._write_conn()
             try:
                 with conn.transaction():
+                    if key is not None and conn.execute(
+                        "INSERT INTO event_keys(event_key, seq) VALUES(?, 0)"
+                        " ON CONFLICT (event_key) DO NOTHING", (key,)
+                    ).rowcount == 0:
+                        return None  # logged before: nothing to commit
                     seq, ts, total = conn.execute(
                         "UPDATE event_head SET seq = seq + 1, bytes = bytes + ?,"
                         " ts_ms = CASE WHEN ts_ms > ? THEN ts_ms ELSE ? END"
@@ -164,6 +222,10 @@ class EventLog:
                         " VALUES(?, ?, ?, ?, ?)",
                         (seq, stream, ts_ms, event_time, body),
                     )
+                    if key is not None:
+                        conn.execute(
+                            "UPDATE event_keys SET seq = ? WHERE event_key = ?", (seq, key)
+                        )
                     if self.max_bytes is not None and total > self.max_bytes:
                         self._drop_oldest(conn, int(total) - self.max_bytes * 9 // 10, seq)
                     if conn.dialect.name == "postgresql":
@@ -317,4 +379,9 @@ MIGRATIONS = (
         " seq {bigint} NOT NULL, ts_ms {bigint} NOT NULL, bytes {bigint} NOT NULL,"
         " created TEXT NOT NULL)",
     ), run=_init_head),
+    # idempotency keys of published events (EventLog.append_event): not pruned with
+    # the events, since a publisher may ask again long after (engine/outbox.py)
+    Migration(2, statements=(
+        "CREATE TABLE IF NOT EXISTS event_keys (event_key TEXT PRIMARY KEY, seq {bigint} NOT NULL)",
+    )),
 )

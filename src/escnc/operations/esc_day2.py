@@ -3,7 +3,7 @@ snapshotAction, createVolumeFromSnapshot, vmRevertSnapshot.
 
 Each handler validates against the current state and answers ``<ok/>`` once the
 operation is queued; progress and outcome arrive as escEvent notifications
-(engine/day2.py). Also installs the engine's resize and CONFIRM/REVERT_RESIZE hooks
+(engine/maintenance.py). Also installs the engine's resize and CONFIRM/REVERT_RESIZE hooks
 and the opdata provider for snapshots and volumes.
 """
 
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
-from escnc.engine.day2 import Day2Manager
 from escnc.engine.errors import EngineError
+from escnc.engine.maintenance import Maintenance
 from escnc.ns import ESC, qn
 from escnc.operations.esc_actions import engine_rpc_error
 
@@ -35,7 +35,7 @@ def _flag(request: etree._Element, name: str, default: bool) -> bool:
 
 
 def register(registry: RpcRegistry, services: Services) -> None:
-    manager = Day2Manager(services)
+    manager = Maintenance(services)
     services.day2 = manager
     services.state_providers.append(manager.state)
     hooks = getattr(services.engine, "hooks", None)

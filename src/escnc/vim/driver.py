@@ -8,8 +8,9 @@ helpers that raise libvirt's error keep working unchanged).
 
 What the driver offers: domains (define, start, stop, reboot via stop/start,
 remove, lookup, listing with escnc metadata), resize, migration, snapshots and
-volumes (the ``vim/day2_*`` modules), networks and storage pools, host facts and
-statistics, and lifecycle events translated to words ("stopped", "crashed").
+volumes (vim/resize.py, migrate.py, snapshots.py, volumes.py, on vim/domains.py),
+networks and storage pools, host facts and statistics, and lifecycle events
+translated to words ("stopped", "crashed").
 """
 
 from __future__ import annotations
@@ -23,16 +24,13 @@ from typing import Any, Protocol
 import libvirt
 from lxml import etree
 
-from escnc.vim import (
-    day2_migrate,
-    day2_resize,
-    day2_snapshots,
-    day2_volumes,
-    guest_metrics,
-    storage,
-)
-from escnc.vim.day2_common import libvirt_message
+from escnc.vim import guest_metrics, storage
+from escnc.vim import migrate as vim_migrate
+from escnc.vim import resize as vim_resize
+from escnc.vim import snapshots as vim_snapshots
+from escnc.vim import volumes as vim_volumes
 from escnc.vim.domain_xml import META_NS, VmMeta
+from escnc.vim.domains import libvirt_message
 from escnc.vim.hosts import Host, HostRegistry
 from escnc.vim.live_nics import NicSync, sync_live_nics
 from escnc.vim.stats import DomainStats, HostStats, domain_stats, host_stats
@@ -40,7 +38,7 @@ from escnc.vim.stats import DomainStats, HostStats, domain_stats, host_stats
 log = logging.getLogger(__name__)
 
 VimError = libvirt.libvirtError  # every failure of a call into a VIM
-Connection = libvirt.virConnect  # for the vim/day2_* helpers' signatures
+Connection = libvirt.virConnect  # for the vim/ helpers' signatures
 
 # libvirt lifecycle event -> the word the engine acts on (others are ignored)
 LIFECYCLE_EVENTS = {
@@ -218,10 +216,10 @@ class VimDriver(Protocol):
     # resize and migration
     def resize(
         self, host: str, name: str, vcpus: int, memory_mb: int
-    ) -> day2_resize.ResizeRecord: ...
-    def revert_resize(self, host: str, record: day2_resize.ResizeRecord) -> None: ...
+    ) -> vim_resize.ResizeRecord: ...
+    def revert_resize(self, host: str, record: vim_resize.ResizeRecord) -> None: ...
     def current_size(self, host: str, name: str) -> tuple[int, int]: ...
-    def capacity(self, host: str) -> day2_migrate.HostCapacity: ...
+    def capacity(self, host: str) -> vim_migrate.HostCapacity: ...
     def migrate(
         self, source: str, target: str, name: str, *, live: bool, block: bool = False
     ) -> None: ...
@@ -233,8 +231,8 @@ class VimDriver(Protocol):
     def revert_snapshot(self, host: str, name: str, snap_id: str) -> None: ...
     def copy_disk_to_volume(
         self, host: str, name: str, vol_name: str, snapshot_id: str
-    ) -> day2_volumes.VolumeInfo: ...
-    def volume_format(self, host: str, vol: day2_volumes.VolumeInfo) -> str: ...
+    ) -> vim_volumes.VolumeInfo: ...
+    def volume_format(self, host: str, vol: vim_volumes.VolumeInfo) -> str: ...
     def volume_exists(self, host: str, pool: str, vol: str) -> bool: ...
     def delete_volume(self, host: str, pool: str, vol: str) -> None: ...
 
@@ -251,7 +249,7 @@ class LibvirtDriver:
         self.hosts = hosts
 
     def conn(self, host_name: str) -> libvirt.virConnect:
-        """A host's connection, for the vim/day2_* helpers."""
+        """A host's connection, for the vim/ helpers (resize, migrate, ...)."""
         try:
             host = self.hosts.get(host_name)
         except KeyError:
@@ -298,22 +296,22 @@ class LibvirtDriver:
 
     # -- day 2 -------------------------------------------------------------------------
 
-    def resize(self, host: str, name: str, vcpus: int, memory_mb: int) -> day2_resize.ResizeRecord:
-        return day2_resize.resize_domain(self.conn(host), name, vcpus, memory_mb)
+    def resize(self, host: str, name: str, vcpus: int, memory_mb: int) -> vim_resize.ResizeRecord:
+        return vim_resize.resize_domain(self.conn(host), name, vcpus, memory_mb)
 
-    def revert_resize(self, host: str, record: day2_resize.ResizeRecord) -> None:
-        day2_resize.revert_resize(self.conn(host), record)
+    def revert_resize(self, host: str, record: vim_resize.ResizeRecord) -> None:
+        vim_resize.revert_resize(self.conn(host), record)
 
     def current_size(self, host: str, name: str) -> tuple[int, int]:
-        return day2_resize.current_size(self.conn(host), name)
+        return vim_resize.current_size(self.conn(host), name)
 
-    def capacity(self, host: str) -> day2_migrate.HostCapacity:
-        return day2_migrate.host_capacity(self.conn(host))
+    def capacity(self, host: str) -> vim_migrate.HostCapacity:
+        return vim_migrate.host_capacity(self.conn(host))
 
     def migrate(
         self, source: str, target: str, name: str, *, live: bool, block: bool = False
     ) -> None:
-        day2_migrate.migrate_domain(
+        vim_migrate.migrate_domain(
             self.conn(source),
             self.conn(target),
             name,
@@ -323,32 +321,32 @@ class LibvirtDriver:
         )
 
     def create_snapshot(self, host: str, name: str, snap_id: str, title: str) -> Any:
-        return day2_snapshots.create_snapshot(self.conn(host), name, snap_id, title)
+        return vim_snapshots.create_snapshot(self.conn(host), name, snap_id, title)
 
     def delete_snapshot(self, host: str, name: str, snap_id: str) -> None:
-        day2_snapshots.delete_snapshot(self.conn(host), name, snap_id)
+        vim_snapshots.delete_snapshot(self.conn(host), name, snap_id)
 
     def has_snapshot(self, host: str, name: str, snap_id: str) -> bool:
-        return bool(day2_snapshots.has_snapshot(self.conn(host), name, snap_id))
+        return bool(vim_snapshots.has_snapshot(self.conn(host), name, snap_id))
 
     def revert_snapshot(self, host: str, name: str, snap_id: str) -> None:
-        day2_snapshots.revert_snapshot(self.conn(host), name, snap_id)
+        vim_snapshots.revert_snapshot(self.conn(host), name, snap_id)
 
     def copy_disk_to_volume(
         self, host: str, name: str, vol_name: str, snapshot_id: str
-    ) -> day2_volumes.VolumeInfo:
-        return day2_volumes.copy_disk_to_volume(
+    ) -> vim_volumes.VolumeInfo:
+        return vim_volumes.copy_disk_to_volume(
             self.conn(host), name, vol_name, snapshot_id=snapshot_id
         )
 
-    def volume_format(self, host: str, vol: day2_volumes.VolumeInfo) -> str:
-        return str(day2_volumes.volume_format(self.conn(host), vol) or "")
+    def volume_format(self, host: str, vol: vim_volumes.VolumeInfo) -> str:
+        return str(vim_volumes.volume_format(self.conn(host), vol) or "")
 
     def volume_exists(self, host: str, pool: str, vol: str) -> bool:
-        return bool(day2_volumes.volume_exists(self.conn(host), pool, vol))
+        return bool(vim_volumes.volume_exists(self.conn(host), pool, vol))
 
     def delete_volume(self, host: str, pool: str, vol: str) -> None:
-        day2_volumes.delete_volume(self.conn(host), pool, vol)
+        vim_volumes.delete_volume(self.conn(host), pool, vol)
 
     # -- host facts and events -----------------------------------------------------------
 

@@ -50,13 +50,22 @@ def capacity_notification(
     return root
 
 
-def publish(bus: Any, body: etree._Element) -> None:
+def publish(bus: Any, body: etree._Element, key: str | None = None) -> None:
     if bus is None:
         return
     try:
-        bus.publish(STREAM, body)
+        if key is None:
+            bus.publish(STREAM, body)
+        else:
+            bus.publish(STREAM, body, key=key)
     except Exception:  # a closing bus: the figures are still there to query
         log.exception("cannot publish %s", body.tag)
+
+
+def reservation_key(r: Reservation, status: str) -> str:
+    """The idempotency key of the event announcing ``status`` (engine/outbox.py): the
+    times are part of it, since an updated reservation may reach a status again."""
+    return f"reservation/{r.id}/{status}/{r.start}/{r.stop}"
 
 
 def publish_reservation(bus: Any, r: Reservation, status: str, when: float) -> None:
@@ -66,7 +75,7 @@ def publish_reservation(bus: Any, r: Reservation, status: str, when: float) -> N
     leaf(root, "reservationStatus", status)
     leaf(root, "changeTime", format_time(when))
     log.info("reservation %s (%s) is %s", r.id, r.kind, status)
-    publish(bus, root)
+    publish(bus, root, reservation_key(r, status))
 
 
 def amount_leaves(parent: etree._Element, kind: str, amount: Amount) -> None:

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from escnc.engine import day2_placement, placement
 from escnc.engine.capacity import events
 from escnc.engine.capacity.admission import (
     Ledger,
@@ -76,6 +75,7 @@ class CapacityContext(Protocol):
     services: Services
     vims: HostRegistry
     store: EngineStore
+    instance_id: str  # names this instance's keys in the event log
 
     @property
     def desired(self) -> Desired: ...
@@ -120,8 +120,6 @@ class CapacityManager:
     # -- lifecycle
 
     def start(self) -> None:
-        placement.register_capacity(self.engine.vims, self)
-        day2_placement.register_host_filter(self.migration_hosts)
         self.engine.services.state_providers.append(self.state)
         # listen first, then read the store: changes in between are replayed on top
         self.engine.store.add_vm_listener(self._vms_changed)
@@ -130,6 +128,7 @@ class CapacityManager:
             for name, vm in self._early:
                 _apply(snapshot, name, vm)
             self._records, self._early = snapshot, []
+        self._republish()
         self.refresh()
         self.subs.evaluate(baseline_only=True)
         self._thread = threading.Thread(target=self._run, name="capacity", daemon=True)
@@ -138,7 +137,6 @@ class CapacityManager:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        day2_placement.unregister_host_filter(self.migration_hosts)
         if self._thread is not None:
             self._thread.join(5)
         self.store.close()
@@ -174,6 +172,30 @@ class CapacityManager:
             except Exception:
                 log.exception("capacity")
 
+    def _republish(self) -> None:
+        """A status change saved as reported whose event a kill -9 kept from the log
+        (``tick`` saves, then publishes under a key): published now, once."""
+        bus = self.engine.services.events
+        with self._lock:
+            owed = [r for r in self._reservations.values() if r.reported]
+        if bus is None:
+            return
+        keys = [events.reservation_key(r, r.reported) for r in owed]
+        mark = f"outbox/{self.engine.instance_id}/reservations"  # as engine/outbox.py
+        try:
+            done = bus.logged_keys([mark, *keys])
+            if mark not in done:  # a log from before keys: what was flagged was sent
+                bus.adopt_keys([*keys, mark])
+                return
+        except Exception:
+            log.exception("cannot read the event log's keys")
+            return
+        now = self.clock.now()
+        for r, key in zip(owed, keys, strict=True):
+            if key not in done:
+                when = {ACTIVE: r.start, EXPIRED: r.stop}.get(r.reported) or now
+                events.publish_reservation(bus, r, r.reported, when)
+
     def tick(self) -> None:
         """Announce reservations that became active or expired; check thresholds."""
         now = self.clock.now()
@@ -183,7 +205,7 @@ class CapacityManager:
                 for r in self._reservations.values()
                 if r.status(now) != (r.reported or INITIALIZED)
             ]
-            for r in moved:
+            for r in moved:  # saved first, then published under a key (_republish)
                 self._save(replace(r, reported=r.status(now)))
         for r in moved:
             events.publish_reservation(self.engine.services.events, r, r.status(now), now)
@@ -483,7 +505,8 @@ class CapacityManager:
         with self._vlock:
             self._version[2] += 1
 
-    # -- placement hooks (engine/placement.py, engine/day2_placement.py, validator)
+    # -- placement (engine/placement.py: the CapacityCheck its callers pass in;
+    # migration_hosts: the maintenance link's fitting_hosts; validator)
 
     def reservation_zone(self, group: GroupSpec) -> str:
         """A host of the zone of the group's active compute reservation that holds

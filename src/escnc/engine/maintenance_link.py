@@ -1,10 +1,11 @@
-"""The day-2 code's one adapter onto the lifecycle engine.
+"""The VM maintenance code's one adapter onto the lifecycle engine.
 
-Everything day-2 needs from the engine (VM and deployment records, the per-deployment
-job queue, the notifier, host and pool setup, the VIM driver) goes through
+Everything maintenance (resize, migration, snapshots, volumes) needs from the engine
+(VM and deployment records, the per-deployment job queue, the notifier, host and pool
+setup, the VIM driver) goes through
 :class:`EngineLink`, so a change in the engine's internals is a change here only.
-:class:`Day2Context` is what each day-2 concept (engine/resize.py, migration.py,
-snapshots.py, volumes.py) receives: the link, the day-2 store and the settings.
+:class:`MaintenanceContext` is what each maintenance concept (engine/resize.py,
+migration.py, snapshots.py, volumes.py) receives: the link, the store and the settings.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from escnc.engine import states
-from escnc.engine.day2_store import Day2Store
 from escnc.engine.errors import Conflict
 from escnc.engine.jobs import waiting
+from escnc.engine.maintenance_store import Day2Store
 from escnc.engine.model import Desired, parse_desired
 from escnc.errors import RpcError
 from escnc.settings import Settings
@@ -68,6 +69,10 @@ class EngineLink:
                 "data-missing", f"deployment {vm.deployment} of {vm.generated_name} not found"
             )
         return dep  # type: ignore[no-any-return]
+
+    def fitting_hosts(self, vm: VmRecord, hosts: list[str]) -> list[str]:
+        """Those of ``hosts`` where ``vm`` fits (the engine's capacity admission)."""
+        return self.engine.capacity.migration_hosts(vm, hosts)  # type: ignore[no-any-return]
 
     def update_vm(self, name: str, **changes: object) -> VmRecord | None:
         return self.engine.store.update_vm(name, **changes)  # type: ignore[no-any-return]
@@ -171,8 +176,8 @@ BUSY_STATES = (states.VM_VERIFY_RESIZE, states.VM_MIGRATING)
 
 
 @dataclass
-class Day2Context:
-    """What a day-2 concept works with (no Engine, no Services beyond the link)."""
+class MaintenanceContext:
+    """What a maintenance concept works with (no Engine, no Services beyond the link)."""
 
     link: EngineLink
     store: Day2Store

@@ -1,4 +1,4 @@
-"""Shared helpers for the day-2 primitives (resize, migrate, snapshots, volumes).
+"""Domain helpers shared by vim/resize.py, migrate.py, snapshots.py and volumes.py.
 
 Everything here works on plain ``libvirt.virConnect`` / ``virDomain`` objects so the
 primitives can be used (and tested) without the engine or the host registry.
@@ -42,11 +42,12 @@ _UNITS_KIB = {
 SAFE_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 
 
-class Day2Error(EscncError):
-    """A day-2 operation could not be done; the message says why (goes into FAILURE)."""
+class DomainOpError(EscncError):
+    """A domain operation (resize, migrate, snapshot, volume copy) could not be done;
+    the message says why (goes into FAILURE)."""
 
 
-class Day2Timeout(Day2Error):
+class DomainOpTimeout(DomainOpError):
     """A polled operation did not finish within its timeout."""
 
 
@@ -115,7 +116,7 @@ def lookup(conn: libvirt.virConnect, name: str) -> libvirt.virDomain:
     try:
         return conn.lookupByName(name)
     except libvirt.libvirtError as exc:
-        raise Day2Error(f"VM {name} not found on host {host_label(conn)}") from exc
+        raise DomainOpError(f"VM {name} not found on host {host_label(conn)}") from exc
 
 
 def find_domain(
@@ -194,12 +195,12 @@ def run_polled(
 
     libvirt's snapshot and volume calls block until done; ESC polls its VIM instead.
     This keeps ESC's poll-interval/timeout contract: past ``timeout_secs`` the operation
-    is abandoned (``on_timeout`` may abort it) and :class:`Day2Timeout` is raised;
+    is abandoned (``on_timeout`` may abort it) and :class:`DomainOpTimeout` is raised;
     if the call still completes later, ``on_late_result`` gets its result (to remove
     what it made, so a timed-out operation leaves nothing behind).
     """
     done = threading.Event()
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="day2")
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="vim-op")
     try:
         future = pool.submit(call)
         future.add_done_callback(lambda _f: done.set())
@@ -216,7 +217,7 @@ def run_polled(
                         log.exception("abort after timeout of %s failed", what)
                 if on_late_result is not None:
                     future.add_done_callback(lambda f: _late(f, on_late_result, what))
-                raise Day2Timeout(f"{what} timed out after {timeout_secs:g} s")
+                raise DomainOpTimeout(f"{what} timed out after {timeout_secs:g} s")
             if progress is not None:
                 progress()
     finally:

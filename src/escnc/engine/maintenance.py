@@ -1,4 +1,5 @@
-"""Day-2 operations, one module per concept, behind one facade for operations/.
+"""VM maintenance (ESC's "day-2" operations on deployed VMs), one module per concept,
+behind one facade for operations/.
 
 * engine/resize.py: resize with confirm/revert (and a cold migration's confirm/revert)
 * engine/migration.py: live and cold migration
@@ -8,8 +9,8 @@
 Each operation is validated synchronously (an RPC refused with rpc-error never emits
 events), then runs as a job on the engine's per-deployment queue, so it never
 overlaps another job of the same deployment. Every concept gets a
-:class:`~escnc.engine.day2_link.Day2Context` (the engine link, the day-2 store, the
-settings) and talks to its VIMs through the engine's driver (vim/driver.py).
+:class:`~escnc.engine.maintenance_link.MaintenanceContext` (the engine link, the
+maintenance store, the settings) and talks to its VIMs through the engine's driver (vim/driver.py).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from lxml import etree
 
-from escnc.engine.day2_link import Day2Context, EngineLink
-from escnc.engine.day2_store import Day2Store, SnapshotRecord
+from escnc.engine.maintenance_link import EngineLink, MaintenanceContext
+from escnc.engine.maintenance_store import Day2Store, SnapshotRecord
 from escnc.engine.migration import Migrations
 from escnc.engine.resize import Resizes
 from escnc.engine.snapshots import Snapshots
@@ -32,12 +33,12 @@ if TYPE_CHECKING:
     from escnc.services import Services
 
 
-class Day2Manager:
+class Maintenance:
     def __init__(self, services: Services) -> None:
         self.settings = services.settings
         self.link = EngineLink(services)
         self.store = Day2Store(services.settings.state_dir / "day2.sqlite3")
-        ctx = Day2Context(self.link, self.store, services.settings)
+        ctx = MaintenanceContext(self.link, self.store, services.settings)
         self.migrations = Migrations(ctx)
         self.resizes = Resizes(ctx, self.migrations)
         self.snapshots = Snapshots(ctx)

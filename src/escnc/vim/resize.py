@@ -13,8 +13,8 @@ from typing import Literal
 
 import libvirt
 
-from escnc.vim.day2_common import (
-    Day2Error,
+from escnc.vim.domains import (
+    DomainOpError,
     domain_size,
     libvirt_message,
     lookup,
@@ -64,7 +64,7 @@ def _restart_with(
     try:
         conn.defineXML(xml).create()
     except libvirt.libvirtError as exc:
-        raise Day2Error(
+        raise DomainOpError(
             f"restart of {dom.name()} with the new size failed: {libvirt_message(exc)}"
         ) from exc
 
@@ -80,7 +80,7 @@ def resize_domain(
 ) -> ResizeRecord:
     """Give domain ``name`` ``vcpus`` vCPUs and ``memory_mb`` MiB; return how to undo it."""
     if vcpus < 1 or memory_mb < 1:
-        raise Day2Error(f"invalid size for {name}: {vcpus} vCPUs, {memory_mb} MB")
+        raise DomainOpError(f"invalid size for {name}: {vcpus} vCPUs, {memory_mb} MB")
     dom = lookup(conn, name)
     old_xml = persistent_xml(dom)
     old = domain_size(old_xml)
@@ -103,7 +103,7 @@ def resize_domain(
             _restart_with(conn, dom, new_xml, shutdown_timeout)
             mode = "cold"
     except libvirt.libvirtError as exc:
-        raise Day2Error(f"resize of {name} failed: {libvirt_message(exc)}") from exc
+        raise DomainOpError(f"resize of {name} failed: {libvirt_message(exc)}") from exc
     return ResizeRecord(name, mode, old_xml, old.vcpus, old.memory_kib, vcpus, memory_kib)
 
 
@@ -126,7 +126,7 @@ def revert_resize(
         else:
             _restart_with(conn, dom, record.old_xml, shutdown_timeout)
     except libvirt.libvirtError as exc:
-        raise Day2Error(
+        raise DomainOpError(
             f"revert of the resize of {record.name} failed: {libvirt_message(exc)}"
         ) from exc
 

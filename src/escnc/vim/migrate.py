@@ -22,8 +22,8 @@ from typing import Literal
 import libvirt
 from lxml import etree
 
-from escnc.vim.day2_common import (
-    Day2Error,
+from escnc.vim.domains import (
+    DomainOpError,
     domain_size,
     find_domain,
     host_label,
@@ -109,7 +109,7 @@ def check_fits(dst: libvirt.virConnect, dom: libvirt.virDomain) -> None:
     cap = host_capacity(dst)
     need_mb = size.memory_kib // 1024
     if cap.memory_free_mb < need_mb or cap.vcpus_free < size.vcpus:
-        raise Day2Error(
+        raise DomainOpError(
             f"host {host_label(dst)} has {cap.vcpus_free} free vCPUs and "
             f"{cap.memory_free_mb} MB free memory; {dom.name()} needs {size.vcpus} "
             f"vCPUs and {need_mb} MB"
@@ -194,7 +194,7 @@ def move_definition(
     dom = lookup(src, name)
     uuid = dom.UUIDString()
     if find_domain(dst, name, uuid) is not None:
-        raise Day2Error(
+        raise DomainOpError(
             f"host {host_label(dst)} already has a domain named {name} or with UUID {uuid}"
         )
     was_active = bool(dom.isActive())
@@ -225,7 +225,7 @@ def move_definition(
     except libvirt.libvirtError as exc:
         _remove_copy(dst, name, uuid)
         _delete_quietly(made)
-        raise Day2Error(
+        raise DomainOpError(
             f"migration of {name} to {host_label(dst)} failed: {libvirt_message(exc)}"
         ) from exc
     try:
@@ -236,7 +236,7 @@ def move_definition(
         _delete_quietly(made)
         if was_active and not dom.isActive():
             dom.create()
-        raise Day2Error(
+        raise DomainOpError(
             f"migration of {name}: removing it from {host_label(src)} failed: "
             f"{libvirt_message(exc)}"
         ) from exc
@@ -282,7 +282,7 @@ def libvirt_migrate(
     dom = lookup(src, name)
     uuid = dom.UUIDString()
     if find_domain(dst, name, uuid) is not None:
-        raise Day2Error(f"host {dst_uri} already has a domain named {name}")
+        raise DomainOpError(f"host {dst_uri} already has a domain named {name}")
     was_active = bool(dom.isActive())
     xml = persistent_xml(dom)
     flags = (
@@ -311,7 +311,7 @@ def libvirt_migrate(
             # its data stream over loopback. Both daemons see the same files, so the
             # storage is shared in fact (libvirt cannot tell: VIR_MIGRATE_UNSAFE).
             if block:
-                raise Day2Error(
+                raise DomainOpError(
                     "block migration to a daemon on the same machine would "
                     "copy the disks onto themselves"
                 )
@@ -329,7 +329,9 @@ def libvirt_migrate(
             _remove_copy(dst, name, uuid)
         if still_on_source and was_active and not lookup(src, name).isActive():
             lookup(src, name).create()
-        raise Day2Error(f"migration of {name} to {dst_uri} failed: {libvirt_message(exc)}") from exc
+        raise DomainOpError(
+            f"migration of {name} to {dst_uri} failed: {libvirt_message(exc)}"
+        ) from exc
     return MigrationRecord(name, uuid, live and was_active, "libvirt", was_active, xml)
 
 
@@ -356,7 +358,7 @@ def migrate_domain(
             stop_domain(dom, shutdown_timeout)
             try:
                 return _started_move(src, dst, name)
-            except Day2Error:
+            except DomainOpError:
                 lookup(src, name).create()  # put the VM back as it was
                 raise
         return move_definition(src, dst, name)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import libvirt
 from lxml import etree
 
-from escnc.vim.day2_common import (
-    Day2Error,
+from escnc.vim.domains import (
+    DomainOpError,
     is_test_driver,
     libvirt_message,
     lookup,
@@ -66,7 +66,7 @@ def root_disk(dom: libvirt.virDomain) -> DiskRef:
             pool=src.get("pool", ""),
             volume=src.get("volume", ""),
         )
-    raise Day2Error(f"VM {dom.name()} has no disk to copy")
+    raise DomainOpError(f"VM {dom.name()} has no disk to copy")
 
 
 def _disk_volume(conn: libvirt.virConnect, disk: DiskRef) -> libvirt.virStorageVol | None:
@@ -91,11 +91,11 @@ def resolve_pool(
             return source.storagePoolLookupByVolume()
         pools = conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE)
     except libvirt.libvirtError as exc:
-        raise Day2Error(
+        raise DomainOpError(
             f"storage pool {pool_name or ''} not found: {libvirt_message(exc)}"
         ) from exc
     if not pools:
-        raise Day2Error("the host has no active storage pool for the volume")
+        raise DomainOpError("the host has no active storage pool for the volume")
     return sorted(pools, key=lambda p: p.name())[0]
 
 
@@ -124,17 +124,17 @@ def _info(pool: libvirt.virStoragePool, vol: libvirt.virStorageVol) -> VolumeInf
 def _pool_dir(pool: libvirt.virStoragePool) -> str:
     path = parse_xml(pool.XMLDesc(0)).findtext("target/path") or ""
     if not path or not os.path.isdir(path):
-        raise Day2Error(f"pool {pool.name()} is not a local directory pool")
+        raise DomainOpError(f"pool {pool.name()} is not a local directory pool")
     return path
 
 
 def _convert_snapshot(pool: libvirt.virStoragePool, name: str, src: str, snap_id: str) -> None:
     qemu_img = shutil.which("qemu-img")
     if qemu_img is None:
-        raise Day2Error("qemu-img is not installed")
+        raise DomainOpError("qemu-img is not installed")
     dst = os.path.join(_pool_dir(pool), name)
     if os.path.exists(dst):
-        raise Day2Error(f"volume {name} already exists in pool {pool.name()}")
+        raise DomainOpError(f"volume {name} already exists in pool {pool.name()}")
     cmd = [
         qemu_img,
         "convert",
@@ -152,7 +152,7 @@ def _convert_snapshot(pool: libvirt.virStoragePool, name: str, src: str, snap_id
     if proc.returncode != 0:
         if os.path.exists(dst):
             os.unlink(dst)
-        raise Day2Error(f"copy of snapshot [{snap_id}] failed: {proc.stderr.strip()}")
+        raise DomainOpError(f"copy of snapshot [{snap_id}] failed: {proc.stderr.strip()}")
     pool.refresh(0)
 
 
@@ -197,12 +197,12 @@ def copy_disk_to_volume(
         elif is_test_driver(conn):
             vol = pool.createXML(_vol_xml(vol_name, DEFAULT_TEST_CAPACITY, fmt), 0)
         else:
-            raise Day2Error(
+            raise DomainOpError(
                 f"disk {disk.target} of {dom_name} is neither a storage volume "
                 f"nor a readable local file"
             )
     except libvirt.libvirtError as exc:
-        raise Day2Error(
+        raise DomainOpError(
             f"copy of the disk of {dom_name} into volume {vol_name} failed: {libvirt_message(exc)}"
         ) from exc
     return _info(pool, vol)
@@ -220,7 +220,7 @@ def delete_volume(conn: libvirt.virConnect, pool_name: str, vol_name: str) -> No
     try:
         conn.storagePoolLookupByName(pool_name).storageVolLookupByName(vol_name).delete(0)
     except libvirt.libvirtError as exc:
-        raise Day2Error(f"delete of volume {vol_name} failed: {libvirt_message(exc)}") from exc
+        raise DomainOpError(f"delete of volume {vol_name} failed: {libvirt_message(exc)}") from exc
 
 
 def volume_exists(conn: libvirt.virConnect, pool_name: str, vol_name: str) -> bool:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import libvirt
 from lxml import etree
 
-from escnc.vim.day2_common import Day2Error, libvirt_message, lookup, parse_xml
+from escnc.vim.domains import DomainOpError, libvirt_message, lookup, parse_xml
 
 MAX_NAME_LEN = 255
 
@@ -41,7 +41,7 @@ def _snapshot(dom: libvirt.virDomain, snap_id: str) -> libvirt.virDomainSnapshot
     try:
         return dom.snapshotLookupByName(snap_id)
     except libvirt.libvirtError as exc:
-        raise Day2Error(f"Snapshot image [{snap_id}] not found.") from exc
+        raise DomainOpError(f"Snapshot image [{snap_id}] not found.") from exc
 
 
 def create_snapshot(
@@ -49,7 +49,7 @@ def create_snapshot(
 ) -> SnapshotInfo:
     """Take an internal snapshot (disks, and memory when running) of ``dom_name``."""
     if len(description) > MAX_NAME_LEN:
-        raise Day2Error(f"snapshot name longer than {MAX_NAME_LEN} characters")
+        raise DomainOpError(f"snapshot name longer than {MAX_NAME_LEN} characters")
     dom = lookup(conn, dom_name)
     root = etree.Element("domainsnapshot")
     etree.SubElement(root, "name").text = snap_id
@@ -58,7 +58,7 @@ def create_snapshot(
     try:
         snap = dom.snapshotCreateXML(xml, 0)
     except libvirt.libvirtError as exc:
-        raise Day2Error(f"snapshot of {dom_name} failed: {libvirt_message(exc)}") from exc
+        raise DomainOpError(f"snapshot of {dom_name} failed: {libvirt_message(exc)}") from exc
     return _info(snap)
 
 
@@ -70,7 +70,7 @@ def list_snapshots(conn: libvirt.virConnect, dom_name: str) -> list[SnapshotInfo
 def has_snapshot(conn: libvirt.virConnect, dom_name: str, snap_id: str) -> bool:
     try:
         return snap_id in lookup(conn, dom_name).snapshotListNames(0)
-    except Day2Error:
+    except DomainOpError:
         return False
 
 
@@ -80,7 +80,9 @@ def delete_snapshot(conn: libvirt.virConnect, dom_name: str, snap_id: str) -> No
     try:
         snap.delete(0)
     except libvirt.libvirtError as exc:
-        raise Day2Error(f"delete of snapshot [{snap_id}] failed: {libvirt_message(exc)}") from exc
+        raise DomainOpError(
+            f"delete of snapshot [{snap_id}] failed: {libvirt_message(exc)}"
+        ) from exc
 
 
 def revert_snapshot(conn: libvirt.virConnect, dom_name: str, snap_id: str) -> str:
@@ -93,7 +95,7 @@ def revert_snapshot(conn: libvirt.virConnect, dom_name: str, snap_id: str) -> st
     try:
         dom.revertToSnapshot(snap, 0)
     except libvirt.libvirtError as exc:
-        raise Day2Error(
+        raise DomainOpError(
             f"revert of {dom_name} to snapshot [{snap_id}] failed: {libvirt_message(exc)}"
         ) from exc
     return "running" if dom.isActive() else "shutoff"
