@@ -28,14 +28,13 @@ import paramiko
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from escnc.netconf.dispatch import RpcRegistry
-from escnc.netconf.users import UserStore
-
 from escnc.events.bus import EventBus
 from escnc.events.esc_event import EscEvent, VmRef
 from escnc.netconf.server import NetconfServer
 from escnc.netconf.sessions import SessionManager
 from escnc.operations import notifications
+from escnc.rpc.dispatch import RpcRegistry
+from escnc.rpc.users import UserStore
 from escnc.services import Services
 from escnc.settings import Settings
 

@@ -46,7 +46,7 @@ SERVER_CODE = textwrap.dedent(
     import logging, sys
     from pathlib import Path
     from escnc.app import Server
-    from escnc.netconf.users import UserStore
+    from escnc.rpc.users import UserStore
     from escnc.settings import Settings
     logging.basicConfig(level=logging.WARNING)
     state = Path(sys.argv[1])
