@@ -72,6 +72,12 @@ def build_services(settings: Settings, clock: Any = None) -> Services:
     services.vims = HostRegistry(settings)
     services.engine = Engine(services, clock=clock)
     services.datastore.add_validator(check_names)
+    if settings.database:
+        attach_cluster_hooks(services)
+    else:
+        from escnc.cluster import SingleNodeFence
+
+        services.fence = SingleNodeFence()  # always the leader
     services.sessions = SessionManager(services)
 
     import escnc.operations as ops_pkg
@@ -83,6 +89,44 @@ def build_services(settings: Settings, clock: Any = None) -> Services:
             register(services.registry, services)
     statedir.make_files_private(settings.state_dir)
     return services
+
+
+def attach_cluster_hooks(services: Services) -> None:
+    """Datastore hooks for a node of a cluster, installed once: the fence checked just
+    before any commit is accepted (a term that ended since the request was admitted
+    does not commit), and the engine's validator and commit listener delegating to
+    whichever engine the current term runs (a standby's takes no commits)."""
+    from escnc.engine.engine import Engine
+    from escnc.rpc.standby import commit_fence
+
+    ds = services.datastore
+
+    def fence_check(tree: Any) -> None:
+        if services.fence is not None:
+            commit_fence(services.fence)(tree)
+
+    def validate(tree: Any) -> None:
+        services.engine.validate(tree)
+
+    def on_commit(event: Any) -> None:
+        if services.cluster is not None and services.cluster.working:
+            services.engine.on_commit(event)
+
+    ds.add_validator(fence_check)
+    ds.add_validator(validate, whole_lists=Engine.VALIDATE_WHOLE)
+    ds.add_commit_listener(on_commit)
+
+
+class EngineStoreReload:
+    """The current engine's store as a Reloadable (when the store can reload)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def reload(self) -> None:
+        reload = getattr(getattr(self.services.engine, "store", None), "reload", None)
+        if reload is not None:
+            reload()
 
 
 def callback_url_check(settings: Settings) -> Callable[[str, bool], None]:
@@ -156,6 +200,8 @@ class Server:
         self._http_routes = list(http_routes)
         self._state_lock: statedir.StateDirLock | None = None
         self._stopped = threading.Event()
+        self.leadership: Any = None  # escnc.leadership.Leadership (with a database)
+        self._terms = 0  # leader terms started (a node's engine runs once per term)
 
     def start(self) -> None:
         from escnc.netconf.server import NetconfServer
@@ -168,9 +214,12 @@ class Server:
         except BaseException:
             self._state_lock.release()
             raise
-        self.services.engine.start()
+        clustered = bool(self.settings.database)
+        if not clustered:
+            self.services.engine.start()  # a single node leads, always
         self._outbox = Outbox(self.services)
-        self._outbox.start()
+        if not clustered:
+            self._outbox.start()
         self._netconf = NetconfServer(self.services)
         self._netconf.start()
         if self.settings.http_listen or self.settings.https_listen:
@@ -178,12 +227,73 @@ class Server:
 
             self._http = HttpServer(self.services, self._outbox.tracker, self._http_routes)
             self._http.start()
+        if clustered:
+            self._start_cluster()
         log.info(
             "escnc listening on %s port %d (state %s)",
             self.settings.listen_host,
             self.port,
             self.settings.state_dir,
         )
+
+    def _start_cluster(self) -> None:
+        """Stand for election once the listeners are up (the address is known)."""
+        from escnc.cluster import ElectionTimings
+        from escnc.leadership import Leadership, LeaderWork
+        from escnc.storage.postgresql import PostgresStorage
+
+        assert self.services is not None
+        st = self.settings
+        timings = ElectionTimings(st.lease_duration, st.renew_deadline, st.lease_retry)
+        # bounded calls: a dead network must not outlast the renew deadline by much
+        storage = PostgresStorage(
+            st.database, application_name="escnc-elector",
+            connect_timeout=min(10.0, st.renew_deadline / 2),
+            network_timeout=min(10.0, st.renew_deadline / 2),
+        )
+        address = st.advertise_address or f"{st.listen_host}:{self.port}"
+        self.leadership = Leadership(
+            storage, LeaderWork(self._begin_term, self._end_term), address=address,
+            node_id=st.node_name, timings=timings,
+            reloadables=[r for r in (self.services.datastore, self.services.users,
+                                     self.services.day2) if hasattr(r, "reload")]
+            + [EngineStoreReload(self.services)],
+        )
+        self.services.cluster = self.leadership
+        self.services.fence = self.leadership.fence
+        self.services.state_providers.append(self.leadership.opdata)
+        self.leadership.start()
+
+    def _begin_term(self, token: int) -> None:
+        """A term starts: a fresh engine (and hypervisor connections) unless this
+        node's first one was never started, then the callback outbox."""
+        from escnc.engine.engine import Engine
+        from escnc.vim.hosts import HostRegistry
+
+        services = self.services
+        assert services is not None
+        if self._terms:
+            old = services.engine
+            services.vims = HostRegistry(self.settings)
+            services.engine = Engine(services, clock=self._clock)
+            services.engine.hooks = old.hooks  # the day-2 hooks (operations/esc_day2.py)
+            self._outbox = Outbox(services)
+            if self._http is not None:
+                self._http.ctx.callbacks = self._outbox.tracker
+        self._terms += 1
+        services.engine.start(attach=False)  # attach_cluster_hooks delegates
+        assert self._outbox is not None
+        self._outbox.start()
+
+    def _end_term(self, reason: str, budget: float) -> None:
+        """Stop everything the leader runs, the hypervisor calls first."""
+        services = self.services
+        assert services is not None
+        services.engine.stop(timeout=budget)
+        if services.vims is not None:
+            services.vims.close()
+        if self._outbox is not None:
+            self._outbox.tracker.stop()
 
     @property
     def port(self) -> int:
@@ -199,6 +309,9 @@ class Server:
         self._stopped.wait()
 
     def stop(self) -> None:
+        if self.leadership is not None:
+            self.leadership.stop()  # the engine stops with the term; the lease is handed on
+            self.leadership = None
         if self._http is not None:
             self._http.stop()
             self._http = None
