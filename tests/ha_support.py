@@ -170,6 +170,9 @@ class CutProxy:
             except OSError:
                 pass
 
+    def restore(self) -> None:
+        self.open = True
+
     def close(self) -> None:
         self.cut()
         self.sock.close()

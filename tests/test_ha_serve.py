@@ -6,6 +6,9 @@ single node without a database has no elector and no fence to ask."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +24,7 @@ from escnc.app import Server
 from ha_support import (
     ESC,
     PASSWORD,
+    SRC,
     TENANT,
     USER,
     CutProxy,
@@ -89,11 +93,28 @@ def test_the_standby_serves_reads_and_refuses_writes_naming_the_leader(
         state = cluster(m)
         assert state["role"] == "standby" and state["leader"] == a.address
         assert state["engine"] == "stopped"
-    with a.connect() as m:
-        members = etree.fromstring(str(m.get(filter=(
-            f'<filter type="subtree"><esc_datamodel xmlns="{ESC}"><opdata><cluster>'
-            '<member/></cluster></opdata></esc_datamodel></filter>'))).encode())
-        assert {n.text for n in members.iter(f"{{{ESC}}}node")} == {"a", "b"}
+    def members(node: Node) -> set[str]:
+        with node.connect() as m:
+            data = etree.fromstring(str(m.get(filter=(
+                f'<filter type="subtree"><esc_datamodel xmlns="{ESC}"><opdata><cluster>'
+                '<member/></cluster></opdata></esc_datamodel></filter>'))).encode())
+        return {f"{n.findtext(f'{{{ESC}}}node')}={n.findtext(f'{{{ESC}}}role')}"
+                for n in data.iter(f"{{{ESC}}}member")}
+
+    # the heartbeats, as each node's elector last read them
+    both = {"a=leader", "b=standby"}
+    assert wait_until(lambda: members(a) == both and members(b) == both, 10), members(a)
+    # escnc status prints the role
+    for node, line in ((a, "role: leader (node a, engine running); leader "),
+                       (b, "role: standby (node b, engine stopped); leader ")):
+        shown = subprocess.run(
+            [sys.executable, "-m", "escnc.cli.server", "status", "--port", str(node.port),
+             "--user", USER], capture_output=True, text=True, timeout=60,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "ESCNC_PASSWORD": PASSWORD, "PYTHONPATH": str(SRC)})
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        assert f"{line}{a.address}, token 1" in shown.stdout, shown.stdout
+        assert "  member a  leader" in shown.stdout and "  member b  standby" in shown.stdout
     # HTTP: a write gets 503 naming the leader, with Retry-After; a read is served
     url = f"http://127.0.0.1:{b.http_port}/restconf/data/escnc:esc_datamodel/tenants"
     body = {"escnc:tenant": [{"name": "t-http"}]}
@@ -166,6 +187,15 @@ def test_a_leader_cut_from_the_database_stops_before_the_standby_starts(
                 on_a.edit_config(target="running", config=TENANT.format("split-brain"))
             not_leader(refused.value)
         edit(b, "on-the-new-leader")
+        # the database comes back, the new leader dies: the old one leads again, with
+        # an engine of its new term
+        proxy.restore()
+        assert wait_until(lambda: role(a) == "standby/stopped", LEASE + 10), role(a)
+        b.kill9()
+        assert wait_until(lambda: role(a) == "leader/running", LEASE + 15), role(a)
+        with a.connect() as m:
+            assert cluster(m)["token"] == "3"
+            m.edit_config(target="running", config=TENANT.format("third-term"))
     finally:
         proxy.close()
 

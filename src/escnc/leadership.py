@@ -27,7 +27,7 @@ from lxml import etree
 from escnc.cluster import ElectionTimings, LeaderElector
 from escnc.cluster.elector import default_node_id
 from escnc.ns import ESC
-from escnc.storage import Storage, StorageError
+from escnc.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class Leadership:
             self._running = token
             self.terms += 1
             self._set("running")
-            log.warning("engine started as leader (fencing token %d) at %s", token,
+            log.info("engine started as leader (fencing token %d) at %s", token,
                         iso(self.engine_changed_ms))
             if self.elector.valid_token() != token:
                 self._stop_locked("demoted while starting")
@@ -178,12 +178,7 @@ class Leadership:
         _leaf(c, "lease_age_ms", st["lease_age_ms"])
         _leaf(c, "engine", self.engine)
         _leaf(c, "engine_changed", iso(self.engine_changed_ms))
-        try:
-            members = self.elector.members()
-        except StorageError as exc:  # a node that lost the database still answers
-            log.debug("cluster members unavailable: %s", exc)
-            members = []
-        for m in members:
+        for m in self.elector.last_members():  # no I/O on the session's thread
             e = etree.SubElement(c, _q("member"))
             _leaf(e, "node", m.node)
             _leaf(e, "address", m.address)

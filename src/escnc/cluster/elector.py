@@ -82,6 +82,7 @@ class LeaderElector:
         self._stop = threading.Event()
         self._wake = threading.Event()  # elected: the watchdog starts watching
         self.ticks = 0  # finished loop rounds (tests wait on it)
+        self._members: list[Member] = []  # as the last round read them
         self._threads = [
             threading.Thread(target=self._run, name="cluster-elector", daemon=True),
             threading.Thread(target=self._watchdog, name="cluster-watchdog", daemon=True),
@@ -148,6 +149,11 @@ class LeaderElector:
         finally:
             conn.close()
 
+    def last_members(self) -> list[Member]:
+        """members() as the elector's last round read them: no I/O (opdata on a
+        session thread; stale by up to one retry, or since the database was lost)."""
+        return list(self._members)
+
     def status(self) -> dict[str, object]:
         """For opdata / escnc status: role, leader, token, lease version and age."""
         with self._lock:
@@ -178,6 +184,7 @@ class LeaderElector:
                 # after the renewal (it is what must be on time); informational
                 self.store.heartbeat(self._connection(), self.node_id, self.address,
                                      "leader" if self.is_leader else "standby")
+                self._members = self.store.members(self._connection())
             except StorageError as exc:
                 if self._conn is not None:
                     self._conn.close()
