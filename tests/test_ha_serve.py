@@ -78,7 +78,15 @@ def edit(node: Node, tenant: str) -> None:
 def test_the_standby_serves_reads_and_refuses_writes_naming_the_leader(
         pg_dsn: str, tmp_path: Path, nodes: list[Node]) -> None:
     a, b = leader_and_standby(nodes, tmp_path, pg_dsn)
-    edit(a, "t-on-leader")
+    with b.connect() as m:
+        # notifications on the standby: the leader's commit arrives from the shared log
+        m.create_subscription()
+        edit(a, "t-on-leader")
+        while True:
+            note = m.take_notification(block=True, timeout=10)
+            assert note is not None, "the leader's config change did not reach the standby"
+            if "netconf-config-change" in note.notification_xml:
+                break
     with b.connect() as m:
         with pytest.raises(RPCError) as refused:
             m.edit_config(target="running", config=TENANT.format("t-on-standby"))

@@ -117,6 +117,20 @@ def attach_cluster_hooks(services: Services) -> None:
     ds.add_commit_listener(on_commit)
 
 
+def election_timings(settings: Settings) -> Any:
+    """The lease timings of the settings (ValueError naming the settings if unusable)."""
+    from escnc.cluster import ElectionTimings
+
+    try:
+        return ElectionTimings(settings.lease_duration, settings.renew_deadline,
+                               settings.lease_retry)
+    except ValueError:
+        raise ValueError(
+            "need 0 < lease_retry < renew_deadline < lease_duration, got "
+            f"{settings.lease_retry}, {settings.renew_deadline}, {settings.lease_duration}"
+        ) from None
+
+
 class EngineStoreReload:
     """The current engine's store as a Reloadable (when the store can reload)."""
 
@@ -206,6 +220,8 @@ class Server:
     def start(self) -> None:
         from escnc.netconf.server import NetconfServer
 
+        if self.settings.database:
+            election_timings(self.settings)  # before anything starts
         self._state_lock = statedir.prepare(
             self.settings.state_dir, traversable=needs_traversable_state_dir(self.settings)
         )
@@ -238,13 +254,12 @@ class Server:
 
     def _start_cluster(self) -> None:
         """Stand for election once the listeners are up (the address is known)."""
-        from escnc.cluster import ElectionTimings
         from escnc.leadership import Leadership, LeaderWork
         from escnc.storage.postgresql import PostgresStorage
 
         assert self.services is not None
         st = self.settings
-        timings = ElectionTimings(st.lease_duration, st.renew_deadline, st.lease_retry)
+        timings = election_timings(st)
         # bounded calls: a dead network must not outlast the renew deadline by much
         storage = PostgresStorage(
             st.database, application_name="escnc-elector",

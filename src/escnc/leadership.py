@@ -24,10 +24,10 @@ from typing import Protocol
 
 from lxml import etree
 
-from escnc.cluster import ElectionTimings, LeaderElector
+from escnc.cluster import ElectionTimings, LeaderElector, NotLeader
 from escnc.cluster.elector import default_node_id
 from escnc.ns import ESC
-from escnc.storage import Storage
+from escnc.storage import Connection, Storage
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Leadership:
             storage, address=address, node_id=node_id or default_node_id(),
             timings=self.timings, on_elected=self._elected, on_demoted=self._demoted,
         )
-        self.fence = self.elector.fence
+        self.fence = TermFence(self)
         self._work_lock = threading.Lock()  # one start or stop at a time
         self._running: int | None = None  # the token whose work runs
         self.engine = "stopped"  # stopped | starting | running | failed
@@ -185,6 +185,31 @@ class Leadership:
             _leaf(e, "role", m.role)
             _leaf(e, "last_seen", iso(m.seen_ms))
         return [root]
+
+
+class TermFence:
+    """The elector's fence, and a leader whose engine failed to start takes no writes
+    (they would not be acted on); the not-leader error names this node, the client
+    retries. ``check_in`` is the elector's, for storage writes."""
+
+    def __init__(self, leadership: Leadership) -> None:
+        self._leadership = leadership
+        self._fence = leadership.elector.fence
+
+    @property
+    def token(self) -> int | None:
+        return self._fence.token
+
+    def check(self) -> int:
+        token = self._fence.check()
+        if self._leadership.engine == "failed":
+            raise NotLeader("this node leads but its engine failed to start (see its log)",
+                            self._leadership.elector.address)
+        return token
+
+    def check_in(self, conn: Connection) -> int:
+        self.check()
+        return self._fence.check_in(conn)
 
 
 def _q(name: str) -> str:
