@@ -116,7 +116,10 @@ def role(node: Node) -> str:
 
 class CutProxy:
     """TCP proxy in front of PostgreSQL; ``cut()`` drops every connection and refuses
-    new ones (what a node sees when its network to the database goes)."""
+    new ones (what a node sees when its network to the database goes); ``freeze()``
+    keeps the connections but forwards nothing any more, either way (a call on them
+    hangs: only the elector's watchdog ends the term); ``restore()`` drops what was
+    frozen and lets new connections through again."""
 
     def __init__(self, dsn: str) -> None:
         parts = urlsplit(dsn)
@@ -128,6 +131,7 @@ class CutProxy:
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self.open = True
+        self.frozen = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -139,17 +143,21 @@ class CutProxy:
             if not self.open:
                 client.close()
                 continue
+            if self.frozen:  # held, never answered
+                with self._lock:
+                    self._conns.append(client)
+                continue
             upstream = socket.create_connection(self.target)
             with self._lock:
                 self._conns += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
-                dst.sendall(data)
+                if not self.frozen:
+                    dst.sendall(data)
         except OSError:
             pass
         finally:
@@ -170,7 +178,13 @@ class CutProxy:
             except OSError:
                 pass
 
+    def freeze(self) -> None:
+        self.frozen = True
+
     def restore(self) -> None:
+        if self.frozen:
+            self.cut()
+        self.frozen = False
         self.open = True
 
     def close(self) -> None:

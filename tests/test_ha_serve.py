@@ -176,13 +176,18 @@ def changed(state: dict[str, str]) -> datetime:
 
 
 @pytest.mark.postgresql
+@pytest.mark.parametrize("how", ["cut", "freeze"])
 def test_a_leader_cut_from_the_database_stops_before_the_standby_starts(
-        pg_dsn: str, tmp_path: Path, nodes: list[Node]) -> None:
+        pg_dsn: str, tmp_path: Path, nodes: list[Node], how: str) -> None:
+    """cut: the leader's renewal fails at once; freeze: it hangs (the watchdog ends the
+    term at the renew deadline). Either way its engine stops before the standby's
+    starts, by the opdata timestamps of the two nodes (one machine, one clock)."""
     proxy = CutProxy(pg_dsn)
     try:
         a, b = leader_and_standby(nodes, tmp_path, pg_dsn, first_dsn=proxy.dsn)
         with a.connect() as on_a:  # opened before the cut (a session start logs an event)
-            proxy.cut()
+            assert cluster(on_a)["role"] == "leader"  # (answered: that event is written)
+            proxy.cut() if how == "cut" else proxy.freeze()
             assert wait_until(lambda: cluster(on_a).get("engine") == "stopped", LEASE + 5)
             stopped = cluster(on_a)
             assert stopped["role"] == "standby"
