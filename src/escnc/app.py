@@ -215,7 +215,7 @@ class Server:
         self._state_lock: statedir.StateDirLock | None = None
         self._stopped = threading.Event()
         self.leadership: Any = None  # escnc.leadership.Leadership (with a database)
-        self._terms = 0  # leader terms started (a node's engine runs once per term)
+        self._stopping = False  # stop(): a term that ends sets up no next one
 
     def start(self) -> None:
         from escnc.netconf.server import NetconfServer
@@ -280,35 +280,37 @@ class Server:
         self.leadership.start()
 
     def _begin_term(self, token: int) -> None:
-        """A term starts: a fresh engine (and hypervisor connections) unless this
-        node's first one was never started, then the callback outbox."""
+        """A term starts (after the reloads): the engine -- it reconciles the
+        hypervisors and resumes unfinished jobs -- then the callback outbox."""
+        services = self.services
+        assert services is not None and self._outbox is not None
+        services.engine.start(attach=False)  # attach_cluster_hooks delegates
+        self._outbox.start()
+
+    def _end_term(self, reason: str, budget: float) -> None:
+        """Stop everything the leader runs, the hypervisor calls first; then set up
+        the next term's (an engine does not restart): the node is then what a
+        standby is after boot, and the next election reloads what it will run."""
         from escnc.engine.engine import Engine
         from escnc.vim.hosts import HostRegistry
 
         services = self.services
         assert services is not None
-        if self._terms:
-            old = services.engine
-            services.vims = HostRegistry(self.settings)
-            services.engine = Engine(services, clock=self._clock)
-            services.engine.hooks = old.hooks  # the day-2 hooks (operations/esc_day2.py)
-            self._outbox = Outbox(services)
-            if self._http is not None:
-                self._http.ctx.callbacks = self._outbox.tracker
-        self._terms += 1
-        services.engine.start(attach=False)  # attach_cluster_hooks delegates
-        assert self._outbox is not None
-        self._outbox.start()
-
-    def _end_term(self, reason: str, budget: float) -> None:
-        """Stop everything the leader runs, the hypervisor calls first."""
-        services = self.services
-        assert services is not None
-        services.engine.stop(timeout=budget)
+        old = services.engine
+        old.stop(timeout=budget)
         if services.vims is not None:
             services.vims.close()
         if self._outbox is not None:
-            self._outbox.tracker.stop()
+            self._outbox.stop()
+            self._outbox = None
+        if self._stopping:
+            return
+        services.vims = HostRegistry(self.settings)
+        services.engine = Engine(services, clock=self._clock)
+        services.engine.hooks = old.hooks  # the day-2 hooks (operations/esc_day2.py)
+        self._outbox = Outbox(services)
+        if self._http is not None:
+            self._http.ctx.callbacks = self._outbox.tracker
 
     @property
     def port(self) -> int:
@@ -324,6 +326,7 @@ class Server:
         self._stopped.wait()
 
     def stop(self) -> None:
+        self._stopping = True
         if self.leadership is not None:
             self.leadership.stop()  # the engine stops with the term; the lease is handed on
             self.leadership = None
