@@ -116,10 +116,13 @@ class Leadership:
                     item.reload()
                 self.work.start(token)
             except Exception:
-                log.exception("the leader's engine did not start (token %d)", token)
+                log.exception("the leader's engine did not start (token %d): resigning",
+                              token)
                 self._running = token
                 self._stop_locked("start failed")
                 self._set("failed")
+                threading.Thread(target=self.elector.resign, args=("engine start failed",),
+                                 name="leader-resign", daemon=True).start()
                 return
             self._running = token
             self.terms += 1

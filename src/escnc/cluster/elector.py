@@ -83,6 +83,8 @@ class LeaderElector:
         self._wake = threading.Event()  # elected: the watchdog starts watching
         self.ticks = 0  # finished loop rounds (tests wait on it)
         self._members: list[Member] = []  # as the last round read them
+        self._hold_off_until = 0.0  # resign(): no acquisition before this
+        self._resigned: int | None = None  # resign(): the token to release
         self._threads = [
             threading.Thread(target=self._run, name="cluster-elector", daemon=True),
             threading.Thread(target=self._watchdog, name="cluster-watchdog", daemon=True),
@@ -121,6 +123,16 @@ class LeaderElector:
             log.warning("could not release the lease (standbys wait it out): %s", exc)
         if self._conn is not None:
             self._conn.close()
+
+    def resign(self, reason: str) -> None:
+        """Give the lead up (e.g. this node cannot run the engine): demote now; the
+        elector's thread hands the lease on at its next round, and this node does not
+        take it again for ``lease_duration`` (another node gets its chance)."""
+        token = self._demote(reason)
+        with self._lock:
+            self._hold_off_until = self.clock.now() + self.timings.lease_duration
+            if token is not None:
+                self._resigned = token
 
     @property
     def is_leader(self) -> bool:
@@ -198,8 +210,10 @@ class LeaderElector:
 
     def _round(self, started: float) -> None:
         with self._lock:
-            token = self._token
+            token, resigned, self._resigned = self._token, self._resigned, None
         conn = self._connection()
+        if resigned is not None:
+            self.store.release(conn, self.node_id, resigned)
         if token is not None:
             renewed = self.store.renew(conn, self.node_id, token)
             with self._lock:
@@ -223,6 +237,8 @@ class LeaderElector:
                 self._observed, self._observed_at = (row.token, row.version), now
         free = row.holder is None
         if not free and now - self._observed_at < self.timings.lease_duration:
+            return
+        if now < self._hold_off_until:
             return
         new = self.store.acquire(conn, self.node_id, self.address, row)
         if new is None:

@@ -145,17 +145,19 @@ class Engine:
         if self._stop.is_set():
             return  # stopped already (a leader's term ended before the server stops)
         self._stop.set()
+        deadline = time.monotonic() + timeout
         self.started = False
         if self.state in self.services.state_providers:
             self.services.state_providers.remove(self.state)
+        self.jobs.shutdown(0)  # every job cancelled now (joined below)
         self.elastic.stop()
         release = getattr(self.clock, "release", None)
         if release is not None:
             release()
-        if self._ticker is not None:
-            self._ticker.join(min(10.0, timeout))
         self.monitor.stop()
-        self.jobs.shutdown(timeout)
+        if self._ticker is not None:
+            self._ticker.join(max(0.0, min(10.0, deadline - time.monotonic())))
+        self.jobs.shutdown(max(0.0, deadline - time.monotonic()))
         self.capacity.stop()
         self.store.close()
 
