@@ -230,3 +230,51 @@ def test_a_single_node_has_no_elector(tmp_path: Path, server: Server) -> None:
             '<system_status/><cluster/></opdata></esc_datamodel></filter>'))).encode())
     assert data.find(f".//{{{ESC}}}cluster") is None
     assert data.findtext(f".//{{{ESC}}}status") == "ACTIVE"
+
+
+@pytest.mark.postgresql
+def test_the_engine_stops_within_the_lease_with_a_hypervisor_call_hanging(
+        pg_dsn: str, tmp_path: Path, server_factory, monkeypatch: pytest.MonkeyPatch,
+        ) -> None:  # type: ignore[no-untyped-def]
+    """In one process: the leader's database is cut while one of its jobs is inside a
+    VM creation that does not return; its engine still stops (within the budget of
+    what is left of the lease) before the standby's engine starts; the job ends once
+    the call returns."""
+    from conftest import connect
+    from engine_support import config, deployment
+    from escnc.engine.vmops import VmOps
+
+    entered, release = threading.Event(), threading.Event()
+    original = VmOps.create
+
+    def hanging_create(self, *args, **kw):  # type: ignore[no-untyped-def]
+        entered.set()
+        release.wait(60)  # a libvirt call under way: no cancel reaches it
+        return original(self, *args, **kw)
+
+    monkeypatch.setattr(VmOps, "create", hanging_create)
+    timings = {"lease_duration": LEASE, "renew_deadline": 2.0, "lease_retry": 0.25}
+    proxy = CutProxy(pg_dsn)
+    try:
+        a = server_factory(tmp_path / "a", database=proxy.dsn, node_name="a", **timings)
+        assert wait_until(lambda: a.leadership.engine == "running", 30)
+        b = server_factory(tmp_path / "b", database=pg_dsn, node_name="b", **timings)
+        with connect(a) as m:
+            m.edit_config(target="running", config=(
+                '<config xmlns="urn:ietf:params:xml:ns:netconf:base:1.0">'
+                f"{config(tmp_path, deployment(min_active=2, max_active=2))}</config>"))
+        assert entered.wait(30), "the deployment did not reach the VM creation"
+        engine = a.services.engine
+        proxy.cut()
+        assert wait_until(lambda: b.leadership.engine == "running", LEASE + 15)
+        # a's engine had stopped first, though its job is still inside the call
+        assert a.leadership.engine == "stopped"
+        assert a.leadership.engine_changed_ms < b.leadership.engine_changed_ms
+        assert engine.jobs.counts()[1] == 1 and not engine.started
+        release.set()
+        # the call returns, the cancelled job ends (the call itself was not fenced:
+        # docs/ha.md, the bound)
+        assert wait_until(lambda: engine.jobs.counts() == (0, 0), 30)
+    finally:
+        release.set()
+        proxy.close()
