@@ -72,6 +72,12 @@ def build_services(settings: Settings, clock: Any = None) -> Services:
     services.vims = HostRegistry(settings)
     services.engine = Engine(services, clock=clock)
     services.datastore.add_validator(check_names)
+    if settings.database:
+        attach_cluster_hooks(services)
+    else:
+        from escnc.cluster import SingleNodeFence
+
+        services.fence = SingleNodeFence()  # always the leader
     services.sessions = SessionManager(services)
 
     import escnc.operations as ops_pkg
@@ -83,6 +89,58 @@ def build_services(settings: Settings, clock: Any = None) -> Services:
             register(services.registry, services)
     statedir.make_files_private(settings.state_dir)
     return services
+
+
+def attach_cluster_hooks(services: Services) -> None:
+    """Datastore hooks for a node of a cluster, installed once: the fence checked just
+    before any commit is accepted (a term that ended since the request was admitted
+    does not commit), and the engine's validator and commit listener delegating to
+    whichever engine the current term runs (a standby's takes no commits)."""
+    from escnc.engine.engine import Engine
+    from escnc.rpc.standby import commit_fence
+
+    ds = services.datastore
+
+    def fence_check(tree: Any) -> None:
+        if services.fence is not None:
+            commit_fence(services.fence)(tree)
+
+    def validate(tree: Any) -> None:
+        services.engine.validate(tree)
+
+    def on_commit(event: Any) -> None:
+        if services.cluster is not None and services.cluster.working:
+            services.engine.on_commit(event)
+
+    ds.add_validator(fence_check)
+    ds.add_validator(validate, whole_lists=Engine.VALIDATE_WHOLE)
+    ds.add_commit_listener(on_commit)
+
+
+def election_timings(settings: Settings) -> Any:
+    """The lease timings of the settings (ValueError naming the settings if unusable)."""
+    from escnc.cluster import ElectionTimings
+
+    try:
+        return ElectionTimings(settings.lease_duration, settings.renew_deadline,
+                               settings.lease_retry)
+    except ValueError:
+        raise ValueError(
+            "need 0 < lease_retry < renew_deadline < lease_duration, got "
+            f"{settings.lease_retry}, {settings.renew_deadline}, {settings.lease_duration}"
+        ) from None
+
+
+class EngineStoreReload:
+    """The current engine's store as a Reloadable (when the store can reload)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def reload(self) -> None:
+        reload = getattr(getattr(self.services.engine, "store", None), "reload", None)
+        if reload is not None:
+            reload()
 
 
 def callback_url_check(settings: Settings) -> Callable[[str, bool], None]:
@@ -156,10 +214,14 @@ class Server:
         self._http_routes = list(http_routes)
         self._state_lock: statedir.StateDirLock | None = None
         self._stopped = threading.Event()
+        self.leadership: Any = None  # escnc.leadership.Leadership (with a database)
+        self._stopping = False  # stop(): a term that ends sets up no next one
 
     def start(self) -> None:
         from escnc.netconf.server import NetconfServer
 
+        if self.settings.database:
+            election_timings(self.settings)  # before anything starts
         self._state_lock = statedir.prepare(
             self.settings.state_dir, traversable=needs_traversable_state_dir(self.settings)
         )
@@ -168,9 +230,12 @@ class Server:
         except BaseException:
             self._state_lock.release()
             raise
-        self.services.engine.start()
+        clustered = bool(self.settings.database)
+        if not clustered:
+            self.services.engine.start()  # a single node leads, always
         self._outbox = Outbox(self.services)
-        self._outbox.start()
+        if not clustered:
+            self._outbox.start()
         self._netconf = NetconfServer(self.services)
         self._netconf.start()
         if self.settings.http_listen or self.settings.https_listen:
@@ -178,12 +243,74 @@ class Server:
 
             self._http = HttpServer(self.services, self._outbox.tracker, self._http_routes)
             self._http.start()
+        if clustered:
+            self._start_cluster()
         log.info(
             "escnc listening on %s port %d (state %s)",
             self.settings.listen_host,
             self.port,
             self.settings.state_dir,
         )
+
+    def _start_cluster(self) -> None:
+        """Stand for election once the listeners are up (the address is known)."""
+        from escnc.leadership import Leadership, LeaderWork
+        from escnc.storage.postgresql import PostgresStorage
+
+        assert self.services is not None
+        st = self.settings
+        timings = election_timings(st)
+        # bounded calls: a dead network must not outlast the renew deadline by much
+        storage = PostgresStorage(
+            st.database, application_name="escnc-elector",
+            connect_timeout=min(10.0, st.renew_deadline / 2),
+            network_timeout=min(10.0, st.renew_deadline / 2),
+        )
+        address = st.advertise_address or f"{st.listen_host}:{self.port}"
+        self.leadership = Leadership(
+            storage, LeaderWork(self._begin_term, self._end_term), address=address,
+            node_id=st.node_name, timings=timings,
+            reloadables=[r for r in (self.services.datastore, self.services.users,
+                                     self.services.day2) if hasattr(r, "reload")]
+            + [EngineStoreReload(self.services)],
+        )
+        self.services.cluster = self.leadership
+        self.services.fence = self.leadership.fence
+        self.services.state_providers.append(self.leadership.opdata)
+        self.leadership.start()
+
+    def _begin_term(self, token: int) -> None:
+        """A term starts (after the reloads): the engine -- it reconciles the
+        hypervisors and resumes unfinished jobs -- then the callback outbox."""
+        services = self.services
+        assert services is not None and self._outbox is not None
+        services.engine.start(attach=False)  # attach_cluster_hooks delegates
+        self._outbox.start()
+
+    def _end_term(self, reason: str, budget: float) -> None:
+        """Stop everything the leader runs, the hypervisor calls first; then set up
+        the next term's (an engine does not restart): the node is then what a
+        standby is after boot, and the next election reloads what it will run."""
+        from escnc.engine.engine import Engine
+        from escnc.vim.hosts import HostRegistry
+
+        services = self.services
+        assert services is not None
+        old = services.engine
+        old.stop(timeout=budget)
+        if services.vims is not None:
+            services.vims.close()
+        if self._outbox is not None:
+            self._outbox.stop()
+            self._outbox = None
+        if self._stopping:
+            return
+        services.vims = HostRegistry(self.settings)
+        services.engine = Engine(services, clock=self._clock)
+        services.engine.hooks = old.hooks  # the day-2 hooks (operations/esc_day2.py)
+        self._outbox = Outbox(services)
+        if self._http is not None:
+            self._http.ctx.callbacks = self._outbox.tracker
 
     @property
     def port(self) -> int:
@@ -199,6 +326,10 @@ class Server:
         self._stopped.wait()
 
     def stop(self) -> None:
+        self._stopping = True
+        if self.leadership is not None:
+            self.leadership.stop()  # the engine stops with the term; the lease is handed on
+            self.leadership = None
         if self._http is not None:
             self._http.stop()
             self._http = None

@@ -95,6 +95,10 @@ class Services:
     day2: Any = None  # escnc.engine.maintenance.Maintenance (set by operations/esc_day2.py)
     nacm: Any = None  # escnc.nacm.Nacm, access control (set by operations/authorize.py)
     auth_penalty: Any = None  # escnc.rpc.auth.AuthPenalty, one for SSH and HTTP Basic
+    # active/standby (docs/ha.md): the fence every write request checks (None: a single
+    # node, nothing to check) and the cluster's status for opdata (escnc.leadership)
+    fence: Any = None  # escnc.cluster.Fence
+    cluster: Any = None  # escnc.leadership.Leadership
     state_providers: list[StateProvider] = field(default_factory=list)
     # observe(operation Clark name, outcome "ok"/error-tag, seconds): every request of
     # every northbound (escnc.rpc.request.execute); the HTTP metrics register one

@@ -48,6 +48,17 @@ class Settings:
     # a postgresql:// URL = one PostgreSQL database that several escnc nodes share.
     # So far only the event log follows it (issue 18).
     database: str = ""
+    # active/standby (docs/ha.md; only with a database): this node's name in the
+    # cluster, unique per process ("" = host:pid:random); the NETCONF address clients
+    # are sent to when this node leads ("" = listen host:port); the lease timings in
+    # seconds (0 < lease_retry < renew_deadline < lease_duration): the leader renews
+    # every lease_retry and stops acting renew_deadline after its last good renewal;
+    # a standby takes over after lease_duration without a renewal
+    node_name: str = ""
+    advertise_address: str = ""
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    lease_retry: float = 2.0
 
     # datastore
     rollback_history: int = 20

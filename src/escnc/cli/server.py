@@ -409,8 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_database,
         help="PostgreSQL shared by the escnc nodes of a cluster, e.g. "
         "postgresql://escnc@db.example/escnc (password: ~/.pgpass or $PGPASSWORD, not "
-        "the command line). So far it holds the event log; the rest stays in --state-dir "
-        "(docs/ha.md)",
+        "the command line). The nodes elect one leader, which runs the engine and takes "
+        "writes; the others serve reads. So far the database holds the event log and the "
+        "lease; the rest stays in --state-dir (docs/ha.md)",
     )
     serve.add_argument(
         "--log-level",

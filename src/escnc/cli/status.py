@@ -2,7 +2,8 @@
 
 Logs in like any client (``--host/--port/--user``, password from ``--password`` or
 ``$ESCNC_PASSWORD``, or ``--key``) and reads ``esc_datamodel/opdata/system_status``,
-``opdata/hosts`` and ``netconf-state/sessions`` with one ``get``. Exit status 0 when
+``opdata/cluster`` (the role: leader, standby or a single node), ``opdata/hosts`` and
+``netconf-state/sessions`` with one ``get``. Exit status 0 when
 the server reports ACTIVE, 1 otherwise, 5 when it cannot connect or log in.
 """
 
@@ -22,7 +23,8 @@ MON = "urn:ietf:params:xml:ns:yang:ietf-netconf-monitoring"
 NC = "urn:ietf:params:xml:ns:netconf:base:1.0"
 _FILTER = (
     f'<filter xmlns="{NC}" type="subtree">'
-    f'<esc_datamodel xmlns="{ESC}"><opdata><system_status/><hosts/></opdata></esc_datamodel>'
+    f'<esc_datamodel xmlns="{ESC}"><opdata><system_status/><cluster/><hosts/></opdata>'
+    '</esc_datamodel>'
     f'<netconf-state xmlns="{MON}"><sessions/></netconf-state></filter>'
 )
 
@@ -56,6 +58,21 @@ def render(data: etree._Element) -> tuple[str, bool]:
                      f"({st.findtext(f'{e}status_message')}), up {_uptime(uptime)}")
     else:
         lines.append("escnc: no system_status (is this escnc?)")
+    cluster = data.find(f"{e}esc_datamodel/{e}opdata/{e}cluster")
+    if cluster is not None:  # active/standby (docs/ha.md)
+        age = cluster.findtext(f"{e}lease_age_ms")
+        lines.append(
+            f"role: {cluster.findtext(f'{e}role')} (node {cluster.findtext(f'{e}node')}, "
+            f"engine {cluster.findtext(f'{e}engine')}); leader "
+            f"{cluster.findtext(f'{e}leader') or 'unknown'}, token "
+            f"{cluster.findtext(f'{e}token') or '-'}, lease age "
+            f"{'-' if age is None else f'{int(age) / 1000:.1f} s'}"
+        )
+        for mem in cluster.findall(f"{e}member"):
+            lines.append(f"  member {mem.findtext(f'{e}node')}  {mem.findtext(f'{e}role')}  "
+                         f"{mem.findtext(f'{e}address')}  seen {mem.findtext(f'{e}last_seen')}")
+    else:
+        lines.append("role: single node (leader)")
     hosts = data.findall(f"{e}esc_datamodel/{e}opdata/{e}hosts/{e}host")
     lines.append(f"hosts: {len(hosts)}")
     for h in hosts:

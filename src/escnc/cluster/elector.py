@@ -82,6 +82,9 @@ class LeaderElector:
         self._stop = threading.Event()
         self._wake = threading.Event()  # elected: the watchdog starts watching
         self.ticks = 0  # finished loop rounds (tests wait on it)
+        self._members: list[Member] = []  # as the last round read them
+        self._hold_off_until = 0.0  # resign(): no acquisition before this
+        self._resigned: int | None = None  # resign(): the token to release
         self._threads = [
             threading.Thread(target=self._run, name="cluster-elector", daemon=True),
             threading.Thread(target=self._watchdog, name="cluster-watchdog", daemon=True),
@@ -121,6 +124,16 @@ class LeaderElector:
         if self._conn is not None:
             self._conn.close()
 
+    def resign(self, reason: str) -> None:
+        """Give the lead up (e.g. this node cannot run the engine): demote now; the
+        elector's thread hands the lease on at its next round, and this node does not
+        take it again for ``lease_duration`` (another node gets its chance)."""
+        token = self._demote(reason)
+        with self._lock:
+            self._hold_off_until = self.clock.now() + self.timings.lease_duration
+            if token is not None:
+                self._resigned = token
+
     @property
     def is_leader(self) -> bool:
         return self.valid_token() is not None
@@ -147,6 +160,11 @@ class LeaderElector:
             return self.store.members(conn)
         finally:
             conn.close()
+
+    def last_members(self) -> list[Member]:
+        """members() as the elector's last round read them: no I/O (opdata on a
+        session thread; stale by up to one retry, or since the database was lost)."""
+        return list(self._members)
 
     def status(self) -> dict[str, object]:
         """For opdata / escnc status: role, leader, token, lease version and age."""
@@ -178,6 +196,7 @@ class LeaderElector:
                 # after the renewal (it is what must be on time); informational
                 self.store.heartbeat(self._connection(), self.node_id, self.address,
                                      "leader" if self.is_leader else "standby")
+                self._members = self.store.members(self._connection())
             except StorageError as exc:
                 if self._conn is not None:
                     self._conn.close()
@@ -191,8 +210,10 @@ class LeaderElector:
 
     def _round(self, started: float) -> None:
         with self._lock:
-            token = self._token
+            token, resigned, self._resigned = self._token, self._resigned, None
         conn = self._connection()
+        if resigned is not None:
+            self.store.release(conn, self.node_id, resigned)
         if token is not None:
             renewed = self.store.renew(conn, self.node_id, token)
             with self._lock:
@@ -216,6 +237,8 @@ class LeaderElector:
                 self._observed, self._observed_at = (row.token, row.version), now
         free = row.holder is None
         if not free and now - self._observed_at < self.timings.lease_duration:
+            return
+        if now < self._hold_off_until:
             return
         new = self.store.acquire(conn, self.node_id, self.address, row)
         if new is None:

@@ -112,12 +112,16 @@ class Engine:
 
     # -- start / stop ----------------------------------------------------------------
 
-    def start(self) -> None:
+    # the datastore's validator and commit listener: once per datastore, so a leader's
+    # next term's engine (escnc.leadership) passes ``attach=False`` and delegates instead
+    VALIDATE_WHOLE = (f"{{{ESC}}}vim_connector",)  # one libvirtd is one VIM: URIs compared
+
+    def start(self, *, attach: bool = True) -> None:
         ds = self.services.datastore
         if ds is not None:
-            # one libvirtd is one VIM: URIs are compared across every vim_connector
-            ds.add_validator(self.validate, whole_lists=(f"{{{ESC}}}vim_connector",))
-            ds.add_commit_listener(self.on_commit)
+            if attach:
+                ds.add_validator(self.validate, whole_lists=self.VALIDATE_WHOLE)
+                ds.add_commit_listener(self.on_commit)
             self.desired = parse_desired(ds.running_xml())
         self.services.state_providers.append(self.state)
         self.driver.add_lifecycle_listener(self._on_domain_event)
@@ -137,16 +141,25 @@ class Engine:
             self._ticker = threading.Thread(target=self._tick, name="engine-reconcile", daemon=True)
             self._ticker.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop all work; a running job gets ``timeout`` seconds to notice its cancel
+        (a leader's demotion passes what is left of its lease, docs/ha.md)."""
+        if self._stop.is_set():
+            return  # stopped already (a leader's term ended before the server stops)
         self._stop.set()
+        deadline = time.monotonic() + timeout
+        self.started = False
+        if self.state in self.services.state_providers:
+            self.services.state_providers.remove(self.state)
+        self.jobs.shutdown(0)  # every job cancelled now (joined below)
         self.elastic.stop()
         release = getattr(self.clock, "release", None)
         if release is not None:
             release()
-        if self._ticker is not None:
-            self._ticker.join(10)
         self.monitor.stop()
-        self.jobs.shutdown()
+        if self._ticker is not None:
+            self._ticker.join(max(0.0, min(10.0, deadline - time.monotonic())))
+        self.jobs.shutdown(max(0.0, deadline - time.monotonic()))
         self.capacity.stop()
         self.store.close()
 

@@ -33,7 +33,7 @@ from escnc.http.payload import BadRequest, read_body
 from escnc.ns import ESC
 from escnc.operations.capacity_rest import merge_query
 from escnc.operations.esc_capacity import to_json, to_xml
-from escnc.rpc.errors import error_dict, http_status
+from escnc.rpc.errors import error_dict, error_headers, http_status
 
 if TYPE_CHECKING:
     from escnc.errors import RpcError
@@ -166,7 +166,8 @@ def _failed(errors: list[RpcError]) -> Response:
         status = http_status(errors)
     return JSONResponse({"error": {"error_code": status,
                                    "error_message": "; ".join(e.message for e in errors),
-                                   "errors": [error_dict(e) for e in errors]}}, status)
+                                   "errors": [error_dict(e) for e in errors]}}, status,
+                        headers=error_headers(errors))
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:

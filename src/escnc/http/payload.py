@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from escnc.errors import RpcError
 from escnc.ns import ESC, NC
-from escnc.rpc.errors import error_dict, http_status
+from escnc.rpc.errors import error_dict, error_headers, http_status
 from escnc.xmlutil import parse_untrusted, to_json_value
 
 XML = "application/xml"
@@ -174,6 +174,7 @@ def error_response(request: Request, errors: list[RpcError] | str, status: int |
         message = errors
     else:
         code = status or http_status(errors)
+        headers = {**error_headers(errors), **(headers or {})}
         items = [error_dict(e) for e in errors]
         message = "; ".join(e.message for e in errors)
     if wants_json(request):

@@ -31,7 +31,7 @@ from escnc.http.auth import Unauthorized
 from escnc.http.context import Timeout
 from escnc.http.payload import BadRequest, read_body
 from escnc.ns import NC, qn
-from escnc.rpc.errors import error_dict, http_status
+from escnc.rpc.errors import error_dict, error_headers, http_status
 from escnc.xmlutil import parse_untrusted
 
 if TYPE_CHECKING:
@@ -144,6 +144,7 @@ class Restconf:
     def errors(self, request: Request, errors: list[RpcError], status: int | None = None,
                headers: dict[str, str] | None = None) -> Response:
         code = status or http_status(errors)
+        headers = {**error_headers(errors), **(headers or {})}
         if self.wants_json(request):
             body = json.dumps({"ietf-restconf:errors": {"error": [error_dict(e)
                                                                   for e in errors]}})

@@ -19,7 +19,7 @@ from escnc.http.payload import BadRequest, read_body
 from escnc.http.restconf_base import _OP, JSON, RESTCONF_NS, XML, Seg, _bad, _Fail
 from escnc.http.sse import event_stream
 from escnc.ns import NC, qn
-from escnc.rpc.errors import error_dict, http_status
+from escnc.rpc.errors import error_dict, error_headers, http_status
 from escnc.rpc.events import xpath_filter
 from escnc.xmlutil import parse_untrusted
 
@@ -108,7 +108,7 @@ async def yang_patch(rc: Restconf, request: Request, user: str, segs: list[Seg])
     else:
         status["ok"] = [None]
     return Response(json.dumps({"ietf-yang-patch:yang-patch-status": status}), code,
-                    media_type=JSON)
+                    headers=error_headers(done.errors), media_type=JSON)
 
 
 # -- operations -------------------------------------------------------------------

@@ -7,7 +7,11 @@ below and renders the same fields (RESTCONF ``ietf-restconf:errors`` or ESC's bo
 
 from __future__ import annotations
 
+from lxml import etree
+
 from escnc.errors import RpcError
+
+NOT_LEADER = "not-leader"  # error-app-tag of a write refused by a standby (rpc/standby.py)
 
 _STATUS = {
     "in-use": 409,
@@ -39,7 +43,17 @@ def http_status(errors: list[RpcError]) -> int:
     status = _STATUS.get(errors[0].tag, 500)
     if errors[0].tag == "operation-failed" and errors[0].app_tag in ("not-found",):
         return 404
+    if errors[0].app_tag == NOT_LEADER:  # a standby: try again (at the leader)
+        return 503
     return status
+
+
+def error_headers(errors: list[RpcError], retry_after: int = 2) -> dict[str, str]:
+    """Response headers a failed request needs: Retry-After on a standby's 503 (the
+    leader is named in the body; during a failover none may be known yet)."""
+    if errors and errors[0].app_tag == NOT_LEADER:
+        return {"Retry-After": str(retry_after)}
+    return {}
 
 
 def error_dict(err: RpcError) -> dict[str, object]:
@@ -51,6 +65,10 @@ def error_dict(err: RpcError) -> dict[str, object]:
         out["error-path"] = err.path
     if err.message:
         out["error-message"] = err.message
-    if err.info:
-        out["error-info"] = dict(err.info)
+    info: dict[str, object] = dict(err.info)
+    for el in err.info_elements:  # e.g. a standby's <leader>: by local name
+        if isinstance(el.tag, str) and len(el) == 0 and el.text:
+            info[etree.QName(el).localname] = el.text
+    if info:
+        out["error-info"] = info
     return out

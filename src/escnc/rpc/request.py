@@ -19,6 +19,7 @@ from lxml import etree
 
 from escnc.errors import RpcError, RpcErrors
 from escnc.rpc.dispatch import HandlerResult, RpcContext, SessionHandle
+from escnc.rpc.standby import check_write
 
 if TYPE_CHECKING:
     from escnc.services import Services
@@ -76,6 +77,8 @@ def _execute(
         rpc_attributes=dict(rpc_attributes or {}),
     )
     try:
+        # a standby refuses every write here, before the handler (rpc/standby.py)
+        check_write(services.fence, qname.namespace, qname.localname)
         validate = services.schema.validate_rpc_input if services.schema is not None else None
         done.result = services.registry.invoke(registration, ctx, op, validate)
     except RpcError as exc:

@@ -137,6 +137,8 @@ class CapacityManager:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        if self.state in self.engine.services.state_providers:
+            self.engine.services.state_providers.remove(self.state)
         if self._thread is not None:
             self._thread.join(5)
         self.store.close()
