@@ -96,8 +96,9 @@ def test_the_standby_serves_reads_and_refuses_writes_naming_the_leader(
         with pytest.raises(RPCError) as refused:
             m.dispatch(etree.fromstring(action))
         assert not_leader(refused.value) == a.address
-        # reads: get-config and get (the cluster opdata) are served
-        m.get_config(source="running")
+        # reads: get-config (the leader's commits, followed from the shared database)
+        # and get (the cluster opdata) are served
+        assert wait_until(lambda: "t-on-leader" in str(m.get_config(source="running")), 10)
         state = cluster(m)
         assert state["role"] == "standby" and state["leader"] == a.address
         assert state["engine"] == "stopped"
@@ -149,8 +150,27 @@ def test_kill9_of_the_leader_hands_the_lead_to_the_standby(
         pg_dsn: str, tmp_path: Path, nodes: list[Node]) -> None:
     a, b = leader_and_standby(nodes, tmp_path, pg_dsn)
     edit(a, "before")
+    # a stream of edits, each acknowledged one remembered; the leader dies in the middle
+    acked: list[str] = []
+    stop = threading.Event()
+
+    def stream() -> None:
+        with a.connect() as m:
+            for i in range(100_000):
+                if stop.is_set():
+                    return
+                try:
+                    m.edit_config(target="running", config=TENANT.format(f"s{i}"))
+                except Exception:
+                    return  # the session died with the leader
+                acked.append(f"s{i}")
+
+    writer = threading.Thread(target=stream, daemon=True)
+    writer.start()
+    assert wait_until(lambda: len(acked) >= 20, 30), acked
     a.kill9()
     killed = time.monotonic()
+    stop.set()  # (an edit in flight may wait out ncclient's timeout: joined below)
     accepted: list[float] = []
 
     def write() -> bool:
@@ -169,6 +189,12 @@ def test_kill9_of_the_leader_hands_the_lead_to_the_standby(
         state = cluster(m)
         assert state["role"] == "leader" and state["engine"] == "running"
         assert state["token"] == "2" and state["leader"] == b.address
+        # every edit acknowledged by the old leader is in the new leader's running
+        names = {e.text for e in etree.fromstring(
+            str(m.get_config(source="running")).encode()).iter(f"{{{ESC}}}name")}
+    writer.join(60)
+    missing = [t for t in ["before", "after", *acked] if t not in names]
+    assert not missing, f"{len(missing)} acknowledged edits lost: {missing[:5]}"
 
 
 def changed(state: dict[str, str]) -> datetime:

@@ -51,6 +51,7 @@ def build_services(settings: Settings, clock: Any = None) -> Services:
     the engine's (engine/clock.py; tests pass a ManualClock)."""
     services = Services(settings=settings, registry=RpcRegistry())
 
+    from escnc.cluster import FenceSlot, SingleNodeFence
     from escnc.datastore.schema import Schema
     from escnc.datastore.store import Datastore
     from escnc.engine.engine import Engine
@@ -67,7 +68,11 @@ def build_services(settings: Settings, clock: Any = None) -> Services:
     services.auth_penalty = AuthPenalty(
         settings.auth_failure_delay, settings.auth_failure_delay_max
     )
-    services.datastore = Datastore(settings, services.schema)
+    # a node of a cluster writes nothing until it is elected (the slot is bound to
+    # its elector's fence when it joins, Server._start_cluster)
+    cluster_fence = FenceSlot() if settings.database else None
+    services.fence = cluster_fence
+    services.datastore = Datastore(settings, services.schema, fence=cluster_fence)
     services.events = EventBus(settings)
     services.vims = HostRegistry(settings)
     services.engine = Engine(services, clock=clock)
@@ -75,8 +80,6 @@ def build_services(settings: Settings, clock: Any = None) -> Services:
     if settings.database:
         attach_cluster_hooks(services)
     else:
-        from escnc.cluster import SingleNodeFence
-
         services.fence = SingleNodeFence()  # always the leader
     services.sessions = SessionManager(services)
 
@@ -129,6 +132,17 @@ def election_timings(settings: Settings) -> Any:
             "need 0 < lease_retry < renew_deadline < lease_duration, got "
             f"{settings.lease_retry}, {settings.renew_deadline}, {settings.lease_duration}"
         ) from None
+
+
+class DatastoreTakeOver:
+    """The datastore as a Reloadable for a term: take_over() loads the newest state
+    and settles what the previous leader left (a pending confirmed commit)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    def reload(self) -> None:
+        self.services.datastore.take_over()
 
 
 class EngineStoreReload:
@@ -254,6 +268,7 @@ class Server:
 
     def _start_cluster(self) -> None:
         """Stand for election once the listeners are up (the address is known)."""
+        from escnc.cluster import FenceSlot
         from escnc.leadership import Leadership, LeaderWork
         from escnc.storage.postgresql import PostgresStorage
 
@@ -270,12 +285,17 @@ class Server:
         self.leadership = Leadership(
             storage, LeaderWork(self._begin_term, self._end_term), address=address,
             node_id=st.node_name, timings=timings,
-            reloadables=[r for r in (self.services.datastore, self.services.users,
-                                     self.services.day2) if hasattr(r, "reload")]
+            reloadables=[DatastoreTakeOver(self.services)]
+            + [r for r in (self.services.users, self.services.day2) if hasattr(r, "reload")]
             + [EngineStoreReload(self.services)],
         )
         self.services.cluster = self.leadership
+        slot = self.services.fence
+        if isinstance(slot, FenceSlot):
+            slot.bind(self.leadership.fence)  # the datastore's (and the stores') fence
         self.services.fence = self.leadership.fence
+        # a standby's reads show the leader's commits (the leader ignores its own)
+        self.services.datastore.follow()
         self.services.state_providers.append(self.leadership.opdata)
         self.leadership.start()
 

@@ -9,13 +9,14 @@ paths check. See docs/ha.md. Imports only escnc.storage.
 from escnc.cluster.clock import Clock, MonotonicClock
 from escnc.cluster.elector import ElectionTimings, LeaderElector
 from escnc.cluster.errors import ClusterError, NotLeader
-from escnc.cluster.fence import Fence, SingleNodeFence
+from escnc.cluster.fence import Fence, FenceSlot, SingleNodeFence
 
 __all__ = [
     "Clock",
     "ClusterError",
     "ElectionTimings",
     "Fence",
+    "FenceSlot",
     "LeaderElector",
     "MonotonicClock",
     "NotLeader",

@@ -63,3 +63,30 @@ class SingleNodeFence:
 
     def check_in(self, conn: Connection) -> int:
         return 0
+
+
+class FenceSlot:
+    """A fence for what is built before the node joins the cluster (the datastore,
+    the stores): it refuses every write until :meth:`bind` gives it the elector's
+    fence -- a node that has not joined yet is not the leader -- and then delegates."""
+
+    def __init__(self) -> None:
+        self._target: FenceLike | None = None
+
+    def bind(self, fence: FenceLike) -> None:
+        self._target = fence
+
+    @property
+    def token(self) -> int | None:
+        target = self._target
+        return getattr(target, "token", None) if target is not None else None
+
+    def check(self) -> int:
+        if self._target is None:
+            raise NotLeader("this node has not joined the cluster yet", "")
+        return self._target.check()
+
+    def check_in(self, conn: Connection) -> int:
+        if self._target is None:
+            raise NotLeader("this node has not joined the cluster yet", "")
+        return self._target.check_in(conn)
