@@ -91,7 +91,12 @@ def test_failed_delivery_is_retried_in_order_then_given_up(tmp_path: Path,
             r = http.post(f"{V0}/tenants/ta", headers={"Callback": receiver.url("/callback")})
             assert r.status_code == 201, r.text
             (done,) = receiver.wait_for("/callback", r.headers["ESC-Transaction-Id"])
-            listed = http.get("/escnc/callbacks").json()["deliveries"]
+            # the receiver has it before escnc has recorded the answer: wait for that
+            for _ in range(600):
+                listed = http.get("/escnc/callbacks").json()["deliveries"]
+                if listed[-1]["state"] != "pending":
+                    break
+                receiver.wait_quiet(0.05)
             assert listed[-1]["attempts"] == 3 and listed[-1]["state"] == "delivered"
             # a receiver that never accepts: given up after callback_max_attempts
             receiver.statuses = [500] * 3

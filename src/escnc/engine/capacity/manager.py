@@ -95,7 +95,8 @@ class CapacityManager:
         self.engine = engine
         settings = engine.settings
         self.clock: WallClock = SystemWallClock()  # reservation times are wall-clock
-        self.store = RecordStore(settings.state_dir / "reservations.sqlite3")
+        self.store = RecordStore(settings.state_dir / "reservations.sqlite3",
+                                 database=settings.database)
         self.ratios = dict(settings.overcommit)
         self.limits = dict(settings.capacity_limits)
         self.public_ranges = list(settings.public_ip_ranges)
