@@ -151,22 +151,24 @@ class RecordStore:
         self._db.fence = fence
 
     def reservations(self) -> list[Reservation]:
-        return [Reservation.from_json(t) for t in self._load("capacity_reservations")]
+        return [Reservation.from_json(t) for t in self._load("reservations")]
 
     def subscriptions(self) -> list[Subscription]:
-        return [Subscription.from_json(t) for t in self._load("capacity_subscriptions")]
+        return [Subscription.from_json(t) for t in self._load("subscriptions")]
 
-    def _load(self, table: str) -> list[str]:
+    def _load(self, kind: str) -> list[str]:
+        table = f"capacity_{kind}"  # kind: reservations | subscriptions
         with self._db.read() as conn:
             return [row[0] for row in conn.execute(f"SELECT data FROM {table} ORDER BY pos")]
 
     def put_reservation(self, r: Reservation) -> None:
-        self._put("capacity_reservations", r.id, r.to_json())
+        self._put("reservations", r.id, r.to_json())
 
     def put_subscription(self, s: Subscription) -> None:
-        self._put("capacity_subscriptions", s.id, s.to_json())
+        self._put("subscriptions", s.id, s.to_json())
 
-    def _put(self, table: str, key: str, data: str) -> None:
+    def _put(self, kind: str, key: str, data: str) -> None:
+        table = f"capacity_{kind}"
         with self._db.write() as conn:
             conn.execute(
                 f"INSERT INTO {table} (id, data, pos) VALUES"
