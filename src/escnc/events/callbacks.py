@@ -161,6 +161,7 @@ class CallbackStore:
             storage = open_storage(database, path, synchronous="FULL")
         if isinstance(storage, SqliteStorage):
             # private from the start: SQLite gives its -wal and -shm files the mode
+            storage.path.parent.mkdir(parents=True, exist_ok=True)
             os.close(os.open(storage.path, os.O_CREAT | os.O_WRONLY, 0o600))
         self.storage = storage
         self._db = Component(storage, "callbacks", MIGRATIONS, fence=fence)
