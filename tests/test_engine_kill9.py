@@ -86,7 +86,7 @@ def test_kill9_mid_deploy(tmp_path: Path, backend: str, request: pytest.FixtureR
     and the callbacks are in the database, and the restart finds them there."""
     database = request.getfixturevalue("pg_dsn") if backend == "postgresql" else ""
     state = tmp_path / "state"
-    add_user(state)
+    add_user(state, database=database)
     uri = conftest.test_host_uri(tmp_path / "hosts")
     proc, port = start(state, uri, delay=0.1, database=database)
     try:
