@@ -72,7 +72,7 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 
     def factory(state_dir: Path | None = None, **overrides: object) -> Server:
         state = state_dir or tmp_path / f"state{len(started)}"
-        add_user(state)
+        add_user(state, database=str(overrides.get("database") or ""))
         srv = Server(make_settings(state, **overrides))
         srv.start()
         started.append(srv)
