@@ -71,7 +71,11 @@ def test_callbacks_survive_kill9_between_accept_and_completion(tmp_path: Path) -
         assert len({e.body for e in events}) == len(events)  # nothing sent twice
         # visible: the delivery records
         with client(port) as http:
-            listed = http.get("/escnc/callbacks", params={"transaction": txn}).json()
+            for _ in range(600):  # the outcome may be received before it is recorded
+                listed = http.get("/escnc/callbacks", params={"transaction": txn}).json()
+                if {d["state"] for d in listed["deliveries"]} == {"delivered"}:
+                    break
+                receiver.wait_quiet(0.05)
         assert {d["state"] for d in listed["deliveries"]} == {"delivered"}
         assert sum(d["kind"] == "outcome" for d in listed["deliveries"]) == 1
     finally:
