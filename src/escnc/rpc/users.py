@@ -116,8 +116,14 @@ class UserStore:
         if isinstance(storage, SqliteStorage):
             # private from the start: SQLite gives its -wal and -shm files the mode
             storage.path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(storage.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            os.chmod(storage.path, 0o600)  # also a file an older escnc created
+            try:
+                os.close(os.open(storage.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except FileExistsError:
+                pass
+            try:
+                os.chmod(storage.path, 0o600)  # also a file an older escnc created
+            except OSError:
+                pass
         self.storage = storage
         # checked from every SSH transport thread: pooled readers, one writer
         self._db = Component(storage, "users", MIGRATIONS, fence=fence, max_idle=8)
