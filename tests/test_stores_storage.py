@@ -26,6 +26,7 @@ from escnc.events.callbacks import CallbackStore, Transaction
 from escnc.rpc.users import UserStore
 from escnc.storage import Storage
 from pg_support import wait_for
+from test_capacity import vims  # noqa: F401 (the fixture)
 
 Factory = Callable[[], Storage]
 TIMINGS = ElectionTimings(lease_duration=15.0, renew_deadline=10.0, retry=2.0)
@@ -409,3 +410,26 @@ CREATE TABLE cursor (k INTEGER PRIMARY KEY CHECK (k = 0), seq INTEGER NOT NULL);
     store.advance(10, [(txn.id, "outcome", "http://x", {}, b"o")], [])
     assert [d.id for d in store.deliveries()] == [1, 2, 4]
     store.close()
+
+
+@pytest.mark.postgresql
+def test_capacity_manager_reload_reads_the_other_nodes_reservations(
+        pg_dsn: str, tmp_path: Path, server_factory, vims) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    """Two servers on one database (own state directories): what one reserved and
+    subscribed, the other's capacity manager has after reload() (a new leader)."""
+    import capacity_seed as seed
+    from escnc.operations import capacity_rest as api
+    from test_capacity import CAPACITY_SETTINGS
+
+    first = server_factory(tmp_path / "n1", vims=vims, database=pg_dsn,
+                           **CAPACITY_SETTINGS).services.engine.capacity
+    second = server_factory(tmp_path / "n2", vims=vims, database=pg_dsn,
+                            **CAPACITY_SETTINGS).services.engine.capacity
+    rid = api.create_reservation(first, "compute", seed.COMPUTE_CREATE_POOL)[
+        "reservationData"]["reservationId"]
+    api.subscribe_capacity(first, "compute", seed.COMPUTE_SUBSCRIBE)
+    assert second.reservation(rid) is None and second.subs.all() == []
+    second.reload()
+    got = second.reservation(rid)
+    assert got is not None and got == first.reservation(rid)
+    assert [s.id for s in second.subs.all()] == [s.id for s in first.subs.all()]

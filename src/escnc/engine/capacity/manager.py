@@ -144,6 +144,17 @@ class CapacityManager:
             self._thread.join(5)
         self.store.close()
 
+    def reload(self) -> None:
+        """Re-read reservations and subscriptions from the store (a node that becomes
+        leader: the old leader wrote them). VM records follow EngineStore.reload()."""
+        reservations = {r.id: r for r in self.store.reservations()}
+        with self._lock:
+            self._reservations = reservations
+        with self._vlock:
+            self._version[2] += 1
+        self.subs.reload()
+        self.changed()
+
     def _vms_changed(self, name: str = "", vm: VmRecord | None = None) -> None:
         """The store's VM listener (under the store's lock: ``vm`` is the store's copy)."""
         with self._vlock:
