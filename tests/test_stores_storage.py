@@ -24,7 +24,7 @@ from escnc.engine.day2_store import Day2Store, PendingResize, SnapshotRecord
 from escnc.engine.store import DeploymentRecord, EngineStore, VmRecord, instance_id
 from escnc.events.callbacks import CallbackStore, Transaction
 from escnc.rpc.users import UserStore
-from escnc.storage import Storage
+from escnc.storage import SchemaTooNew, Storage
 from pg_support import wait_for
 from test_capacity import vims  # noqa: F401 (the fixture)
 
@@ -130,6 +130,20 @@ def test_instance_id_is_the_clusters_with_a_database_both(
     assert instance_id(tmp_path / "a", a) == id_a  # stable
     a.close()
     b.close()
+
+
+@pytest.mark.parametrize("make", [EngineStore, Day2Store, RecordStore, UserStore,
+                                  CallbackStore])
+def test_a_schema_from_a_newer_escnc_is_refused_both(
+        make_storage: Factory, make: Callable[..., object]) -> None:
+    """Rolling upgrade: an older node does not write to a schema it does not know."""
+    store = make(storage=make_storage())
+    store.close()  # type: ignore[attr-defined]
+    conn = make_storage().connect()
+    conn.execute("UPDATE escnc_schema SET version = version + 1")
+    conn.close()
+    with pytest.raises(SchemaTooNew):
+        make(storage=make_storage())
 
 
 def test_engine_store_adopts_an_old_engine_file(tmp_path: Path) -> None:

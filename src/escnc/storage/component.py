@@ -46,7 +46,11 @@ class Component:
         self.fence: WriteFence = fence if fence is not None else NoFence()
         self._write_lock = threading.RLock()
         self._writer: Connection | None = storage.connect()
-        migrate(self._writer, name, migrations)
+        try:
+            migrate(self._writer, name, migrations)
+        except BaseException:  # e.g. SchemaTooNew: the caller gets no object to close
+            self._writer.close()
+            raise
         self._pool = ConnectionPool(storage, max_idle=max_idle)
         self._closed = False
 
