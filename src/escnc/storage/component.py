@@ -46,12 +46,19 @@ class Component:
         self.fence: WriteFence = fence if fence is not None else NoFence()
         self._write_lock = threading.RLock()
         self._writer: Connection | None = storage.connect()
+        # SQLite: opening a local file is cheap and an idle connection holds file
+        # descriptors, so one stays idle (more readers at once open and close their
+        # own); PostgreSQL: connecting costs round trips, keep up to max_idle
+        idle = max_idle if storage.dialect.name != "sqlite" else 1
+        self._pool = ConnectionPool(storage, max_idle=idle)
         try:
             migrate(self._writer, name, migrations)
+            with self._pool.connection():  # the idle one, now: a steady count from the start
+                pass
         except BaseException:  # e.g. SchemaTooNew: the caller gets no object to close
+            self._pool.close()
             self._writer.close()
             raise
-        self._pool = ConnectionPool(storage, max_idle=max_idle)
         self._closed = False
 
     @property
