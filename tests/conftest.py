@@ -56,11 +56,12 @@ def make_settings(state_dir: Path, **overrides: object) -> Settings:
 
 
 def add_user(state_dir: Path, name: str = USER, password: str | None = PASSWORD,
-             keys: tuple[str, ...] = ()) -> None:
+             keys: tuple[str, ...] = (), database: str = "") -> None:
+    """``database``: the server's settings.database (its users are there, then)."""
     from escnc.rpc.users import UserStore
 
     state_dir.mkdir(parents=True, exist_ok=True)
-    store = UserStore(state_dir / "users.sqlite3")
+    store = UserStore(state_dir / "users.sqlite3", database=database)
     store.add_user(name, password=password, public_keys=list(keys))
     store.close()
 
@@ -71,7 +72,7 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 
     def factory(state_dir: Path | None = None, **overrides: object) -> Server:
         state = state_dir or tmp_path / f"state{len(started)}"
-        add_user(state)
+        add_user(state, database=str(overrides.get("database") or ""))
         srv = Server(make_settings(state, **overrides))
         srv.start()
         started.append(srv)

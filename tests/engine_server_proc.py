@@ -1,8 +1,9 @@
 """Run an escnc server in this process, for kill -9 tests.
 
-usage: python tests/engine_server_proc.py STATE_DIR HOST_URI [CREATE_DELAY_SECONDS]
+usage: python tests/engine_server_proc.py STATE_DIR HOST_URI [CREATE_DELAY_SECONDS [DATABASE]]
 Prints ``PORT <n>`` when listening. CREATE_DELAY slows each VM creation so a test
-can kill the process in the middle of a deployment.
+can kill the process in the middle of a deployment. DATABASE: a postgresql:// URL
+(``settings.database``; default: SQLite files in STATE_DIR).
 
 Fault injection (tests only; read here, never by the product): with
 ``ESCNC_TEST_KILL_AT=TYPE:N:before`` (or ``:after``) the process kills itself with
@@ -50,7 +51,7 @@ def install_kill_point(spec: str) -> None:
 
 
 def settings_from_argv(argv: list[str]) -> Settings:
-    """STATE_DIR HOST_URI [CREATE_DELAY]: the settings of a test server process (and the
+    """STATE_DIR HOST_URI [CREATE_DELAY [DATABASE]]: the settings of a test server process (and the
     slowed VM creation when a delay is given)."""
     state, uri = Path(argv[1]), argv[2]
     delay = float(argv[3]) if len(argv) > 3 else 0.0
@@ -66,6 +67,8 @@ def settings_from_argv(argv: list[str]) -> Settings:
     settings = Settings(
         state_dir=state, listen_host="127.0.0.1", listen_port=0, vims={"default": uri}
     )
+    if len(argv) > 4:
+        settings.database = argv[4]
     settings.reconcile_interval = 1.0  # the periodic reconcile on, as in production
     settings.image_import_dirs = [state.parent]  # the test's image is next to the state
     # as conftest.TEST_OVERCOMMIT (the test node has 16 CPUs, 3 GiB)

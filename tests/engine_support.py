@@ -100,7 +100,9 @@ class Harness:
         host_files: tuple[str, ...] = ("host",),
         clock: Clock | None = None,
         reconcile_interval: float = 1.0,
+        database: str = "",
     ) -> None:
+        """``database``: settings.database (engine state and events in PostgreSQL)."""
         hosts_dir = tmp / "hosts"
         hosts_dir.mkdir(parents=True, exist_ok=True)
         vims = {}
@@ -115,6 +117,7 @@ class Harness:
             vims=vims,
             reconcile_interval=reconcile_interval,
             overcommit=dict(TEST_OVERCOMMIT),  # the test node is small (conftest)
+            database=database,
         )
         self.settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.settings.image_import_dirs = [tmp]  # config()'s image files live in tmp

@@ -149,6 +149,27 @@ def test_user_state_dir_from_environment(tmp_path: Path) -> None:
     assert (tmp_path / "envstate" / "users.sqlite3").exists()
 
 
+@pytest.mark.postgresql
+def test_user_commands_on_the_clusters_database(tmp_path: Path, pg_dsn: str) -> None:
+    """With --database the users are in the cluster's database (every node's), not in
+    the state directory."""
+    from escnc.rpc.users import UserStore
+
+    state = tmp_path / "state"
+    r = escnc("user", "add", "alice", "--password-stdin", "--state-dir", str(state),
+              "--database", pg_dsn, stdin="s3cret\n")
+    assert r.returncode == 0, r.stderr
+    assert not (state / "users.sqlite3").exists()
+    store = UserStore(database=pg_dsn, path=tmp_path / "unused.sqlite3")
+    assert store.check_password("alice", "s3cret")
+    store.close()
+    r = escnc("user", "list", "--database", pg_dsn, "--state-dir", str(state))
+    assert r.returncode == 0 and r.stdout.startswith("alice\tpassword"), r.stdout + r.stderr
+    r = escnc("user", "remove", "alice", "--database", pg_dsn, "--state-dir", str(state))
+    assert r.returncode == 0, r.stderr
+    assert escnc("user", "list", "--database", pg_dsn).stdout == ""
+
+
 # --- escnc serve ----------------------------------------------------------------------
 
 

@@ -191,6 +191,47 @@ def test_vm_down_triggers_auto_recovery(h: Harness, tmp_path: Path) -> None:
     assert h.events.types()[:2] == ["VM_RECOVERY_INIT", "VM_RECOVERY_REBOOT"]
 
 
+@pytest.mark.postgresql
+def test_a_node_on_the_same_database_takes_over_the_engine_state(
+        tmp_path: Path, pg_dsn: str) -> None:
+    """Another node (its own state directory) on the first one's database: it finds the
+    VM records there, recovers them, and removes an unwanted domain tagged with the
+    cluster's id (the first node's domains are its own), not another instance's."""
+    h1 = Harness(tmp_path, state="node1", database=pg_dsn).start()
+    h1.ds.commit(config(tmp_path, deployment(min_active=2)))
+    h1.events.wait_for("SERVICE_ALIVE")
+    names = sorted(v.generated_name for v in h1.engine.store.vms())
+    running = h1.ds.running
+    h1.stop()
+    h2 = Harness(tmp_path, state="node2", database=pg_dsn)
+    h2.ds.running = running  # the datastore is not shared yet (issue 18): hand it over
+    assert h2.engine.instance_id == h1.engine.instance_id
+    assert not (tmp_path / "node2" / "instance-id").exists()
+    h2.conn().defineXML(_tagged("dep9_g_0_x", h1.engine.instance_id))
+    h2.conn().defineXML(_tagged("dep9_g_0_y", "another-escnc-instance"))
+    h2.start()
+    assert h2.engine.wait_idle(20)
+    h2.events.wait_for("VM_UNDEPLOYED")
+    h2.events.wait_for("VM_RECOVERY_DEPLOYED", 2)
+    types = h2.events.types()
+    assert types.count("VM_RECOVERY_DEPLOYED") == 2 and "VM_DEPLOYED" not in types
+    assert sorted(v.generated_name for v in h2.engine.store.vms()) == names
+    assert sorted(d.name() for d in escnc_domains(h2)) == sorted([*names, "dep9_g_0_y"])
+    h2.stop()
+
+
+def _tagged(name: str, owner: str) -> str:
+    """A domain with escnc's metadata, owned by ``owner`` (an instance id)."""
+    return (
+        f"<domain type='test'><name>{name}</name><memory>1024</memory>"
+        f"<os><type>hvm</type></os><metadata><e:vm xmlns:e='{META_NS}'>"
+        "<e:tenant>t1</e:tenant><e:deployment>dep9</e:deployment>"
+        "<e:deployment_id>x</e:deployment_id><e:group>g</e:group><e:index>0</e:index>"
+        f"<e:vm_id>x</e:vm_id><e:generated_name>{name}</e:generated_name>"
+        f"<e:owner>{owner}</e:owner></e:vm></metadata></domain>"
+    )
+
+
 def test_reconcile_after_restart_recreates_and_removes_orphans(tmp_path: Path) -> None:
     h1 = Harness(tmp_path).start()
     h1.ds.commit(config(tmp_path, deployment(min_active=2)))

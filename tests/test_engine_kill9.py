@@ -24,6 +24,7 @@ from ncclient import manager
 import conftest
 from conftest import PASSWORD, USER, add_user, is_resource_event
 from engine_support import config, deployment
+from escnc.engine.store import EngineStore
 from escnc.ns import ESC
 
 E = f"{{{ESC}}}"
@@ -31,14 +32,16 @@ HERE = Path(__file__).parent
 
 
 def start(
-    state: Path, uri: str, delay: float, kill_at: str = ""
+    state: Path, uri: str, delay: float, kill_at: str = "", database: str = ""
 ) -> tuple[subprocess.Popen[str], int]:
     env = dict(os.environ, PYTHONPATH=f"{HERE.parent / 'src'}:{HERE}")
     env.pop("ESCNC_TEST_KILL_AT", None)
     if kill_at:  # engine_server_proc.install_kill_point
         env["ESCNC_TEST_KILL_AT"] = kill_at
+    extra = [database] if database else []
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "engine_server_proc.py"), str(state), uri, str(delay)],
+        [sys.executable, str(HERE / "engine_server_proc.py"), str(state), uri, str(delay),
+         *extra],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -83,11 +86,14 @@ def collect(m, until: str, timeout: float) -> list[tuple[str, str]]:  # type: ig
     raise AssertionError(f"no {until} in {out}")
 
 
-def test_kill9_mid_deploy(tmp_path: Path) -> None:
+def test_kill9_mid_deploy(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
+    """Both backends: on PostgreSQL (settings.database) the engine state, the event log
+    and the callbacks are in the database, and the restart finds them there."""
+    database = request.getfixturevalue("pg_dsn") if backend == "postgresql" else ""
     state = tmp_path / "state"
-    add_user(state)
+    add_user(state, database=database)
     uri = conftest.test_host_uri(tmp_path / "hosts")
-    proc, port = start(state, uri, delay=0.1)
+    proc, port = start(state, uri, delay=0.1, database=database)
     try:
         with connect(port) as m:
             m.create_subscription(stream_name="escEvent")
@@ -104,7 +110,7 @@ def test_kill9_mid_deploy(tmp_path: Path) -> None:
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
-    proc, port = start(state, uri, delay=0.0)
+    proc, port = start(state, uri, delay=0.0, database=database)
     try:
         with connect(port) as m:
             m.create_subscription(stream_name="escEvent", start_time="1970-01-01T00:00:00Z")
@@ -119,9 +125,10 @@ def test_kill9_mid_deploy(tmp_path: Path) -> None:
     assert all(count[("VM_ALIVE", vm)] == 1 and count[("VM_DEPLOYED", vm)] == 1 for vm in alive)
     assert [t for t, _ in events].count("SERVICE_ALIVE") == 1
     # the engine's records name exactly these VMs (no duplicates)
-    db = sqlite3.connect(state / "engine.sqlite3")
-    names = {r[0] for r in db.execute("SELECT generated_name FROM vms")}
-    assert names == alive
+    store = EngineStore(state / "engine.sqlite3", database=database)
+    names = [vm.generated_name for vm in store.vms()]
+    store.close()
+    assert sorted(names) == sorted(alive)
 
 
 def logged(state: Path) -> Counter[tuple[str, str]]:
@@ -184,9 +191,9 @@ def test_kill9_between_report_and_publish(tmp_path: Path, kill_at: str) -> None:
         proc.terminate()
         proc.wait(10)
     count = logged(state)
-    db = sqlite3.connect(state / "engine.sqlite3")
-    names = {r[0] for r in db.execute("SELECT generated_name FROM vms")}
-    db.close()
+    store = EngineStore(state / "engine.sqlite3")
+    names = {vm.generated_name for vm in store.vms()}
+    store.close()
     assert len(names) == 4
     for vm in names:
         assert count[("VM_ALIVE", vm)] == 1, (vm, count)

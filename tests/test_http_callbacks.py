@@ -27,10 +27,14 @@ E = f"{{{ESC}}}"
 V0 = "/ESCManager/v0"
 
 
-def start(state: Path, uri: str, delay: float) -> tuple[subprocess.Popen[str], int]:
+def start(state: Path, uri: str, delay: float,
+          database: str = "") -> tuple[subprocess.Popen[str], int]:
+    """``database``: settings.database (the outbox and the engine state in PostgreSQL)."""
     env = dict(os.environ, PYTHONPATH=f"{HERE.parent / 'src'}:{HERE}")
+    extra = [database] if database else []
     proc = subprocess.Popen(
-        [sys.executable, str(HERE / "http_server_proc.py"), str(state), uri, str(delay)],
+        [sys.executable, str(HERE / "http_server_proc.py"), str(state), uri, str(delay),
+         *extra],
         stdout=subprocess.PIPE, text=True, env=env,
     )
     assert proc.stdout is not None
@@ -39,13 +43,19 @@ def start(state: Path, uri: str, delay: float) -> tuple[subprocess.Popen[str], i
     return proc, int(line.split()[2])
 
 
-def test_callbacks_survive_kill9_between_accept_and_completion(tmp_path: Path) -> None:
+def database_of(backend: str, request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue("pg_dsn")) if backend == "postgresql" else ""
+
+
+def test_callbacks_survive_kill9_between_accept_and_completion(
+        tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
+    database = database_of(backend, request)
     state = tmp_path / "state"
-    add_user(state)
+    add_user(state, database=database)
     uri = conftest.test_host_uri(tmp_path / "hosts")
     receiver = CallbackReceiver()
     body = config(tmp_path, deployment(name="dep1", min_active=3, max_active=3)).encode()
-    proc, port = start(state, uri, delay=2.0)
+    proc, port = start(state, uri, delay=2.0, database=database)
     try:
         with client(port) as http:
             r = http.post(f"{V0}/deployments/dep1", content=body, headers={
@@ -59,7 +69,7 @@ def test_callbacks_survive_kill9_between_accept_and_completion(tmp_path: Path) -
         os.kill(proc.pid, signal.SIGKILL)  # accepted, VMs still being created
         proc.wait(10)
     assert not [g for g in receiver.got if g.path == "/callback"]
-    proc, port = start(state, uri, delay=0.0)
+    proc, port = start(state, uri, delay=0.0, database=database)
     try:
         (done,) = receiver.wait_for("/callback", txn, timeout=120)
         assert done.headers["esc-status-code"] == "200"
@@ -71,7 +81,11 @@ def test_callbacks_survive_kill9_between_accept_and_completion(tmp_path: Path) -
         assert len({e.body for e in events}) == len(events)  # nothing sent twice
         # visible: the delivery records
         with client(port) as http:
-            listed = http.get("/escnc/callbacks", params={"transaction": txn}).json()
+            for _ in range(600):  # the outcome may be received before it is recorded
+                listed = http.get("/escnc/callbacks", params={"transaction": txn}).json()
+                if {d["state"] for d in listed["deliveries"]} == {"delivered"}:
+                    break
+                receiver.wait_quiet(0.05)
         assert {d["state"] for d in listed["deliveries"]} == {"delivered"}
         assert sum(d["kind"] == "outcome" for d in listed["deliveries"]) == 1
     finally:
@@ -91,7 +105,12 @@ def test_failed_delivery_is_retried_in_order_then_given_up(tmp_path: Path,
             r = http.post(f"{V0}/tenants/ta", headers={"Callback": receiver.url("/callback")})
             assert r.status_code == 201, r.text
             (done,) = receiver.wait_for("/callback", r.headers["ESC-Transaction-Id"])
-            listed = http.get("/escnc/callbacks").json()["deliveries"]
+            # the receiver has it before escnc has recorded the answer: wait for that
+            for _ in range(600):
+                listed = http.get("/escnc/callbacks").json()["deliveries"]
+                if listed[-1]["state"] != "pending":
+                    break
+                receiver.wait_quiet(0.05)
             assert listed[-1]["attempts"] == 3 and listed[-1]["state"] == "delivered"
             # a receiver that never accepts: given up after callback_max_attempts
             receiver.statuses = [500] * 3
@@ -114,15 +133,17 @@ def test_failed_delivery_is_retried_in_order_then_given_up(tmp_path: Path,
         receiver.close()
 
 
-def test_queued_callback_survives_kill9_before_it_is_delivered(tmp_path: Path) -> None:
+def test_queued_callback_survives_kill9_before_it_is_delivered(
+        tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> None:
     """The outcome is queued, the receiver is down (503) when escnc is killed: after
     the restart the same delivery reaches it, once."""
+    database = database_of(backend, request)
     state = tmp_path / "state"
-    add_user(state)
+    add_user(state, database=database)
     uri = conftest.test_host_uri(tmp_path / "hosts")
     receiver = CallbackReceiver()
     receiver.statuses = [503] * 10_000
-    proc, port = start(state, uri, delay=0.0)
+    proc, port = start(state, uri, delay=0.0, database=database)
     try:
         with client(port) as http:
             r = http.post(f"{V0}/tenants/tk", headers={"Callback": receiver.url("/callback")})
@@ -139,7 +160,7 @@ def test_queued_callback_survives_kill9_before_it_is_delivered(tmp_path: Path) -
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
     receiver.statuses = []
-    proc, port = start(state, uri, delay=0.0)
+    proc, port = start(state, uri, delay=0.0, database=database)
     try:
         (done,) = receiver.wait_for("/callback", txn, timeout=120)
         assert done.headers["esc-status-code"] == "200"

@@ -63,7 +63,7 @@ def build_services(settings: Settings, clock: Any = None) -> Services:
     from escnc.vim.hosts import HostRegistry
 
     services.schema = Schema.load()
-    services.users = UserStore(settings.state_dir / "users.sqlite3")
+    services.users = UserStore(settings.state_dir / "users.sqlite3", database=settings.database)
     # failed passwords per source address, for SSH and HTTP Basic alike
     services.auth_penalty = AuthPenalty(
         settings.auth_failure_delay, settings.auth_failure_delay_max
@@ -192,7 +192,8 @@ class Outbox:
         self._client = httpx.Client(timeout=st.callback_timeout, follow_redirects=False)
         capacity = getattr(services.engine, "capacity", None)
         self.tracker: CallbackTracker = CallbackTracker(
-            CallbackStore(st.state_dir / "callbacks.sqlite3"), services.events,
+            CallbackStore(st.state_dir / "callbacks.sqlite3", database=st.database),
+            services.events,
             self._post, callback_url_check(st), max_attempts=st.callback_max_attempts,
             retry_base=st.callback_retry_base, retry_max=st.callback_retry_max,
             transaction_timeout=st.callback_transaction_timeout,

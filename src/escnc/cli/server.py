@@ -270,7 +270,8 @@ def _state_dir(args: argparse.Namespace) -> Path:
 def _user_store(args: argparse.Namespace) -> Any:
     from escnc.rpc.users import UserStore
 
-    return UserStore(_state_dir(args) / "users.sqlite3")
+    # a cluster keeps its users in the database: every node sees them
+    return UserStore(_state_dir(args) / "users.sqlite3", database=getattr(args, "database", None))
 
 
 def _read_password(args: argparse.Namespace) -> str | None:
@@ -320,13 +321,14 @@ def cmd_user_add(args: argparse.Namespace) -> int:
     what = " and ".join(
         x for x in ("a password" if password else "", f"{len(keys)} key(s)" if keys else "") if x
     )
-    print(f"user {args.name} saved with {what} in {_state_dir(args)}")
+    where = store.storage.describe() if getattr(args, "database", None) else _state_dir(args)
+    print(f"user {args.name} saved with {what} in {where}")
     return 0
 
 
 def _existing_user_db(args: argparse.Namespace) -> bool:
     """Reading commands must not create the state directory (or a user database)."""
-    return (_state_dir(args) / "users.sqlite3").exists()
+    return bool(getattr(args, "database", None)) or (_state_dir(args) / "users.sqlite3").exists()
 
 
 def cmd_user_list(args: argparse.Namespace) -> int:
@@ -463,15 +465,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="authorized public key file (OpenSSH format, repeatable)",
     )
-    _add_state_dir(add)
-    add.set_defaults(func=cmd_user_add)
     lst = usub.add_parser("list", help="list users", description="List users and how they log in.")
-    _add_state_dir(lst)
-    lst.set_defaults(func=cmd_user_list)
     rm = usub.add_parser("remove", help="remove a user", description="Remove a user.")
     rm.add_argument("name", metavar="NAME")
-    _add_state_dir(rm)
-    rm.set_defaults(func=cmd_user_remove)
+    for p, func in ((add, cmd_user_add), (lst, cmd_user_list), (rm, cmd_user_remove)):
+        _add_state_dir(p)
+        p.add_argument("--database", metavar="URL", type=parse_database,
+                       help="the cluster's PostgreSQL database (as for serve): its users")
+        p.set_defaults(func=func)
     return parser
 
 

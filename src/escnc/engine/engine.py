@@ -84,12 +84,12 @@ class Engine:
         self.settings = services.settings
         self.vims: HostRegistry = services.vims
         state_dir = self.settings.state_dir
-        self.store = EngineStore(state_dir / "engine.sqlite3")
+        self.store = EngineStore(state_dir / "engine.sqlite3", database=self.settings.database)
         self.jobs = JobQueue()
         self.images = ImageRegistry(
             state_dir / "images", state_dir / "pools", image_policy(self.settings)
         )
-        self.instance_id = instance_id(state_dir)
+        self.instance_id = instance_id(state_dir, self.store)
         self.driver: VimDriver = LibvirtDriver(self.vims)  # the one VIM driver (vim/driver.py)
         self.host_facts = HostFactsCache(self.driver)
         self.ops = VmOps(

@@ -37,7 +37,8 @@ class Maintenance:
     def __init__(self, services: Services) -> None:
         self.settings = services.settings
         self.link = EngineLink(services)
-        self.store = Day2Store(services.settings.state_dir / "day2.sqlite3")
+        self.store = Day2Store(services.settings.state_dir / "day2.sqlite3",
+                               database=services.settings.database)
         ctx = MaintenanceContext(self.link, self.store, services.settings)
         self.migrations = Migrations(ctx)
         self.resizes = Resizes(ctx, self.migrations)

@@ -1,4 +1,5 @@
-"""Durable day-2 state (``state_dir/day2.sqlite3``): snapshots, volumes, pending resizes.
+"""Durable day-2 state (``state_dir/day2.sqlite3``, or the cluster's PostgreSQL database:
+component ``day2`` on escnc.storage): snapshots, volumes, pending resizes.
 
 Snapshots and volumes are what opdata lists; a *pending* record is a VM waiting in
 VM_VERIFY_RESIZE_STATE for CONFIRM_RESIZE / REVERT_RESIZE (after a resize or a cold
@@ -8,7 +9,6 @@ migration), kept with everything the revert needs so it survives a restart.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -18,6 +18,8 @@ from typing import Any
 from lxml import etree
 
 from escnc.ns import ESC, qn
+from escnc.storage import Connection, Migration, Storage, open_storage
+from escnc.storage.component import Component, WriteFence, sqlite_tables
 
 
 def now_iso() -> str:
@@ -113,42 +115,89 @@ class PendingResize:
     done: list[str] = field(default_factory=list)
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS snapshots (id TEXT PRIMARY KEY, body TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS volumes (id TEXT PRIMARY KEY, body TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS pending (vm_name TEXT PRIMARY KEY, body TEXT NOT NULL);
-"""
+_TABLES = (("snapshots", "day2_snapshots", "id"), ("volumes", "day2_volumes", "id"),
+           ("pending", "day2_pending", "vm_name"))
+
+
+def _schema_v1(conn: Connection) -> None:
+    """The tables; a day2.sqlite3 of an escnc from before the storage interface keeps
+    its rows under the new (prefixed: one PostgreSQL database holds every component)
+    names."""
+    found = sqlite_tables(conn)
+    for old, new, key in _TABLES:
+        if old in found and new not in found:
+            conn.execute(f"ALTER TABLE {old} RENAME TO {new}")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {new} ({key} TEXT PRIMARY KEY,"
+                     " body TEXT NOT NULL)")
+
+
+MIGRATIONS = (Migration(1, run=_schema_v1),)
 
 
 class Day2Store:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.RLock()
-        self._snaps = {r.id: r for r in self._load("snapshots", SnapshotRecord)}
-        self._vols = {r.id: r for r in self._load("volumes", VolumeRecord)}
-        self._pending = {r.vm_name: r for r in self._load("pending", PendingResize)}
+    def __init__(self, path: Path | None = None, *, database: str | None = None,
+                 storage: Storage | None = None, fence: WriteFence | None = None) -> None:
+        """The SQLite file ``path``, or ``database`` (postgresql://), or ``storage``."""
+        if storage is None:
+            if path is None:
+                raise ValueError("Day2Store needs a path or a storage")
+            storage = open_storage(database, path, synchronous="FULL")
+        self.storage = storage
+        self._db = Component(storage, "day2", MIGRATIONS, fence=fence)
+        # writes hold the writer lock (Component.writing) across the commit; _mem
+        # guards the mirror and is never held across database I/O
+        self._mem = threading.Lock()
+        self._snaps: dict[str, SnapshotRecord] = {}
+        self._vols: dict[str, VolumeRecord] = {}
+        self._pending: dict[str, PendingResize] = {}
+        self.reload()
 
-    def _load(self, table: str, cls: type) -> list:  # type: ignore[type-arg]
-        rows = self._db.execute(f"SELECT body FROM {table}")
-        return [cls(**json.loads(body)) for (body,) in rows]
+    @property
+    def fence(self) -> WriteFence:
+        return self._db.fence
 
-    def _write(self, table: str, key: str, record: Any) -> None:
-        self._db.execute(
-            f"INSERT OR REPLACE INTO {table} VALUES (?, ?)", (key, json.dumps(asdict(record)))
-        )
+    @fence.setter
+    def fence(self, fence: WriteFence) -> None:
+        self._db.fence = fence
+
+    def reload(self) -> None:
+        """Re-read everything from storage (a node that becomes leader)."""
+        with self._db.writing():
+            with self._db.read() as conn:
+                snaps = [SnapshotRecord(**json.loads(b)) for (b,) in
+                         conn.execute("SELECT body FROM day2_snapshots").fetchall()]
+                vols = [VolumeRecord(**json.loads(b)) for (b,) in
+                        conn.execute("SELECT body FROM day2_volumes").fetchall()]
+                pend = [PendingResize(**json.loads(b)) for (b,) in
+                        conn.execute("SELECT body FROM day2_pending").fetchall()]
+            with self._mem:
+                self._snaps = {r.id: r for r in snaps}
+                self._vols = {r.id: r for r in vols}
+                self._pending = {r.vm_name: r for r in pend}
+
+    def _write(self, table: str, key_col: str, key: str, record: Any) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                f"INSERT INTO {table}({key_col}, body) VALUES (?, ?)"
+                f" ON CONFLICT ({key_col}) DO UPDATE SET body = excluded.body",
+                (key, json.dumps(asdict(record))),
+            )
+
+    def _delete(self, table: str, key_col: str, key: str) -> None:
+        with self._db.write() as conn:
+            conn.execute(f"DELETE FROM {table} WHERE {key_col} = ?", (key,))
 
     # snapshots
     def put_snapshot(self, rec: SnapshotRecord) -> None:
-        with self._lock:
-            self._snaps[rec.id] = replace(rec)
-            self._write("snapshots", rec.id, rec)
+        with self._db.writing():
+            self._write("day2_snapshots", "id", rec.id, rec)
+            with self._mem:
+                self._snaps[rec.id] = replace(rec)
 
     def update_snapshot(self, snap_id: str, **changes: object) -> SnapshotRecord | None:
-        with self._lock:
-            rec = self._snaps.get(snap_id)
+        with self._db.writing():
+            with self._mem:
+                rec = self._snaps.get(snap_id)
             if rec is None:
                 return None
             new = replace(rec, **changes)  # type: ignore[arg-type]
@@ -156,29 +205,32 @@ class Day2Store:
             return replace(new)
 
     def snapshot(self, snap_id: str) -> SnapshotRecord | None:
-        with self._lock:
+        with self._mem:
             rec = self._snaps.get(snap_id)
             return replace(rec) if rec else None
 
     def snapshots(self) -> list[SnapshotRecord]:
-        with self._lock:
+        with self._mem:
             recs = [replace(r) for r in self._snaps.values()]
         return sorted(recs, key=lambda r: (r.creation_start_date, r.id))
 
     def delete_snapshot(self, snap_id: str) -> None:
-        with self._lock:
-            self._snaps.pop(snap_id, None)
-            self._db.execute("DELETE FROM snapshots WHERE id=?", (snap_id,))
+        with self._db.writing():
+            self._delete("day2_snapshots", "id", snap_id)
+            with self._mem:
+                self._snaps.pop(snap_id, None)
 
     # volumes
     def put_volume(self, rec: VolumeRecord) -> None:
-        with self._lock:
-            self._vols[rec.id] = replace(rec)
-            self._write("volumes", rec.id, rec)
+        with self._db.writing():
+            self._write("day2_volumes", "id", rec.id, rec)
+            with self._mem:
+                self._vols[rec.id] = replace(rec)
 
     def update_volume(self, vol_id: str, **changes: object) -> VolumeRecord | None:
-        with self._lock:
-            rec = self._vols.get(vol_id)
+        with self._db.writing():
+            with self._mem:
+                rec = self._vols.get(vol_id)
             if rec is None:
                 return None
             new = replace(rec, **changes)  # type: ignore[arg-type]
@@ -186,28 +238,30 @@ class Day2Store:
             return replace(new)
 
     def volumes(self) -> list[VolumeRecord]:
-        with self._lock:
+        with self._mem:
             return [replace(r) for r in self._vols.values()]
 
     # pending confirm/revert
     def put_pending(self, rec: PendingResize) -> None:
-        with self._lock:
-            self._pending[rec.vm_name] = replace(rec)
-            self._write("pending", rec.vm_name, rec)
+        with self._db.writing():
+            self._write("day2_pending", "vm_name", rec.vm_name, rec)
+            with self._mem:
+                self._pending[rec.vm_name] = replace(rec)
 
     def pending(self, vm_name: str) -> PendingResize | None:
-        with self._lock:
+        with self._mem:
             rec = self._pending.get(vm_name)
             return replace(rec) if rec else None
 
     def all_pending(self) -> list[PendingResize]:
-        with self._lock:
+        with self._mem:
             return [replace(r) for r in self._pending.values()]
 
     def delete_pending(self, vm_name: str) -> None:
-        with self._lock:
-            self._pending.pop(vm_name, None)
-            self._db.execute("DELETE FROM pending WHERE vm_name=?", (vm_name,))
+        with self._db.writing():
+            self._delete("day2_pending", "vm_name", vm_name)
+            with self._mem:
+                self._pending.pop(vm_name, None)
 
     def opdata(self) -> etree._Element:
         """``<opdata>`` holding ``snapshots`` and ``volumes`` (both always present)."""
@@ -221,5 +275,4 @@ class Day2Store:
         return opdata
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()

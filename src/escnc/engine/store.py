@@ -1,21 +1,26 @@
-"""The engine's own durable state (``state_dir/engine.sqlite3``).
+"""The engine's own durable state (``state_dir/engine.sqlite3``, or the cluster's
+PostgreSQL database: component ``engine`` on escnc.storage).
 
 Records every deployment and VM the engine has created or is creating. A VM row is
 written *before* its domain is defined, so after a crash the reconciler knows every
 domain that may exist (no orphans) and the generated name is reused (no
 duplicates). The ``*_reported`` flags make events at most once across restarts.
-Reads come from memory; every change is written through to SQLite (WAL).
+Reads come from memory; every change is committed (fenced) first, then applied to
+the memory mirror, so memory never holds what the database refused. A node that
+becomes leader calls :meth:`EngineStore.reload` to read what the old leader wrote.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+
+from escnc.storage import Connection, Migration, Storage, open_storage
+from escnc.storage.component import Component, WriteFence, sqlite_tables
 
 # called with (generated name, new record or None when deleted), under the store lock,
 # in the order of the writes; must be quick and must not call back into the store
@@ -67,57 +72,112 @@ class VmRecord:
         return (self.tenant, self.deployment)
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS deployments (
-  tenant TEXT NOT NULL, name TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (tenant, name));
-CREATE TABLE IF NOT EXISTS vms (generated_name TEXT PRIMARY KEY, body TEXT NOT NULL);
-"""
+def _schema_v1(conn: Connection) -> None:
+    """The tables; a file of an escnc from before the storage interface (tables
+    ``deployments`` and ``vms``, no version row) keeps its rows under the new names."""
+    found = sqlite_tables(conn)
+    for old, new in (("deployments", "engine_deployments"), ("vms", "engine_vms")):
+        if old in found and new not in found:
+            conn.execute(f"ALTER TABLE {old} RENAME TO {new}")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS engine_deployments (tenant TEXT NOT NULL,"
+        " name TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (tenant, name))")
+    conn.execute("CREATE TABLE IF NOT EXISTS engine_vms (generated_name TEXT PRIMARY KEY,"
+                 " body TEXT NOT NULL)")
+    # the cluster's instance id (see instance_id): one row, written by the first node
+    conn.execute("CREATE TABLE IF NOT EXISTS engine_instance (id INTEGER PRIMARY KEY"
+                 " CHECK (id = 1), uuid TEXT NOT NULL)")
+
+
+MIGRATIONS = (Migration(1, run=_schema_v1),)
+
+
+def _vm_from(body: str) -> VmRecord:
+    raw = json.loads(body)
+    raw["interfaces"] = [tuple(i) for i in raw.get("interfaces", [])]
+    return VmRecord(**raw)
 
 
 class EngineStore:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._lock = threading.RLock()
+    def __init__(self, path: Path | None = None, *, database: str | None = None,
+                 storage: Storage | None = None, fence: WriteFence | None = None) -> None:
+        """The SQLite file ``path``, or ``database`` (a postgresql:// URL, the cluster's
+        shared database), or an open ``storage``. ``fence`` checks every write."""
+        if storage is None:
+            if path is None:
+                raise ValueError("EngineStore needs a path or a storage")
+            storage = open_storage(database, path, synchronous="NORMAL")
+        self.path = path
+        self.storage = storage
+        self._db = Component(storage, "engine", MIGRATIONS, fence=fence)
+        # the writer lock (Component.writing, re-entrant) orders writes and listener
+        # calls; _mem guards the mirror only and is never held across database I/O
+        self._mem = threading.Lock()
         self._deps: dict[tuple[str, str], DeploymentRecord] = {}
         self._vms: dict[str, VmRecord] = {}
         self._vm_listeners: list[VmListener] = []
-        for (body,) in self._db.execute("SELECT body FROM deployments"):
-            dep = DeploymentRecord(**json.loads(body))
-            self._deps[dep.key] = dep
-        for (body,) in self._db.execute("SELECT body FROM vms"):
-            raw = json.loads(body)
-            raw["interfaces"] = [tuple(i) for i in raw.get("interfaces", [])]
-            vm = VmRecord(**raw)
-            self._vms[vm.generated_name] = vm
+        self._deps, self._vms = self._read_all()
+
+    @property
+    def fence(self) -> WriteFence:
+        return self._db.fence
+
+    @fence.setter
+    def fence(self, fence: WriteFence) -> None:
+        self._db.fence = fence
+
+    @property
+    def shared(self) -> bool:
+        """Whether the state is in a database several nodes share (not a local file)."""
+        return self.storage.dialect.name != "sqlite"
+
+    def _read_all(self) -> tuple[dict[tuple[str, str], DeploymentRecord], dict[str, VmRecord]]:
+        with self._db.read() as conn:
+            dep_rows = conn.execute("SELECT body FROM engine_deployments").fetchall()
+            vm_rows = conn.execute("SELECT body FROM engine_vms").fetchall()
+        deps = [DeploymentRecord(**json.loads(body)) for (body,) in dep_rows]
+        vms = [_vm_from(body) for (body,) in vm_rows]
+        return {d.key: d for d in deps}, {v.generated_name: v for v in vms}
+
+    def reload(self) -> None:
+        """Re-read everything from storage (a node that becomes leader: the old leader
+        wrote since this one started). VM listeners hear of every VM that changed."""
+        with self._db.writing():
+            deps, vms = self._read_all()
+            with self._mem:
+                old, self._deps, self._vms = self._vms, deps, vms
+            for name in sorted(old.keys() | vms.keys()):
+                if old.get(name) != vms.get(name):
+                    self._notify(name, vms.get(name))
 
     # -- deployments -----------------------------------------------------------------
 
     def deployment(self, tenant: str, name: str) -> DeploymentRecord | None:
-        with self._lock:
+        with self._mem:
             dep = self._deps.get((tenant, name))
             return replace(dep) if dep else None
 
     def deployments(self) -> list[DeploymentRecord]:
-        with self._lock:
+        with self._mem:
             return [replace(d) for d in self._deps.values()]
 
     def put_deployment(self, dep: DeploymentRecord) -> None:
-        with self._lock:
-            self._deps[dep.key] = replace(dep)
-            self._db.execute(
-                "INSERT OR REPLACE INTO deployments VALUES (?, ?, ?)",
-                (dep.tenant, dep.name, json.dumps(asdict(dep))),
-            )
+        with self._db.writing():
+            with self._db.write() as conn:
+                conn.execute(
+                    "INSERT INTO engine_deployments(tenant, name, body) VALUES (?, ?, ?)"
+                    " ON CONFLICT (tenant, name) DO UPDATE SET body = excluded.body",
+                    (dep.tenant, dep.name, json.dumps(asdict(dep))),
+                )
+            with self._mem:
+                self._deps[dep.key] = replace(dep)
 
     def update_deployment(
         self, tenant: str, name: str, **changes: object
     ) -> DeploymentRecord | None:
-        with self._lock:
-            dep = self._deps.get((tenant, name))
+        with self._db.writing():
+            with self._mem:
+                dep = self._deps.get((tenant, name))
             if dep is None:
                 return None
             new = replace(dep, **changes)  # type: ignore[arg-type]
@@ -125,19 +185,22 @@ class EngineStore:
             return replace(new)
 
     def delete_deployment(self, tenant: str, name: str) -> None:
-        with self._lock:
-            self._deps.pop((tenant, name), None)
-            self._db.execute("DELETE FROM deployments WHERE tenant=? AND name=?", (tenant, name))
+        with self._db.writing():
+            with self._db.write() as conn:
+                conn.execute("DELETE FROM engine_deployments WHERE tenant = ? AND name = ?",
+                             (tenant, name))
+            with self._mem:
+                self._deps.pop((tenant, name), None)
 
     # -- VMs -------------------------------------------------------------------------
 
     def vm(self, generated_name: str) -> VmRecord | None:
-        with self._lock:
+        with self._mem:
             vm = self._vms.get(generated_name)
             return replace(vm) if vm else None
 
     def vms(self, tenant: str | None = None, deployment: str | None = None) -> list[VmRecord]:
-        with self._lock:
+        with self._mem:
             result = [
                 replace(v)
                 for v in self._vms.values()
@@ -149,7 +212,7 @@ class EngineStore:
 
     def add_vm_listener(self, cb: VmListener) -> None:
         """Be told of every VM write (the monitor follows states this way, whoever writes)."""
-        with self._lock:
+        with self._db.writing():
             self._vm_listeners.append(cb)
 
     def _notify(self, name: str, vm: VmRecord | None) -> None:
@@ -157,17 +220,21 @@ class EngineStore:
             cb(name, replace(vm) if vm is not None else None)
 
     def put_vm(self, vm: VmRecord) -> None:
-        with self._lock:
-            self._vms[vm.generated_name] = replace(vm)
-            self._db.execute(
-                "INSERT OR REPLACE INTO vms VALUES (?, ?)",
-                (vm.generated_name, json.dumps(asdict(vm))),
-            )
+        with self._db.writing():
+            with self._db.write() as conn:
+                conn.execute(
+                    "INSERT INTO engine_vms(generated_name, body) VALUES (?, ?)"
+                    " ON CONFLICT (generated_name) DO UPDATE SET body = excluded.body",
+                    (vm.generated_name, json.dumps(asdict(vm))),
+                )
+            with self._mem:
+                self._vms[vm.generated_name] = replace(vm)
             self._notify(vm.generated_name, vm)
 
     def update_vm(self, generated_name: str, **changes: object) -> VmRecord | None:
-        with self._lock:
-            vm = self._vms.get(generated_name)
+        with self._db.writing():
+            with self._mem:
+                vm = self._vms.get(generated_name)
             if vm is None:
                 return None
             new = replace(vm, **changes)  # type: ignore[arg-type]
@@ -175,19 +242,34 @@ class EngineStore:
             return replace(new)
 
     def delete_vm(self, generated_name: str) -> None:
-        with self._lock:
-            self._vms.pop(generated_name, None)
-            self._db.execute("DELETE FROM vms WHERE generated_name=?", (generated_name,))
+        with self._db.writing():
+            with self._db.write() as conn:
+                conn.execute("DELETE FROM engine_vms WHERE generated_name = ?",
+                             (generated_name,))
+            with self._mem:
+                self._vms.pop(generated_name, None)
             self._notify(generated_name, None)
 
+    def cluster_instance_id(self) -> str:
+        """The id in the database: created by the first node, read by every other
+        (not fenced: a standby reads it too; the insert is one atomic statement)."""
+        with self._db.read() as conn:
+            conn.execute("INSERT INTO engine_instance(id, uuid) VALUES (1, ?)"
+                         " ON CONFLICT (id) DO NOTHING", (str(uuid.uuid4()),))
+            row = conn.execute("SELECT uuid FROM engine_instance WHERE id = 1").fetchone()
+        return str(row[0])
+
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
 
-def instance_id(state_dir: Path) -> str:
-    """This escnc instance's identity, kept in the state directory: domains it creates
-    carry it, and reconcile adopts or removes only domains that carry it."""
+def instance_id(state_dir: Path, store: EngineStore | None = None) -> str:
+    """This escnc's identity: domains it creates carry it, and reconcile adopts or
+    removes only domains that carry it. Single node: kept in the state directory.
+    With a shared database (``store.shared``) it is the cluster's, kept in the
+    database, so a new leader adopts the domains the old leader created."""
+    if store is not None and store.shared:
+        return store.cluster_instance_id()
     path = state_dir / "instance-id"
     try:
         return path.read_text().strip()

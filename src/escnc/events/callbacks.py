@@ -1,14 +1,15 @@
 """ESC REST callbacks: durable, retried, bounded delivery of a request's outcome and events.
 
-A transaction is stored (``state_dir/callbacks.sqlite3``) *before* its request is
-answered, with the event-log sequence number it starts after and what ends it (the
-terminal escEvent types of the request, and the tenant/deployment/VM/snapshot they
-concern). :class:`CallbackTracker` reads the escEvent stream from the event log with
-a cursor kept in the same database: each matching event becomes a queued delivery to
-``Callback-ESC-Events`` and the terminal one the outcome delivery to ``Callback``, in
-the same SQLite transaction that moves the cursor -- so a kill -9 of escnc at any
-point loses no callback and queues none twice (after a restart the tracker resumes at
-the cursor; the event log holds what was published meanwhile).
+A transaction is stored (``state_dir/callbacks.sqlite3``, or the cluster's
+PostgreSQL database) *before* its request is answered, with the event-log sequence
+number it starts after and what ends it (the terminal escEvent types of the request,
+and the tenant/deployment/VM/snapshot they concern). :class:`CallbackTracker` reads
+the escEvent stream from the event log with a cursor kept in the same database: each
+matching event becomes a queued delivery to ``Callback-ESC-Events`` and the terminal
+one the outcome delivery to ``Callback``, in the same database transaction that moves
+the cursor -- so a kill -9 of escnc at any point loses no callback and queues none
+twice (after a restart the tracker resumes at the cursor; the event log holds what
+was published meanwhile).
 
 A sender thread POSTs queued deliveries in order per transaction, outside every
 lock, with exponential backoff between failed attempts, at most
@@ -28,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 import uuid
@@ -41,6 +41,9 @@ from lxml import etree
 
 from escnc.events.esc_event import ESC_STREAM
 from escnc.ns import ESC
+from escnc.storage import Connection, Migration, Storage, open_storage
+from escnc.storage.component import Component, WriteFence, ddl, sqlite_tables
+from escnc.storage.sqlite import SqliteStorage
 from escnc.xmlutil import to_json_value
 
 if TYPE_CHECKING:
@@ -68,18 +71,34 @@ class Notifier(Protocol):
     def active(self) -> bool:
         """Whether some event may call for a POST (a subscriber has a URL)."""
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS txn (
-  id TEXT PRIMARY KEY, created REAL NOT NULL, after_seq INTEGER NOT NULL,
-  spec TEXT NOT NULL, state TEXT NOT NULL, status_code INTEGER, status_message TEXT);
-CREATE TABLE IF NOT EXISTS delivery (
-  id INTEGER PRIMARY KEY AUTOINCREMENT, txn TEXT NOT NULL, kind TEXT NOT NULL,
-  url TEXT NOT NULL, headers TEXT NOT NULL, body BLOB NOT NULL,
-  attempts INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL,
-  state TEXT NOT NULL, last_error TEXT NOT NULL DEFAULT '');
-CREATE INDEX IF NOT EXISTS delivery_pending ON delivery(state, txn, id);
-CREATE TABLE IF NOT EXISTS cursor (k INTEGER PRIMARY KEY CHECK (k = 0), seq INTEGER NOT NULL);
-"""
+
+
+def _schema_v1(conn: Connection) -> None:
+    """The outbox tables. A callbacks.sqlite3 of an escnc from before the storage
+    interface (txn, delivery, cursor) keeps its transactions, queued deliveries, their
+    ids and the cursor, under the new (prefixed) names."""
+    found = sqlite_tables(conn)
+    for old in ("txn", "delivery", "cursor"):
+        new = f"callback_{old}"
+        if old in found and new not in found:
+            conn.execute(f"ALTER TABLE {old} RENAME TO {new}")
+    conn.execute("DROP INDEX IF EXISTS delivery_pending")
+    ddl(conn,
+        "CREATE TABLE IF NOT EXISTS callback_txn (id TEXT PRIMARY KEY, created {double} NOT NULL,"
+        " after_seq {bigint} NOT NULL, spec TEXT NOT NULL, state TEXT NOT NULL,"
+        " status_code INTEGER, status_message TEXT)")
+    ddl(conn,
+        "CREATE TABLE IF NOT EXISTS callback_delivery (id {serial}, txn TEXT NOT NULL,"
+        " kind TEXT NOT NULL, url TEXT NOT NULL, headers TEXT NOT NULL, body {blob} NOT NULL,"
+        " attempts INTEGER NOT NULL DEFAULT 0, next_at {double} NOT NULL,"
+        " state TEXT NOT NULL, last_error TEXT NOT NULL DEFAULT '')")
+    conn.execute("CREATE INDEX IF NOT EXISTS callback_delivery_pending"
+                 " ON callback_delivery(state, txn, id)")
+    conn.execute("CREATE TABLE IF NOT EXISTS callback_cursor (k INTEGER PRIMARY KEY"
+                 " CHECK (k = 0), seq {bigint} NOT NULL)")
+
+
+MIGRATIONS = (Migration(1, run=_schema_v1),)
 
 
 @dataclass
@@ -131,48 +150,63 @@ class DeliveryInfo:
 
 
 class CallbackStore:
-    def __init__(self, path: Path) -> None:
-        # private from the start: SQLite gives its -wal and -shm files the database's mode
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        self.lock = threading.Lock()
+    """The durable outbox (component ``callbacks``: callbacks.sqlite3, mode 0600, or
+    the cluster's PostgreSQL database). Every write is one fenced transaction."""
+
+    def __init__(self, path: Path | None = None, *, database: str | None = None,
+                 storage: Storage | None = None, fence: WriteFence | None = None) -> None:
+        if storage is None:
+            if path is None:
+                raise ValueError("CallbackStore needs a path or a storage")
+            storage = open_storage(database, path, synchronous="FULL")
+        if isinstance(storage, SqliteStorage):
+            # private from the start: SQLite gives its -wal and -shm files the mode
+            storage.path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(storage.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        self.storage = storage
+        self._db = Component(storage, "callbacks", MIGRATIONS, fence=fence)
+
+    @property
+    def fence(self) -> WriteFence:
+        return self._db.fence
+
+    @fence.setter
+    def fence(self, fence: WriteFence) -> None:
+        self._db.fence = fence
 
     def close(self) -> None:
-        with self.lock:
-            self._db.close()
+        self._db.close()
 
     def cursor_seq(self) -> int | None:
-        with self.lock:
-            row = self._db.execute("SELECT seq FROM cursor WHERE k=0").fetchone()
+        with self._db.read() as conn:
+            row = conn.execute("SELECT seq FROM callback_cursor WHERE k = 0").fetchone()
         return None if row is None else int(row[0])
 
     def open_transactions(self) -> list[tuple[Transaction, int]]:
-        with self.lock:
-            rows = self._db.execute(
-                "SELECT id, spec, after_seq FROM txn WHERE state='open' ORDER BY created"
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT id, spec, after_seq FROM callback_txn WHERE state = 'open'"
+                " ORDER BY created"
             ).fetchall()
         return [(Transaction.load(r[0], r[1]), int(r[2])) for r in rows]
 
     def add(self, txn: Transaction, after_seq: int) -> None:
-        with self.lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute(
-                "INSERT INTO txn(id, created, after_seq, spec, state) VALUES (?,?,?,?,'open')",
+        with self._db.write() as conn:
+            conn.execute(
+                "INSERT INTO callback_txn(id, created, after_seq, spec, state)"
+                " VALUES (?, ?, ?, ?, 'open')",
                 (txn.id, time.time(), after_seq, txn.spec()),
             )
             # a cursor exists from the first transaction on: events after it are read
-            self._db.execute(
-                "INSERT OR IGNORE INTO cursor(k, seq) VALUES (0, ?)", (after_seq,)
+            conn.execute(
+                "INSERT INTO callback_cursor(k, seq) VALUES (0, ?) ON CONFLICT (k) DO NOTHING",
+                (after_seq,),
             )
-            self._db.execute("COMMIT")
 
     def drop(self, txn_id: str) -> None:
         """The request was refused after all: nothing to report."""
-        with self.lock:
-            self._db.execute("DELETE FROM txn WHERE id=?", (txn_id,))
+        with self._db.write() as conn:
+            conn.execute("DELETE FROM callback_txn WHERE id = ?", (txn_id,))
 
     def advance(
         self,
@@ -184,71 +218,75 @@ class CallbackStore:
         (id, status code, message) and move the cursor to ``seq`` (None: leave it),
         atomically."""
         now = time.time()
-        with self.lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        with self._db.write() as conn:
             for txn, kind, url, headers, body in deliveries:
-                self._db.execute(
-                    "INSERT INTO delivery(txn, kind, url, headers, body, next_at, state) "
-                    "VALUES (?,?,?,?,?,?,'pending')",
+                conn.execute(
+                    "INSERT INTO callback_delivery(txn, kind, url, headers, body, next_at,"
+                    " state) VALUES (?, ?, ?, ?, ?, ?, 'pending')",
                     (txn, kind, url, json.dumps(headers), body, now),
                 )
             for txn_id, code, message in closed:
-                self._db.execute(
-                    "UPDATE txn SET state='done', status_code=?, status_message=? WHERE id=?",
+                conn.execute(
+                    "UPDATE callback_txn SET state = 'done', status_code = ?,"
+                    " status_message = ? WHERE id = ?",
                     (code, message, txn_id),
                 )
             if seq is not None:
-                self._db.execute("INSERT OR REPLACE INTO cursor(k, seq) VALUES (0, ?)", (seq,))
-            self._db.execute("COMMIT")
+                conn.execute(
+                    "INSERT INTO callback_cursor(k, seq) VALUES (0, ?)"
+                    " ON CONFLICT (k) DO UPDATE SET seq = excluded.seq", (seq,))
 
     def due(self, now: float, limit: int = 32) -> list[tuple[int, str, dict[str, str], bytes, int]]:
         """The first pending delivery of each transaction, if due: (id, url, headers,
         body, attempts). Later ones of a transaction wait for it (order is kept)."""
-        with self.lock:
-            rows = self._db.execute(
-                "SELECT d.id, d.url, d.headers, d.body, d.attempts, d.next_at FROM delivery d "
-                "WHERE d.id IN (SELECT MIN(id) FROM delivery WHERE state='pending' GROUP BY txn) "
-                "ORDER BY d.id LIMIT ?",
+        with self._db.read() as conn:
+            rows = conn.execute(
+                "SELECT d.id, d.url, d.headers, d.body, d.attempts, d.next_at"
+                " FROM callback_delivery d WHERE d.id IN (SELECT MIN(id) FROM"
+                " callback_delivery WHERE state = 'pending' GROUP BY txn)"
+                " ORDER BY d.id LIMIT ?",
                 (limit,),
             ).fetchall()
         return [(int(r[0]), r[1], json.loads(r[2]), bytes(r[3]), int(r[4]))
                 for r in rows if float(r[5]) <= now]
 
     def next_due(self) -> float | None:
-        with self.lock:
-            row = self._db.execute(
-                "SELECT MIN(next_at) FROM delivery WHERE state='pending'"
+        with self._db.read() as conn:
+            row = conn.execute(
+                "SELECT MIN(next_at) FROM callback_delivery WHERE state = 'pending'"
             ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
     def attempted(self, delivery_id: int, ok: bool, error: str, next_at: float | None) -> None:
-        with self.lock:
+        with self._db.write() as conn:
             if ok:
-                self._db.execute(
-                    "UPDATE delivery SET state='delivered', attempts=attempts+1, last_error='' "
-                    "WHERE id=?", (delivery_id,))
+                conn.execute(
+                    "UPDATE callback_delivery SET state = 'delivered', attempts = attempts + 1,"
+                    " last_error = '' WHERE id = ?", (delivery_id,))
             elif next_at is None:
-                self._db.execute(
-                    "UPDATE delivery SET state='failed', attempts=attempts+1, last_error=? "
-                    "WHERE id=?", (error, delivery_id))
+                conn.execute(
+                    "UPDATE callback_delivery SET state = 'failed', attempts = attempts + 1,"
+                    " last_error = ? WHERE id = ?", (error, delivery_id))
             else:
-                self._db.execute(
-                    "UPDATE delivery SET attempts=attempts+1, last_error=?, next_at=? WHERE id=?",
-                    (error, next_at, delivery_id))
+                conn.execute(
+                    "UPDATE callback_delivery SET attempts = attempts + 1, last_error = ?,"
+                    " next_at = ? WHERE id = ?", (error, next_at, delivery_id))
 
     def deliveries(self, txn_id: str | None = None, limit: int = 1000) -> list[DeliveryInfo]:
-        sql = "SELECT id, txn, kind, url, attempts, state, last_error FROM delivery"
+        sql = ("SELECT id, txn, kind, url, attempts, state, last_error"
+               " FROM callback_delivery")
         args: tuple[Any, ...] = ()
         if txn_id is not None:
-            sql += " WHERE txn=?"
+            sql += " WHERE txn = ?"
             args = (txn_id,)
-        with self.lock:
-            rows = self._db.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
-        return [DeliveryInfo(*r) for r in reversed(rows)]
+        with self._db.read() as conn:
+            rows = conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit)).fetchall()
+        return [DeliveryInfo(int(r[0]), r[1], r[2], r[3], int(r[4]), r[5], r[6])
+                for r in reversed(rows)]
 
     def counts(self) -> dict[str, int]:
-        with self.lock:
-            rows = self._db.execute("SELECT state, COUNT(*) FROM delivery GROUP BY state")
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT state, COUNT(*) FROM callback_delivery GROUP BY state")
             return {str(s): int(n) for s, n in rows}
 
 

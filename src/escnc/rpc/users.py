@@ -1,4 +1,5 @@
-"""NETCONF users: scrypt-hashed passwords and authorized OpenSSH public keys (SQLite).
+"""NETCONF users: scrypt-hashed passwords and authorized OpenSSH public keys (component
+``users``: users.sqlite3, mode 0600, or the cluster's PostgreSQL database).
 
 There is no default user or password: an empty store lets nobody in.
 """
@@ -10,7 +11,6 @@ import functools
 import hashlib
 import hmac
 import os
-import sqlite3
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,24 +18,37 @@ from pathlib import Path
 
 import paramiko
 
+from escnc.storage import Connection, Migration, Storage, open_storage
+from escnc.storage.component import Component, WriteFence, sqlite_tables
+from escnc.storage.sqlite import SqliteStorage
+
 # scrypt cost: 2**14 * 8 * 128 B = 16 MiB and tens of ms per check (RFC 7914 interactive).
 _N, _R, _P = 2**14, 8, 1
 _SALT_BYTES = 16
 _DKLEN = 32
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    name TEXT PRIMARY KEY,
-    password_hash TEXT
-);
-CREATE TABLE IF NOT EXISTS user_keys (
-    name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
-    key_type TEXT NOT NULL,
-    key_blob TEXT NOT NULL,
-    comment TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (name, key_type, key_blob)
-);
-"""
+def _schema_v1(conn: Connection) -> None:
+    """users, user_keys (``pos``: the order keys were added in, which SQLite's rowid
+    gave before) and a change counter. A users.sqlite3 of an escnc from before the
+    storage interface keeps its users, hashes and keys."""
+    found = sqlite_tables(conn)
+    conn.execute("CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY,"
+                 " password_hash TEXT)")
+    if "user_keys" in found:
+        conn.execute("ALTER TABLE user_keys ADD COLUMN pos INTEGER NOT NULL DEFAULT 0")
+        conn.execute("UPDATE user_keys SET pos = rowid")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS user_keys (name TEXT NOT NULL REFERENCES users(name)"
+        " ON DELETE CASCADE, key_type TEXT NOT NULL, key_blob TEXT NOT NULL,"
+        " comment TEXT NOT NULL DEFAULT '', pos {bigint} NOT NULL,"
+        " PRIMARY KEY (name, key_type, key_blob))")
+    # bumped by every write, whichever process or node made it (what version() reads)
+    conn.execute("CREATE TABLE users_version (id INTEGER PRIMARY KEY CHECK (id = 1),"
+                 " n {bigint} NOT NULL)")
+    conn.execute("INSERT INTO users_version(id, n) VALUES (1, 0)")
+
+
+MIGRATIONS = (Migration(1, run=_schema_v1),)
 
 
 class UserError(ValueError):
@@ -90,23 +103,42 @@ def parse_public_key(line: str) -> tuple[str, str, str]:
 
 
 class UserStore:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Checked from every SSH transport thread: one connection guarded by a lock.
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
+    def __init__(self, path: str | os.PathLike[str] | None = None, *,
+                 database: str | None = None, storage: Storage | None = None,
+                 fence: WriteFence | None = None) -> None:
+        """The SQLite file ``path`` (created 0600), or ``database`` (postgresql://),
+        or ``storage``. ``fence`` checks every write."""
+        self.path = Path(path) if path is not None else None
+        if storage is None:
+            if self.path is None:
+                raise ValueError("UserStore needs a path or a storage")
+            storage = open_storage(database, self.path, synchronous="FULL")
+        if isinstance(storage, SqliteStorage):
+            # private from the start: SQLite gives its -wal and -shm files the mode
+            storage.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.close(os.open(storage.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+            except FileExistsError:
+                pass
+            try:
+                os.chmod(storage.path, 0o600)  # also a file an older escnc created
+            except OSError:
+                pass
+        self.storage = storage
+        # checked from every SSH transport thread: pooled readers, one writer
+        self._db = Component(storage, "users", MIGRATIONS, fence=fence, max_idle=8)
         self._cache_key = os.urandom(32)
         self._verified: dict[str, tuple[str, bytes]] = {}
-        self._writes = 0  # own commits (data_version counts only other connections')
-        with self._lock:
-            self._db.execute("PRAGMA foreign_keys = ON")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.executescript(_SCHEMA)
-        try:
-            os.chmod(self.path, 0o600)
-        except OSError:
-            pass
+        self._verified_lock = threading.Lock()
+        self._writes = 0  # own commits
+
+    @property
+    def fence(self) -> WriteFence:
+        return self._db.fence
+
+    @fence.setter
+    def fence(self, fence: WriteFence) -> None:
+        self._db.fence = fence
 
     def add_user(
         self, name: str, password: str | None = None, public_keys: Iterable[str] = ()
@@ -118,41 +150,42 @@ class UserStore:
             raise UserError("empty password")
         keys = [parse_public_key(k) for k in public_keys]
         pw_hash = hash_password(password) if password is not None else None
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.execute("DELETE FROM user_keys WHERE name = ?", (name,))
-                self._db.execute(
-                    "INSERT INTO users(name, password_hash) VALUES (?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash",
-                    (name, pw_hash),
+        with self._db.write() as conn:
+            conn.execute("DELETE FROM user_keys WHERE name = ?", (name,))
+            conn.execute(
+                "INSERT INTO users(name, password_hash) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET password_hash = excluded.password_hash",
+                (name, pw_hash),
+            )
+            for pos, (key_type, blob, comment) in enumerate(keys):
+                conn.execute(
+                    "INSERT INTO user_keys(name, key_type, key_blob, comment, pos) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (name, key_type, blob, comment, pos),
                 )
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO user_keys(name, key_type, key_blob, comment) "
-                    "VALUES (?, ?, ?, ?)",
-                    [(name, t, b, c) for t, b, c in keys],
-                )
-                self._db.execute("COMMIT")
-                self._writes += 1
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+            conn.execute("UPDATE users_version SET n = n + 1 WHERE id = 1")
+            self._writes += 1
 
     def remove_user(self, name: str) -> None:
-        with self._lock:
-            cur = self._db.execute("DELETE FROM users WHERE name = ?", (name,))
+        with self._db.write() as conn:
+            # explicit, not ON DELETE CASCADE: SQLite enforces that per connection only
+            conn.execute("DELETE FROM user_keys WHERE name = ?", (name,))
+            cur = conn.execute("DELETE FROM users WHERE name = ?", (name,))
+            removed = cur.rowcount
+            conn.execute("UPDATE users_version SET n = n + 1 WHERE id = 1")
             self._writes += 1
+        with self._verified_lock:
             self._verified.pop(name, None)
-        if cur.rowcount == 0:
+        if removed == 0:
             raise UserError(f"no such user {name!r}")
 
     def list_users(self) -> list[UserInfo]:
-        with self._lock:
-            users = self._db.execute(
+        with self._db.read() as conn:
+            users = conn.execute(
                 "SELECT name, password_hash IS NOT NULL FROM users ORDER BY name"
             ).fetchall()
-            keys = self._db.execute(
-                "SELECT name, key_type, key_blob, comment FROM user_keys ORDER BY rowid"
+            keys = conn.execute(
+                "SELECT name, key_type, key_blob, comment FROM user_keys ORDER BY name, pos"
             ).fetchall()
         by_user: dict[str, list[str]] = {}
         for name, key_type, blob, comment in keys:
@@ -161,22 +194,22 @@ class UserStore:
 
     def version(self) -> tuple[int, int]:
         """Changes whenever the store changed, through this object or another process
-        (SQLite's data_version counts other connections' commits)."""
-        with self._lock:
-            row = self._db.execute("PRAGMA data_version").fetchone()
-            return (int(row[0]), self._writes)
+        or node (every write bumps the counter row in its transaction)."""
+        with self._db.read() as conn:
+            row = conn.execute("SELECT n FROM users_version WHERE id = 1").fetchone()
+        return (int(row[0]) if row else 0, self._writes)
 
     def names(self) -> frozenset[str]:
-        with self._lock:
-            return frozenset(r[0] for r in self._db.execute("SELECT name FROM users"))
+        with self._db.read() as conn:
+            return frozenset(r[0] for r in conn.execute("SELECT name FROM users"))
 
     def has_users(self) -> bool:
-        with self._lock:
-            return self._db.execute("SELECT 1 FROM users LIMIT 1").fetchone() is not None
+        with self._db.read() as conn:
+            return conn.execute("SELECT 1 FROM users LIMIT 1").fetchone() is not None
 
     def check_password(self, name: str, password: str) -> bool:
-        with self._lock:
-            row = self._db.execute(
+        with self._db.read() as conn:
+            row = conn.execute(
                 "SELECT password_hash FROM users WHERE name = ?", (name,)
             ).fetchone()
         if row is None or row[0] is None:
@@ -188,25 +221,26 @@ class UserStore:
         # passwords, so reconnecting clients do not pay scrypt (~50 ms) on every login.
         # Failures always pay the full cost, which keeps guessing slow.
         tag = hmac.new(self._cache_key, password.encode("utf-8"), hashlib.sha256).digest()
-        cached = self._verified.get(name)
+        with self._verified_lock:
+            cached = self._verified.get(name)
         if cached is not None and cached[0] == stored and hmac.compare_digest(cached[1], tag):
             return True
         if not verify_password(password, stored):
             return False
-        self._verified[name] = (stored, tag)
+        with self._verified_lock:
+            self._verified[name] = (stored, tag)
         return True
 
     def check_key(self, name: str, key: paramiko.PKey) -> bool:
         blob = base64.b64encode(key.asbytes()).decode()
-        with self._lock:
-            rows = self._db.execute(
+        with self._db.read() as conn:
+            rows = conn.execute(
                 "SELECT key_blob FROM user_keys WHERE name = ?", (name,)
             ).fetchall()
         return any(hmac.compare_digest(blob, r[0]) for r in rows)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()
 
 
 @functools.cache

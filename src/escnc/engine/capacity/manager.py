@@ -95,7 +95,8 @@ class CapacityManager:
         self.engine = engine
         settings = engine.settings
         self.clock: WallClock = SystemWallClock()  # reservation times are wall-clock
-        self.store = RecordStore(settings.state_dir / "reservations.sqlite3")
+        self.store = RecordStore(settings.state_dir / "reservations.sqlite3",
+                                 database=settings.database)
         self.ratios = dict(settings.overcommit)
         self.limits = dict(settings.capacity_limits)
         self.public_ranges = list(settings.public_ip_ranges)
@@ -142,6 +143,17 @@ class CapacityManager:
         if self._thread is not None:
             self._thread.join(5)
         self.store.close()
+
+    def reload(self) -> None:
+        """Re-read reservations and subscriptions from the store (a node that becomes
+        leader: the old leader wrote them). VM records follow EngineStore.reload()."""
+        reservations = {r.id: r for r in self.store.reservations()}
+        with self._lock:
+            self._reservations = reservations
+        with self._vlock:
+            self._version[2] += 1
+        self.subs.reload()
+        self.changed()
 
     def _vms_changed(self, name: str = "", vm: VmRecord | None = None) -> None:
         """The store's VM listener (under the store's lock: ``vm`` is the store's copy)."""

@@ -1,5 +1,5 @@
-"""Reservations and capacity subscriptions, and their SQLite store
-(``reservations.sqlite3`` in the state directory, one JSON row each).
+"""Reservations and capacity subscriptions, and their store (``reservations.sqlite3``
+in the state directory or the cluster's PostgreSQL database, one JSON row each).
 
 A reservation's status follows the seed: ``initialized`` until startTime, then
 ``active``, then ``expired`` at stopTime; ``terminated`` when terminated.
@@ -8,13 +8,13 @@ A reservation's status follows the seed: ``initialized`` until startTime, then
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from escnc.engine.capacity.model import INF, Amount
+from escnc.storage import Connection, Migration, Storage, open_storage
+from escnc.storage.component import Component, WriteFence, sqlite_tables
 
 INITIALIZED, ACTIVE, EXPIRED, TERMINATED = "initialized", "active", "expired", "terminated"
 CONDITIONS = ("lt", "le", "gt", "ge", "eq")
@@ -111,20 +111,44 @@ class Subscription:
         return Subscription(**data)
 
 
-class RecordStore:
-    """reservations.sqlite3: reservations and capacity subscriptions as JSON rows."""
+def _schema_v1(conn: Connection) -> None:
+    """The tables, with ``pos``: the order of the last write (what SQLite's rowid gave
+    the INSERT OR REPLACE of before; PostgreSQL has no rowid). A reservations.sqlite3
+    of an escnc from before the storage interface keeps its rows and their order."""
+    found = sqlite_tables(conn)
+    for old in ("reservations", "subscriptions"):
+        new = f"capacity_{old}"
+        if old in found and new not in found:
+            conn.execute(f"ALTER TABLE {old} RENAME TO {new}")
+            conn.execute(f"ALTER TABLE {new} ADD COLUMN pos INTEGER NOT NULL DEFAULT 0")
+            conn.execute(f"UPDATE {new} SET pos = rowid")
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {new} (id TEXT PRIMARY KEY,"
+                     " data TEXT NOT NULL, pos {bigint} NOT NULL)")
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            for table in ("reservations", "subscriptions"):
-                self._db.execute(
-                    f"CREATE TABLE IF NOT EXISTS {table} (id TEXT PRIMARY KEY, data TEXT)"
-                )
+
+MIGRATIONS = (Migration(1, run=_schema_v1),)
+
+
+class RecordStore:
+    """Reservations and capacity subscriptions as JSON rows (component ``capacity``:
+    reservations.sqlite3, or the cluster's PostgreSQL database)."""
+
+    def __init__(self, path: Path | None = None, *, database: str | None = None,
+                 storage: Storage | None = None, fence: WriteFence | None = None) -> None:
+        if storage is None:
+            if path is None:
+                raise ValueError("RecordStore needs a path or a storage")
+            storage = open_storage(database, path, synchronous="FULL")
+        self.storage = storage
+        self._db = Component(storage, "capacity", MIGRATIONS, fence=fence)
+
+    @property
+    def fence(self) -> WriteFence:
+        return self._db.fence
+
+    @fence.setter
+    def fence(self, fence: WriteFence) -> None:
+        self._db.fence = fence
 
     def reservations(self) -> list[Reservation]:
         return [Reservation.from_json(t) for t in self._load("reservations")]
@@ -132,9 +156,10 @@ class RecordStore:
     def subscriptions(self) -> list[Subscription]:
         return [Subscription.from_json(t) for t in self._load("subscriptions")]
 
-    def _load(self, table: str) -> list[str]:
-        with self._lock:
-            return [row[0] for row in self._db.execute(f"SELECT data FROM {table} ORDER BY rowid")]
+    def _load(self, kind: str) -> list[str]:
+        table = f"capacity_{kind}"  # kind: reservations | subscriptions
+        with self._db.read() as conn:
+            return [row[0] for row in conn.execute(f"SELECT data FROM {table} ORDER BY pos")]
 
     def put_reservation(self, r: Reservation) -> None:
         self._put("reservations", r.id, r.to_json())
@@ -142,16 +167,19 @@ class RecordStore:
     def put_subscription(self, s: Subscription) -> None:
         self._put("subscriptions", s.id, s.to_json())
 
-    def _put(self, table: str, key: str, data: str) -> None:
-        with self._lock:
-            self._db.execute(
-                f"INSERT OR REPLACE INTO {table} (id, data) VALUES (?, ?)", (key, data)
+    def _put(self, kind: str, key: str, data: str) -> None:
+        table = f"capacity_{kind}"
+        with self._db.write() as conn:
+            conn.execute(
+                f"INSERT INTO {table} (id, data, pos) VALUES"
+                f" (?, ?, (SELECT COALESCE(MAX(pos), 0) + 1 FROM {table}))"
+                " ON CONFLICT (id) DO UPDATE SET data = excluded.data, pos = excluded.pos",
+                (key, data),
             )
 
     def delete_subscription(self, key: str) -> None:
-        with self._lock:
-            self._db.execute("DELETE FROM subscriptions WHERE id = ?", (key,))
+        with self._db.write() as conn:
+            conn.execute("DELETE FROM capacity_subscriptions WHERE id = ?", (key,))
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._db.close()

@@ -31,6 +31,12 @@ class SubscriptionSet:
         self._subs = {s.id: s for s in mgr.store.subscriptions()}
         self._last: dict[tuple[Any, ...], Any] = {}
 
+    def reload(self) -> None:
+        """Re-read the subscriptions from the store (a node that becomes leader)."""
+        subs = {s.id: s for s in self.mgr.store.subscriptions()}
+        with self._lock:
+            self._subs = subs
+
     def all(self) -> list[Subscription]:
         with self._lock:
             return list(self._subs.values())
