@@ -59,7 +59,8 @@ class Node:
             + f'[vims]\ndefault = "test://{hosts / "host.xml"}"\n')
         env = {**os.environ, "PYTHONPATH": str(SRC)}
         subprocess.run([sys.executable, "-m", "escnc.cli.server", "user", "add", USER,
-                        "--password-stdin", "--state-dir", str(self.state)],
+                        "--password-stdin", "--state-dir", str(self.state),
+                        "--database", database],
                        input=PASSWORD + "\n", text=True, check=True, env=env,
                        capture_output=True, timeout=60)
         self.proc = subprocess.Popen(

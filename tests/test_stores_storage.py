@@ -20,7 +20,7 @@ from escnc.cluster import ElectionTimings, LeaderElector, NotLeader
 from escnc.engine.capacity.model import Amount
 from escnc.engine.capacity.records import RecordStore, Reservation
 from escnc.engine.clock import ManualClock
-from escnc.engine.day2_store import Day2Store, PendingResize, SnapshotRecord
+from escnc.engine.maintenance_store import Day2Store, PendingResize, SnapshotRecord
 from escnc.engine.store import DeploymentRecord, EngineStore, VmRecord, instance_id
 from escnc.events.callbacks import CallbackStore, Transaction
 from escnc.rpc.users import UserStore

@@ -94,6 +94,25 @@ def build_services(settings: Settings, clock: Any = None) -> Services:
     return services
 
 
+def fence_stores(services: Services, outbox: Outbox | None = None) -> None:
+    """A cluster node's durable stores write only while it leads: each gets the
+    node's fence (the slot bound to the elector's), checked first thing in every
+    write transaction, so a replaced leader's late write commits nothing. Called
+    for every engine a node builds (one per term) and its outbox."""
+    fence = services.fence
+    if not services.settings.database or fence is None:
+        return
+    engine = services.engine
+    stores = [getattr(engine, "store", None),
+              getattr(getattr(engine, "capacity", None), "store", None),
+              getattr(services.day2, "store", None)]
+    if outbox is not None:
+        stores.append(outbox.tracker.store)
+    for store in stores:
+        if store is not None and hasattr(store, "fence"):
+            store.fence = fence
+
+
 def attach_cluster_hooks(services: Services) -> None:
     """Datastore hooks for a node of a cluster, installed once: the fence checked just
     before any commit is accepted (a term that ended since the request was admitted
@@ -134,27 +153,27 @@ def election_timings(settings: Settings) -> Any:
         ) from None
 
 
-class DatastoreTakeOver:
-    """The datastore as a Reloadable for a term: take_over() loads the newest state
-    and settles what the previous leader left (a pending confirmed commit)."""
+class TermState:
+    """What a node re-reads when it is elected, before its engine starts: the
+    datastore (take_over() also settles what the previous leader left, e.g. a
+    pending confirmed commit), the engine's VM and deployment records, reservations
+    and capacity subscriptions, and the day-2 records -- whatever the previous
+    leader wrote since this node last read them."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, prepare: Callable[[], None]) -> None:
         self.services = services
+        self.prepare = prepare  # builds the term's engine if the last one was stopped
 
     def reload(self) -> None:
-        self.services.datastore.take_over()
-
-
-class EngineStoreReload:
-    """The current engine's store as a Reloadable (when the store can reload)."""
-
-    def __init__(self, services: Services) -> None:
-        self.services = services
-
-    def reload(self) -> None:
-        reload = getattr(getattr(self.services.engine, "store", None), "reload", None)
-        if reload is not None:
-            reload()
+        self.prepare()
+        services = self.services
+        services.datastore.take_over()
+        engine = services.engine
+        for item in (getattr(engine, "store", None), getattr(engine, "capacity", None),
+                     getattr(services.day2, "store", None)):
+            reload = getattr(item, "reload", None)
+            if reload is not None:
+                reload()
 
 
 def callback_url_check(settings: Settings) -> Callable[[str, bool], None]:
@@ -230,7 +249,7 @@ class Server:
         self._state_lock: statedir.StateDirLock | None = None
         self._stopped = threading.Event()
         self.leadership: Any = None  # escnc.leadership.Leadership (with a database)
-        self._stopping = False  # stop(): a term that ends sets up no next one
+        self._spent = False  # the engine was stopped: a next term builds a new one
 
     def start(self) -> None:
         from escnc.netconf.server import NetconfServer
@@ -251,6 +270,7 @@ class Server:
         self._outbox = Outbox(self.services)
         if not clustered:
             self._outbox.start()
+        fence_stores(self.services, self._outbox)
         self._netconf = NetconfServer(self.services)
         self._netconf.start()
         if self.settings.http_listen or self.settings.https_listen:
@@ -286,9 +306,7 @@ class Server:
         self.leadership = Leadership(
             storage, LeaderWork(self._begin_term, self._end_term), address=address,
             node_id=st.node_name, timings=timings,
-            reloadables=[DatastoreTakeOver(self.services)]
-            + [r for r in (self.services.users, self.services.day2) if hasattr(r, "reload")]
-            + [EngineStoreReload(self.services)],
+            reloadables=[TermState(self.services, self._fresh_engine)],
         )
         self.services.cluster = self.leadership
         slot = self.services.fence
@@ -309,12 +327,7 @@ class Server:
         self._outbox.start()
 
     def _end_term(self, reason: str, budget: float) -> None:
-        """Stop everything the leader runs, the hypervisor calls first; then set up
-        the next term's (an engine does not restart): the node is then what a
-        standby is after boot, and the next election reloads what it will run."""
-        from escnc.engine.engine import Engine
-        from escnc.vim.hosts import HostRegistry
-
+        """Stop everything the leader runs, the hypervisor calls first."""
         services = self.services
         assert services is not None
         old = services.engine
@@ -324,14 +337,29 @@ class Server:
         if self._outbox is not None:
             self._outbox.stop()
             self._outbox = None
-        if self._stopping:
+        self._spent = True  # the next term builds its own (_fresh_engine)
+
+    def _fresh_engine(self) -> None:
+        """At the start of a term after an earlier one (an engine does not restart):
+        a new engine, host registry and outbox. Built here rather than when the last
+        term ended, since a term often ends because the database went away, and the
+        stores need it; a failure fails this term's start (the node resigns)."""
+        from escnc.engine.engine import Engine
+        from escnc.vim.hosts import HostRegistry
+
+        services = self.services
+        assert services is not None
+        if not self._spent:
             return
+        hooks = services.engine.hooks  # the day-2 hooks (operations/esc_day2.py)
         services.vims = HostRegistry(self.settings)
         services.engine = Engine(services, clock=self._clock)
-        services.engine.hooks = old.hooks  # the day-2 hooks (operations/esc_day2.py)
+        services.engine.hooks = hooks
         self._outbox = Outbox(services)
+        fence_stores(services, self._outbox)
         if self._http is not None:
             self._http.ctx.callbacks = self._outbox.tracker
+        self._spent = False
 
     @property
     def port(self) -> int:
@@ -347,7 +375,6 @@ class Server:
         self._stopped.wait()
 
     def stop(self) -> None:
-        self._stopping = True
         if self.leadership is not None:
             self.leadership.stop()  # the engine stops with the term; the lease is handed on
             self.leadership = None

@@ -10,6 +10,7 @@ away. :class:`Component` is that, and nothing about any store's tables.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
@@ -60,17 +61,26 @@ class Component:
             self._writer.close()
             raise
         self._closed = False
+        self._writer_used = time.monotonic()
 
     @property
     def dialect(self) -> str:
         return self.storage.dialect.name
 
     def _writer_conn(self) -> Connection:
+        from escnc.storage.pool import alive
+
         if self._closed:
             raise StorageClosed(f"{self.name} store is closed")
-        if self._writer is None or self._writer.closed:
-            self._writer = self.storage.connect()  # the database came back
-        return self._writer
+        writer = self._writer
+        if writer is not None and not writer.closed and self._pool.ping_after < float("inf") \
+                and time.monotonic() - self._writer_used > self._pool.ping_after:
+            writer = alive(writer)  # idle a while: it may have died
+        if writer is None or writer.closed:
+            writer = self.storage.connect()  # the database came back
+        self._writer = writer
+        self._writer_used = time.monotonic()
+        return writer
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
