@@ -244,9 +244,10 @@ class Editor:
         return data.find(sn.tag)
 
     def _edit_key(self, e: etree._Element, sn: SNode, path: str) -> tuple[str, ...]:
-        key = entry_key(e, sn)
-        for name in sn.keys:
-            if e.find(f"{{{sn.ns}}}{name}") is None:
+        key: list[str] = []
+        for name, tag in zip(sn.keys, sn.key_tags, strict=True):
+            kel = e.find(tag)
+            if kel is None:
                 raise RpcError(
                     "missing-element",
                     f"list entry {sn.name!r} lacks key {name!r}",
@@ -254,7 +255,8 @@ class Editor:
                     path_nsmap=self._nsmap(),
                     info={"bad-element": name},
                 )
-        return key
+            key.append((kel.text or "").strip())
+        return tuple(key)
 
     def _new_element(
         self, e: etree._Element, sn: SNode, parent: etree._Element | None = None
@@ -297,14 +299,14 @@ class Editor:
             self._quiet -= 1
 
     def _fill_children(self, new: etree._Element, e: etree._Element, sn: SNode, path: str) -> None:
+        key_tags = sn.key_tags if sn.kind == "list" else ()
+        children = sn.children
+        seen: set[str] = set()  # leaves placed so far: a repeated one takes the full path
         for ch in e:
-            if not isinstance(ch.tag, str):
+            tag = ch.tag
+            if not isinstance(tag, str):
                 continue
-            if (
-                sn.kind == "list"
-                and etree.QName(ch).localname in sn.keys
-                and ch.tag.startswith(f"{{{sn.ns}}}")
-            ):
+            if tag in key_tags:
                 if ch.get(OPERATION) in ("delete", "remove", "create", "replace"):
                     raise RpcError(
                         "bad-attribute",
@@ -316,6 +318,16 @@ class Editor:
                         },
                     )
                 continue
+            if not ch.attrib and tag not in seen:
+                csn = children.get(tag)
+                if csn is not None and csn.kind == "leaf" and csn.config and csn.ns == sn.ns:
+                    # a plain leaf in a node this edit created: what _node would do
+                    # (merge into nothing: a new leaf with the edit's text), without
+                    # an undo step (undoing the node's insert drops it with the node)
+                    etree.SubElement(new, tag).text = ch.text or ""
+                    seen.add(tag)
+                    continue
+            seen.add(tag)
             op = ch.get(OPERATION, "merge")
             if op == "delete":
                 raise RpcError(

@@ -355,12 +355,13 @@ class Datastore(Candidates):
             editor = Editor(self.schema, journal, options)
             try:
                 editor.apply(self._running, config)
-                raws = None
+                # the touched units serialized once: for the authorizer, validation
+                # and the commit
+                raws = self._journal_bytes(self._running, journal.units)
                 if self._authorizes(session_id, username):
-                    raws = self._journal_bytes(self._running, journal.units)
                     self._authorize(session_id, username, "edit-config", raws, self._units)
                 if test_option != "set":
-                    self._validate_units(self._running, journal.units, self._units)
+                    self._validate_units(self._running, journal.units, self._units, raws=raws)
                 if test_option == "test-only":
                     journal.undo()
                 else:
