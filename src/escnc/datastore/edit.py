@@ -262,8 +262,11 @@ class Editor:
         self, e: etree._Element, sn: SNode, parent: etree._Element | None = None
     ) -> etree._Element:
         # a top-level node declares its namespace as default (no ns0: prefixes)
+        # (the parent's namespace read off its Clark tag: no QName object per entry)
         nsmap: NsMap | None = (
-            {None: sn.ns} if parent is None or etree.QName(parent).namespace != sn.ns else None
+            {None: sn.ns}
+            if parent is None or not str(parent.tag).startswith(sn.tag[: len(sn.ns) + 2])
+            else None
         )
         if sn.kind in ("leaf", "leaf-list"):
             el = make_element(sn.tag, nsmap=nsmap)
@@ -272,8 +275,8 @@ class Editor:
         if sn.kind == "anydata":
             return _clean_copy(e)
         el = make_element(sn.tag, nsmap=nsmap)
-        for k in sn.keys:  # keys first, as RFC 7950 7.8.5 asks
-            kel = e.find(f"{{{sn.ns}}}{k}")
+        for ktag in sn.key_tags:  # keys first, as RFC 7950 7.8.5 asks
+            kel = e.find(ktag)
             if kel is not None:
                 etree.SubElement(el, kel.tag).text = _text(kel)
         return el
