@@ -11,11 +11,13 @@ re-exported here for the modules that import them with the editor.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from lxml import etree
 
 from escnc.datastore.journal import EntryIndex as EntryIndex
 from escnc.datastore.journal import Journal as Journal
+from escnc.datastore.journal import child_text
 from escnc.datastore.journal import entry_key as entry_key
 from escnc.datastore.lxmltypes import NsMap, drop_attr, make_element
 from escnc.datastore.schema import Schema, SNode
@@ -246,7 +248,7 @@ class Editor:
     def _edit_key(self, e: etree._Element, sn: SNode, path: str) -> tuple[str, ...]:
         key: list[str] = []
         for name, tag in zip(sn.keys, sn.key_tags, strict=True):
-            kel = e.find(tag)
+            kel = next(e.iterchildren(tag), None)
             if kel is None:
                 raise RpcError(
                     "missing-element",
@@ -268,15 +270,20 @@ class Editor:
             if parent is None or not str(parent.tag).startswith(sn.tag[: len(sn.ns) + 2])
             else None
         )
-        if sn.kind in ("leaf", "leaf-list"):
-            el = make_element(sn.tag, nsmap=nsmap)
-            el.text = _text(e)
-            return el
         if sn.kind == "anydata":
             return _clean_copy(e)
-        el = make_element(sn.tag, nsmap=nsmap)
+        # made in the parent's document: a free element gets a libxml2 document of
+        # its own, which inserting it then moves over (most of a new entry's cost)
+        el = (
+            make_element(sn.tag, nsmap=nsmap)
+            if parent is None
+            else parent.makeelement(sn.tag, nsmap=_nsmap_arg(nsmap))
+        )
+        if sn.kind in ("leaf", "leaf-list"):
+            el.text = _text(e)
+            return el
         for ktag in sn.key_tags:  # keys first, as RFC 7950 7.8.5 asks
-            kel = e.find(ktag)
+            kel = next(e.iterchildren(ktag), None)
             if kel is not None:
                 etree.SubElement(el, kel.tag).text = _text(kel)
         return el
@@ -413,8 +420,8 @@ class Editor:
         prefix = self.schema.prefixes.get(sn.ns, "x")
         step = f"{parent_path}/{prefix}:{sn.name}"
         if sn.kind == "list":
-            for k in sn.keys:
-                v = e.findtext(f"{{{sn.ns}}}{k}")
+            for k, ktag in zip(sn.keys, sn.key_tags, strict=True):
+                v = child_text(e, ktag)
                 if v is not None:
                     step += f"[{prefix}:{k}={_quote(v.strip())}]"
         elif sn.kind == "leaf-list":
@@ -431,6 +438,11 @@ def _schema_order(sn: SNode) -> dict[str, int]:
         got = {tag: i for i, tag in enumerate(sn.children)}
         _ORDER_CACHE[id(sn)] = got
     return got
+
+
+def _nsmap_arg(nsmap: NsMap | None) -> Any:
+    # lxml takes None as the default namespace's prefix; its stubs do not say so
+    return nsmap
 
 
 def _text(e: etree._Element) -> str:
