@@ -29,6 +29,7 @@ from escnc.datastore.edit import (
     EntryIndex,
     Journal,
 )
+from escnc.datastore.memory import limit_arenas
 from escnc.datastore.persistence import Store, UnitRow, Write
 from escnc.datastore.pruning import analyse
 from escnc.datastore.rwlock import RWLock
@@ -80,6 +81,9 @@ class Datastore(Candidates):
         self.incremental = incremental
         self.overlay_candidate = overlay_candidate
         self._lock = RWLock()
+        # session threads would each get a glibc arena that keeps a large edit's
+        # freed heap (memory.py); the datastore is made before the server's threads
+        limit_arenas()
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self._store = Store(
             settings.state_dir / "datastore.sqlite3", durable=settings.durable_commits
