@@ -504,3 +504,37 @@ def test_copy_config_duplicate_deployment_is_rejected(ds: Datastore) -> None:
     with pytest.raises((RpcError, RpcErrors)):
         ds.copy_config("running", copy_source(dup), 1, "u")
     assert dump(ds) == before
+
+
+def test_leaves_of_a_created_entry_repeated_or_with_operations(ds: Datastore) -> None:
+    """A new entry's plain leaves take a short path; a repeated leaf, or one with an
+    operation, still merges as RFC 6241 says (the last value wins), and an error
+    inside the new entry undoes all of it (continue-on-error keeps the rest)."""
+    ds.edit("running", cfg(
+        f'<esc_datamodel xmlns="{E}"><flavors><flavor><name>f2</name>'
+        "<vcpus>1</vcpus><vcpus>2</vcpus>"
+        '<memory_mb nc:operation="merge">64</memory_mb><memory_mb>128</memory_mb>'
+        '<root_disk_mb>5</root_disk_mb><root_disk_mb nc:operation="replace">6</root_disk_mb>'
+        '<ephemeral_disk_mb nc:operation="remove"/>'
+        "</flavor></flavors></esc_datamodel>"), EditOptions(), 1, "u")
+    with ds.reading("running") as tree:
+        f2 = tree.find(f".//{{{E}}}flavor[{{{E}}}name='f2']")
+        assert f2 is not None
+        got = [(etree.QName(c).localname, c.text) for c in f2]
+    assert got == [("name", "f2"), ("vcpus", "2"), ("memory_mb", "128"), ("root_disk_mb", "6")]
+    before = dump(ds)
+    with pytest.raises((RpcError, RpcErrors)):
+        ds.edit("running", cfg(
+            f'<esc_datamodel xmlns="{E}"><flavors>'
+            "<flavor><name>f3</name><vcpus>1</vcpus><bogus>1</bogus></flavor>"
+            "<flavor><name>f4</name><vcpus>1</vcpus><memory_mb>64</memory_mb></flavor>"
+            "</flavors></esc_datamodel>"),
+            EditOptions(error_option="continue-on-error"), 1, "u")
+    with ds.reading("running") as tree:
+        names = [n.text for n in tree.iterfind(f".//{{{E}}}flavor/{{{E}}}name")]
+    assert "f3" not in names and "f4" in names
+    ds.edit("running", cfg(
+        f'<esc_datamodel xmlns="{E}"><flavors>'
+        f'<flavor nc:operation="remove"><name>f4</name></flavor></flavors></esc_datamodel>'),
+        EditOptions(), 1, "u")
+    assert dump(ds) == before

@@ -201,6 +201,32 @@ def test_blocked_listener_delays_nobody_and_loses_nothing(
     bus.close()
 
 
+def test_memory_window_is_bounded_by_bytes(
+    tmp_path: Path, make_storage: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large events (a 10,000-entry config change) do not pile up in memory: the
+    window keeps at most WINDOW_BYTES (and always the newest); older events are
+    read back from the log, complete and in order."""
+    monkeypatch.setattr(EventBus, "WINDOW_BYTES", 64 * 1024)
+    bus = make_bus(tmp_path, make_storage)
+    big = "x" * 20_000
+    for i in range(40):
+        bus.publish("escEvent", esc(n=i, dep=big))
+    kept = sum(len(e.body) + len(e.notification) for e in bus._recent.values())
+    assert 0 < kept <= 64 * 1024, kept
+    assert len(bus._recent) < 40 and max(bus._recent) == 40
+    seqs: list[int] = []
+    after = 0
+    while batch := bus.events_after(after, 7):
+        seqs += [e.seq for e in batch]
+        after = batch[-1].seq
+    assert seqs == list(range(1, 41))
+    bus.publish("escEvent", esc(n=99, dep="x" * 200_000))  # bigger than the window
+    assert list(bus._recent) == [41]
+    assert bus.events_after(40)[0].seq == 41
+    bus.close()
+
+
 def test_listener_errors_are_contained(tmp_path: Path, make_storage: Factory) -> None:
     bus = make_bus(tmp_path, make_storage)
     got: list[int] = []

@@ -94,11 +94,8 @@ class Committing(Validating):
     def _journal_bytes(
         self, tree: etree._Element, keys: Collection[UnitKey]
     ) -> dict[UnitKey, bytes | None]:
-        out: dict[UnitKey, bytes | None] = {}
-        for k in keys:
-            el = self._find_unit(tree, k)
-            out[k] = None if el is None else shell(el, k)
-        return out
+        found = self._find_units(tree, list(keys))
+        return {k: None if (el := found[k]) is None else shell(el, k) for k in keys}
 
     def _notify_startup(self, operation: str, session_id: int, username: str) -> None:
         for cb in list(self._startup_listeners):

@@ -11,11 +11,13 @@ re-exported here for the modules that import them with the editor.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from lxml import etree
 
 from escnc.datastore.journal import EntryIndex as EntryIndex
 from escnc.datastore.journal import Journal as Journal
+from escnc.datastore.journal import child_text
 from escnc.datastore.journal import entry_key as entry_key
 from escnc.datastore.lxmltypes import NsMap, drop_attr, make_element
 from escnc.datastore.schema import Schema, SNode
@@ -244,9 +246,10 @@ class Editor:
         return data.find(sn.tag)
 
     def _edit_key(self, e: etree._Element, sn: SNode, path: str) -> tuple[str, ...]:
-        key = entry_key(e, sn)
-        for name in sn.keys:
-            if e.find(f"{{{sn.ns}}}{name}") is None:
+        key: list[str] = []
+        for name, tag in zip(sn.keys, sn.key_tags, strict=True):
+            kel = next(e.iterchildren(tag), None)
+            if kel is None:
                 raise RpcError(
                     "missing-element",
                     f"list entry {sn.name!r} lacks key {name!r}",
@@ -254,24 +257,33 @@ class Editor:
                     path_nsmap=self._nsmap(),
                     info={"bad-element": name},
                 )
-        return key
+            key.append((kel.text or "").strip())
+        return tuple(key)
 
     def _new_element(
         self, e: etree._Element, sn: SNode, parent: etree._Element | None = None
     ) -> etree._Element:
         # a top-level node declares its namespace as default (no ns0: prefixes)
+        # (the parent's namespace read off its Clark tag: no QName object per entry)
         nsmap: NsMap | None = (
-            {None: sn.ns} if parent is None or etree.QName(parent).namespace != sn.ns else None
+            {None: sn.ns}
+            if parent is None or not str(parent.tag).startswith(sn.tag[: len(sn.ns) + 2])
+            else None
         )
-        if sn.kind in ("leaf", "leaf-list"):
-            el = make_element(sn.tag, nsmap=nsmap)
-            el.text = _text(e)
-            return el
         if sn.kind == "anydata":
             return _clean_copy(e)
-        el = make_element(sn.tag, nsmap=nsmap)
-        for k in sn.keys:  # keys first, as RFC 7950 7.8.5 asks
-            kel = e.find(f"{{{sn.ns}}}{k}")
+        # made in the parent's document: a free element gets a libxml2 document of
+        # its own, which inserting it then moves over (most of a new entry's cost)
+        el = (
+            make_element(sn.tag, nsmap=nsmap)
+            if parent is None
+            else parent.makeelement(sn.tag, nsmap=_nsmap_arg(nsmap))
+        )
+        if sn.kind in ("leaf", "leaf-list"):
+            el.text = _text(e)
+            return el
+        for ktag in sn.key_tags:  # keys first, as RFC 7950 7.8.5 asks
+            kel = next(e.iterchildren(ktag), None)
             if kel is not None:
                 etree.SubElement(el, kel.tag).text = _text(kel)
         return el
@@ -297,14 +309,14 @@ class Editor:
             self._quiet -= 1
 
     def _fill_children(self, new: etree._Element, e: etree._Element, sn: SNode, path: str) -> None:
+        key_tags = sn.key_tags if sn.kind == "list" else ()
+        children = sn.children
+        seen: set[str] = set()  # leaves placed so far: a repeated one takes the full path
         for ch in e:
-            if not isinstance(ch.tag, str):
+            tag = ch.tag
+            if not isinstance(tag, str):
                 continue
-            if (
-                sn.kind == "list"
-                and etree.QName(ch).localname in sn.keys
-                and ch.tag.startswith(f"{{{sn.ns}}}")
-            ):
+            if tag in key_tags:
                 if ch.get(OPERATION) in ("delete", "remove", "create", "replace"):
                     raise RpcError(
                         "bad-attribute",
@@ -316,6 +328,16 @@ class Editor:
                         },
                     )
                 continue
+            if not ch.attrib and tag not in seen:
+                csn = children.get(tag)
+                if csn is not None and csn.kind == "leaf" and csn.config and csn.ns == sn.ns:
+                    # a plain leaf in a node this edit created: what _node would do
+                    # (merge into nothing: a new leaf with the edit's text), without
+                    # an undo step (undoing the node's insert drops it with the node)
+                    etree.SubElement(new, tag).text = ch.text or ""
+                    seen.add(tag)
+                    continue
+            seen.add(tag)
             op = ch.get(OPERATION, "merge")
             if op == "delete":
                 raise RpcError(
@@ -398,8 +420,8 @@ class Editor:
         prefix = self.schema.prefixes.get(sn.ns, "x")
         step = f"{parent_path}/{prefix}:{sn.name}"
         if sn.kind == "list":
-            for k in sn.keys:
-                v = e.findtext(f"{{{sn.ns}}}{k}")
+            for k, ktag in zip(sn.keys, sn.key_tags, strict=True):
+                v = child_text(e, ktag)
                 if v is not None:
                     step += f"[{prefix}:{k}={_quote(v.strip())}]"
         elif sn.kind == "leaf-list":
@@ -416,6 +438,11 @@ def _schema_order(sn: SNode) -> dict[str, int]:
         got = {tag: i for i, tag in enumerate(sn.children)}
         _ORDER_CACHE[id(sn)] = got
     return got
+
+
+def _nsmap_arg(nsmap: NsMap | None) -> Any:
+    # lxml takes None as the default namespace's prefix; its stubs do not say so
+    return nsmap
 
 
 def _text(e: etree._Element) -> str:

@@ -64,12 +64,23 @@ class EntryIndex:
 def _build_map(parent: etree._Element, sn: SNode) -> dict[tuple[str, ...], etree._Element]:
     if len(sn.keys) != 1:
         return {entry_key(ch, sn): ch for ch in parent.iterchildren(sn.tag)}
-    ktag = f"{{{sn.ns}}}{sn.keys[0]}"
-    return {((ch.findtext(ktag) or "").strip(),): ch for ch in parent.iterchildren(sn.tag)}
+    ktag = sn.key_tags[0]
+    return {((child_text(ch, ktag) or "").strip(),): ch for ch in parent.iterchildren(sn.tag)}
+
+
+def child_text(el: etree._Element, tag: str) -> str | None:
+    """``el.findtext(tag)`` for a plain child tag, without ElementPath (half the time:
+    it runs for every key of every entry of a large edit)."""
+    for ch in el.iterchildren(tag):
+        return ch.text or ""
+    return None
 
 
 def entry_key(el: etree._Element, sn: SNode) -> tuple[str, ...]:
-    return tuple((el.findtext(f"{{{sn.ns}}}{k}") or "").strip() for k in sn.keys)
+    tags = sn.key_tags
+    if len(tags) == 1:  # the common case, on every entry of a large edit
+        return ((child_text(el, tags[0]) or "").strip(),)
+    return tuple((child_text(el, t) or "").strip() for t in tags)
 
 
 # undo operations are partials of these (not closures over the journal: no reference

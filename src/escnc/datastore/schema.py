@@ -83,9 +83,10 @@ class SNode:
     children: dict[str, SNode] = field(default_factory=dict)  # Clark qname -> node
     parent: SNode | None = field(default=None, repr=False)
 
-    @property
-    def tag(self) -> str:
-        return f"{{{self.ns}}}{self.name}"
+    def __post_init__(self) -> None:
+        # read on every node of every edit: computed once, not per access
+        self.tag: str = f"{{{self.ns}}}{self.name}"
+        self.key_tags: tuple[str, ...] = tuple(f"{{{self.ns}}}{k}" for k in self.keys)
 
     def child(self, tag: str) -> SNode | None:
         return self.children.get(tag)
@@ -369,9 +370,8 @@ class Schema:
             if isinstance(sn, AnyContentNode)
             else "container"
         )
-        node = SNode(sn.name, ns, kind, config=bool(sn.config), parent=parent)
-        if isinstance(sn, ListNode):
-            node.keys = tuple(k[0] for k in sn.keys)
+        keys = tuple(k[0] for k in sn.keys) if isinstance(sn, ListNode) else ()
+        node = SNode(sn.name, ns, kind, config=bool(sn.config), keys=keys, parent=parent)
         if isinstance(sn, (ListNode, LeafListNode)):
             node.user_ordered = bool(sn.user_ordered)
         if isinstance(sn, ContainerNode):

@@ -32,6 +32,7 @@ from escnc.datastore.edit import (
     Journal,
 )
 from escnc.datastore.follow import Following
+from escnc.datastore.memory import limit_arenas
 from escnc.datastore.persistence import Store, WriteFence
 from escnc.datastore.pruning import analyse
 from escnc.datastore.rwlock import RWLock
@@ -86,6 +87,9 @@ class Datastore(Following):
         self.incremental = incremental
         self.overlay_candidate = overlay_candidate
         self._lock = RWLock()
+        # session threads would each get a glibc arena that keeps a large edit's
+        # freed heap (memory.py); the datastore is made before the server's threads
+        limit_arenas()
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         if storage is None:
             storage = open_storage(
@@ -321,12 +325,13 @@ class Datastore(Following):
             editor = Editor(self.schema, journal, options)
             try:
                 editor.apply(self._running, config)
-                raws = None
+                # the touched units serialized once: for the authorizer, validation
+                # and the commit
+                raws = self._journal_bytes(self._running, journal.units)
                 if self._authorizes(session_id, username):
-                    raws = self._journal_bytes(self._running, journal.units)
                     self._authorize(session_id, username, "edit-config", raws, self._units)
                 if test_option != "set":
-                    self._validate_units(self._running, journal.units, self._units)
+                    self._validate_units(self._running, journal.units, self._units, raws=raws)
                 if test_option == "test-only":
                     journal.undo()
                 else:

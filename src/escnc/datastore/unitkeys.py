@@ -58,7 +58,9 @@ def root_entry_key(el: etree._Element) -> UnitKey | None:
     top = parent.getparent()
     if top is None or top.tag != ESC_ROOT:
         return None
-    return ("e", CONTAINER_TAGS[parent.tag], (el.findtext(NAME) or "").strip())
+    for name in el.iterchildren(NAME):  # findtext without ElementPath: per entry
+        return ("e", CONTAINER_TAGS[parent.tag], (name.text or "").strip())
+    return ("e", CONTAINER_TAGS[parent.tag], "")
 
 
 def _root_entries_within(el: etree._Element) -> list[UnitKey]:

@@ -98,12 +98,14 @@ class Validating(GroupCommit):
         keys: Collection[UnitKey],
         old_units: dict[UnitKey, bytes] | None,
         elements: dict[UnitKey, etree._Element] | None = None,
+        raws: dict[UnitKey, bytes | None] | None = None,
     ) -> None:
         """Validate a proposed tree; incrementally (touched units) when enabled.
 
         yangson sees a private tree of the touched units, the root shell and the root
         list entries they need (needed_entries); removed root entries that untouched
-        deployments still use are found by check_removed."""
+        deployments still use are found by check_removed. ``raws``: units of ``data``
+        already serialized (None: absent), not serialized again."""
         if not self.incremental:
             self._full_validate(data)
             return
@@ -112,8 +114,16 @@ class Validating(GroupCommit):
         for k in list(ctx):
             if k[0] == "d":
                 ctx.add(("t", k[1]))
-        found = self._find_units(data, ctx) if elements is None else elements
         gone: dict[str, set[str]] = {}
+        if raws:
+            for k in ctx & raws.keys():
+                raw = raws[k]
+                if raw is not None:
+                    present[k] = raw
+                elif k[0] == "e":
+                    gone.setdefault(ROOT_LISTS[k[1]], set()).add(k[2])
+            ctx -= raws.keys()
+        found = self._find_units(data, ctx) if elements is None else elements
         for k in ctx:
             el = found.get(k)
             if el is not None:

@@ -60,6 +60,9 @@ def stream_filter(stream: str) -> tuple[str, ...] | None:
 class EventBus:
     # events kept in memory for consumers that keep up; slower ones read SQLite
     WINDOW = 8192
+    # ... and at most this many bytes of them (the newest is always kept): one
+    # config-change of a 10,000-entry edit is ~3 MB, and 8192 of those are no window
+    WINDOW_BYTES = 4 * 1024 * 1024
     PRUNE_INTERVAL = 60.0
 
     def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
@@ -77,6 +80,7 @@ class EventBus:
         self._cond = threading.Condition(threading.Lock())
         self._recent: dict[int, StoredEvent] = {}
         self._recent_order: deque[int] = deque()  # eviction order (seqs may be sparse)
+        self._recent_bytes = 0
         self._head = self.log.last_seq()
         self._last_ms = 0
         self._consumers: set[Consumer] = set()
@@ -123,8 +127,14 @@ class EventBus:
             with self._cond:
                 self._recent[seq] = event
                 self._recent_order.append(seq)
-                if len(self._recent_order) > self.WINDOW:
-                    self._recent.pop(self._recent_order.popleft(), None)
+                self._recent_bytes += _size(event)
+                while len(self._recent_order) > 1 and (
+                    len(self._recent_order) > self.WINDOW
+                    or self._recent_bytes > self.WINDOW_BYTES
+                ):
+                    old = self._recent.pop(self._recent_order.popleft(), None)
+                    if old is not None:
+                        self._recent_bytes -= _size(old)
                 # another node's later event may already have moved the head on
                 self._head = max(self._head, seq)
                 self._cond.notify_all()
@@ -282,3 +292,7 @@ class EventBus:
         if self._follower is not None:
             self._follower.join(timeout=5)
         self.log.close()
+
+
+def _size(event: StoredEvent) -> int:
+    return len(event.body) + len(event.notification)
