@@ -202,13 +202,15 @@ class Outbox:
     NETCONF is delivered with or without escnc's own HTTP listener)."""
 
     def __init__(self, services: Services) -> None:
-        import httpx
-
         from escnc.events.callbacks import CallbackStore, CallbackTracker
         from escnc.operations.capacity_rest import CapacityNotifier
 
         st = services.settings
-        self._client = httpx.Client(timeout=st.callback_timeout, follow_redirects=False)
+        self._timeout = st.callback_timeout
+        # made at the first delivery: an httpx client with its SSL context is about
+        # 10 MiB, and most servers deliver no callback
+        self._client: Any = None  # httpx.Client
+        self._client_lock = threading.Lock()
         capacity = getattr(services.engine, "capacity", None)
         self.tracker: CallbackTracker = CallbackTracker(
             CallbackStore(st.state_dir / "callbacks.sqlite3", database=st.database),
@@ -220,7 +222,13 @@ class Outbox:
         )
 
     def _post(self, url: str, headers: dict[str, str], body: bytes) -> int:
-        return self._client.post(url, headers=headers, content=body).status_code
+        import httpx
+
+        with self._client_lock:
+            if self._client is None:
+                self._client = httpx.Client(timeout=self._timeout, follow_redirects=False)
+            client = self._client
+        return client.post(url, headers=headers, content=body).status_code
 
     def start(self) -> None:
         self.tracker.start()
@@ -228,7 +236,9 @@ class Outbox:
     def stop(self) -> None:
         self.tracker.stop()
         self.tracker.store.close()
-        self._client.close()
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
 
 
 class Server:
