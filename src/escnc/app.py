@@ -9,6 +9,7 @@ Component constructors (each owned by its package):
   escnc.engine.engine.Engine(services)                     reconciler and jobs
   escnc.netconf.sessions.SessionManager(services)          live sessions
   escnc.netconf.server.NetconfServer(services)             SSH listener
+  escnc.engine.maintenance.Maintenance(services)           day-2 (migrate, snapshots, volumes)
   escnc.events.callbacks.CallbackTracker(...)              callback/notification outbox
   escnc.http.server.HttpServer(services, callbacks)        HTTP(S) listener, when set
 Every module in escnc.operations with a ``register(registry, services)`` function
@@ -77,6 +78,7 @@ def build_services(settings: Settings, clock: Any = None) -> Services:
     services.vims = HostRegistry(settings)
     services.engine = Engine(services, clock=clock)
     services.datastore.add_validator(check_names)
+    services.day2 = build_maintenance(services)
     if settings.database:
         attach_cluster_hooks(services)
     else:
@@ -92,6 +94,20 @@ def build_services(settings: Settings, clock: Any = None) -> Services:
             register(services.registry, services)
     statedir.make_files_private(settings.state_dir)
     return services
+
+
+def build_maintenance(services: Services) -> Any:
+    """Day-2 (migrate, resize confirm/revert, snapshots, volumes: engine/maintenance.py)
+    and its hooks into the engine's resize and CONFIRM/REVERT_RESIZE actions."""
+    from escnc.engine.maintenance import Maintenance
+
+    manager = Maintenance(services)
+    services.state_providers.append(manager.state)
+    hooks = services.engine.hooks
+    hooks.resize = lambda _engine, job, vm, old, new: manager.resize_hook(job, vm, old, new)
+    hooks.vm_actions["CONFIRM_RESIZE"] = lambda _e, job, vm: manager.confirm_hook(job, vm)
+    hooks.vm_actions["REVERT_RESIZE"] = lambda _e, job, vm: manager.revert_hook(job, vm)
+    return manager
 
 
 def fence_stores(services: Services, outbox: Outbox | None = None) -> None:
@@ -361,7 +377,7 @@ class Server:
         assert services is not None
         if not self._spent:
             return
-        hooks = services.engine.hooks  # the day-2 hooks (operations/esc_day2.py)
+        hooks = services.engine.hooks  # the day-2 hooks (build_maintenance)
         services.vims = HostRegistry(self.settings)
         services.engine = Engine(services, clock=self._clock)
         services.engine.hooks = hooks

@@ -92,7 +92,7 @@ class Services:
     users: Any = None  # escnc.rpc.users.UserStore
     vims: Any = None  # escnc.vim.hosts.HostRegistry
     engine: Any = None  # EngineAPI
-    day2: Any = None  # escnc.engine.maintenance.Maintenance (set by operations/esc_day2.py)
+    day2: Any = None  # escnc.engine.maintenance.Maintenance (built by app.build_maintenance)
     nacm: Any = None  # escnc.nacm.Nacm, access control (set by operations/authorize.py)
     auth_penalty: Any = None  # escnc.rpc.auth.AuthPenalty, one for SSH and HTTP Basic
     # active/standby (docs/ha.md): the fence every write request checks (None: a single

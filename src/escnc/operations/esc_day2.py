@@ -3,8 +3,7 @@ snapshotAction, createVolumeFromSnapshot, vmRevertSnapshot.
 
 Each handler validates against the current state and answers ``<ok/>`` once the
 operation is queued; progress and outcome arrive as escEvent notifications
-(engine/maintenance.py). Also installs the engine's resize and CONFIRM/REVERT_RESIZE hooks
-and the opdata provider for snapshots and volumes.
+(engine/maintenance.py, built and wired into the engine by app.py).
 """
 
 from __future__ import annotations
@@ -35,14 +34,9 @@ def _flag(request: etree._Element, name: str, default: bool) -> bool:
 
 
 def register(registry: RpcRegistry, services: Services) -> None:
-    manager = Maintenance(services)
-    services.day2 = manager
-    services.state_providers.append(manager.state)
-    hooks = getattr(services.engine, "hooks", None)
-    if hooks is not None:
-        hooks.resize = lambda _engine, job, vm, old, new: manager.resize_hook(job, vm, old, new)
-        hooks.vm_actions["CONFIRM_RESIZE"] = lambda _e, job, vm: manager.confirm_hook(job, vm)
-        hooks.vm_actions["REVERT_RESIZE"] = lambda _e, job, vm: manager.revert_hook(job, vm)
+    manager: Maintenance = services.day2  # built and wired by app.build_services
+    if manager is None:
+        return  # no day-2 manager (e.g. no engine): the RPCs are not offered
 
     def vm_migrate(_ctx: RpcContext, request: etree._Element) -> None:
         manager.migrate(
