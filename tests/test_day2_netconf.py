@@ -12,8 +12,9 @@ import pytest
 from lxml import etree
 from ncclient.operations.rpc import RPCError
 
-from conftest import connect, is_resource_event
+from conftest import connect
 from conftest import test_host_uri as host_uri
+from esc_events import Events, etype, types
 from escnc.ns import ESC
 
 pytestmark = pytest.mark.timeout(120)
@@ -45,42 +46,6 @@ def config_xml(
 def rpc(rpc_name: str, **leaves: str) -> str:
     body = "".join(f"<{k}>{v}</{k}>" for k, v in leaves.items())
     return f'<{rpc_name} xmlns="{ESC}">{body}</{rpc_name}>'
-
-
-class Events:
-    """escEvent notifications of one NETCONF session, in arrival order."""
-
-    def __init__(self, m) -> None:  # type: ignore[no-untyped-def]
-        self.m = m
-        m.create_subscription(stream_name="escEvent")
-        self.seen: list[etree._Element] = []
-        self.resources: list[etree._Element] = []  # CREATE_IMAGE, DELETE_IMAGE
-
-    def until(self, last: str, timeout: float = 30.0, count: int = 1) -> list[etree._Element]:
-        """Collect events until ``last`` has arrived ``count`` times; return them."""
-        got: list[etree._Element] = []
-        deadline = time.monotonic() + timeout
-        while sum(1 for e in got if etype(e) == last) < count:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"no {last}; got {[etype(e) for e in got]}"
-            n = self.m.take_notification(block=True, timeout=remaining)
-            if n is None:
-                continue
-            ev = etree.fromstring(n.notification_xml.encode()).find(".//e:escEvent", NS)
-            if ev is not None and is_resource_event(ev):
-                self.resources.append(ev)
-            elif ev is not None:
-                got.append(ev)
-        self.seen += got
-        return got
-
-
-def etype(ev: etree._Element) -> str:
-    return ev.findtext("e:event/e:type", namespaces=NS) or ""
-
-
-def types(events: list[etree._Element]) -> list[str]:
-    return [etype(e) for e in events]
 
 
 def status(ev: etree._Element) -> str:

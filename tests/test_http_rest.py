@@ -15,9 +15,10 @@ from lxml import etree
 
 from conftest import PASSWORD, USER, add_user, connect
 from conftest import test_host_uri as host_uri
+from esc_events import Events, etype, types
 from escnc.ns import ESC, NC
 from http_helpers import CallbackReceiver, Received, client, payload
-from test_day2_netconf import Events, config_xml, etype, types
+from test_day2_netconf import config_xml
 
 pytestmark = pytest.mark.timeout(300)
 

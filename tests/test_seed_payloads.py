@@ -10,7 +10,6 @@ VM name of *their* deployment) is substituted with ours.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +17,9 @@ import pytest
 from lxml import etree
 from ncclient.operations.rpc import RPCError
 
-from conftest import connect, is_resource_event
+from conftest import connect
 from conftest import test_host_uri as host_uri
+from esc_events import Events, etype, types
 from escnc.cli import client as esc_nc_cli
 from escnc.ns import ESC
 
@@ -207,47 +207,6 @@ def as_config(document: str) -> str:
 
 
 # ---- helpers ------------------------------------------------------------------------
-
-
-class Events:
-    """escEvent notifications of one NETCONF session, in arrival order."""
-
-    def __init__(self, m) -> None:  # type: ignore[no-untyped-def]
-        self.m = m
-        m.create_subscription(stream_name="escEvent")
-
-    def until(self, last: str, timeout: float = 30.0, count: int = 1) -> list[etree._Element]:
-        got: list[etree._Element] = []
-        deadline = time.monotonic() + timeout
-        while sum(1 for e in got if etype(e) == last) < count:
-            remaining = deadline - time.monotonic()
-            assert remaining > 0, f"no {last}; got {[etype(e) for e in got]}"
-            n = self.m.take_notification(block=True, timeout=min(remaining, 0.5))
-            if n is None:
-                continue
-            ev = etree.fromstring(n.notification_xml.encode()).find(".//e:escEvent", NS)
-            if ev is not None and not is_resource_event(ev):
-                got.append(ev)
-        return got
-
-    def quiet(self, seconds: float) -> list[etree._Element]:
-        got = []
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            n = self.m.take_notification(block=True, timeout=min(left, 0.2))
-            if n is not None:
-                ev = etree.fromstring(n.notification_xml.encode()).find(".//e:escEvent", NS)
-                if ev is not None and not is_resource_event(ev):
-                    got.append(ev)
-        return got
-
-
-def etype(ev: etree._Element) -> str:
-    return ev.findtext("e:event/e:type", namespaces=NS) or ""
-
-
-def types(events: list[etree._Element]) -> list[str]:
-    return [etype(e) for e in events]
 
 
 def explain(events: list[etree._Element]) -> list[tuple[str, str, str]]:
