@@ -58,11 +58,11 @@ def nodes() -> Iterator[list[Node]]:
         node.stop()
 
 
-def start(nodes: list[Node], env: Env, name: str, dsn: str) -> Node:
+def start(nodes: list[Node], where: Env, name: str, dsn: str) -> Node:
     # one import directory for both nodes: the image's source is the same file
-    imports = env.state / "import"
+    imports = where.state / "import"
     imports.mkdir(exist_ok=True)
-    node = Node(env.state, name, dsn, lease=LEASE, http=False, vim=URI,
+    node = Node(where.state, name, dsn, lease=LEASE, http=False, vim=URI,
                 extra=f'image_import_dirs = ["{imports}"]\n'
                 # 20 one-vCPU guests on a 2-CPU machine: admission allows them
                 '[overcommit]\nvcpus = 16\n')
