@@ -42,21 +42,26 @@ class Node:
     """One ``escnc serve`` process with its own state directory."""
 
     def __init__(self, root: Path, name: str, database: str, *, lease: float = 3.0,
-                 deadline: float = 2.0, retry: float = 0.25, http: bool = True) -> None:
+                 deadline: float = 2.0, retry: float = 0.25, http: bool = True,
+                 vim: str = "", extra: str = "") -> None:
+        """``vim``: the default host's URI (default: a test-driver host file of this
+        node's own); ``extra``: more top-level TOML settings."""
         self.name = name
         self.state = root / name
         self.state.mkdir(parents=True, exist_ok=True)
-        hosts = root / f"{name}-hosts"
-        hosts.mkdir(exist_ok=True)
-        (hosts / "host.xml").write_text("<node></node>\n")
+        if not vim:
+            hosts = root / f"{name}-hosts"
+            hosts.mkdir(exist_ok=True)
+            (hosts / "host.xml").write_text("<node></node>\n")
+            vim = f"test://{hosts / 'host.xml'}"
         self.log = self.state / "escnc.log"
         config = self.state / "escnc.toml"
         config.write_text(
             f'state_dir = "{self.state}"\nlisten = "127.0.0.1:0"\ndatabase = "{database}"\n'
             f'node_name = "{name}"\nlease_duration = {lease}\nrenew_deadline = {deadline}\n'
             f'lease_retry = {retry}\nlog_file = "{self.log}"\nreconcile_interval = 1.0\n'
-            + ('http_listen = "127.0.0.1:0"\n' if http else "")
-            + f'[vims]\ndefault = "test://{hosts / "host.xml"}"\n')
+            + ('http_listen = "127.0.0.1:0"\n' if http else "") + extra
+            + f'[vims]\ndefault = "{vim}"\n')
         env = {**os.environ, "PYTHONPATH": str(SRC)}
         subprocess.run([sys.executable, "-m", "escnc.cli.server", "user", "add", USER,
                         "--password-stdin", "--state-dir", str(self.state),
