@@ -20,6 +20,7 @@ from escnc.cluster import ElectionTimings, LeaderElector, NotLeader
 from escnc.engine.capacity.model import Amount
 from escnc.engine.capacity.records import RecordStore, Reservation
 from escnc.engine.clock import ManualClock
+from escnc.engine.errors import StateChanged
 from escnc.engine.maintenance_store import Day2Store, PendingResize, SnapshotRecord
 from escnc.engine.store import DeploymentRecord, EngineStore, VmRecord, instance_id
 from escnc.events.callbacks import CallbackStore, Transaction
@@ -88,6 +89,26 @@ def test_engine_store_write_read_reload_both(make_storage: Factory) -> None:
     assert heard == [("d_g_1_y", None)] and b.deployments() == []
     a.close()
     b.close()
+
+
+def test_engine_store_compare_and_set_on_vm_state_both(make_storage: Factory) -> None:
+    """update_vm(expected_state=...) changes the VM only from that state; from any
+    other it raises StateChanged and leaves the database and memory as they were."""
+    store = EngineStore(storage=make_storage())
+    store.put_vm(vm("d_g_0_x"))
+    moved = store.update_vm("d_g_0_x", expected_state="VM_INIT_STATE", state="VM_ALIVE_STATE",
+                            monitoring=True)
+    assert moved is not None and moved.state == "VM_ALIVE_STATE"
+    with pytest.raises(StateChanged, match="is VM_ALIVE_STATE, not VM_INIT_STATE"):
+        store.update_vm("d_g_0_x", expected_state="VM_INIT_STATE", state="VM_ERROR_STATE",
+                        monitoring=False)
+    current = store.vm("d_g_0_x")
+    assert current is not None and current.state == "VM_ALIVE_STATE" and current.monitoring
+    other = EngineStore(storage=make_storage())
+    again = other.vm("d_g_0_x")
+    assert again is not None and again.state == "VM_ALIVE_STATE" and again.monitoring
+    store.close()
+    other.close()
 
 
 def test_engine_store_fenced_stale_write_refused_both(

@@ -101,7 +101,8 @@ class JobView(ReconcileView, Protocol):
     def capacity(self) -> CapacityCheck:
         """Admission for the VMs a job places (engine/placement.py)."""
 
-    def set_vm_state(self, generated_name: str, state: str, **fields: Any) -> VmRecord: ...
+    def set_vm_state(self, generated_name: str, state: str, *,
+                     expected_state: str | None = None, **fields: Any) -> VmRecord: ...
     def wait_alive(
         self,
         job: Job,
@@ -111,7 +112,8 @@ class JobView(ReconcileView, Protocol):
         always: bool = False,
         late: Callable[[VmRecord, str], bool] | None = None,
     ) -> list[str]: ...
-    def manual_recovery_needed(self, dep: DeploymentRecord, name: str, reason: str) -> None: ...
+    def manual_recovery_needed(self, dep: DeploymentRecord, name: str, reason: str,
+                               expected_state: str | None = None) -> None: ...
     def forget_reported(self, dep: DeploymentRecord) -> None: ...
 
 

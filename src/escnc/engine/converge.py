@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from escnc.engine import lifecycle
 from escnc.engine import states as st
+from escnc.engine.errors import StateChanged
 from escnc.engine.jobs import Job
 from escnc.engine.model import DeploymentSpec
 from escnc.engine.monitor import monitored
@@ -93,10 +94,15 @@ def repair(engine: JobView, job: Job, dep: DeploymentRecord, spec: DeploymentSpe
         if engine.ops.domain(vm) is not None:
             continue  # whether it answers is the monitor's to judge
         reason = f"domain of VM {vm.generated_name} is missing on host {vm.host}"
-        if group.recovery_type.upper() == "MANUAL":
-            engine.manual_recovery_needed(dep, vm.generated_name, reason)
-        else:
-            restart.append(engine.set_vm_state(vm.generated_name, st.VM_DEPLOYING))
+        try:  # from the state it was read in (the lookup above is host I/O)
+            if group.recovery_type.upper() == "MANUAL":
+                engine.manual_recovery_needed(dep, vm.generated_name, reason,
+                                              expected_state=vm.state)
+            else:
+                restart.append(engine.set_vm_state(vm.generated_name, st.VM_DEPLOYING,
+                                                   expected_state=vm.state))
+        except StateChanged as exc:  # changed meanwhile: the next pass looks again
+            log.info("reconcile: %s", exc)
     if not restart or job.cancel.is_set():
         return
     errors = lifecycle.start_in_order(engine, job, dep, spec, restart)

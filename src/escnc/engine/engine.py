@@ -42,6 +42,7 @@ from escnc.engine import actions, imagejobs, lifecycle, outbox, reconcile
 from escnc.engine import states as st
 from escnc.engine.capacity import CapacityManager
 from escnc.engine.clock import Clock, SystemClock
+from escnc.engine.errors import StateChanged
 from escnc.engine.hooks import MaintenanceHooks
 from escnc.engine.hostfacts import HostFactsCache
 from escnc.engine.imagereg import ImageRegistry
@@ -301,8 +302,11 @@ class Engine:
         spec = self.desired.deployments.get(vm.dep_key)
         return spec.groups.get(vm.group) if spec else None
 
-    def set_vm_state(self, generated_name: str, state: str, **fields: Any) -> VmRecord:
-        vm = self.store.update_vm(generated_name, state=state, **fields)
+    def set_vm_state(self, generated_name: str, state: str, *,
+                     expected_state: str | None = None, **fields: Any) -> VmRecord:
+        """``expected_state``: only from that state (StateChanged otherwise)."""
+        vm = self.store.update_vm(generated_name, expected_state=expected_state,
+                                  state=state, **fields)
         if vm is None:
             raise KeyError(generated_name)
         return vm
@@ -524,16 +528,21 @@ class Engine:
         ):
             return
         if group.recovery_type.upper() == "MANUAL":
-            self.manual_recovery_needed(dep, name, reason)
+            try:  # only from the state the probe judged (an action may have moved it)
+                self.manual_recovery_needed(dep, name, reason, expected_state=vm.state)
+            except StateChanged as exc:
+                log.info("not marking %s for manual recovery: %s", name, exc)
             return
         actions.run_recovery(self, job, name, reason)
 
-    def manual_recovery_needed(self, dep: DeploymentRecord, name: str, reason: str) -> None:
+    def manual_recovery_needed(self, dep: DeploymentRecord, name: str, reason: str,
+                               expected_state: str | None = None) -> None:
         """A MANUAL-recovery VM is down: VM_ERROR, no monitoring, one
         VM_MANUAL_RECOVERY_NEEDED; nothing happens until recoveryVmAction DO."""
         vm = self.set_vm_state(
             name,
             st.VM_ERROR,
+            expected_state=expected_state,
             monitoring=False,
             status_message=f"{reason}; waiting for recoveryVmAction DO",
         )

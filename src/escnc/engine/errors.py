@@ -35,6 +35,11 @@ class Conflict(EngineError):
     """Another operation on the object is under way."""
 
 
+class StateChanged(Conflict):
+    """A compare-and-set found the VM in another state than the caller read: someone
+    else changed it in between, and the caller's decision no longer holds."""
+
+
 class NotFound(EngineError):
     """The named VM or deployment does not exist."""
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from escnc.engine.errors import StateChanged
 from escnc.storage import Connection, Migration, Storage, open_storage
 from escnc.storage.component import Component, WriteFence, sqlite_tables
 
@@ -231,12 +232,20 @@ class EngineStore:
                 self._vms[vm.generated_name] = replace(vm)
             self._notify(vm.generated_name, vm)
 
-    def update_vm(self, generated_name: str, **changes: object) -> VmRecord | None:
+    def update_vm(self, generated_name: str, *, expected_state: str | None = None,
+                  **changes: object) -> VmRecord | None:
+        """Change a VM's record; None when there is none. With ``expected_state`` a
+        compare-and-set: raises StateChanged, changing nothing, unless the VM is in
+        that state (under the writer lock, which every write of this store and, in a
+        cluster, the fence make the only one)."""
         with self._db.writing():
             with self._mem:
                 vm = self._vms.get(generated_name)
             if vm is None:
                 return None
+            if expected_state is not None and vm.state != expected_state:
+                raise StateChanged(
+                    f"VM {generated_name} is {vm.state}, not {expected_state} any more")
             new = replace(vm, **changes)  # type: ignore[arg-type]
             self.put_vm(new)
             return replace(new)
