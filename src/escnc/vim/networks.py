@@ -42,6 +42,20 @@ def libvirt_name(name: str) -> str:
     return PREFIX + name
 
 
+def _host_range(
+    net: ipaddress.IPv4Network,
+) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address, ipaddress.IPv4Address, int] | None:
+    """First, second and last of ``net.hosts()`` and their count (None when there are
+    none or, as before, the network is over 65,536 addresses)."""
+    if net.num_addresses > 65536:
+        return None
+    if net.prefixlen >= 31:  # /31 and /32: every address is a host
+        hosts = list(net.hosts())
+        return (hosts[0], hosts[min(1, len(hosts) - 1)], hosts[-1], len(hosts))
+    first = net.network_address + 1
+    return (first, first + 1, net.broadcast_address - 1, net.num_addresses - 2)
+
+
 def network_xml(spec: NetworkSpec) -> str:
     root = etree.Element("network")
     etree.SubElement(root, "name").text = libvirt_name(spec.name)
@@ -54,15 +68,15 @@ def network_xml(spec: NetworkSpec) -> str:
             net = ipaddress.IPv4Network(f"{sub.address}/{sub.netmask}", strict=False)
         except ValueError:
             continue
-        hosts = list(net.hosts()) if net.num_addresses <= 65536 else []
+        hosts = _host_range(net)  # (first, second, last, count): no list of a /16's hosts
         gateway = sub.gateway or (str(hosts[0]) if hosts else "")
         if not gateway:
             continue
         ip = etree.SubElement(root, "ip", address=gateway, netmask=str(net.netmask))
-        if sub.dhcp and len(hosts) > 2:
+        if sub.dhcp and hosts and hosts[3] > 2:
             dhcp_any = True
             dhcp = etree.SubElement(ip, "dhcp")
-            etree.SubElement(dhcp, "range", start=str(hosts[1]), end=str(hosts[-1]))
+            etree.SubElement(dhcp, "range", start=str(hosts[1]), end=str(hosts[2]))
     if not dhcp_any:
         etree.SubElement(root, "dns", enable="no")
     return etree.tostring(root, encoding="unicode")
