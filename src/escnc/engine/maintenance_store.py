@@ -18,8 +18,14 @@ from typing import Any
 from lxml import etree
 
 from escnc.ns import ESC, qn
-from escnc.storage import Connection, Migration, Storage, open_storage
-from escnc.storage.component import Component, WriteFence, sqlite_tables
+from escnc.storage import Connection, Migration, Storage
+from escnc.storage.component import (
+    Component,
+    FencedStore,
+    WriteFence,
+    component_storage,
+    sqlite_tables,
+)
 
 
 def now_iso() -> str:
@@ -134,14 +140,11 @@ def _schema_v1(conn: Connection) -> None:
 MIGRATIONS = (Migration(1, run=_schema_v1),)
 
 
-class Day2Store:
+class Day2Store(FencedStore):
     def __init__(self, path: Path | None = None, *, database: str | None = None,
                  storage: Storage | None = None, fence: WriteFence | None = None) -> None:
         """The SQLite file ``path``, or ``database`` (postgresql://), or ``storage``."""
-        if storage is None:
-            if path is None:
-                raise ValueError("Day2Store needs a path or a storage")
-            storage = open_storage(database, path, synchronous="FULL")
+        storage = component_storage("Day2Store", path, database, storage)
         self.storage = storage
         self._db = Component(storage, "day2", MIGRATIONS, fence=fence)
         # writes hold the writer lock (Component.writing) across the commit; _mem
@@ -151,14 +154,6 @@ class Day2Store:
         self._vols: dict[str, VolumeRecord] = {}
         self._pending: dict[str, PendingResize] = {}
         self.reload()
-
-    @property
-    def fence(self) -> WriteFence:
-        return self._db.fence
-
-    @fence.setter
-    def fence(self, fence: WriteFence) -> None:
-        self._db.fence = fence
 
     def reload(self) -> None:
         """Re-read everything from storage (a node that becomes leader)."""

@@ -21,8 +21,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from escnc.engine.errors import StateChanged
-from escnc.storage import Connection, Migration, Storage, open_storage
-from escnc.storage.component import Component, WriteFence, sqlite_tables
+from escnc.storage import Connection, Migration, Storage
+from escnc.storage.component import (
+    Component,
+    FencedStore,
+    WriteFence,
+    component_storage,
+    sqlite_tables,
+)
 
 # called with (generated name, new record or None when deleted), under the store lock,
 # in the order of the writes; must be quick and must not call back into the store
@@ -123,15 +129,13 @@ def _vm_from(body: str) -> VmRecord:
     return VmRecord(**raw)
 
 
-class EngineStore:
+class EngineStore(FencedStore):
     def __init__(self, path: Path | None = None, *, database: str | None = None,
                  storage: Storage | None = None, fence: WriteFence | None = None) -> None:
         """The SQLite file ``path``, or ``database`` (a postgresql:// URL, the cluster's
         shared database), or an open ``storage``. ``fence`` checks every write."""
-        if storage is None:
-            if path is None:
-                raise ValueError("EngineStore needs a path or a storage")
-            storage = open_storage(database, path, synchronous="NORMAL")
+        storage = component_storage("EngineStore", path, database, storage,
+                                    synchronous="NORMAL")
         self.path = path
         self.storage = storage
         self._db = Component(storage, "engine", MIGRATIONS, fence=fence)
@@ -145,14 +149,6 @@ class EngineStore:
         # the VMs of each deployment: vms(tenant, deployment) is asked per deployment
         # by validation and jobs, and a scan of every VM made that O(deployments x VMs)
         self._by_dep = _index(self._vms)
-
-    @property
-    def fence(self) -> WriteFence:
-        return self._db.fence
-
-    @fence.setter
-    def fence(self, fence: WriteFence) -> None:
-        self._db.fence = fence
 
     @property
     def shared(self) -> bool:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 import uuid
@@ -41,9 +40,15 @@ from lxml import etree
 
 from escnc.events.esc_event import ESC_STREAM
 from escnc.ns import ESC
-from escnc.storage import Connection, Migration, Storage, open_storage
-from escnc.storage.component import Component, WriteFence, ddl, sqlite_tables
-from escnc.storage.sqlite import SqliteStorage
+from escnc.storage import Connection, Migration, Storage
+from escnc.storage.component import (
+    Component,
+    FencedStore,
+    WriteFence,
+    component_storage,
+    ddl,
+    sqlite_tables,
+)
 from escnc.xmlutil import to_json_value
 
 if TYPE_CHECKING:
@@ -149,30 +154,15 @@ class DeliveryInfo:
     last_error: str
 
 
-class CallbackStore:
+class CallbackStore(FencedStore):
     """The durable outbox (component ``callbacks``: callbacks.sqlite3, mode 0600, or
     the cluster's PostgreSQL database). Every write is one fenced transaction."""
 
     def __init__(self, path: Path | None = None, *, database: str | None = None,
                  storage: Storage | None = None, fence: WriteFence | None = None) -> None:
-        if storage is None:
-            if path is None:
-                raise ValueError("CallbackStore needs a path or a storage")
-            storage = open_storage(database, path, synchronous="FULL")
-        if isinstance(storage, SqliteStorage):
-            # private from the start: SQLite gives its -wal and -shm files the mode
-            storage.path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(storage.path, os.O_CREAT | os.O_WRONLY, 0o600))
+        storage = component_storage("CallbackStore", path, database, storage, private=True)
         self.storage = storage
         self._db = Component(storage, "callbacks", MIGRATIONS, fence=fence)
-
-    @property
-    def fence(self) -> WriteFence:
-        return self._db.fence
-
-    @fence.setter
-    def fence(self, fence: WriteFence) -> None:
-        self._db.fence = fence
 
     def close(self) -> None:
         self._db.close()

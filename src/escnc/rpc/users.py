@@ -18,8 +18,14 @@ from pathlib import Path
 
 import paramiko
 
-from escnc.storage import Connection, Migration, Storage, open_storage
-from escnc.storage.component import Component, WriteFence, sqlite_tables
+from escnc.storage import Connection, Migration, Storage
+from escnc.storage.component import (
+    Component,
+    FencedStore,
+    WriteFence,
+    component_storage,
+    sqlite_tables,
+)
 from escnc.storage.sqlite import SqliteStorage
 
 # scrypt cost: 2**14 * 8 * 128 B = 16 MiB and tens of ms per check (RFC 7914 interactive).
@@ -102,24 +108,15 @@ def parse_public_key(line: str) -> tuple[str, str, str]:
     return key_type, blob, parts[2] if len(parts) > 2 else ""
 
 
-class UserStore:
+class UserStore(FencedStore):
     def __init__(self, path: str | os.PathLike[str] | None = None, *,
                  database: str | None = None, storage: Storage | None = None,
                  fence: WriteFence | None = None) -> None:
         """The SQLite file ``path`` (created 0600), or ``database`` (postgresql://),
         or ``storage``. ``fence`` checks every write."""
         self.path = Path(path) if path is not None else None
-        if storage is None:
-            if self.path is None:
-                raise ValueError("UserStore needs a path or a storage")
-            storage = open_storage(database, self.path, synchronous="FULL")
+        storage = component_storage("UserStore", self.path, database, storage, private=True)
         if isinstance(storage, SqliteStorage):
-            # private from the start: SQLite gives its -wal and -shm files the mode
-            storage.path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                os.close(os.open(storage.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-            except FileExistsError:
-                pass
             try:
                 os.chmod(storage.path, 0o600)  # also a file an older escnc created
             except OSError:
@@ -131,14 +128,6 @@ class UserStore:
         self._verified: dict[str, tuple[str, bytes]] = {}
         self._verified_lock = threading.Lock()
         self._writes = 0  # own commits
-
-    @property
-    def fence(self) -> WriteFence:
-        return self._db.fence
-
-    @fence.setter
-    def fence(self, fence: WriteFence) -> None:
-        self._db.fence = fence
 
     def add_user(
         self, name: str, password: str | None = None, public_keys: Iterable[str] = ()

@@ -9,10 +9,12 @@ away. :class:`Component` is that, and nothing about any store's tables.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Protocol
 
 from escnc.storage.base import Connection, Storage, StorageClosed, StorageUnavailable
@@ -144,3 +146,37 @@ def ddl(conn: Connection, text: str) -> None:
     """Run a CREATE statement with ``{double}``/``{serial}`` filled in for ``conn``."""
     types = column_types(conn)
     conn.execute(text.replace("{double}", types["double"]).replace("{serial}", types["serial"]))
+
+
+def component_storage(store: str, path: str | os.PathLike[str] | None,
+                      database: str | None, storage: Storage | None, *,
+                      synchronous: str = "FULL", private: bool = False) -> Storage:
+    """Where a store lives: ``storage`` as given, else ``database`` (a postgresql://
+    URL, the cluster's) or the SQLite file ``path``. ``private``: the SQLite file is
+    created 0600 before SQLite opens it (SQLite gives its -wal and -shm the mode)."""
+    from escnc.storage.open import open_storage
+    from escnc.storage.sqlite import SqliteStorage
+
+    if storage is None:
+        if path is None:
+            raise ValueError(f"{store} needs a path or a storage")
+        storage = open_storage(database, Path(path), synchronous=synchronous)
+    if private and isinstance(storage, SqliteStorage):
+        storage.path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(storage.path, os.O_CREAT | os.O_WRONLY, 0o600))
+    return storage
+
+
+class FencedStore:
+    """A store on one :class:`Component`; its fence is settable, as the wiring hands
+    in the node's once there is one (app.fence_stores)."""
+
+    _db: Component
+
+    @property
+    def fence(self) -> WriteFence:
+        return self._db.fence
+
+    @fence.setter
+    def fence(self, fence: WriteFence) -> None:
+        self._db.fence = fence

@@ -13,8 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from escnc.engine.capacity.model import INF, Amount
-from escnc.storage import Connection, Migration, Storage, open_storage
-from escnc.storage.component import Component, WriteFence, sqlite_tables
+from escnc.storage import Connection, Migration, Storage
+from escnc.storage.component import (
+    Component,
+    FencedStore,
+    WriteFence,
+    component_storage,
+    sqlite_tables,
+)
 
 INITIALIZED, ACTIVE, EXPIRED, TERMINATED = "initialized", "active", "expired", "terminated"
 CONDITIONS = ("lt", "le", "gt", "ge", "eq")
@@ -129,26 +135,15 @@ def _schema_v1(conn: Connection) -> None:
 MIGRATIONS = (Migration(1, run=_schema_v1),)
 
 
-class RecordStore:
+class RecordStore(FencedStore):
     """Reservations and capacity subscriptions as JSON rows (component ``capacity``:
     reservations.sqlite3, or the cluster's PostgreSQL database)."""
 
     def __init__(self, path: Path | None = None, *, database: str | None = None,
                  storage: Storage | None = None, fence: WriteFence | None = None) -> None:
-        if storage is None:
-            if path is None:
-                raise ValueError("RecordStore needs a path or a storage")
-            storage = open_storage(database, path, synchronous="FULL")
+        storage = component_storage("RecordStore", path, database, storage)
         self.storage = storage
         self._db = Component(storage, "capacity", MIGRATIONS, fence=fence)
-
-    @property
-    def fence(self) -> WriteFence:
-        return self._db.fence
-
-    @fence.setter
-    def fence(self, fence: WriteFence) -> None:
-        self._db.fence = fence
 
     def reservations(self) -> list[Reservation]:
         return [Reservation.from_json(t) for t in self._load("reservations")]
