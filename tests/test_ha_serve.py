@@ -155,15 +155,16 @@ def test_kill9_of_the_leader_hands_the_lead_to_the_standby(
     stop = threading.Event()
 
     def stream() -> None:
-        with a.connect() as m:
-            for i in range(100_000):
-                if stop.is_set():
-                    return
-                try:
-                    m.edit_config(target="running", config=TENANT.format(f"s{i}"))
-                except Exception:
-                    return  # the session died with the leader
-                acked.append(f"s{i}")
+        m = a.connect()
+        for i in range(100_000):
+            if stop.is_set():
+                break
+            try:
+                m.edit_config(target="running", config=TENANT.format(f"s{i}"))
+            except Exception:
+                return  # the session died with the leader (no close-session to send)
+            acked.append(f"s{i}")
+        m.close_session()
 
     writer = threading.Thread(target=stream, daemon=True)
     writer.start()
