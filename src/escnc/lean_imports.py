@@ -1,0 +1,63 @@
+"""Keep libraries escnc uses for one function from loading whole.
+
+yangson imports ``translate_pattern`` and ``RegexError`` from ``elementpath``, whose
+package ``__init__`` loads the complete XPath 1-3.1 engine (about 14 MiB of a
+server's resident memory at start) although only the XSD regex translator in
+``elementpath.regex`` is used. :func:`defer_elementpath` registers the package
+without running its ``__init__``, loads only ``elementpath.regex``, and completes the
+real package on the first access to any other name, so a later user of elementpath
+still sees the whole library.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+from typing import Any
+
+
+class _DeferredPackage(types.ModuleType):
+    """A package whose ``__init__`` runs on the first access to a name it lacks."""
+
+    _completing = False
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or type(self)._completing:
+            raise AttributeError(name)
+        spec = self.__spec__
+        if spec is None or spec.loader is None:
+            raise AttributeError(name)
+        type(self)._completing = True
+        try:
+            spec.loader.exec_module(self)
+        finally:
+            type(self)._completing = False
+        # Completed: from now on attribute access is the plain module's.
+        self.__class__ = types.ModuleType
+        return getattr(self, name)
+
+
+def defer_elementpath() -> None:
+    """Register ``elementpath`` with only its regex translator loaded (idempotent)."""
+    if "elementpath" in sys.modules:
+        return
+    spec = importlib.util.find_spec("elementpath")
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return
+    pkg = _DeferredPackage(spec.name)
+    pkg.__spec__ = spec
+    pkg.__loader__ = spec.loader
+    pkg.__file__ = spec.origin
+    pkg.__package__ = spec.name
+    pkg.__path__ = list(spec.submodule_search_locations)
+    sys.modules[spec.name] = pkg
+    try:
+        regex = importlib.import_module("elementpath.regex")
+    except Exception:  # an unexpected layout: fall back to the normal import
+        for name in [m for m in sys.modules if m == spec.name or m.startswith(spec.name + ".")]:
+            del sys.modules[name]
+        return
+    pkg.translate_pattern = regex.translate_pattern  # type: ignore[attr-defined]
+    pkg.RegexError = regex.RegexError  # type: ignore[attr-defined]
