@@ -46,3 +46,17 @@ def test_a_later_user_of_elementpath_gets_the_whole_package() -> None:
         """
     )
     assert got == "2 True"
+
+
+def test_paramiko_does_not_load_invoke_until_it_is_used() -> None:
+    got = run(
+        """
+        import sys
+        import escnc.netconf.server
+        import paramiko
+        loaded = "invoke.context" in sys.modules
+        import invoke
+        print(loaded, invoke.Context.__name__, "invoke.context" in sys.modules)
+        """
+    )
+    assert got == "False Context True"

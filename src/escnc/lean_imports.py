@@ -7,6 +7,10 @@ server's resident memory at start) although only the XSD regex translator in
 without running its ``__init__``, loads only ``elementpath.regex``, and completes the
 real package on the first access to any other name, so a later user of elementpath
 still sees the whole library.
+
+paramiko imports ``invoke`` (about 18 MiB) for one client-side ssh_config feature
+(``Match exec``) that a server never uses; :func:`defer_invoke` makes that import
+lazy, so invoke loads on first use.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ class _DeferredPackage(types.ModuleType):
         finally:
             type(self)._completing = False
         # Completed: from now on attribute access is the plain module's.
-        self.__class__ = types.ModuleType
+        self.__class__ = types.ModuleType  # type: ignore[assignment]
         return getattr(self, name)
 
 
@@ -61,3 +65,22 @@ def defer_elementpath() -> None:
         return
     pkg.translate_pattern = regex.translate_pattern  # type: ignore[attr-defined]
     pkg.RegexError = regex.RegexError  # type: ignore[attr-defined]
+
+
+def defer_invoke() -> None:
+    """Register ``invoke`` unexecuted (idempotent): it loads on first attribute access.
+
+    (``importlib.util.LazyLoader`` would load it at once on Python 3.11: the import
+    statement itself reads ``__spec__`` of a module found in ``sys.modules``.)"""
+    if "invoke" in sys.modules:
+        return
+    spec = importlib.util.find_spec("invoke")
+    if spec is None or spec.loader is None or not spec.submodule_search_locations:
+        return
+    pkg = _DeferredPackage(spec.name)
+    pkg.__spec__ = spec
+    pkg.__loader__ = spec.loader
+    pkg.__file__ = spec.origin
+    pkg.__package__ = spec.name
+    pkg.__path__ = list(spec.submodule_search_locations)
+    sys.modules[spec.name] = pkg
