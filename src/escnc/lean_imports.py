@@ -43,13 +43,11 @@ class _DeferredPackage(types.ModuleType):
         return getattr(self, name)
 
 
-def defer_elementpath() -> None:
-    """Register ``elementpath`` with only its regex translator loaded (idempotent)."""
-    if "elementpath" in sys.modules:
-        return
-    spec = importlib.util.find_spec("elementpath")
+def _register_unexecuted(name: str) -> _DeferredPackage | None:
+    """Put package ``name`` into ``sys.modules`` without running its ``__init__``."""
+    spec = importlib.util.find_spec(name)
     if spec is None or spec.loader is None or not spec.submodule_search_locations:
-        return
+        return None
     pkg = _DeferredPackage(spec.name)
     pkg.__spec__ = spec
     pkg.__loader__ = spec.loader
@@ -57,10 +55,20 @@ def defer_elementpath() -> None:
     pkg.__package__ = spec.name
     pkg.__path__ = list(spec.submodule_search_locations)
     sys.modules[spec.name] = pkg
+    return pkg
+
+
+def defer_elementpath() -> None:
+    """Register ``elementpath`` with only its regex translator loaded (idempotent)."""
+    if "elementpath" in sys.modules:
+        return
+    pkg = _register_unexecuted("elementpath")
+    if pkg is None:
+        return
     try:
         regex = importlib.import_module("elementpath.regex")
     except Exception:  # an unexpected layout: fall back to the normal import
-        for name in [m for m in sys.modules if m == spec.name or m.startswith(spec.name + ".")]:
+        for name in [m for m in sys.modules if m.split(".")[0] == "elementpath"]:
             del sys.modules[name]
         return
     pkg.translate_pattern = regex.translate_pattern  # type: ignore[attr-defined]
@@ -74,13 +82,4 @@ def defer_invoke() -> None:
     statement itself reads ``__spec__`` of a module found in ``sys.modules``.)"""
     if "invoke" in sys.modules:
         return
-    spec = importlib.util.find_spec("invoke")
-    if spec is None or spec.loader is None or not spec.submodule_search_locations:
-        return
-    pkg = _DeferredPackage(spec.name)
-    pkg.__spec__ = spec
-    pkg.__loader__ = spec.loader
-    pkg.__file__ = spec.origin
-    pkg.__package__ = spec.name
-    pkg.__path__ = list(spec.submodule_search_locations)
-    sys.modules[spec.name] = pkg
+    _register_unexecuted("invoke")
